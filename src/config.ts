@@ -1,0 +1,54 @@
+/**
+ * Configuration from the environment, per ../shared/interfaces.md (the public contract).
+ * Read once at start; nothing else reads process.env.
+ */
+import path from 'node:path';
+
+export interface Config {
+  port: number;
+  host: string;
+  mllpPort: number;
+  dataDir: string;
+  databaseUrl?: string;
+  baseUrl: string;
+  logLevel: 'debug' | 'info' | 'warn' | 'error';
+  /** largest HTTP request body accepted, bytes (413 past it) */
+  maxBodyBytes: number;
+  /** largest HL7 v2 message accepted over MLLP, bytes (AR and close past it) */
+  mllpMaxMessageBytes: number;
+  /** charset assumed when MSH-18 is empty (Baltic senders often use windows-1257) */
+  hl7DefaultCharset: string;
+  /** page size when a search names no _count */
+  defaultPageSize: number;
+  maxPageSize: number;
+}
+
+function int(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer, got "${raw}"`);
+  return n;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const port = int(env, 'PORT', 8080);
+  const host = env.HOST || '127.0.0.1';
+  const level = (env.LOG_LEVEL || 'info').toLowerCase();
+  if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new Error(`LOG_LEVEL must be debug|info|warn|error, got "${level}"`);
+  const hostForUrl = host.includes(':') ? `[${host}]` : host;
+  return {
+    port,
+    host,
+    mllpPort: int(env, 'MLLP_PORT', 2575),
+    dataDir: path.resolve(env.DATA_DIR || './data'),
+    databaseUrl: env.DATABASE_URL || undefined,
+    baseUrl: (env.BASE_URL || `http://${hostForUrl}:${port}/fhir`).replace(/\/+$/, ''),
+    logLevel: level as Config['logLevel'],
+    maxBodyBytes: int(env, 'MAX_BODY_BYTES', 10 * 1024 * 1024),
+    mllpMaxMessageBytes: int(env, 'MLLP_MAX_MESSAGE_BYTES', 4 * 1024 * 1024),
+    hl7DefaultCharset: env.HL7_DEFAULT_CHARSET || 'utf-8',
+    defaultPageSize: int(env, 'DEFAULT_PAGE_SIZE', 20),
+    maxPageSize: int(env, 'MAX_PAGE_SIZE', 1000),
+  };
+}

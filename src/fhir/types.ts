@@ -1,0 +1,21 @@
+/** FHIR R4 type definitions used across care-gateway (types only; no runtime code). */
+export type {
+  Bundle,
+  BundleEntry,
+  BundleLink,
+  CapabilityStatement,
+  CarePlan,
+  CareTeam,
+  Encounter,
+  Identifier,
+  Meta,
+  OperationOutcome,
+  OperationOutcomeIssue,
+  Patient,
+  Provenance,
+  Reference,
+  Resource,
+  SearchParameter,
+  ServiceRequest,
+  Task,
+} from '@medplum/fhirtypes';
