@@ -8,5 +8,6 @@ export default {
   },
   testMatch: ['<rootDir>/test/**/*.test.ts'],
   testTimeout: 60000,
+  globalSetup: '<rootDir>/test/helpers/global-setup.ts',
   maxWorkers: 2,
 };

@@ -10,7 +10,8 @@ export interface Config {
   mllpPort: number;
   dataDir: string;
   databaseUrl?: string;
-  baseUrl: string;
+  /** BASE_URL, or undefined: then http://HOST:PORT/fhir with the port actually bound (see fhirBase) */
+  baseUrl?: string;
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   /** largest HTTP request body accepted, bytes (413 past it) */
   maxBodyBytes: number;
@@ -36,14 +37,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const host = env.HOST || '127.0.0.1';
   const level = (env.LOG_LEVEL || 'info').toLowerCase();
   if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new Error(`LOG_LEVEL must be debug|info|warn|error, got "${level}"`);
-  const hostForUrl = host.includes(':') ? `[${host}]` : host;
   return {
     port,
     host,
     mllpPort: int(env, 'MLLP_PORT', 2575),
     dataDir: path.resolve(env.DATA_DIR || './data'),
     databaseUrl: env.DATABASE_URL || undefined,
-    baseUrl: (env.BASE_URL || `http://${hostForUrl}:${port}/fhir`).replace(/\/+$/, ''),
+    baseUrl: env.BASE_URL ? env.BASE_URL.replace(/\/+$/, '') : undefined,
     logLevel: level as Config['logLevel'],
     maxBodyBytes: int(env, 'MAX_BODY_BYTES', 10 * 1024 * 1024),
     mllpMaxMessageBytes: int(env, 'MLLP_MAX_MESSAGE_BYTES', 4 * 1024 * 1024),
@@ -51,4 +51,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     defaultPageSize: int(env, 'DEFAULT_PAGE_SIZE', 20),
     maxPageSize: int(env, 'MAX_PAGE_SIZE', 1000),
   };
+}
+
+/** The default FHIR base, http://HOST:PORT/fhir, with the port the server really listens on. */
+export function defaultFhirBase(host: string, boundPort: number): string {
+  const h = host.includes(':') ? `[${host}]` : host;
+  return `http://${h}:${boundPort}/fhir`;
 }

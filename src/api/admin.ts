@@ -1,0 +1,55 @@
+/**
+ * The message log: `GET /admin/messages?status=…` lists inbox entries (metadata only — no payloads, so no
+ * patient data in lists), `GET /admin/messages/{id}` shows one entry with its raw payload, outcome and the
+ * resources it produced, and `POST /admin/messages/{id}/$reprocess` queues a stored entry to run again.
+ */
+import { OutcomeError, notFound } from '../fhir/outcome.js';
+import type { InboxStatus } from '../store/inbox.js';
+import type { Store } from '../store/index.js';
+import { json } from './fhir.js';
+import type { Route } from './http.js';
+
+const STATUSES = new Set(['received', 'processing', 'processed', 'rejected', 'failed']);
+
+export function adminRoutes(store: Store, reprocess?: (id: string) => Promise<unknown>): { method: string; pattern: RegExp; handler: Route }[] {
+  return [
+    {
+      method: 'GET',
+      pattern: /^\/admin\/messages$/,
+      handler: async (req) => {
+        const status = req.query.get('status') ?? undefined;
+        if (status && !STATUSES.has(status)) throw new OutcomeError('invalid', `status must be one of ${[...STATUSES].join(', ')}`, 'status');
+        const limit = req.query.get('_count');
+        const entries = await store.inbox.list({
+          status: status as InboxStatus | undefined,
+          channel: req.query.get('channel') ?? undefined,
+          before: req.query.get('before') ?? undefined,
+          limit: limit ? Number(limit) : undefined,
+        });
+        return json(200, { entries: entries.map(({ outcome: _o, ack: _a, ...meta }) => meta), counts: await store.inbox.counts() });
+      },
+    },
+    {
+      method: 'GET',
+      pattern: /^\/admin\/messages\/([A-Za-z0-9-]+)$/,
+      handler: async (_req, m) => {
+        const e = await store.inbox.get(m[1]);
+        if (!e) throw notFound(`message ${m[1]}`);
+        const { payload, ...rest } = e;
+        const text = payload.toString('utf8');
+        return json(200, { ...rest, payload: { base64: payload.toString('base64'), text } });
+      },
+    },
+    {
+      method: 'POST',
+      pattern: /^\/admin\/messages\/([A-Za-z0-9-]+)\/\$reprocess$/,
+      handler: async (_req, m) => {
+        if (!(await store.inbox.requeue(m[1]))) throw notFound(`message ${m[1]}`);
+        if (reprocess) await reprocess(m[1]);
+        const e = await store.inbox.get(m[1]);
+        const { payload: _p, ...rest } = e!;
+        return json(200, rest);
+      },
+    },
+  ];
+}

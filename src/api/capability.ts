@@ -1,0 +1,67 @@
+/**
+ * The CapabilityStatement, generated from what is implemented: the resource types the validator knows, the
+ * interactions FhirApi routes, and the search parameters the search engine supports (every R4 parameter of a
+ * supported type). Nothing here is written by hand per resource type, so it cannot drift from the code.
+ *
+ * @see https://hl7.org/fhir/R4/capabilitystatement.html
+ */
+import type { CapabilityStatement, CapabilityStatementRestResource } from '@medplum/fhirtypes';
+import { resourceTypes } from '../fhir/definitions.js';
+import { searchParamsFor } from '../fhir/searchparams.js';
+
+/** Interactions FhirApi implements for every resource type. */
+export const TYPE_INTERACTIONS = ['read', 'vread', 'update', 'delete', 'history-instance', 'history-type', 'create', 'search-type'] as const;
+/** Search parameter types the search engine (src/store/search.ts) implements. */
+export const SUPPORTED_SEARCH_TYPES = new Set(['token', 'reference', 'date', 'string', 'uri', 'number', 'quantity']);
+
+let cached: CapabilityStatement | undefined;
+let cachedBase: string | undefined;
+
+export function capabilityStatement(baseUrl: string): CapabilityStatement {
+  if (cached && cachedBase === baseUrl) return cached;
+  const resource: CapabilityStatementRestResource[] = [...resourceTypes()].sort().map((type) => {
+    const params = [...(searchParamsFor(type)?.values() ?? [])]
+      .filter((p) => SUPPORTED_SEARCH_TYPES.has(p.type) && !p.code.startsWith('_'))
+      .sort((a, b) => a.code.localeCompare(b.code))
+      .map((p) => ({
+        name: p.code,
+        type: p.type as 'token',
+        definition: p.url,
+      }));
+    return {
+      type: type as CapabilityStatementRestResource['type'],
+      interaction: TYPE_INTERACTIONS.map((code) => ({ code })),
+      versioning: 'versioned' as const,
+      readHistory: true,
+      updateCreate: true,
+      conditionalCreate: true,
+      conditionalRead: 'not-supported' as const,
+      conditionalUpdate: false,
+      conditionalDelete: 'not-supported' as const,
+      searchParam: [
+        { name: '_id', type: 'token' as const, definition: 'http://hl7.org/fhir/SearchParameter/Resource-id' },
+        { name: '_lastUpdated', type: 'date' as const, definition: 'http://hl7.org/fhir/SearchParameter/Resource-lastUpdated' },
+        ...params,
+      ],
+    };
+  });
+  cached = {
+    resourceType: 'CapabilityStatement',
+    status: 'active',
+    date: new Date().toISOString(),
+    kind: 'instance',
+    software: { name: 'care-gateway', version: '0.1.0' },
+    implementation: { description: 'care-gateway: one shared care plan per person across hospital, GP and municipality', url: baseUrl },
+    fhirVersion: '4.0.1',
+    format: ['application/fhir+json', 'application/json'],
+    rest: [
+      {
+        mode: 'server',
+        resource,
+        interaction: [{ code: 'history-system' }],
+      },
+    ],
+  };
+  cachedBase = baseUrl;
+  return cached as CapabilityStatement;
+}

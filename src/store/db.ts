@@ -1,0 +1,123 @@
+/**
+ * The SQL connection both backends provide: PGlite (embedded, in DATA_DIR) and PostgreSQL (DATABASE_URL).
+ *
+ * Everything above this file (repository, search, inbox) speaks only `Queryable` and `Db`, with PostgreSQL
+ * SQL and `$1` parameters — the same schema and migrations run on both. Only this file knows the drivers.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import pg from 'pg';
+import { OutcomeError } from '../fhir/outcome.js';
+
+export type Row = Record<string, unknown>;
+
+export interface Queryable {
+  query<T extends Row = Row>(sql: string, params?: unknown[]): Promise<T[]>;
+}
+
+export interface Db extends Queryable {
+  readonly kind: 'pglite' | 'postgres';
+  /** Runs fn in one transaction: all its writes commit together or none do. */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+export interface OpenOptions {
+  /** postgres://… — PostgreSQL; absent → PGlite in dataDir */
+  databaseUrl?: string;
+  /** PGlite directory; `memory://` for a throwaway in-memory store */
+  dataDir?: string;
+  /** PostgreSQL schema to use (tests isolate themselves this way); created when missing */
+  schema?: string;
+  poolSize?: number;
+}
+
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+export async function openDb(opts: OpenOptions): Promise<Db> {
+  return opts.databaseUrl ? openPostgres(opts.databaseUrl, opts.schema, opts.poolSize ?? 10) : openPglite(opts.dataDir ?? './data');
+}
+
+async function openPostgres(url: string, schema: string | undefined, max: number): Promise<Db> {
+  if (schema !== undefined && !SCHEMA_NAME.test(schema)) throw new Error(`bad schema name ${schema}`);
+  if (schema) {
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    try {
+      await c.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+    } finally {
+      await c.end();
+    }
+  }
+  const pool = new pg.Pool({
+    connectionString: url,
+    max,
+    options: schema ? `-c search_path=${schema}` : undefined,
+  });
+  pool.on('error', () => undefined); // idle client errors surface on the next query
+  const q = async <T extends Row>(client: pg.Pool | pg.PoolClient, sql: string, params?: unknown[]): Promise<T[]> =>
+    (await client.query(sql, params as unknown[])).rows as T[];
+  return {
+    kind: 'postgres',
+    query: (sql, params) => q(pool, sql, params),
+    async transaction(fn) {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        const result = await fn({ query: (sql, params) => q(client, sql, params) });
+        await client.query('COMMIT');
+        return result;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      } finally {
+        client.release();
+      }
+    },
+    close: () => pool.end(),
+  };
+}
+
+async function openPglite(dataDir: string): Promise<Db> {
+  const { PGlite } = await import('@electric-sql/pglite');
+  const inMemory = dataDir.startsWith('memory://');
+  if (!inMemory) fs.mkdirSync(path.join(dataDir), { recursive: true });
+  const db = new PGlite(inMemory ? undefined : path.join(dataDir, 'pgdata'));
+  await db.waitReady;
+  let closed = false;
+  return {
+    kind: 'pglite',
+    async query<T extends Row>(sql: string, params?: unknown[]) {
+      if (closed) throw new OutcomeError('busy', 'store is closed');
+      return (await db.query<T>(sql, params)).rows;
+    },
+    transaction(fn) {
+      if (closed) return Promise.reject(new OutcomeError('busy', 'store is closed'));
+      // PGlite has one connection; its transaction() holds it exclusively, so transactions run one at a time.
+      return db.transaction((tx) => fn({ query: async <T extends Row>(sql: string, params?: unknown[]) => (await tx.query<T>(sql, params)).rows }));
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      if (!inMemory) await db.query('CHECKPOINT').catch(() => undefined);
+      await db.close();
+      if (!inMemory) fsyncTree(path.join(dataDir, 'pgdata'));
+    },
+  };
+}
+
+/** fsync every file and directory below dir: PGlite never syncs, so a clean close makes its files durable here. */
+export function fsyncTree(dir: string): void {
+  if (!fs.existsSync(dir)) return;
+  const walk = (p: string): void => {
+    const st = fs.statSync(p);
+    if (st.isDirectory()) for (const e of fs.readdirSync(p)) walk(path.join(p, e));
+    const fd = fs.openSync(p, 'r');
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  };
+  walk(dir);
+}

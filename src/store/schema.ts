@@ -1,0 +1,136 @@
+/**
+ * One SQL schema and its migrations, the same for PGlite and PostgreSQL.
+ *
+ * Layout (why):
+ * - `resource` holds the current version of every resource as its JSON text (served without re-serialising);
+ *   `resource_version` holds every version ever written (FHIR history; nothing is overwritten).
+ * - Search never scans JSON: index tables (`idx_token`, `idx_string`, `idx_reference`, `idx_date`,
+ *   `idx_quantity`) are filled in the same transaction as the write, one row per search-parameter value.
+ * - `patient_key` (the Patient compartment the row belongs to) is on every patient-owned row, so the tables
+ *   can later be distributed by patient (e.g. Citus) without a schema change.
+ * - `inbox` keeps every inbound payload raw, before anything is acknowledged.
+ * - `seq` is an immutable creation order: search pages are keyset cursors on it, stable under concurrent writes.
+ */
+import type { Queryable } from './db.js';
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    name: 'resources, versions, search indexes, inbox',
+    sql: `
+CREATE SEQUENCE resource_seq;
+CREATE TABLE resource (
+  resource_type text NOT NULL,
+  id text NOT NULL,
+  version_id integer NOT NULL,
+  last_updated timestamptz NOT NULL,
+  deleted boolean NOT NULL DEFAULT false,
+  patient_key text,
+  seq bigint NOT NULL DEFAULT nextval('resource_seq'),
+  content text NOT NULL,
+  PRIMARY KEY (resource_type, id)
+);
+CREATE INDEX resource_type_seq ON resource (resource_type, seq);
+CREATE INDEX resource_type_updated ON resource (resource_type, last_updated);
+CREATE INDEX resource_patient ON resource (patient_key);
+
+CREATE TABLE resource_version (
+  resource_type text NOT NULL,
+  id text NOT NULL,
+  version_id integer NOT NULL,
+  last_updated timestamptz NOT NULL,
+  deleted boolean NOT NULL DEFAULT false,
+  patient_key text,
+  content text,
+  PRIMARY KEY (resource_type, id, version_id)
+);
+CREATE INDEX resource_version_type_updated ON resource_version (resource_type, last_updated);
+
+CREATE TABLE idx_token (
+  resource_type text NOT NULL, resource_id text NOT NULL, param text NOT NULL,
+  system text, code text, patient_key text
+);
+CREATE INDEX idx_token_lookup ON idx_token (resource_type, param, code, system);
+CREATE INDEX idx_token_owner ON idx_token (resource_type, resource_id);
+
+CREATE TABLE idx_string (
+  resource_type text NOT NULL, resource_id text NOT NULL, param text NOT NULL,
+  value text NOT NULL, patient_key text
+);
+CREATE INDEX idx_string_lookup ON idx_string (resource_type, param, value text_pattern_ops);
+CREATE INDEX idx_string_owner ON idx_string (resource_type, resource_id);
+
+CREATE TABLE idx_reference (
+  resource_type text NOT NULL, resource_id text NOT NULL, param text NOT NULL,
+  target_type text NOT NULL, target_id text NOT NULL, patient_key text
+);
+CREATE INDEX idx_reference_lookup ON idx_reference (resource_type, param, target_id, target_type);
+CREATE INDEX idx_reference_target ON idx_reference (target_type, target_id);
+CREATE INDEX idx_reference_owner ON idx_reference (resource_type, resource_id);
+
+CREATE TABLE idx_date (
+  resource_type text NOT NULL, resource_id text NOT NULL, param text NOT NULL,
+  low timestamptz NOT NULL, high timestamptz NOT NULL, patient_key text
+);
+CREATE INDEX idx_date_lookup ON idx_date (resource_type, param, low, high);
+CREATE INDEX idx_date_owner ON idx_date (resource_type, resource_id);
+
+CREATE TABLE idx_quantity (
+  resource_type text NOT NULL, resource_id text NOT NULL, param text NOT NULL,
+  value numeric NOT NULL, system text, code text, patient_key text
+);
+CREATE INDEX idx_quantity_lookup ON idx_quantity (resource_type, param, value);
+CREATE INDEX idx_quantity_owner ON idx_quantity (resource_type, resource_id);
+
+CREATE TABLE inbox (
+  id text PRIMARY KEY,
+  channel text NOT NULL,
+  sender text,
+  control_id text,
+  content_hash text NOT NULL,
+  content_type text,
+  received_at timestamptz NOT NULL,
+  status text NOT NULL CHECK (status IN ('received', 'processing', 'processed', 'rejected', 'failed')),
+  reason text,
+  payload bytea NOT NULL,
+  ack text,
+  outcome text,
+  produced text,
+  attempts integer NOT NULL DEFAULT 0,
+  lease_until timestamptz,
+  processed_at timestamptz,
+  duplicate_of text,
+  patient_key text
+);
+CREATE INDEX inbox_status ON inbox (status, received_at);
+CREATE INDEX inbox_sender_control ON inbox (sender, control_id);
+`,
+  },
+];
+
+/**
+ * Brings the schema up to date. Concurrent starters (several instances on one PostgreSQL) serialise on an
+ * advisory lock, so each migration runs exactly once.
+ */
+export async function migrate(db: { transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> }): Promise<number[]> {
+  return db.transaction(async (tx) => {
+    await tx.query(`SELECT pg_advisory_xact_lock(727274)`);
+    await tx.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+    const done = new Set((await tx.query<{ version: number }>(`SELECT version FROM schema_migrations`)).map((r) => Number(r.version)));
+    const applied: number[] = [];
+    for (const m of MIGRATIONS) {
+      if (done.has(m.version)) continue;
+      for (const stmt of m.sql.split(/;\s*\n/).map((s) => s.trim()).filter(Boolean)) await tx.query(stmt);
+      await tx.query(`INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, [m.version, m.name]);
+      applied.push(m.version);
+    }
+    return applied;
+  });
+}

@@ -1,0 +1,71 @@
+/**
+ * The store backends every conformance suite runs against: PGlite always; PostgreSQL when TEST_DATABASE_URL
+ * is set (.ci/run sets it, so CI never skips). Each suite gets its own PostgreSQL schema, dropped afterwards.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { openStore, type Store } from '../../src/store/index.js';
+import { assertValid } from '../../src/fhir/validate.js';
+
+export const PG_URL = process.env.TEST_DATABASE_URL;
+
+export interface Backend {
+  name: 'pglite' | 'postgres';
+  /** opens a fresh, empty store; call cleanup() when done */
+  open(): Promise<Store>;
+  /** opens another store on the same data as the last open() (a second instance, or a restart) */
+  reopen(): Promise<Store>;
+  cleanup(): Promise<void>;
+  /** env for a gateway child process using the same data */
+  env(): Record<string, string>;
+}
+
+export function tempDir(prefix = 'cg-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+export function pgliteBackend(): Backend {
+  let dir = '';
+  return {
+    name: 'pglite',
+    async open() {
+      dir = tempDir('cg-pglite-');
+      return openStore({ dataDir: dir, validate: assertValid });
+    },
+    reopen: () => openStore({ dataDir: dir, validate: assertValid }),
+    async cleanup() {
+      if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    },
+    env: () => ({ DATA_DIR: dir }),
+  };
+}
+
+export function postgresBackend(url: string): Backend {
+  const schema = `cg_test_${crypto.randomBytes(5).toString('hex')}`;
+  return {
+    name: 'postgres',
+    open: () => openStore({ databaseUrl: url, schema, validate: assertValid }),
+    reopen: () => openStore({ databaseUrl: url, schema, validate: assertValid }),
+    async cleanup() {
+      const c = new pg.Client({ connectionString: url });
+      await c.connect();
+      await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await c.end();
+    },
+    env: () => {
+      const u = new URL(url);
+      u.searchParams.set('options', `-c search_path=${schema}`);
+      return { DATABASE_URL: u.toString() };
+    },
+  };
+}
+
+/** Backend factories for describe.each; PostgreSQL only when TEST_DATABASE_URL is set. */
+export function backends(): [string, () => Backend][] {
+  const list: [string, () => Backend][] = [['pglite', pgliteBackend]];
+  if (PG_URL) list.push(['postgres', () => postgresBackend(PG_URL)]);
+  return list;
+}
