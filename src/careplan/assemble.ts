@@ -1,0 +1,467 @@
+/**
+ * Shared care plan assembly: every contribution (an HL7 v2 message, a FHIR submission, a municipal record)
+ * meets in ONE CarePlan and ONE CareTeam per person, each written with Provenance pointing at the inbox entry.
+ *
+ * The plan only references contributions (MCC eCare Plan pattern: `activity.reference`, `addresses`, `goal`,
+ * `supportingInfo`, `contributor`; `activity.detail` is not used). Plan and team ids derive from the Patient
+ * id, and each person's contributions are serialised by a transaction-scoped lock, so the plan is never forked
+ * and concurrent contributions never lose an activity. Writing identical content makes no new version, so
+ * replaying an input changes nothing.
+ *
+ * @see https://hl7.org/fhir/R4/careplan.html, https://hl7.org/fhir/R4/careteam.html, https://hl7.org/fhir/R4/provenance.html
+ * @see IHE PCC Dynamic Care Planning / Dynamic Care Team Management; HL7 MCC eCare Plan IG
+ */
+import crypto from 'node:crypto';
+import type {
+  CarePlan,
+  CareTeam,
+  CareTeamParticipant,
+  CodeableConcept,
+  Condition,
+  Encounter,
+  Organization,
+  Patient,
+  Provenance,
+  Reference as FhirReference,
+  RelatedPerson,
+  Resource,
+  ServiceRequest,
+  Task,
+} from '@medplum/fhirtypes';
+import type { Writer } from '../store/repository.js';
+import { OutcomeError } from '../fhir/outcome.js';
+import { deterministicId } from '../fhir/identifiers.js';
+import { municipalityOfResidence, municipalityOrganization } from './directory.js';
+import { ruleBook, type Party, type PlanEvent, type RuleAction, type RuleFacts } from './rules.js';
+import { ROLES, role } from './roles.js';
+
+/** A reference to any resource type (the plan and team point at many kinds). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Reference = FhirReference<any>;
+
+export const CARE_COORDINATION_CATEGORY: CodeableConcept = {
+  coding: [{ system: 'http://loinc.org', code: 'LA28865-6', display: 'Longitudinal care-coordination focused care team' }],
+};
+export const INBOX_SYSTEM = 'urn:care-gateway:inbox';
+
+export interface TeamChange {
+  member: Reference;
+  role: CodeableConcept;
+  onBehalfOf?: Reference;
+  start?: string;
+  /** the participant left: their participation gets period.end (nobody is deleted) */
+  end?: string;
+}
+
+export interface Contribution {
+  channel: 'hl7v2' | 'fhir' | 'social-care';
+  /** the inbox entry the contribution came from (Provenance.entity source) */
+  inboxId: string;
+  /** for people: e.g. `HL7 v2 ADT^A03 control id 123 from ELVA_HIS`; goes into Provenance.entity.what.display */
+  description: string;
+  /** the contributing organisation: hospital, GP practice or municipality */
+  organization?: Organization;
+  /** the person who made the contribution (EVN-5, the case worker, …) */
+  author?: Reference;
+  patient: Patient;
+  /** the contributed resources, with ids (deterministic from source identifiers) */
+  resources: Resource[];
+  event: PlanEvent;
+  /** the encounter a discharge or its cancellation is about */
+  encounterId?: string;
+  /** when the event happened (EVN-2 / EVN-6, Encounter.period.end, decision date) */
+  occurredAt?: string;
+  /** local segments the message carried and flags its source set (for the rules) */
+  segments?: string[];
+  flags?: string[];
+  team?: TeamChange[];
+  /** A40 merge: the patient id that is retired in favour of `patient` */
+  merge?: { retiredPatientId: string };
+}
+
+export interface AssemblyResult {
+  patientId: string;
+  planId: string;
+  teamId: string;
+  /** version-specific references of everything written (unchanged resources are not listed) */
+  written: string[];
+}
+
+export function planIdFor(patientId: string): string {
+  return deterministicId('CarePlan', 'shared', patientId);
+}
+export function teamIdFor(patientId: string): string {
+  return deterministicId('CareTeam', 'shared', patientId);
+}
+
+const refTo = (r: Resource): Reference => ({ reference: `${r.resourceType}/${r.id}` });
+const versionRef = (r: Resource): string => `${r.resourceType}/${r.id}/_history/${r.meta?.versionId}`;
+
+function addRef(list: Reference[] | undefined, ref: Reference): Reference[] {
+  const l = list ?? [];
+  return l.some((x) => x.reference === ref.reference) ? l : [...l, ref];
+}
+
+/** Runs one contribution inside the caller's transaction. */
+export async function assemble(w: Writer, c: Contribution): Promise<AssemblyResult> {
+  const patientId = c.patient.id;
+  if (!patientId) throw new OutcomeError('fault', 'contribution without a patient id');
+  const lockIds = [patientId, c.merge?.retiredPatientId].filter((x): x is string => !!x).sort();
+  for (const id of lockIds) await w.tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`plan|${id}`]);
+
+  const created: Resource[] = [];
+  const updated: Resource[] = [];
+  const put = async <T extends Resource>(r: T): Promise<T> => {
+    const res = await w.update(r);
+    if (res.outcome === 'created') created.push(res.resource);
+    else if (res.outcome === 'updated') updated.push(res.resource);
+    return res.resource;
+  };
+
+  // 1. The contributed resources: organisations and people first, so references resolve in order.
+  const order = ['Organization', 'Practitioner', 'PractitionerRole', 'Patient', 'RelatedPerson'];
+  const rank = (r: Resource): number => (order.includes(r.resourceType) ? order.indexOf(r.resourceType) : order.length);
+  const org = c.organization ? await put(c.organization) : undefined;
+  const patient = await put(c.patient);
+  const written: Resource[] = [];
+  for (const r of [...c.resources].sort((a, b) => rank(a) - rank(b))) written.push(await put(r));
+
+  const planId = planIdFor(patientId);
+  const teamId = teamIdFor(patientId);
+  const existingPlan = await w.readOptional<CarePlan>('CarePlan', planId);
+  const existingTeam = await w.readOptional<CareTeam>('CareTeam', teamId);
+  const now = new Date().toISOString();
+  let plan: CarePlan = existingPlan ?? {
+    resourceType: 'CarePlan',
+    id: planId,
+    status: 'active',
+    intent: 'plan',
+    category: [CARE_COORDINATION_CATEGORY],
+    title: 'Shared care plan',
+    subject: refTo(patient),
+    period: { start: c.occurredAt ?? now },
+    created: now,
+    careTeam: [{ reference: `CareTeam/${teamId}` }],
+  };
+  let team: CareTeam = existingTeam ?? {
+    resourceType: 'CareTeam',
+    id: teamId,
+    status: 'active',
+    category: [CARE_COORDINATION_CATEGORY],
+    name: 'Shared care team',
+    subject: refTo(patient),
+    period: { start: c.occurredAt ?? now },
+    participant: [{ role: [role(ROLES.patient)], member: refTo(patient) }],
+  };
+
+  // 2. The municipality of residence (and a move between municipalities).
+  const municipality = municipalityOfResidence(patient);
+  const municipalityOrg = municipality ? await put(municipalityOrganization(municipality)) : undefined;
+
+  const parties: Partial<Record<Party, Reference>> = {
+    'general-practitioner': patient.generalPractitioner?.[0],
+    'municipality-of-residence': municipalityOrg ? refTo(municipalityOrg) : undefined,
+    hospital: c.channel !== 'social-care' && org ? refTo(org) : undefined,
+  };
+
+  // 3. Coordination rules for the event.
+  const ruleResources = await applyRules(w, c, patient, parties, put);
+
+  // 4. What the plan references.
+  const activityRefs: Reference[] = [];
+  for (const r of [...written, ...ruleResources.added]) {
+    switch (r.resourceType) {
+      case 'ServiceRequest':
+        activityRefs.push(refTo(r));
+        break;
+      case 'Task':
+        // a Task that carries out a ServiceRequest is reached through Task.focus; a free-standing one is an activity
+        if (!(r as Task).focus) activityRefs.push(refTo(r));
+        break;
+      case 'Condition':
+        plan = { ...plan, addresses: addRef(plan.addresses, refTo(r)) };
+        break;
+      case 'Goal':
+        plan = { ...plan, goal: addRef(plan.goal, refTo(r)) };
+        break;
+      case 'Encounter':
+      case 'Observation':
+      case 'DocumentReference':
+      case 'AllergyIntolerance':
+      case 'DiagnosticReport':
+        plan = { ...plan, supportingInfo: addRef(plan.supportingInfo, refTo(r)) };
+        break;
+      default:
+    }
+  }
+  const activity = [...(plan.activity ?? [])];
+  for (const ref of activityRefs) if (!activity.some((a) => a.reference?.reference === ref.reference)) activity.push({ reference: ref });
+  const revoked = new Set(ruleResources.revoked.map((r) => `${r.resourceType}/${r.id}`));
+  plan = { ...plan, activity: activity.filter((a) => !revoked.has(a.reference?.reference ?? '')) };
+  if (plan.activity?.length === 0) delete plan.activity;
+  if (org) plan = { ...plan, contributor: addRef(plan.contributor, refTo(org)) };
+  if (c.author) plan = { ...plan, contributor: addRef(plan.contributor, { reference: c.author.reference, display: c.author.display }) };
+
+  // 5. The care team.
+  const changes: TeamChange[] = [...(c.team ?? [])];
+  if (parties['general-practitioner']) changes.push({ member: parties['general-practitioner'], role: role(ROLES.generalPractitioner), start: c.occurredAt });
+  if (municipalityOrg) changes.push({ member: refTo(municipalityOrg), role: role(ROLES.municipalityOfResidence), start: c.occurredAt });
+  for (const r of written) {
+    if (r.resourceType === 'RelatedPerson') changes.push(relatedPersonParticipant(r as RelatedPerson));
+    if (r.resourceType === 'Encounter') changes.push(...encounterParticipants(r as Encounter, org));
+  }
+  team = applyTeamChanges(team, changes, c.occurredAt ?? now);
+  if (municipalityOrg) team = endOtherParticipants(team, ROLES.municipalityOfResidence.code, `Organization/${municipalityOrg.id}`, c.occurredAt ?? now);
+
+  // 6. A merge moves everything onto the surviving patient.
+  if (c.merge) ({ plan, team } = await mergeInto(w, c.merge.retiredPatientId, patient, plan, team, put));
+
+  await put(team);
+  await put(plan);
+
+  // 7. Provenance for everything this contribution wrote.
+  const agentWho = c.author ?? (org ? refTo(org) : undefined);
+  for (const [activityCode, list] of [
+    ['CREATE', created],
+    ['UPDATE', updated],
+  ] as const) {
+    if (list.length === 0) continue;
+    const targets = list.map(versionRef);
+    const prov: Provenance = {
+      resourceType: 'Provenance',
+      id: deterministicId('Provenance', c.inboxId, activityCode, ...targets),
+      target: targets.map((reference) => ({ reference })),
+      recorded: now,
+      activity: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-DataOperation', code: activityCode }] },
+      agent: [
+        {
+          type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/provenance-participant-type', code: 'author' }] },
+          who: agentWho ?? { display: c.description },
+          ...(c.author && org ? { onBehalfOf: refTo(org) } : {}),
+        },
+      ],
+      entity: [{ role: 'source', what: { identifier: { system: INBOX_SYSTEM, value: c.inboxId }, display: c.description } }],
+    };
+    const res = await w.update(prov);
+    if (res.outcome !== 'unchanged') created.push(res.resource);
+  }
+
+  return { patientId, planId, teamId, written: [...created, ...updated].map(versionRef) };
+}
+
+/** Adds the requests the rules call for, or revokes what a cancelled discharge had added. */
+async function applyRules(
+  w: Writer,
+  c: Contribution,
+  patient: Patient,
+  parties: Partial<Record<Party, Reference>>,
+  put: <T extends Resource>(r: T) => Promise<T>,
+): Promise<{ added: Resource[]; revoked: Resource[] }> {
+  const book = ruleBook();
+  const added: Resource[] = [];
+  const revoked: Resource[] = [];
+  const encounter = c.encounterId ? c.resources.find((r) => r.resourceType === 'Encounter' && r.id === c.encounterId) as Encounter | undefined : undefined;
+  const key = c.encounterId ?? c.inboxId;
+  const idFor = (ruleId: string, i: number, a: RuleAction): string => deterministicId(a.resource, 'rule', ruleId, String(i), key);
+
+  if (c.event === 'discharge-cancelled' || c.event === 'admission-cancelled') {
+    for (const rule of book.rules.filter((r) => r.on === (c.event === 'discharge-cancelled' ? 'discharge' : 'admission'))) {
+      for (const [i, a] of rule.add.entries()) {
+        const current = await w.readOptional<ServiceRequest | Task>(a.resource, idFor(rule.id, i, a));
+        if (!current) continue;
+        const status = a.resource === 'Task' ? 'cancelled' : 'revoked';
+        if (current.status !== status) revoked.push(await put({ ...current, status } as Resource));
+        else revoked.push(current);
+      }
+    }
+    return { added, revoked };
+  }
+
+  const facts: RuleFacts = {
+    dispositionCodes: (encounter?.hospitalization?.dischargeDisposition?.coding ?? []).map((x) => x.code ?? '').filter(Boolean),
+    conditionCodes: c.resources
+      .filter((r): r is Condition => r.resourceType === 'Condition')
+      .flatMap((r) => (r.code?.coding ?? []).map((x) => x.code ?? ''))
+      .filter(Boolean),
+    segments: c.segments ?? [],
+    flags: c.flags ?? [],
+  };
+  const start = c.occurredAt ?? new Date().toISOString();
+  for (const rule of book.rules.filter((r) => r.on === c.event && r.applies(facts))) {
+    const made: Resource[] = [];
+    for (const [i, a] of rule.add.entries()) {
+      const id = idFor(rule.id, i, a);
+      const code: CodeableConcept = {
+        coding: [{ system: book.codeSystem, code: a.code, display: a.display }],
+        text: a.displayEt ?? a.display,
+      };
+      const requester = a.requester ? parties[a.requester] : undefined;
+      let r: ServiceRequest | Task;
+      if (a.resource === 'ServiceRequest') {
+        const performer = a.performer ? parties[a.performer] : undefined;
+        r = {
+          resourceType: 'ServiceRequest',
+          id,
+          status: 'active',
+          intent: 'order',
+          category: [{ coding: [{ system: book.codeSystem, code: 'care-coordination', display: 'Care coordination' }] }],
+          code,
+          subject: refTo(patient),
+          ...(encounter ? { encounter: refTo(encounter) } : {}),
+          authoredOn: start,
+          ...(requester ? { requester } : {}),
+          ...(performer ? { performer: [performer] } : {}),
+          ...(a.occurrenceWithinDays !== undefined
+            ? { occurrencePeriod: { start, end: new Date(Date.parse(start) + a.occurrenceWithinDays * 86_400_000).toISOString() } }
+            : {}),
+          ...(performer ? {} : { note: [{ text: `No ${a.performer} is known yet for this person; assign a performer.` }] }),
+        };
+      } else {
+        const owner = a.owner ? parties[a.owner] : undefined;
+        const focus = a.focus !== undefined ? made[a.focus] : undefined;
+        r = {
+          resourceType: 'Task',
+          id,
+          status: 'requested',
+          intent: 'order',
+          code: { coding: [{ system: 'http://hl7.org/fhir/CodeSystem/task-code', code: 'fulfill' }] },
+          ...(focus ? { focus: refTo(focus) } : {}),
+          for: refTo(patient),
+          ...(encounter ? { encounter: refTo(encounter) } : {}),
+          authoredOn: start,
+          ...(requester ? { requester } : {}),
+          ...(owner ? { owner } : {}),
+        };
+      }
+      // a discharge sent again after a cancellation re-activates what the rule made
+      const current = await w.readOptional<ServiceRequest | Task>(a.resource, id);
+      const saved = await put(current ? ({ ...current, ...r, meta: current.meta } as Resource) : r);
+      made.push(saved);
+      added.push(saved);
+    }
+  }
+  return { added, revoked };
+}
+
+function relatedPersonParticipant(rp: RelatedPerson): TeamChange {
+  const codes = (rp.relationship ?? []).flatMap((cc) => cc.coding ?? []).map((x) => x.code);
+  const r = codes.some((x) => x === 'GRD' || x === 'GUARD' || x === '58626002') ? ROLES.legalGuardian : ROLES.caregiver;
+  return { member: refTo(rp), role: role(r), start: rp.period?.start, end: rp.period?.end };
+}
+
+/** The hospital's attending and discharging doctors, on behalf of the hospital. */
+function encounterParticipants(e: Encounter, hospital: Organization | undefined): TeamChange[] {
+  const out: TeamChange[] = [];
+  for (const p of e.participant ?? []) {
+    const types = (p.type ?? []).flatMap((t) => t.coding ?? []).map((x) => x.code);
+    if (!p.individual?.reference?.startsWith('Practitioner/')) continue;
+    if (!types.some((t) => t === 'ATND' || t === 'DIS')) continue;
+    out.push({
+      member: { reference: p.individual.reference, display: p.individual.display },
+      role: role(ROLES.hospitalDoctor),
+      onBehalfOf: hospital ? refTo(hospital) : undefined,
+      start: e.period?.start,
+    });
+  }
+  return out;
+}
+
+function participantKey(p: { member?: Reference; role?: CodeableConcept[] }): string {
+  return `${p.member?.reference}|${p.role?.[0]?.coding?.[0]?.code}`;
+}
+
+/** Adds new participants, ends leaving ones; an existing open participation is kept as it is. */
+export function applyTeamChanges(team: CareTeam, changes: TeamChange[], at: string): CareTeam {
+  const participants: CareTeamParticipant[] = [...(team.participant ?? [])];
+  for (const ch of changes) {
+    const key = participantKey({ member: ch.member, role: [ch.role] });
+    const open = participants.findIndex((p) => participantKey(p) === key && !p.period?.end);
+    if (ch.end) {
+      if (open >= 0) participants[open] = { ...participants[open], period: { ...participants[open].period, end: ch.end } };
+      continue;
+    }
+    if (open >= 0) continue;
+    participants.push({
+      role: [ch.role],
+      member: ch.member,
+      ...(ch.onBehalfOf && ch.member.reference?.startsWith('Practitioner/') ? { onBehalfOf: ch.onBehalfOf } : {}),
+      period: { start: ch.start ?? at },
+    });
+  }
+  return { ...team, participant: participants };
+}
+
+/** Ends every open participation in a role except the given member's (e.g. the old municipality after a move). */
+function endOtherParticipants(team: CareTeam, roleCode: string, keep: string, at: string): CareTeam {
+  return {
+    ...team,
+    participant: (team.participant ?? []).map((p) =>
+      p.role?.[0]?.coding?.[0]?.code === roleCode && p.member?.reference !== keep && !p.period?.end ? { ...p, period: { ...p.period, end: at } } : p,
+    ),
+  };
+}
+
+/**
+ * A40 merge: every resource that points at the retired patient is re-pointed at the survivor; the retired
+ * patient's plan content joins the survivor's plan (which `replaces` it) and the retired plan is revoked,
+ * so exactly one active plan remains on the surviving patient. History keeps everything.
+ */
+async function mergeInto(
+  w: Writer,
+  retiredId: string,
+  survivor: Patient,
+  plan: CarePlan,
+  team: CareTeam,
+  put: <T extends Resource>(r: T) => Promise<T>,
+): Promise<{ plan: CarePlan; team: CareTeam }> {
+  const from = `Patient/${retiredId}`;
+  const to = `Patient/${survivor.id}`;
+  const retiredPlanId = planIdFor(retiredId);
+  const retiredTeamId = teamIdFor(retiredId);
+  const rows = await w.tx.query<{ resource_type: string; resource_id: string }>(
+    `SELECT DISTINCT resource_type, resource_id FROM idx_reference WHERE target_type = 'Patient' AND target_id = $1`,
+    [retiredId],
+  );
+  for (const row of rows) {
+    if (row.resource_type === 'Provenance' || row.resource_type === 'Patient') continue;
+    if (row.resource_id === retiredPlanId || row.resource_id === retiredTeamId) continue;
+    const r = await w.readOptional(row.resource_type, row.resource_id);
+    if (r) await put(repoint(r, from, to) as Resource);
+  }
+  const oldPlan = await w.readOptional<CarePlan>('CarePlan', retiredPlanId);
+  if (oldPlan) {
+    const moved = repoint(oldPlan, from, to) as CarePlan;
+    for (const a of moved.activity ?? []) if (!plan.activity?.some((x) => x.reference?.reference === a.reference?.reference)) plan = { ...plan, activity: [...(plan.activity ?? []), a] };
+    for (const k of ['addresses', 'goal', 'supportingInfo', 'contributor'] as const) {
+      for (const ref of moved[k] ?? []) plan = { ...plan, [k]: addRef(plan[k] as Reference[] | undefined, ref) };
+    }
+    plan = { ...plan, replaces: addRef(plan.replaces, { reference: `CarePlan/${retiredPlanId}` }) };
+    if (oldPlan.status !== 'revoked') await put({ ...oldPlan, status: 'revoked', note: [...(oldPlan.note ?? []), { text: `Merged into CarePlan/${plan.id} (patient merge)` }] });
+  }
+  const oldTeam = await w.readOptional<CareTeam>('CareTeam', retiredTeamId);
+  if (oldTeam) {
+    const moved = repoint(oldTeam, from, to) as CareTeam;
+    const changes: TeamChange[] = (moved.participant ?? [])
+      .filter((p) => p.member?.reference !== to && p.member && p.role?.[0])
+      .map((p) => ({ member: p.member!, role: p.role![0], onBehalfOf: p.onBehalfOf, start: p.period?.start, end: p.period?.end }));
+    team = applyTeamChanges(team, changes, new Date().toISOString());
+    if (oldTeam.status !== 'inactive') await put({ ...oldTeam, status: 'inactive' });
+  }
+  return { plan, team };
+}
+
+/** A deep copy with every `reference` equal to `from` replaced by `to`. */
+function repoint(v: unknown, from: string, to: string): unknown {
+  if (Array.isArray(v)) return v.map((x) => repoint(x, from, to));
+  if (v && typeof v === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) out[k] = k === 'reference' && x === from ? to : repoint(x, from, to);
+    return out;
+  }
+  return v;
+}
+
+/** A stable short hash, for ids of things that have no identifier of their own. */
+export function contentKey(v: unknown): string {
+  return crypto.createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 16);
+}
