@@ -7,7 +7,7 @@ import type { Logger } from './log.js';
 import { openStore, type Store } from './store/index.js';
 import { startHttpServer, type HttpServer } from './api/http.js';
 import { InboxWorker } from './ingest/worker.js';
-import { assertValid } from './fhir/validate.js';
+import { writeChecks } from './write-checks.js';
 
 export interface Gateway {
   config: Config;
@@ -20,7 +20,7 @@ export interface Gateway {
 
 export async function startGateway(config: Config, logger: Logger, opts: { schema?: string } = {}): Promise<Gateway> {
   const t0 = performance.now();
-  const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, schema: opts.schema, validate: assertValid });
+  const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, schema: opts.schema, ...writeChecks });
   logger.info('store open', { kind: store.db.kind, ms: Math.round(performance.now() - t0), restoredFromJournal: store.restored });
   const worker = new InboxWorker(store, {}, logger);
   const http = await startHttpServer(store, {

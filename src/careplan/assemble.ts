@@ -87,6 +87,9 @@ export interface AssemblyResult {
   written: string[];
 }
 
+const REQUEST_FINAL = new Set(['revoked', 'completed', 'entered-in-error']);
+const TASK_FINAL = new Set(['cancelled', 'rejected', 'failed', 'completed', 'entered-in-error']);
+
 export function planIdFor(patientId: string): string {
   return deterministicId('CarePlan', 'shared', patientId);
 }
@@ -261,18 +264,22 @@ async function applyRules(
   const added: Resource[] = [];
   const revoked: Resource[] = [];
   const encounter = c.encounterId ? c.resources.find((r) => r.resourceType === 'Encounter' && r.id === c.encounterId) as Encounter | undefined : undefined;
+  const encounterRef = c.encounterId ? `Encounter/${c.encounterId}` : undefined;
   const key = c.encounterId ?? c.inboxId;
-  const idFor = (ruleId: string, i: number, a: RuleAction): string => deterministicId(a.resource, 'rule', ruleId, String(i), key);
+  const idFor = (ruleId: string, i: number, a: RuleAction, generation = ''): string =>
+    deterministicId(a.resource, 'rule', ruleId, String(i), key, generation);
 
   if (c.event === 'discharge-cancelled' || c.event === 'admission-cancelled') {
-    for (const rule of book.rules.filter((r) => r.on === (c.event === 'discharge-cancelled' ? 'discharge' : 'admission'))) {
-      for (const [i, a] of rule.add.entries()) {
-        const current = await w.readOptional<ServiceRequest | Task>(a.resource, idFor(rule.id, i, a));
-        if (!current) continue;
-        const status = a.resource === 'Task' ? 'cancelled' : 'revoked';
-        if (current.status !== status) revoked.push(await put({ ...current, status } as Resource));
-        else revoked.push(current);
-      }
+    // Revoke what the cancelled event's rules added for this encounter: their open requests and tasks.
+    if (!encounterRef) return { added, revoked };
+    const undone = c.event === 'discharge-cancelled' ? 'discharge' : 'admission';
+    const codes = new Set(book.rules.filter((r) => r.on === undone).flatMap((r) => r.add.map((a) => a.code).filter(Boolean)));
+    const requests = await w.search<ServiceRequest>({ resourceType: 'ServiceRequest', params: [['encounter', encounterRef], ['status', 'active,on-hold,draft']], count: 1000 });
+    for (const sr of requests.resources) {
+      if (!sr.code?.coding?.some((x) => x.system === book.codeSystem && codes.has(x.code))) continue;
+      revoked.push(await put({ ...sr, status: 'revoked' }));
+      const tasks = await w.search<Task>({ resourceType: 'Task', params: [['focus', `ServiceRequest/${sr.id}`]], count: 1000 });
+      for (const t of tasks.resources) if (!TASK_FINAL.has(t.status)) revoked.push(await put({ ...t, status: 'cancelled' }));
     }
     return { added, revoked };
   }
@@ -290,7 +297,9 @@ async function applyRules(
   for (const rule of book.rules.filter((r) => r.on === c.event && r.applies(facts))) {
     const made: Resource[] = [];
     for (const [i, a] of rule.add.entries()) {
-      const id = idFor(rule.id, i, a);
+      // the same event sent again lands on the same resource; after a cancellation (a final status) a new one is made
+      const first = await w.readOptional<ServiceRequest | Task>(a.resource, idFor(rule.id, i, a));
+      const id = first && (REQUEST_FINAL.has(first.status) || TASK_FINAL.has(first.status)) ? idFor(rule.id, i, a, c.inboxId) : idFor(rule.id, i, a);
       const code: CodeableConcept = {
         coding: [{ system: book.codeSystem, code: a.code, display: a.display }],
         text: a.displayEt ?? a.display,
@@ -333,9 +342,9 @@ async function applyRules(
           ...(owner ? { owner } : {}),
         };
       }
-      // a discharge sent again after a cancellation re-activates what the rule made
-      const current = await w.readOptional<ServiceRequest | Task>(a.resource, id);
-      const saved = await put(current ? ({ ...current, ...r, meta: current.meta } as Resource) : r);
+      const current = id === first?.id ? first : await w.readOptional<ServiceRequest | Task>(a.resource, id);
+      // keep what others changed since (e.g. the GP accepted the task): only fill in what is missing
+      const saved = await put(current ? ({ ...r, ...current } as Resource) : r);
       made.push(saved);
       added.push(saved);
     }

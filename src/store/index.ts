@@ -58,7 +58,7 @@ export async function openStore(opts: OpenOptions & RepositoryOptions): Promise<
       checkpointing = checkpoint().finally(() => (checkpointing = undefined));
     }
   });
-  const repo = new Repository(db, { validate: opts.validate });
+  const repo = new Repository(db, { validate: opts.validate, checkUpdate: opts.checkUpdate });
 
   const store: Store = {
     db,

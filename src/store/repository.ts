@@ -34,6 +34,8 @@ export interface WriteResult<T extends Resource = Resource> {
 export interface RepositoryOptions {
   /** throws an OutcomeError when a resource is not valid; called before every write */
   validate?: (resource: Resource) => void;
+  /** called with the current and the next version before an update; throws to refuse it (status lifecycles) */
+  checkUpdate?: (current: Resource, next: Resource) => void;
 }
 
 const ID = /^[A-Za-z0-9\-.]{1,64}$/;
@@ -127,6 +129,7 @@ export class Writer {
     if (current && !current.deleted) {
       const old = JSON.parse(current.content) as Resource;
       if (stableContent(old) === stableContent(resource)) return { resource: old as T, outcome: 'unchanged' };
+      this.opts.checkUpdate?.(old, resource);
     }
     const versionId = current ? Number(current.version_id) + 1 : 1;
     const lastUpdated = new Date().toISOString();

@@ -151,6 +151,15 @@ describe.each(backends())('shared care plan on %s', (_name, makeBackend) => {
     expect(history.length).toBeGreaterThanOrEqual(2);
   });
 
+  test('a discharge sent again after its cancellation adds fresh requests', async () => {
+    await run({ ...discharge('p-cancel', 'inbox-c3') });
+    const plan = await store.repo.read<CarePlan>('CarePlan', planIdFor('p-cancel'));
+    expect(plan.activity).toHaveLength(2);
+    for (const a of plan.activity!) {
+      expect((await store.repo.read<ServiceRequest>('ServiceRequest', a.reference!.reference!.split('/')[1])).status).toBe('active');
+    }
+  });
+
   test('a move to another municipality brings it into the team and ends the old one', async () => {
     await run(discharge('p-move', 'inbox-m1'));
     const moved: Contribution = {

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { openStore, type Store } from '../../src/store/index.js';
-import { assertValid } from '../../src/fhir/validate.js';
+import { writeChecks } from '../../src/write-checks.js';
 
 export const PG_URL = process.env.TEST_DATABASE_URL;
 
@@ -33,9 +33,9 @@ export function pgliteBackend(): Backend {
     name: 'pglite',
     async open() {
       dir = tempDir('cg-pglite-');
-      return openStore({ dataDir: dir, validate: assertValid });
+      return openStore({ dataDir: dir, ...writeChecks });
     },
-    reopen: () => openStore({ dataDir: dir, validate: assertValid }),
+    reopen: () => openStore({ dataDir: dir, ...writeChecks }),
     async cleanup() {
       if (dir) fs.rmSync(dir, { recursive: true, force: true });
     },
@@ -47,8 +47,8 @@ export function postgresBackend(url: string): Backend {
   const schema = `cg_test_${crypto.randomBytes(5).toString('hex')}`;
   return {
     name: 'postgres',
-    open: () => openStore({ databaseUrl: url, schema, validate: assertValid }),
-    reopen: () => openStore({ databaseUrl: url, schema, validate: assertValid }),
+    open: () => openStore({ databaseUrl: url, schema, ...writeChecks }),
+    reopen: () => openStore({ databaseUrl: url, schema, ...writeChecks }),
     async cleanup() {
       const c = new pg.Client({ connectionString: url });
       await c.connect();
