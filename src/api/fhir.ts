@@ -10,6 +10,7 @@ import { isResourceType } from '../fhir/definitions.js';
 import type { Store } from '../store/index.js';
 import type { HistoryEntry, WriteResult } from '../store/repository.js';
 import { capabilityStatement } from './capability.js';
+import { shaper } from './shape.js';
 import type { Logger } from '../log.js';
 
 export interface FhirRequest {
@@ -189,18 +190,24 @@ export class FhirApi {
 
   private async search(type: string, query: URLSearchParams, req: FhirRequest): Promise<FhirResponse> {
     const params: [string, string][] = [...query.entries()];
-    const count = pageSize(query.get('_count'), this.opts.defaultPageSize, this.opts.maxPageSize);
-    const total = query.get('_total') as 'none' | 'accurate' | 'estimate' | null;
     const strict = /handling=strict/.test(req.headers['prefer'] ?? '');
+    const shape = shaper(query);
+    const self = `${this.opts.baseUrl}/${type}${query.size ? '?' + query.toString() : ''}`;
+    if (query.get('_summary') === 'count') {
+      const counted = await this.store.repo.search({ resourceType: type, params, count: 0, total: 'accurate', strict });
+      return json(200, { resourceType: 'Bundle', type: 'searchset', total: counted.total, link: [{ relation: 'self', url: self }] } satisfies Bundle);
+    }
+    const count = pageSize(query.get('_count'), this.opts.defaultPageSize, this.opts.maxPageSize);
+    const total = query.get('_total');
+    if (total !== null && !['none', 'estimate', 'accurate'].includes(total)) throw new OutcomeError('invalid', '_total must be none, estimate or accurate', '_total');
     const result = await this.store.repo.search({
       resourceType: type,
       params,
       count,
       cursor: query.get('_cursor') ?? undefined,
-      total: total ?? undefined,
+      total: (total ?? undefined) as 'none' | 'estimate' | 'accurate' | undefined,
       strict,
     });
-    const self = `${this.opts.baseUrl}/${type}?${query.toString()}`;
     const link: Bundle['link'] = [{ relation: 'self', url: self }];
     if (result.nextCursor) {
       const next = new URLSearchParams(params.filter(([k]) => k !== '_cursor' && k !== '_count'));
@@ -208,11 +215,10 @@ export class FhirApi {
       next.set('_cursor', result.nextCursor);
       link.push({ relation: 'next', url: `${this.opts.baseUrl}/${type}?${next.toString()}` });
     }
-    const entry: BundleEntry[] = result.resources.map((r) => ({
-      fullUrl: `${this.opts.baseUrl}/${r.resourceType}/${r.id}`,
-      resource: r,
-      search: { mode: 'match' },
-    }));
+    const entry: BundleEntry[] = [
+      ...result.resources.map((r) => ({ fullUrl: `${this.opts.baseUrl}/${r.resourceType}/${r.id}`, resource: shape(r), search: { mode: 'match' as const } })),
+      ...result.included.map((r) => ({ fullUrl: `${this.opts.baseUrl}/${r.resourceType}/${r.id}`, resource: shape(r), search: { mode: 'include' as const } })),
+    ];
     if (result.issues.length) {
       const oo: OperationOutcome = { resourceType: 'OperationOutcome', issue: result.issues };
       entry.push({ resource: oo, search: { mode: 'outcome' } });

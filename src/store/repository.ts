@@ -10,8 +10,9 @@ import crypto from 'node:crypto';
 import type { Resource } from '../fhir/types.js';
 import { OutcomeError, notFound } from '../fhir/outcome.js';
 import type { Db, Queryable } from './db.js';
-import { buildSearch, type SearchRequest, type SearchResult, parseSearchQuery } from './search.js';
+import { buildSearch, cursorAfter, type SearchRequest, type SearchResult, parseSearchQuery } from './search.js';
 import { indexRows, type IndexRows } from './indexer.js';
+import { parseIncludes, resolveIncludes } from './include.js';
 
 export interface HistoryEntry {
   resourceType: string;
@@ -192,9 +193,14 @@ export class Writer {
     const page = more ? rows.slice(0, built.limit) : rows;
     let total: number | undefined;
     if (built.countSql) total = Number((await this.tx.query<{ n: string }>(built.countSql, built.countParams))[0].n);
+    const allow = req.access ?? ((r: Resource) => r);
+    const resources = page.map((r) => allow(JSON.parse(r.content) as Resource)).filter((r): r is Resource => r !== undefined) as T[];
+    const specs = parseIncludes(req.params, req.strict ?? false, built.issues);
+    const included = await resolveIncludes(this.tx, resources, specs, allow);
     return {
-      resources: page.map((r) => JSON.parse(r.content) as T),
-      nextCursor: more ? String(page[page.length - 1].seq) : undefined,
+      resources,
+      included,
+      nextCursor: more && page.length ? cursorAfter(page[page.length - 1], built.sortKeys) : undefined,
       total,
       issues: built.issues,
     };

@@ -24,10 +24,17 @@ export interface SearchRequest {
   total?: 'none' | 'accurate' | 'estimate';
   /** unknown parameters are an error (Prefer: handling=strict) instead of a warning */
   strict?: boolean;
+  /**
+   * The per-request access decision: every result, included ones too, passes through it; it returns the
+   * resource as the caller may see it, or undefined to leave it out.
+   */
+  access?: (r: Resource) => Resource | undefined;
 }
 
 export interface SearchResult<T extends Resource = Resource> {
   resources: T[];
+  /** resources added by _include / _revinclude */
+  included: Resource[];
   nextCursor?: string;
   total?: number;
   /** warnings about ignored parameters (lenient handling) */
@@ -41,6 +48,8 @@ export interface BuiltSearch {
   countSql?: string;
   countParams?: unknown[];
   issues: OperationOutcomeIssue[];
+  /** how many _sort keys the page rows carry (k0, k1, …), for the next cursor */
+  sortKeys: number;
 }
 
 /** Result-shaping and paging parameters: handled by the API layer or here, never as filters. */
@@ -179,118 +188,276 @@ function parseReferenceValue(v: string): [string | undefined, string] {
   return [undefined, v];
 }
 
-export function buildSearch(req: SearchRequest): BuiltSearch {
-  const defs = searchParamsFor(req.resourceType);
-  const q = new Sql();
-  const issues: OperationOutcomeIssue[] = [];
-  const where: string[] = [`r.resource_type = ${q.p(req.resourceType)}`, `r.deleted = false`];
-  const owner = `x.resource_type = r.resource_type AND x.resource_id = r.id`;
+interface SortKey {
+  /** SQL expression that is never NULL (NULLs replaced so they sort last) */
+  expr: string;
+  desc: boolean;
+  /** SQL type to cast cursor values back to */
+  cast: 'timestamptz' | 'text' | 'numeric';
+}
 
-  for (const [rawName, rawValue] of req.params) {
-    if (CONTROL.has(rawName)) continue;
-    const [name, modifier] = rawName.split(':', 2) as [string, string | undefined];
-    const where1 = rawName;
+/** The cursor of a page: the sort-key values and the creation sequence of the last resource on it. */
+interface Cursor {
+  s: string;
+  k?: string[];
+}
+
+export function encodeCursor(c: Cursor): string {
+  return Buffer.from(JSON.stringify(c)).toString('base64url');
+}
+
+function decodeCursor(raw: string): Cursor {
+  try {
+    const c = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as Cursor;
+    if (typeof c.s !== 'string' || !/^\d{1,19}$/.test(c.s) || (c.k !== undefined && !Array.isArray(c.k))) throw new Error('shape');
+    return c;
+  } catch {
+    throw new OutcomeError('invalid', 'the paging cursor is not valid (follow the next link as given)', '_cursor');
+  }
+}
+
+/** Builds one search condition: the parameter `name` (with its modifier) of `resourceType`, for the row at (typeExpr, idExpr). */
+class ConditionBuilder {
+  private n = 0;
+  constructor(
+    private readonly q: Sql,
+    private readonly issues: OperationOutcomeIssue[],
+    private readonly strict: boolean,
+  ) {}
+
+  private alias(): string {
+    return `x${++this.n}`;
+  }
+
+  private unsupported(text: string, where: string): undefined {
+    if (this.strict) throw new OutcomeError('invalid', text, where);
+    this.issues.push(issue({ category: 'invalid', severity: 'warning', text: `${text}; ignored`, where }));
+    return undefined;
+  }
+
+  /** SQL for `rawName=rawValue` on the resource at (typeExpr, idExpr), or undefined when it is ignored. */
+  build(resourceType: string, typeExpr: string, idExpr: string, rawName: string, rawValue: string, where: string): string | undefined {
+    const q = this.q;
+    if (rawName.startsWith('_has:')) return this.reverseChain(resourceType, typeExpr, idExpr, rawName, rawValue, where);
+    const dot = rawName.indexOf('.');
+    if (dot > 0) return this.chain(resourceType, typeExpr, idExpr, rawName.slice(0, dot), rawName.slice(dot + 1), rawValue, where);
+    const colon = rawName.indexOf(':');
+    const name = colon < 0 ? rawName : rawName.slice(0, colon);
+    const modifier = colon < 0 ? undefined : rawName.slice(colon + 1);
 
     if (name === '_id') {
-      where.push(`r.id = ANY(${q.p(splitValues(rawValue))})`);
-      continue;
+      const ids = splitValues(rawValue);
+      const cond = `${idExpr} = ANY(${q.p(ids)}::text[])`;
+      return modifier === 'not' ? `NOT (${cond})` : cond;
     }
     if (name === '_lastUpdated') {
-      const [prefix, v] = splitPrefix(rawValue);
-      where.push(dateCondition(prefix, 'r.last_updated', 'r.last_updated', dateRange(v, where1), q));
-      continue;
+      return this.orValues(rawValue, (v) => {
+        const [prefix, d] = splitPrefix(v);
+        const col =
+          idExpr === 'r.id' ? 'r.last_updated' : `(SELECT last_updated FROM resource lu WHERE lu.resource_type = ${typeExpr} AND lu.id = ${idExpr})`;
+        return dateCondition(prefix, col, col, dateRange(d, where), q);
+      });
     }
-    const def = defs?.get(name);
-    if (!def || def.type === 'composite' || def.type === 'special' || (modifier && !supportsModifier(def.type, modifier))) {
-      const text = !def
-        ? `unknown search parameter "${name}" for ${req.resourceType}`
-        : modifier
-          ? `modifier ":${modifier}" is not supported on ${def.type} parameter "${name}"`
-          : `search parameter "${name}" (${def.type}) is not supported`;
-      if (req.strict) throw new OutcomeError('invalid', text, where1);
-      issues.push(issue({ category: 'invalid', severity: 'warning', text: `${text}; ignored`, where: where1 }));
-      continue;
+    const def = searchParamsFor(resourceType)?.get(name);
+    if (!def) return this.unsupported(`unknown search parameter "${name}" for ${resourceType}`, where);
+    if (def.type === 'composite' || def.type === 'special') return this.unsupported(`search parameter "${name}" (${def.type}) is not supported`, where);
+    if (modifier === 'identifier' && def.type === 'reference') {
+      // matched against the identifiers of the referenced resources (as a chain on `identifier`)
+      return this.chain(resourceType, typeExpr, idExpr, name, 'identifier', rawValue, where);
     }
+    if (modifier && !supportsModifier(def.type, modifier)) return this.unsupported(`modifier ":${modifier}" is not supported on ${def.type} parameter "${name}"`, where);
 
+    const x = this.alias();
+    const owner = `${x}.resource_type = ${typeExpr} AND ${x}.resource_id = ${idExpr} AND ${x}.param = ${q.p(name)}`;
+    const table = tableFor(def.type);
     if (modifier === 'missing') {
-      const table = tableFor(def.type);
-      const exists = `EXISTS (SELECT 1 FROM ${table} x WHERE ${owner} AND x.param = ${q.p(name)})`;
-      where.push(rawValue === 'true' ? `NOT ${exists}` : exists);
-      continue;
+      const exists = `EXISTS (SELECT 1 FROM ${table} ${x} WHERE ${owner})`;
+      return rawValue === 'true' ? `NOT ${exists}` : exists;
     }
-
-    const values = splitValues(rawValue);
-    const ors: string[] = [];
-    for (const value of values) {
+    const one = (value: string): string => {
       switch (def.type) {
         case 'token':
         case 'uri': {
-          const cond: string[] = [`x.param = ${q.p(name)}`];
-          if (def.type === 'uri') cond.push(`x.code = ${q.p(value)}`);
+          const cond: string[] = [];
+          if (def.type === 'uri') cond.push(`${x}.code = ${q.p(value)}`);
           else if (value.includes('|')) {
-            const [system, code] = [value.slice(0, value.indexOf('|')), value.slice(value.indexOf('|') + 1)];
-            if (system === '') cond.push(`(x.system IS NULL OR x.system = '')`);
-            else cond.push(`x.system = ${q.p(system)}`);
-            if (code !== '') cond.push(`x.code = ${q.p(code)}`);
-          } else cond.push(`x.code = ${q.p(value)}`);
-          ors.push(`EXISTS (SELECT 1 FROM idx_token x WHERE ${owner} AND ${cond.join(' AND ')})`);
-          break;
+            const bar = value.indexOf('|');
+            const [system, code] = [value.slice(0, bar), value.slice(bar + 1)];
+            cond.push(system === '' ? `(${x}.system IS NULL OR ${x}.system = '')` : `${x}.system = ${q.p(system)}`);
+            if (code !== '') cond.push(`${x}.code = ${q.p(code)}`);
+          } else cond.push(`${x}.code = ${q.p(value)}`);
+          return cond.join(' AND ');
         }
         case 'reference': {
           const [type, id] = parseReferenceValue(value);
           const targetType = modifier ?? type;
-          const cond = [`x.param = ${q.p(name)}`, `x.target_id = ${q.p(id)}`];
-          if (targetType) cond.push(`x.target_type = ${q.p(targetType)}`);
-          ors.push(`EXISTS (SELECT 1 FROM idx_reference x WHERE ${owner} AND ${cond.join(' AND ')})`);
-          break;
+          return `${x}.target_id = ${q.p(id)}` + (targetType ? ` AND ${x}.target_type = ${q.p(targetType)}` : '');
         }
         case 'date': {
           const [prefix, v] = splitPrefix(value);
-          ors.push(`EXISTS (SELECT 1 FROM idx_date x WHERE ${owner} AND x.param = ${q.p(name)} AND ${dateCondition(prefix, 'x.low', 'x.high', dateRange(v, where1), q)})`);
-          break;
+          return dateCondition(prefix, `${x}.low`, `${x}.high`, dateRange(v, where), q);
         }
         case 'string': {
           const norm = normalizeString(value);
-          const match =
-            modifier === 'exact'
-              ? `x.value = ${q.p(norm)}`
-              : modifier === 'contains'
-                ? `x.value LIKE ${q.p('%' + escapeLike(norm) + '%')}`
-                : `x.value LIKE ${q.p(escapeLike(norm) + '%')}`;
-          ors.push(`EXISTS (SELECT 1 FROM idx_string x WHERE ${owner} AND x.param = ${q.p(name)} AND ${match})`);
-          break;
+          if (modifier === 'exact') return `${x}.value = ${q.p(norm)}`;
+          if (modifier === 'contains') return `${x}.value LIKE ${q.p('%' + escapeLike(norm) + '%')}`;
+          return `${x}.value LIKE ${q.p(escapeLike(norm) + '%')}`;
         }
-        case 'number':
-        case 'quantity': {
+        default: {
           const [prefix, v] = splitPrefix(value);
           const [num, system, code] = v.split('|');
-          const cond = [`x.param = ${q.p(name)}`, numberCondition(prefix, 'x.value', num, q, where1)];
-          if (system) cond.push(`x.system = ${q.p(system)}`);
-          if (code) cond.push(`x.code = ${q.p(code)}`);
-          ors.push(`EXISTS (SELECT 1 FROM idx_quantity x WHERE ${owner} AND ${cond.join(' AND ')})`);
-          break;
+          const cond = [numberCondition(prefix, `${x}.value`, num, q, where)];
+          if (system) cond.push(`${x}.system = ${q.p(system)}`);
+          if (code) cond.push(`${x}.code = ${q.p(code)}`);
+          return cond.join(' AND ');
         }
       }
-    }
-    const combined = ors.length === 1 ? ors[0] : `(${ors.join(' OR ')})`;
-    where.push(modifier === 'not' ? `NOT ${combined}` : combined);
+    };
+    const values = splitValues(rawValue);
+    const combined = `EXISTS (SELECT 1 FROM ${table} ${x} WHERE ${owner} AND (${values.map(one).join(' OR ')}))`;
+    return modifier === 'not' ? `NOT ${combined}` : combined;
   }
 
+  private orValues(raw: string, f: (v: string) => string): string {
+    const parts = splitValues(raw).map(f);
+    return parts.length === 1 ? parts[0] : `(${parts.join(' OR ')})`;
+  }
+
+  /** `patient.identifier=…`, `participant:Organization.identifier=…`: a condition on the referenced resources. */
+  private chain(resourceType: string, typeExpr: string, idExpr: string, head: string, tail: string, value: string, where: string): string | undefined {
+    const colon = head.indexOf(':');
+    const name = colon < 0 ? head : head.slice(0, colon);
+    const typeModifier = colon < 0 ? undefined : head.slice(colon + 1);
+    const def = searchParamsFor(resourceType)?.get(name);
+    if (!def || def.type !== 'reference') return this.unsupported(`"${name}" is not a reference parameter of ${resourceType}, so it cannot be chained`, where);
+    const tailName = tail.split(/[.:]/)[0];
+    const targets = (typeModifier ? [typeModifier] : def.targets).filter((t) => tailName.startsWith('_') || searchParamsFor(t)?.has(tailName));
+    if (targets.length === 0) return this.unsupported(`no target of ${resourceType}.${name} has a search parameter "${tailName}"`, where);
+    const x = this.alias();
+    const perType: string[] = [];
+    for (const t of targets) {
+      const inner = this.build(t, `${x}.target_type`, `${x}.target_id`, tail, value, where);
+      if (inner) perType.push(`(${x}.target_type = ${this.q.p(t)} AND ${inner})`);
+    }
+    if (perType.length === 0) return undefined;
+    return `EXISTS (SELECT 1 FROM idx_reference ${x} WHERE ${x}.resource_type = ${typeExpr} AND ${x}.resource_id = ${idExpr} AND ${x}.param = ${this.q.p(name)} AND (${perType.join(' OR ')}))`;
+  }
+
+  /** `_has:Observation:patient:code=…`: resources that some Observation with that code references through `patient`. */
+  private reverseChain(resourceType: string, typeExpr: string, idExpr: string, rawName: string, value: string, where: string): string | undefined {
+    const m = /^_has:([A-Z][A-Za-z]+):([a-z][a-z0-9-]*):(.+)$/.exec(rawName);
+    if (!m) return this.unsupported(`"${rawName}" is not of the form _has:Type:reference-parameter:parameter`, where);
+    const [, type, refParam, rest] = m;
+    const def = searchParamsFor(type)?.get(refParam);
+    if (!def || def.type !== 'reference') return this.unsupported(`"${refParam}" is not a reference parameter of ${type}`, where);
+    const x = this.alias();
+    const inner = this.build(type, `${x}.resource_type`, `${x}.resource_id`, rest, value, where);
+    if (!inner) return undefined;
+    return `EXISTS (SELECT 1 FROM idx_reference ${x} WHERE ${x}.resource_type = ${this.q.p(type)} AND ${x}.param = ${this.q.p(refParam)} AND ${x}.target_type = ${typeExpr} AND ${x}.target_id = ${idExpr} AND ${inner})`;
+  }
+}
+
+/** `_sort=-date,status` → sort keys over the index tables; NULLs (no value) sort last either way. */
+function sortKeys(resourceType: string, raw: string | undefined, q: Sql, builder: { strict: boolean; issues: OperationOutcomeIssue[] }): SortKey[] {
+  if (!raw) return [];
+  const keys: SortKey[] = [];
+  for (const part of raw.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const desc = part.startsWith('-');
+    const name = desc ? part.slice(1) : part;
+    const agg = desc ? 'max' : 'min';
+    if (name === '_lastUpdated') {
+      keys.push({ expr: 'r.last_updated', desc, cast: 'timestamptz' });
+      continue;
+    }
+    if (name === '_id') {
+      keys.push({ expr: 'r.id COLLATE "C"', desc, cast: 'text' });
+      continue;
+    }
+    const def = searchParamsFor(resourceType)?.get(name);
+    const owner = `s.resource_type = r.resource_type AND s.resource_id = r.id AND s.param = ${def ? q.p(name) : "''"}`;
+    switch (def?.type) {
+      case 'date':
+        keys.push({
+          expr: `COALESCE((SELECT ${agg}(${desc ? 's.high' : 's.low'}) FROM idx_date s WHERE ${owner}), '${desc ? '-infinity' : 'infinity'}'::timestamptz)`,
+          desc,
+          cast: 'timestamptz',
+        });
+        break;
+      case 'string':
+      case 'token':
+      case 'uri': {
+        const col = def.type === 'string' ? 's.value' : 's.code';
+        const table = def.type === 'string' ? 'idx_string' : 'idx_token';
+        keys.push({
+          expr: `COALESCE((SELECT ${agg}(${col} COLLATE "C") FROM ${table} s WHERE ${owner}), ${desc ? "''" : 'chr(1114111)'}) COLLATE "C"`,
+          desc,
+          cast: 'text',
+        });
+        break;
+      }
+      case 'number':
+      case 'quantity':
+        keys.push({
+          expr: `COALESCE((SELECT ${agg}(s.value) FROM idx_quantity s WHERE ${owner}), '${desc ? '-Infinity' : 'Infinity'}'::numeric)`,
+          desc,
+          cast: 'numeric',
+        });
+        break;
+      default: {
+        const text = def ? `cannot sort by ${def.type} parameter "${name}"` : `unknown sort parameter "${name}" for ${resourceType}`;
+        if (builder.strict) throw new OutcomeError('invalid', text, '_sort');
+        builder.issues.push(issue({ category: 'invalid', severity: 'warning', text: `${text}; ignored`, where: '_sort' }));
+      }
+    }
+  }
+  return keys;
+}
+
+export function buildSearch(req: SearchRequest): BuiltSearch {
+  const q = new Sql();
+  const issues: OperationOutcomeIssue[] = [];
+  const builder = new ConditionBuilder(q, issues, req.strict ?? false);
+  const where: string[] = [`r.resource_type = ${q.p(req.resourceType)}`, `r.deleted = false`];
+  let sortParam: string | undefined;
+  for (const [rawName, rawValue] of req.params) {
+    if (rawName === '_sort') sortParam = rawValue;
+    if (CONTROL.has(rawName) || rawName.startsWith('_include') || rawName.startsWith('_revinclude')) continue;
+    const cond = builder.build(req.resourceType, 'r.resource_type', 'r.id', rawName, rawValue, rawName);
+    if (cond) where.push(cond);
+  }
+  const keys = sortKeys(req.resourceType, sortParam, q, { strict: req.strict ?? false, issues });
   const filterParams = [...q.params];
   const filter = where.join(' AND ');
   const limit = Math.max(0, req.count ?? 20);
-  let sql = `SELECT r.content, r.seq::text AS seq FROM resource r WHERE ${filter}`;
+
+  let pageFilter = filter;
   if (req.cursor) {
-    if (!/^\d{1,19}$/.test(req.cursor)) throw new OutcomeError('invalid', 'the paging cursor is not valid', '_cursor');
-    sql += ` AND r.seq > ${q.p(req.cursor)}::bigint`;
+    const c = decodeCursor(req.cursor);
+    if ((c.k?.length ?? 0) !== keys.length) throw new OutcomeError('invalid', 'the paging cursor does not belong to this search', '_cursor');
+    // (k1, k2, …, seq) strictly after the cursor, each key in its own direction
+    const ors: string[] = [];
+    for (let i = 0; i <= keys.length; i++) {
+      const eqs = keys.slice(0, i).map((k, j) => `${k.expr} = ${q.p(c.k![j])}::${k.cast}`);
+      const step = i < keys.length ? `${keys[i].expr} ${keys[i].desc ? '<' : '>'} ${q.p(c.k![i])}::${keys[i].cast}` : `r.seq > ${q.p(c.s)}::bigint`;
+      ors.push(`(${[...eqs, step].join(' AND ')})`);
+    }
+    pageFilter += ` AND (${ors.join(' OR ')})`;
   }
-  sql += ` ORDER BY r.seq LIMIT ${limit + 1}`;
-  const built: BuiltSearch = { sql, params: q.params, limit, issues };
+  const keyCols = keys.map((k, i) => `, (${k.expr})::text AS k${i}`).join('');
+  const order = [...keys.map((k) => `${k.expr} ${k.desc ? 'DESC' : 'ASC'}`), 'r.seq ASC'].join(', ');
+  const sql = `SELECT r.content, r.seq::text AS seq${keyCols} FROM resource r WHERE ${pageFilter} ORDER BY ${order} LIMIT ${limit + 1}`;
+  const built: BuiltSearch = { sql, params: q.params, limit, issues, sortKeys: keys.length };
   if (req.total === 'accurate' || req.total === 'estimate') {
     built.countSql = `SELECT count(*)::text AS n FROM resource r WHERE ${filter}`;
     built.countParams = filterParams;
   }
   return built;
+}
+
+/** The cursor for the page after the given last row of a page. */
+export function cursorAfter(row: Record<string, unknown>, sortKeyCount: number): string {
+  const k = Array.from({ length: sortKeyCount }, (_, i) => String(row[`k${i}`]));
+  return encodeCursor(sortKeyCount ? { s: String(row.seq), k } : { s: String(row.seq) });
 }
 
 function escapeLike(s: string): string {

@@ -1,0 +1,107 @@
+/**
+ * `_include` and `_revinclude` (with `:iterate`): the resources a page references, and the resources that
+ * reference it, read from the reference index in a few set-based queries (never one query per resource).
+ *
+ * @see https://hl7.org/fhir/R4/search.html#include
+ */
+import type { Resource } from '../fhir/types.js';
+import { OutcomeError, issue } from '../fhir/outcome.js';
+import type { OperationOutcomeIssue } from '../fhir/types.js';
+import { searchParamsFor } from '../fhir/searchparams.js';
+import type { Queryable } from './db.js';
+
+export interface IncludeSpec {
+  kind: 'include' | 'revinclude';
+  /** the resource type the parameter belongs to (`CarePlan` in CarePlan:care-team); `*` for every reference */
+  sourceType: string;
+  param: string;
+  targetType?: string;
+  iterate: boolean;
+}
+
+/** At most this many resources are included per page, so one search cannot pull the whole database. */
+export const MAX_INCLUDED = 1000;
+const MAX_ROUNDS = 5;
+
+/** Parses `_include` / `_revinclude` values (`CarePlan:care-team`, `Provenance:target`, `CarePlan:activity-reference:Task`, `*`). */
+export function parseIncludes(params: [string, string][], strict: boolean, issues: OperationOutcomeIssue[]): IncludeSpec[] {
+  const out: IncludeSpec[] = [];
+  for (const [name, value] of params) {
+    const m = /^_(include|revinclude)(?::(iterate|recurse))?$/.exec(name);
+    if (!m) continue;
+    const kind = m[1] as IncludeSpec['kind'];
+    const iterate = !!m[2];
+    if (value === '*') {
+      out.push({ kind, sourceType: '*', param: '*', iterate });
+      continue;
+    }
+    const [sourceType, param, targetType] = value.split(':');
+    const def = sourceType && param ? searchParamsFor(sourceType)?.get(param) : undefined;
+    if (!def || def.type !== 'reference') {
+      const text = `${name}=${value}: not a reference search parameter (Type:parameter[:targetType])`;
+      if (strict) throw new OutcomeError('invalid', text, name);
+      issues.push(issue({ severity: 'warning', text: `${text}; ignored`, where: name }));
+      continue;
+    }
+    out.push({ kind, sourceType, param, targetType, iterate });
+  }
+  return out;
+}
+
+/**
+ * The included resources for a page of matches, deduplicated and without the matches themselves.
+ * `allow` is the per-request access decision: an included resource it refuses is left out.
+ */
+export async function resolveIncludes(
+  tx: Queryable,
+  matches: Resource[],
+  specs: IncludeSpec[],
+  allow: (r: Resource) => Resource | undefined = (r) => r,
+): Promise<Resource[]> {
+  if (specs.length === 0 || matches.length === 0) return [];
+  const seen = new Set(matches.map((r) => `${r.resourceType}/${r.id}`));
+  const included: Resource[] = [];
+  let frontier = matches;
+  for (let round = 0; round < MAX_ROUNDS && frontier.length > 0 && included.length < MAX_INCLUDED; round++) {
+    const active = specs.filter((s) => round === 0 || s.iterate);
+    if (active.length === 0) break;
+    const types = frontier.map((r) => r.resourceType);
+    const ids = frontier.map((r) => r.id as string);
+    const found: Resource[] = [];
+    for (const spec of active) {
+      let rows: { content: string }[];
+      if (spec.kind === 'include') {
+        rows = await tx.query<{ content: string }>(
+          `SELECT DISTINCT t.content FROM idx_reference x
+           JOIN resource t ON t.resource_type = x.target_type AND t.id = x.target_id AND NOT t.deleted
+           WHERE (x.resource_type, x.resource_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+             AND ($3 = '*' OR (x.resource_type = $3 AND x.param = $4))
+             AND ($5::text IS NULL OR x.target_type = $5)
+           LIMIT ${MAX_INCLUDED}`,
+          [types, ids, spec.sourceType, spec.param, spec.targetType ?? null],
+        );
+      } else {
+        rows = await tx.query<{ content: string }>(
+          `SELECT DISTINCT s.content FROM idx_reference x
+           JOIN resource s ON s.resource_type = x.resource_type AND s.id = x.resource_id AND NOT s.deleted
+           WHERE (x.target_type, x.target_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+             AND ($3 = '*' OR (x.resource_type = $3 AND x.param = $4))
+             AND ($5::text IS NULL OR x.target_type = $5)
+           LIMIT ${MAX_INCLUDED}`,
+          [types, ids, spec.sourceType, spec.param, spec.targetType ?? null],
+        );
+      }
+      for (const row of rows) {
+        const r = JSON.parse(row.content) as Resource;
+        const key = `${r.resourceType}/${r.id}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        const visible = allow(r);
+        if (visible) found.push(visible);
+      }
+    }
+    included.push(...found);
+    frontier = found;
+  }
+  return included.slice(0, MAX_INCLUDED);
+}

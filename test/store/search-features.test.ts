@@ -1,0 +1,136 @@
+/**
+ * Search beyond single parameters, on every backend: chained and reverse-chained parameters, _include and
+ * _revinclude (with :iterate), _sort with multiple keys and stable cursors, and the access hook.
+ *
+ * @see https://hl7.org/fhir/R4/search.html#chaining, #has, #include, #revinclude, #sort
+ */
+import type { CarePlan, CareTeam, Organization, Patient, Provenance, Resource } from '@medplum/fhirtypes';
+import type { Store } from '../../src/store/index.js';
+import { backends, type Backend } from '../helpers/backends.js';
+
+const NI = 'https://fhir.ee/sid/pid/est/ni';
+const BR = 'https://fhir.ee/sid/org/est/br';
+
+describe.each(backends())('search features on %s', (_name, makeBackend) => {
+  let backend: Backend;
+  let store: Store;
+
+  const seed: Resource[] = [
+    { resourceType: 'Organization', id: 'elva', identifier: [{ system: BR, value: '75008427' }], name: 'Elva Vallavalitsus' } as Organization,
+    { resourceType: 'Organization', id: 'tartu', identifier: [{ system: BR, value: '75006546' }], name: 'Tartu Linnavalitsus' } as Organization,
+    ...(['37302102711', '36805280109', '38001010015'].map((ik, i) => ({
+      resourceType: 'Patient',
+      id: `sp-${i}`,
+      identifier: [{ system: NI, value: ik }],
+      name: [{ family: ['Tamm', 'Kask', 'Õunapuu'][i], given: ['Jüri'] }],
+      birthDate: ['1973-02-10', '1968-05-28', '1980-01-01'][i],
+    })) as Patient[]),
+    ...([0, 1, 2].map((i) => ({
+      resourceType: 'CareTeam',
+      id: `st-${i}`,
+      status: i === 2 ? 'inactive' : 'active',
+      subject: { reference: `Patient/sp-${i}` },
+      participant: [{ member: { reference: i === 1 ? 'Organization/tartu' : 'Organization/elva' } }],
+    })) as CareTeam[]),
+    ...([0, 1, 2].map((i) => ({
+      resourceType: 'CarePlan',
+      id: `sc-${i}`,
+      status: 'active',
+      intent: 'plan',
+      subject: { reference: `Patient/sp-${i}` },
+      careTeam: [{ reference: `CareTeam/st-${i}` }],
+      period: { start: ['2026-01-05', '2026-03-01', '2026-02-10'][i] },
+    })) as CarePlan[]),
+    {
+      resourceType: 'Provenance',
+      id: 'sprov-0',
+      target: [{ reference: 'CarePlan/sc-0/_history/1' }],
+      recorded: '2026-01-05T10:00:00Z',
+      agent: [{ who: { reference: 'Organization/elva' } }],
+    } as Provenance,
+  ];
+
+  beforeAll(async () => {
+    backend = makeBackend();
+    store = await backend.open();
+    for (const r of seed) await store.repo.update(r);
+  });
+  afterAll(async () => {
+    await store.close();
+    await backend.cleanup();
+  });
+
+  const search = (type: string, params: [string, string][], extra: { count?: number; cursor?: string } = {}) =>
+    store.repo.search({ resourceType: type, params, count: extra.count ?? 50, cursor: extra.cursor });
+  const ids = (rs: Resource[]) => rs.map((r) => `${r.resourceType}/${r.id}`);
+
+  test('the GP pull: CarePlan by the patient’s isikukood, with its CareTeam and Provenance in one call', async () => {
+    const r = await search('CarePlan', [
+      ['patient.identifier', `${NI}|37302102711`],
+      ['_include', 'CarePlan:care-team'],
+      ['_revinclude', 'Provenance:target'],
+    ]);
+    expect(ids(r.resources)).toEqual(['CarePlan/sc-0']);
+    expect(ids(r.included).sort()).toEqual(['CareTeam/st-0', 'Provenance/sprov-0']);
+  });
+
+  test('the municipality query: CareTeams by participant organisation identifier (typed chain) and status', async () => {
+    const r = await search('CareTeam', [
+      ['participant:Organization.identifier', `${BR}|75008427`],
+      ['status', 'active'],
+    ]);
+    expect(ids(r.resources)).toEqual(['CareTeam/st-0']);
+    const byRef = await search('CareTeam', [['participant', 'Organization/elva']]);
+    expect(ids(byRef.resources)).toEqual(['CareTeam/st-0', 'CareTeam/st-2']);
+  });
+
+  test('a reference with :identifier matches by the referenced resource’s identifier', async () => {
+    const r = await search('CarePlan', [['subject:identifier', `${NI}|36805280109`]]);
+    expect(ids(r.resources)).toEqual(['CarePlan/sc-1']);
+  });
+
+  test('_has finds patients whose CareTeam includes an organisation', async () => {
+    const r = await search('Patient', [['_has:CareTeam:patient:participant', 'Organization/tartu']]);
+    expect(ids(r.resources)).toEqual(['Patient/sp-1']);
+  });
+
+  test(':iterate follows includes from included resources (plan → team → its participant organisation)', async () => {
+    const r = await search('CarePlan', [
+      ['_id', 'sc-1'],
+      ['_include', 'CarePlan:care-team'],
+      ['_include:iterate', 'CareTeam:participant'],
+    ]);
+    expect(ids(r.included)).toEqual(['CareTeam/st-1', 'Organization/tartu']);
+  });
+
+  test('_sort by several keys, descending too, and cursors that page through the sorted order', async () => {
+    const desc = await search('CarePlan', [['_id', 'sc-0,sc-1,sc-2'], ['_sort', '-date']]);
+    expect(ids(desc.resources)).toEqual(['CarePlan/sc-1', 'CarePlan/sc-2', 'CarePlan/sc-0']);
+    const byFamily = await search('Patient', [['_id', 'sp-0,sp-1,sp-2'], ['_sort', 'family,-birthdate']]);
+    expect(byFamily.resources.map((p) => (p as Patient).name?.[0].family)).toEqual(['Kask', 'Tamm', 'Õunapuu']);
+
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await search('CarePlan', [['_id', 'sc-0,sc-1,sc-2'], ['_sort', '-date']], { count: 1, cursor });
+      seen.push(...ids(page.resources));
+      cursor = page.nextCursor;
+    } while (cursor);
+    expect(seen).toEqual(['CarePlan/sc-1', 'CarePlan/sc-2', 'CarePlan/sc-0']);
+  });
+
+  test('a cursor from another search is refused', async () => {
+    const page = await search('CarePlan', [['_sort', '-date']], { count: 1 });
+    await expect(search('CarePlan', [], { count: 1, cursor: page.nextCursor })).rejects.toThrow(/cursor/);
+    await expect(search('CarePlan', [], { count: 1, cursor: 'not-a-cursor' })).rejects.toThrow(/cursor/);
+  });
+
+  test('the access hook sees every result, included ones too', async () => {
+    const r = await store.repo.search({
+      resourceType: 'CarePlan',
+      params: [['_id', 'sc-0'], ['_include', 'CarePlan:care-team'], ['_revinclude', 'Provenance:target']],
+      access: (res) => (res.resourceType === 'Provenance' ? undefined : res),
+    });
+    expect(ids(r.included)).toEqual(['CareTeam/st-0']);
+  });
+});
