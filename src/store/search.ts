@@ -378,7 +378,7 @@ function sortKeys(resourceType: string, raw: string | undefined, q: Sql, builder
     switch (def?.type) {
       case 'date':
         keys.push({
-          expr: `COALESCE((SELECT ${agg}(${desc ? 's.high' : 's.low'}) FROM idx_date s WHERE ${owner}), '${desc ? '-infinity' : 'infinity'}'::timestamptz)`,
+          expr: `COALESCE((SELECT ${agg}(s.low) FROM idx_date s WHERE ${owner}), '${desc ? '-infinity' : 'infinity'}'::timestamptz)`,
           desc,
           cast: 'timestamptz',
         });

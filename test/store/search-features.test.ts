@@ -107,7 +107,8 @@ describe.each(backends())('search features on %s', (_name, makeBackend) => {
     const desc = await search('CarePlan', [['_id', 'sc-0,sc-1,sc-2'], ['_sort', '-date']]);
     expect(ids(desc.resources)).toEqual(['CarePlan/sc-1', 'CarePlan/sc-2', 'CarePlan/sc-0']);
     const byFamily = await search('Patient', [['_id', 'sp-0,sp-1,sp-2'], ['_sort', 'family,-birthdate']]);
-    expect(byFamily.resources.map((p) => (p as Patient).name?.[0].family)).toEqual(['Kask', 'Tamm', 'Õunapuu']);
+    // strings sort on their accent-folded form (Õunapuu as "ounapuu"), not in Estonian alphabetical order
+    expect(byFamily.resources.map((p) => (p as Patient).name?.[0].family)).toEqual(['Kask', 'Õunapuu', 'Tamm']);
 
     const seen: string[] = [];
     let cursor: string | undefined;
