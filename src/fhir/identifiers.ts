@@ -1,0 +1,99 @@
+/**
+ * Estonian identifier systems and checks, and deterministic resource ids derived from source identifiers.
+ *
+ * - Isikukood (personal identification code) GYYMMDDSSSC: G century and sex (1–8), a real birth date, serial,
+ *   and a check digit by the two-stage mod-11 rule (weights 1 2 3 4 5 6 7 8 9 1, then 3 4 5 6 7 8 9 1 2 3;
+ *   10 twice → 0). Standard EVS 585:2007.
+ * - Business Register codes (8 digits; local governments start with 75): mod-11 check digit, weights 1–7, then 3–9.
+ *
+ * @see https://fhir.ee (identifier systems), ../shared/reference/domain-specs.md §1.2–1.3
+ */
+import crypto from 'node:crypto';
+
+export const SYSTEMS = {
+  isikukood: 'https://fhir.ee/sid/pid/est/ni',
+  /** + `/{registry code of the facility}` */
+  patientRecordNumber: 'https://fhir.ee/sid/pid/est/prn',
+  professional: 'https://fhir.ee/sid/pro/est/pho',
+  organisation: 'https://fhir.ee/sid/org/est/br',
+  ehak: 'https://fhir.ee/sid/ehak',
+} as const;
+
+/** Older or inconsistent system URIs found in the wild, accepted on input and written in canonical form. */
+export const SYSTEM_ALIASES: Record<string, string> = {
+  'https://fhir.ee/sid/org/est/xx': SYSTEMS.organisation,
+  'https://fhir.ee/sid/org/est/medre': SYSTEMS.organisation,
+  'https://fhir.ee/sid/pid/est/pho': SYSTEMS.professional,
+  'https://fhir.ee/sid/pro/est/medre': SYSTEMS.professional,
+  'urn:oid:1.3.6.1.4.1.28284.6.2.2.1': SYSTEMS.isikukood,
+};
+
+export function canonicalSystem(system: string): string {
+  return SYSTEM_ALIASES[system] ?? system;
+}
+
+export interface IsikukoodCheck {
+  valid: boolean;
+  /** why it is not valid */
+  reason?: string;
+  birthDate?: string;
+  gender?: 'male' | 'female';
+}
+
+function mod11(digits: number[], weights: number[]): number {
+  return digits.reduce((sum, d, i) => sum + d * weights[i], 0) % 11;
+}
+
+/** The check digit of the first ten digits of an isikukood. */
+export function isikukoodCheckDigit(first10: string): number {
+  const d = [...first10].map(Number);
+  const a = mod11(d, [1, 2, 3, 4, 5, 6, 7, 8, 9, 1]);
+  if (a !== 10) return a;
+  const b = mod11(d, [3, 4, 5, 6, 7, 8, 9, 1, 2, 3]);
+  return b === 10 ? 0 : b;
+}
+
+export function checkIsikukood(code: string): IsikukoodCheck {
+  if (!/^\d{11}$/.test(code)) return { valid: false, reason: `an isikukood has 11 digits, got "${code}"` };
+  const g = Number(code[0]);
+  if (g < 1 || g > 8) return { valid: false, reason: `the first digit (century and sex) must be 1–8, got ${g}` };
+  const century = 1800 + Math.floor((g - 1) / 2) * 100;
+  const year = century + Number(code.slice(1, 3));
+  const month = Number(code.slice(3, 5));
+  const day = Number(code.slice(5, 7));
+  const date = new Date(Date.UTC(year, month - 1, day));
+  if (month < 1 || month > 12 || date.getUTCFullYear() !== year || date.getUTCMonth() !== month - 1 || date.getUTCDate() !== day) {
+    return { valid: false, reason: `digits 2–7 are not a real birth date (${code.slice(1, 7)})` };
+  }
+  const check = isikukoodCheckDigit(code.slice(0, 10));
+  if (check !== Number(code[10])) return { valid: false, reason: `the check digit is ${code[10]} but should be ${check}` };
+  return {
+    valid: true,
+    birthDate: `${year}-${code.slice(3, 5)}-${code.slice(5, 7)}`,
+    gender: g % 2 === 1 ? 'male' : 'female',
+  };
+}
+
+/** Estonian Business Register code check (8 digits, mod-11 check digit). */
+export function checkRegistryCode(code: string): boolean {
+  if (!/^\d{8}$/.test(code)) return false;
+  const d = [...code.slice(0, 7)].map(Number);
+  let c = mod11(d, [1, 2, 3, 4, 5, 6, 7]);
+  if (c === 10) c = mod11(d, [3, 4, 5, 6, 7, 8, 9]);
+  if (c === 10) c = 0;
+  return c === Number(code[7]);
+}
+
+const NAMESPACE = 'care-gateway:v1';
+
+/**
+ * A resource id derived from source identifiers (a name-based UUID, version 5 layout, SHA-1): the same
+ * inputs always give the same id, so a re-sent message lands on the same resource instead of a duplicate.
+ */
+export function deterministicId(resourceType: string, ...parts: string[]): string {
+  const h = crypto.createHash('sha1').update([NAMESPACE, resourceType, ...parts].join('\u001f')).digest();
+  h[6] = (h[6] & 0x0f) | 0x50;
+  h[8] = (h[8] & 0x3f) | 0x80;
+  const x = h.subarray(0, 16).toString('hex');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
+}
