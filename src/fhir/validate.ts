@@ -113,6 +113,8 @@ interface RequiredBinding {
 interface TypeRules {
   required: Required[];
   bindings: RequiredBinding[];
+  /** choice elements (value[x]): at most one of their typed names may be present */
+  choices: { parent: string[]; stem: string }[];
 }
 
 let rulesIndex: Map<string, TypeRules> | undefined;
@@ -156,11 +158,12 @@ function typeRules(type: string): TypeRules {
     const bundle = readDefinitions<{ entry: { resource: StructureDefinition }[] }>('profiles-resources.json');
     for (const { resource: sd } of bundle.entry) {
       if (sd.resourceType !== 'StructureDefinition' || sd.kind !== 'resource' || !sd.type || sd.derivation === 'constraint') continue;
-      const rules: TypeRules = { required: [], bindings: [] };
+      const rules: TypeRules = { required: [], bindings: [], choices: [] };
       for (const el of sd.snapshot?.element ?? []) {
         const parts = el.path.split('.');
         if (parts.length < 2 || el.contentReference) continue;
         const name = parts[parts.length - 1];
+        if (name.endsWith('[x]')) rules.choices.push({ parent: parts.slice(1, -1), stem: name.slice(0, -3) });
         if ((el.min ?? 0) >= 1) rules.required.push({ parent: parts.slice(1, -1), name: name.replace('[x]', ''), choice: name.endsWith('[x]') });
         const vsUrl = el.binding?.valueSet;
         if (el.binding?.strength === 'required' && vsUrl && el.type?.length === 1 && el.type[0].code === 'code' && !name.endsWith('[x]')) {
@@ -172,7 +175,7 @@ function typeRules(type: string): TypeRules {
       rulesIndex.set(sd.type, rules);
     }
   }
-  return rulesIndex.get(type) ?? { required: [], bindings: [] };
+  return rulesIndex.get(type) ?? { required: [], bindings: [], choices: [] };
 }
 
 type Obj = Record<string, unknown>;
@@ -209,6 +212,17 @@ function bindingIssues(r: Resource): OperationOutcomeIssue[] {
           );
         }
       });
+    });
+  }
+  return out;
+}
+
+function choiceIssues(r: Resource): OperationOutcomeIssue[] {
+  const out: OperationOutcomeIssue[] = [];
+  for (const c of typeRules(r.resourceType).choices) {
+    walk(r, c.parent, r.resourceType, (obj, where) => {
+      const names = Object.keys(obj).filter((k) => k.startsWith(c.stem) && /^[A-Z]/.test(k.slice(c.stem.length)));
+      if (names.length > 1) out.push(issue({ category: 'invalid', text: `${where}.${c.stem}[x] has one value, but ${names.join(' and ')} are both present`, where: `${where}.${names[1]}` }));
     });
   }
   return out;
@@ -309,7 +323,7 @@ export function validateResource(resource: unknown, base?: string): OperationOut
   // the schema already reports some missing elements; report each place once
   const reported = new Set(issues.flatMap((i) => i.expression ?? []));
   const fresh = (list: OperationOutcomeIssue[]): OperationOutcomeIssue[] => rebase(list).filter((i) => !reported.has(i.expression?.[0] ?? ''));
-  issues.push(...fresh(cardinalityIssues(r)), ...fresh(bindingIssues(r)), ...rebase(invariantIssues(r)));
+  issues.push(...fresh(cardinalityIssues(r)), ...fresh(bindingIssues(r)), ...rebase(choiceIssues(r)), ...rebase(invariantIssues(r)));
   ((r as { contained?: unknown[] }).contained ?? []).forEach((c, i) => issues.push(...validateResource(c, `${at}.contained[${i}]`)));
   return issues;
 }

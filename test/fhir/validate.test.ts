@@ -78,6 +78,10 @@ test('per-1: a period that ends before it starts, wherever it is', () => {
   expect(where(cp)).toContain('CarePlan.period');
 });
 
+test('a choice element with two values (deceasedBoolean and deceasedDateTime) is refused', () => {
+  expect(where({ resourceType: 'Patient', deceasedBoolean: true, deceasedDateTime: '2020-01-01' })).toEqual(['Patient.deceasedDateTime']);
+});
+
 test('several problems are all reported at once', () => {
   const r = { resourceType: 'CarePlan', status: 'bogus', intent: 'plan', foo: true, period: { start: '2026-05-01', end: '2026-01-01' } };
   expect(where(r).sort()).toEqual(['CarePlan.foo', 'CarePlan.period', 'CarePlan.status', 'CarePlan.subject']);
