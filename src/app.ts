@@ -1,28 +1,46 @@
 /**
- * Assembles a gateway from its parts: store → HTTP (FHIR API, admin, HL7 v2 over HTTP) → inbox worker.
- * main.ts runs it as a process; tests start several of these in one process on port 0.
+ * Assembles a gateway from its parts: store → HL7 v2 receiver (MLLP and HTTP) → HTTP (FHIR API, admin) →
+ * inbox worker. main.ts runs it as a process; tests start several of these in one process on port 0.
  */
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import { openStore, type Store } from './store/index.js';
 import { startHttpServer, type HttpServer } from './api/http.js';
+import { hl7v2Route } from './api/hl7v2.js';
 import { InboxWorker } from './ingest/worker.js';
+import { Hl7Receiver } from './ingest/hl7v2/receive.js';
+import { hl7Processor, reprocessHl7 } from './ingest/hl7v2/process.js';
+import { loadMappings } from './mapping/hl7v2.js';
+import { startMllpServer, type MllpServer } from './mllp/server.js';
 import { writeChecks } from './write-checks.js';
 
 export interface Gateway {
   config: Config;
   store: Store;
   http: HttpServer;
+  /** undefined when MLLP_PORT is 0 */
+  mllp?: MllpServer;
   worker: InboxWorker;
+  receiver: Hl7Receiver;
   /** graceful shutdown: stop accepting, finish in-flight work, close the store */
   close(): Promise<void>;
 }
 
-export async function startGateway(config: Config, logger: Logger, opts: { schema?: string } = {}): Promise<Gateway> {
+export interface GatewayOptions {
+  /** PostgreSQL schema (tests) */
+  schema?: string;
+  /** listen for MLLP on an ephemeral port even though MLLP_PORT says 0 (tests) */
+  mllpEphemeral?: boolean;
+}
+
+export async function startGateway(config: Config, logger: Logger, opts: GatewayOptions = {}): Promise<Gateway> {
   const t0 = performance.now();
+  loadMappings(); // a broken mapping file stops the start, naming the file
   const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, schema: opts.schema, ...writeChecks });
   logger.info('store open', { kind: store.db.kind, ms: Math.round(performance.now() - t0), restoredFromJournal: store.restored });
-  const worker = new InboxWorker(store, {}, logger);
+  const rerun = reprocessHl7(store, config.hl7DefaultCharset);
+  const worker = new InboxWorker(store, { mllp: rerun, 'hl7v2-http': rerun }, logger);
+  const receiver = new Hl7Receiver(store, hl7Processor(store), { defaultCharset: config.hl7DefaultCharset, logger: logger.child({ channel: 'hl7v2' }) });
   const http = await startHttpServer(store, {
     host: config.host,
     port: config.port,
@@ -31,17 +49,32 @@ export async function startGateway(config: Config, logger: Logger, opts: { schem
     defaultPageSize: config.defaultPageSize,
     maxPageSize: config.maxPageSize,
     logger,
+    routes: [hl7v2Route(receiver)],
+    reprocess: (id) => worker.runById(id),
   });
+  let mllp: MllpServer | undefined;
+  if (config.mllpPort !== 0 || opts.mllpEphemeral) {
+    mllp = await startMllpServer({
+      host: config.host,
+      port: config.mllpPort,
+      maxMessageBytes: config.mllpMaxMessageBytes,
+      logger: logger.child({ channel: 'mllp' }),
+      handler: async (payload) => (await receiver.receive(payload, 'mllp')).ack,
+    });
+  }
+  // messages stored but not processed before a crash are processed now, then whatever arrives later
   worker.start();
   let closing: Promise<void> | undefined;
   return {
     config,
     store,
     http,
+    mllp,
     worker,
+    receiver,
     close() {
       closing ??= (async () => {
-        await http.close();
+        await Promise.all([http.close(), mllp?.close()]);
         await worker.stop();
         await store.close();
       })();

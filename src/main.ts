@@ -15,7 +15,7 @@ export async function main(): Promise<void> {
     logger.warn('AUTHENTICATION IS OFF: listening on loopback only, for local trial. Do not expose this gateway.', { host: config.host });
   }
   const gw = await startGateway(config, logger);
-  logger.info('care-gateway listening', { http: gw.http.port, host: config.host, store: gw.store.db.kind, fhirBase: gw.http.baseUrl });
+  logger.info('care-gateway listening', { http: gw.http.port, mllp: gw.mllp?.port ?? null, host: config.host, store: gw.store.db.kind, fhirBase: gw.http.baseUrl });
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;

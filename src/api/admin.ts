@@ -11,7 +11,8 @@ import type { Route } from './http.js';
 
 const STATUSES = new Set(['received', 'processing', 'processed', 'rejected', 'failed']);
 
-export function adminRoutes(store: Store, reprocess?: (id: string) => Promise<unknown>): { method: string; pattern: RegExp; handler: Route }[] {
+/** `reprocess` runs one stored entry now (the inbox worker's runById). */
+export function adminRoutes(store: Store, reprocess?: (id: string) => Promise<boolean>): { method: string; pattern: RegExp; handler: Route }[] {
   return [
     {
       method: 'GET',
@@ -44,8 +45,10 @@ export function adminRoutes(store: Store, reprocess?: (id: string) => Promise<un
       method: 'POST',
       pattern: /^\/admin\/messages\/([A-Za-z0-9-]+)\/\$reprocess$/,
       handler: async (_req, m) => {
-        if (!(await store.inbox.requeue(m[1]))) throw notFound(`message ${m[1]}`);
-        if (reprocess) await reprocess(m[1]);
+        if (!(await store.inbox.get(m[1]))) throw notFound(`message ${m[1]}`);
+        if (reprocess) {
+          if (!(await reprocess(m[1]))) throw new OutcomeError('conflict', `message ${m[1]} is being processed right now; try again shortly`);
+        } else await store.inbox.requeue(m[1]);
         const e = await store.inbox.get(m[1]);
         const { payload: _p, ...rest } = e!;
         return json(200, rest);

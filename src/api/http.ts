@@ -37,6 +37,8 @@ export interface HttpOptions {
   logger: Logger;
   /** extra routes, e.g. POST /hl7v2 */
   routes?: { method: string; pattern: RegExp; handler: Route }[];
+  /** runs one stored inbox entry now (POST /admin/messages/{id}/$reprocess) */
+  reprocess?: (id: string) => Promise<boolean>;
 }
 
 export interface HttpServer {
@@ -59,7 +61,7 @@ const SECURITY_HEADERS: Record<string, string> = {
 export async function startHttpServer(store: Store, opts: HttpOptions): Promise<HttpServer> {
   const apiOpts = { ...opts, baseUrl: opts.baseUrl ?? '' };
   const fhir = new FhirApi(store, apiOpts);
-  const routes = [...adminRoutes(store), ...(opts.routes ?? [])];
+  const routes = [...adminRoutes(store, opts.reprocess), ...(opts.routes ?? [])];
   let inFlight = 0;
   let idle: (() => void) | undefined;
 

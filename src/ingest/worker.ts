@@ -17,8 +17,11 @@ export interface ProcessResult {
   ack?: string;
 }
 
-/** Processes one stored entry idempotently: running it twice yields the same resources. */
-export type Processor = (entry: InboxEntry & { payload: Buffer }) => Promise<ProcessResult>;
+/**
+ * Processes one stored entry idempotently: running it twice yields the same resources. A processor either
+ * finishes the entry itself (inside its write transaction) and returns nothing, or returns the result to record.
+ */
+export type Processor = (entry: InboxEntry & { payload: Buffer }) => Promise<ProcessResult | void>;
 
 export class InboxWorker {
   private running = false;
@@ -43,13 +46,20 @@ export class InboxWorker {
     }
   }
 
+  /** Processes one entry now (admin $reprocess): claims it unless another instance holds it. */
+  async runById(id: string): Promise<boolean> {
+    const entry = await this.store.inbox.claimById(id);
+    if (!entry) return false;
+    await this.runOne(entry);
+    return true;
+  }
+
   async runOne(entry: InboxEntry & { payload: Buffer }): Promise<void> {
     const processor = this.processors[entry.channel];
     try {
       if (!processor) throw new Error(`no processor for channel ${entry.channel}`);
       const r = await processor(entry);
-      // The processor normally finishes the entry inside its own write transaction; this is a no-op then.
-      await this.store.inbox.finish(entry.id, r);
+      if (r) await this.store.inbox.finish(entry.id, r);
     } catch (err) {
       const e = toOutcomeError(err);
       this.logger.warn('inbox entry failed', { id: entry.id, channel: entry.channel, category: e.category });

@@ -67,6 +67,8 @@ interface ElementSpec {
 
 interface ResourceFile {
   resourceType: string;
+  /** other segments of the group this rule reads (PRD for a referral, OBX for a document body) */
+  uses?: string[];
   id?: { recipe?: 'patient'; from?: string; key?: string[]; scope?: 'patient' | 'facility'; else?: string[]; elseScope?: 'patient' | 'facility'; within?: string };
   elements?: Record<string, ElementSpec | ElementSpec[]>;
   role?: { from: string; table: string; member: string; start?: string; end?: string; generalPractitioner?: string };
@@ -245,7 +247,7 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
           if (n > 0 && !used.has(n) && f.some((rep) => rep.some((c) => c.some((x) => present(x.trim()))))) unused.push(`${s.name}-${n}`);
         });
       }
-      if (route.rule === 'DocumentReference') group.filter((s) => s.name === 'OBX').forEach((s) => usedSegments.add(s.index));
+      for (const name of rule.uses ?? []) group.filter((s) => s.name === name).forEach((s) => usedSegments.add(s.index));
     }
   }
   for (const s of msg.segments) if (!usedSegments.has(s.index)) unused.push(s.name);
@@ -663,7 +665,7 @@ function providerRefs(roleCode: string, scope: Scope, ctx: Ctx): Reference[] {
     const identifier = idRep && present(comp(idRep, 1)) ? { system: /^[DNMAPS]\d{5}$/.test(comp(idRep, 1)) ? SYSTEMS.professional : `urn:care-gateway:assigner:${encodeURIComponent(comp(idRep, 2) || ctx.facility)}`, value: comp(idRep, 1) } : undefined;
     if (name || identifier) out.push(practitionerRef({ identifier, name }, ctx));
     else {
-      const org = xonParts(prd.fields[3]?.[0], ctx);
+      const org = xonParts(prd.fields[10]?.[0], ctx); // PRD-10 provider organisation (v2.6+)
       if (org) out.push(organizationRef(org, ctx));
     }
   }

@@ -224,6 +224,18 @@ export class Inbox {
     return { ...toEntry(rows[0]), payload: Buffer.from(rows[0].payload as Uint8Array) };
   }
 
+  /** Claims one entry by id for processing now, unless another instance holds a live lease on it. */
+  async claimById(id: string): Promise<(InboxEntry & { payload: Buffer }) | undefined> {
+    const rows = await this.db.query(
+      `UPDATE inbox SET status = 'processing', attempts = attempts + 1, lease_until = now() + make_interval(secs => ${LEASE_SECONDS})
+       WHERE id = $1 AND NOT (status = 'processing' AND lease_until >= now())
+       RETURNING ${COLUMNS}, payload`,
+      [id],
+    );
+    if (rows.length === 0) return undefined;
+    return { ...toEntry(rows[0]), payload: Buffer.from(rows[0].payload as Uint8Array) };
+  }
+
   /** Marks an entry for processing again (admin reprocess). */
   async requeue(id: string): Promise<boolean> {
     const rows = await this.db.query(`UPDATE inbox SET status = 'received', lease_until = NULL WHERE id = $1 RETURNING id`, [id]);

@@ -6,16 +6,20 @@ import { startGateway, type Gateway } from '../../src/app.js';
 import { silentLogger } from '../../src/log.js';
 import type { Backend } from './backends.js';
 
-export async function startTestGateway(backend: Backend, extra: Record<string, string> = {}): Promise<{ gw: Gateway; base: string; url: string }> {
+export async function startTestGateway(
+  backend: Backend,
+  extra: Record<string, string> = {},
+): Promise<{ gw: Gateway; base: string; url: string; mllpPort: number }> {
   const env = { ...backend.env(), PORT: '0', MLLP_PORT: '0', HOST: '127.0.0.1', ...extra };
   const config = loadConfig(env);
-  const gw = await startGateway(config, silentLogger);
-  return { gw, base: gw.http.baseUrl, url: `http://127.0.0.1:${gw.http.port}` };
+  const gw = await startGateway(config, silentLogger, { mllpEphemeral: true });
+  return { gw, base: gw.http.baseUrl, url: `http://127.0.0.1:${gw.http.port}`, mllpPort: gw.mllp!.port };
 }
 
 export interface ChildGateway {
   proc: ChildProcess;
   url: string;
+  mllpPort: number;
   logs: string[];
 }
 
@@ -39,10 +43,10 @@ export function spawnGateway(env: Record<string, string>): Promise<ChildGateway>
         buf = buf.slice(i + 1);
         logs.push(line);
         try {
-          const rec = JSON.parse(line) as { msg?: string; http?: number };
+          const rec = JSON.parse(line) as { msg?: string; http?: number; mllp?: number };
           if (rec.msg === 'care-gateway listening') {
             clearTimeout(timer);
-            resolve({ proc, url: `http://127.0.0.1:${rec.http}`, logs });
+            resolve({ proc, url: `http://127.0.0.1:${rec.http}`, mllpPort: rec.mllp ?? 0, logs });
           }
         } catch {
           // not a log line

@@ -73,7 +73,11 @@ export function unescape(v: string, d: Hl7Delimiters): string {
         break;
       }
       case '.':
-        if (seq === '.br') out += '\n';
+        if (seq === '.br') out += '\n'; // other formatting commands (.sp .in .ti .ce .fi .nf) carry no text
+        break;
+      case 'H':
+      case 'N':
+        if (seq.length !== 1) out += e + seq + e; // \H\ and \N\ switch highlighting on and off
         break;
       default:
         out += e + seq + e; // not an escape we know: keep the text
