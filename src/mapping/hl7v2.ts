@@ -686,26 +686,48 @@ function roleChange(rule: ResourceFile, scope: Scope, ctx: Ctx): TeamChange[] {
   return [{ member: ref, role: r, start, ...(end && Date.parse(end) < Date.now() ? { end } : {}) }];
 }
 
-/** The document body of an MDM message: the OBX segments of the TXA group, as one attachment. */
+/**
+ * The document body of an MDM message: each encapsulated (ED) OBX becomes an attachment; text OBX lines
+ * (TX/FT/ST) together become one text/plain attachment.
+ */
 function documentBody(scope: Scope, spec: ElementSpec, ctx: Ctx): Attachment[] {
   const obx = scope.msg.segments.filter((s) => s.name === 'OBX');
   if (!obx.length) return [];
   const declared = spec.contentType ? read(scope, parseLoc(spec.contentType)) : '';
-  const ed = obx.find((s) => comp(s.fields[2]?.[0], 1) === 'ED');
-  if (ed) {
-    const v = ed.fields[5]?.[0];
-    const type = comp(v, 2);
-    const subtype = comp(v, 3);
-    const encoding = comp(v, 4).toUpperCase();
-    const data = comp(v, 5);
-    const contentType = subtype.includes('/') ? subtype : type && subtype ? `${type}/${subtype}`.toLowerCase() : declared || 'application/octet-stream';
+  const out: Attachment[] = [];
+  const lines: string[] = [];
+  for (const s of obx) {
+    const type = comp(s.fields[2]?.[0], 1).toUpperCase();
+    if (type !== 'ED') {
+      lines.push((s.fields[5] ?? []).map((r) => r.map((c) => c.join('&')).join('^')).join('\n'));
+      continue;
+    }
+    const v = s.fields[5]?.[0];
+    const [mime, subtype, encoding, data] = [comp(v, 2), comp(v, 3), comp(v, 4).toUpperCase(), comp(v, 5)];
+    const contentType = subtype.includes('/') ? subtype : mime && subtype ? `${mimeType(mime)}/${subtype}`.toLowerCase() : declared || 'application/octet-stream';
+    const where = `OBX[${obx.indexOf(s) + 1}]-5.5`;
     if (!present(data)) {
-      ctx.issues.push(issue({ severity: 'warning', text: 'OBX-5: the encapsulated document is empty', where: 'OBX-5.5' }));
-      return [{ contentType }];
+      ctx.issues.push(issue({ severity: 'warning', text: `${where}: the encapsulated document is empty`, where }));
+      out.push({ contentType });
+      continue;
     }
     const b64 = encoding === 'BASE64' ? data.replace(/\s+/g, '') : Buffer.from(data, encoding === 'HEX' ? 'hex' : 'utf8').toString('base64');
-    return [{ contentType, data: b64, size: Buffer.byteLength(b64, 'base64') }];
+    if (!/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(b64)) {
+      ctx.issues.push(issue({ severity: 'warning', text: `${where}: the document data is not valid Base64; left out`, where }));
+      out.push({ contentType, title: 'document data was not valid Base64 and was left out' });
+      continue;
+    }
+    out.push({ contentType, data: b64, size: Buffer.byteLength(b64, 'base64') });
   }
-  const text = obx.map((s) => (s.fields[5] ?? []).map((r) => r.map((c) => c.join('&')).join('^')).join('\n')).join('\n');
-  return [{ contentType: declared && declared.includes('/') ? declared : 'text/plain; charset=utf-8', data: Buffer.from(text, 'utf8').toString('base64'), size: Buffer.byteLength(text) }];
+  if (lines.length) {
+    const text = lines.join('\n');
+    out.push({ contentType: declared && declared.includes('/') ? declared : 'text/plain; charset=utf-8', data: Buffer.from(text, 'utf8').toString('base64'), size: Buffer.byteLength(text) });
+  }
+  return out;
+}
+
+/** ED type of data (table 0191: AP application, TEXT, IM image, AU audio, …) → the MIME top-level type. */
+function mimeType(t: string): string {
+  const m: Record<string, string> = { AP: 'application', TEXT: 'text', TX: 'text', IM: 'image', AU: 'audio', MULTIPART: 'multipart' };
+  return m[t.toUpperCase()] ?? t.toLowerCase();
 }

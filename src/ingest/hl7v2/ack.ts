@@ -68,22 +68,23 @@ export function readMsh(text: string): RawMsh | undefined {
   };
 }
 
-/** "Does this message want an acknowledgement with this code?" (table 0155: AL always, NE never, ER errors only, SU success only). */
-export function wantsAck(msh: RawMsh | undefined, code: AckCode): boolean {
-  // Original acknowledgement mode (MSH-15 and MSH-16 empty): always answer. Otherwise the application ack
-  // type decides (we acknowledge after processing), falling back to the accept ack type.
-  const rule = (msh?.appAckType || msh?.acceptAckType || '').toUpperCase();
-  const success = code === 'AA' || code === 'CA';
-  switch (rule) {
-    case 'NE':
-      return false;
-    case 'ER':
-      return !success;
-    case 'SU':
-      return success;
-    default:
-      return true;
-  }
+/**
+ * Which acknowledgement to send for a processing outcome, or null for none (table 0155: AL always, NE never,
+ * ER only on error, SU only on success).
+ * - Original mode (MSH-15 and MSH-16 empty): the application ack (AA/AE/AR), always.
+ * - Enhanced mode: the application ack when MSH-16 asks for one; else the accept ack (CA/CE/CR — we accept only
+ *   after the message is stored) when MSH-15 asks for one; else nothing. Both go back on the same connection,
+ *   one per message, after the durable write.
+ */
+export function ackToSend(msh: RawMsh | undefined, app: 'AA' | 'AE' | 'AR'): AckCode | null {
+  const accept = (msh?.acceptAckType ?? '').toUpperCase();
+  const application = (msh?.appAckType ?? '').toUpperCase();
+  if (!accept && !application) return app;
+  const success = app === 'AA';
+  const wants = (rule: string): boolean => rule === 'AL' || (rule === 'ER' && !success) || (rule === 'SU' && success);
+  if (wants(application)) return app;
+  if (wants(accept)) return app === 'AA' ? 'CA' : app === 'AE' ? 'CE' : 'CR';
+  return null;
 }
 
 /** `PID-3.1` → `PID^1^3^1`; `PID[2]-5` → `PID^2^5` (ERR-2, ERL datatype: segment ^ sequence ^ field ^ component). */

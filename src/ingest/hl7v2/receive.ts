@@ -11,7 +11,7 @@ import type { OperationOutcomeIssue } from '../../fhir/types.js';
 import type { Logger } from '../../log.js';
 import type { Store } from '../../store/index.js';
 import type { InboxEntry } from '../../store/inbox.js';
-import { buildAck, readMsh, wantsAck, type AckCode } from './ack.js';
+import { buildAck, readMsh, ackToSend, type AckCode } from './ack.js';
 import { decodeHl7, encodeHl7, rawMsh } from './decode.js';
 
 export interface ProcessOutcome {
@@ -68,7 +68,7 @@ export class Hl7Receiver {
       log.info('hl7v2 retransmission; stored ACK replayed');
       const ackText = stored.original.ack;
       const code = (/\rMSA\|([A-Z]{2})/.exec(ackText)?.[1] ?? 'AA') as AckCode;
-      return { ack: wantsAck(msh, code) ? encodeHl7(ackText, charset) : null, ackText, code, status: statusOf(code, undefined), inboxId: stored.entry.id };
+      return { ack: encodeHl7(ackText, charset), ackText, code, status: statusOf(code, undefined), inboxId: stored.entry.id };
     }
     if (stored.duplicate === 'different') {
       log.warn('hl7v2 control id reused with other content; refused');
@@ -99,15 +99,17 @@ export class Hl7Receiver {
     charset: string,
     msh = readMsh(headText),
   ): Promise<ReceiveResult> {
-    const ackText = buildAck(headText, { code, errors, issues });
+    // the application outcome is always saved; what goes back depends on MSH-15/16
+    const sent = ackToSend(msh, code);
+    const ackText = buildAck(headText, { code: sent ?? code, errors, issues });
     await this.store.inbox.saveAck(inboxId, ackText);
-    const ack = wantsAck(msh, code) ? encodeHl7(ackText, charset) : null;
-    return { ack, ackText, code, status: statusOf(code, errors[0]), inboxId };
+    return { ack: sent ? encodeHl7(ackText, charset) : null, ackText, code: sent ?? code, status: statusOf(code, errors[0]), inboxId };
   }
 }
 
 function statusOf(code: AckCode, err: OutcomeError | undefined): number {
   if (code === 'AA' || code === 'CA') return 200;
+  if (code === 'CE') return 422;
   if (err) return CATEGORIES[err.category].http;
   return code === 'AE' ? 422 : 400;
 }

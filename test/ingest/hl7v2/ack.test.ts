@@ -1,5 +1,5 @@
 /** ACKs built here (HL7 v2.5.1 §2.9, §2.15.5 ERR, tables 0008, 0155, 0357). */
-import { buildAck, readMsh, wantsAck, errLocation } from '../../../src/ingest/hl7v2/ack.js';
+import { buildAck, readMsh, ackToSend, errLocation } from '../../../src/ingest/hl7v2/ack.js';
 import { OutcomeError } from '../../../src/fhir/outcome.js';
 import { parseHl7 } from '../../../src/ingest/hl7v2/parse.js';
 import { value } from '../../../src/ingest/hl7v2/message.js';
@@ -45,15 +45,17 @@ test('an AR can be built from a message with only part of an MSH', () => {
   expect(buildAck('garbage', { code: 'AR' })).toContain('\rMSA|AR||');
 });
 
-test('MSH-15/16 decide whether an ACK is sent (AL, NE, ER, SU; empty = always)', () => {
+test('MSH-15/16 decide which ACK is sent (original mode: always the application ack)', () => {
   const m = (acc: string, app: string) => readMsh(`MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5|||${acc}|${app}`);
-  expect(wantsAck(m('', ''), 'AA')).toBe(true);
-  expect(wantsAck(m('AL', 'NE'), 'AA')).toBe(false);
-  expect(wantsAck(m('AL', 'ER'), 'AA')).toBe(false);
-  expect(wantsAck(m('AL', 'ER'), 'AE')).toBe(true);
-  expect(wantsAck(m('AL', 'SU'), 'AR')).toBe(false);
-  expect(wantsAck(m('AL', 'SU'), 'AA')).toBe(true);
-  expect(wantsAck(m('NE', ''), 'AA')).toBe(false);
+  expect(ackToSend(m('', ''), 'AA')).toBe('AA');
+  expect(ackToSend(m('', ''), 'AE')).toBe('AE');
+  expect(ackToSend(m('AL', 'NE'), 'AA')).toBe('CA'); // accept ack only, sent once stored
+  expect(ackToSend(m('AL', 'NE'), 'AE')).toBe('CE');
+  expect(ackToSend(m('AL', 'AL'), 'AE')).toBe('AE');
+  expect(ackToSend(m('NE', 'ER'), 'AA')).toBeNull();
+  expect(ackToSend(m('NE', 'ER'), 'AR')).toBe('AR');
+  expect(ackToSend(m('NE', 'SU'), 'AA')).toBe('AA');
+  expect(ackToSend(m('NE', 'NE'), 'AA')).toBeNull();
 });
 
 test('error locations follow the ERL datatype', () => {

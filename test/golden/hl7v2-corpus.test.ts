@@ -1,0 +1,147 @@
+/**
+ * Every HL7 v2 message of the shared corpus (../shared/corpus/hl7v2, real messages from public projects) goes
+ * through decode → parse → map: supported types yield resources that pass our validator (R4 JSON schema +
+ * StructureDefinition rules) and @medplum/core's independent validator with no errors; unsupported types are
+ * refused with a clear 'unsupported' error. Golden assertions pin the fields that matter, read from the messages.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { indexStructureDefinitionBundle, validateResource as medplumValidate } from '@medplum/core';
+import type { Bundle, DocumentReference, Encounter, Patient, RelatedPerson, Resource, ServiceRequest, Observation, Condition } from '@medplum/fhirtypes';
+import { decodeHl7 } from '../../src/ingest/hl7v2/decode.js';
+import { parseHl7 } from '../../src/ingest/hl7v2/parse.js';
+import { convertHl7, type Conversion } from '../../src/mapping/hl7v2.js';
+import { validateResource } from '../../src/fhir/validate.js';
+import { readDefinitions } from '../../src/fhir/definitions.js';
+import { OutcomeError } from '../../src/fhir/outcome.js';
+
+const ROOT = path.resolve(process.cwd(), '../shared/corpus/hl7v2');
+const files = (fs.readdirSync(ROOT, { recursive: true }) as string[]).filter((f) => f.endsWith('.hl7')).sort();
+const UNSUPPORTED = new Set(['hapi-hl7v2/example_oml_o21-multi.hl7', 'microsoft-fhir-converter/SIU-S12-01.hl7']);
+
+/** A file may hold several messages: split at each MSH. */
+function messagesIn(file: string): string[] {
+  const { text } = decodeHl7(fs.readFileSync(path.join(ROOT, file)), 'utf-8');
+  return text.split(/\r(?=MSH\|)/);
+}
+
+function convert(file: string, i = 0): Conversion {
+  return convertHl7(parseHl7(messagesIn(file)[i]));
+}
+
+const all = (c: Conversion): Resource[] => [c.patient, ...c.resources];
+const of = <T extends Resource>(c: Conversion, type: string): T[] => all(c).filter((r) => r.resourceType === type) as T[];
+
+beforeAll(() => {
+  indexStructureDefinitionBundle(readDefinitions<Bundle>('profiles-types.json'));
+  indexStructureDefinitionBundle(readDefinitions<Bundle>('profiles-resources.json'));
+});
+
+test('the corpus is there', () => {
+  expect(files.length).toBeGreaterThanOrEqual(45);
+});
+
+describe.each(files.filter((f) => !UNSUPPORTED.has(f)))('%s', (file) => {
+  test('converts to resources that both validators accept', () => {
+    for (const [i] of messagesIn(file).entries()) {
+      const c = convert(file, i);
+      expect(c.issues.filter((x) => x.severity === 'error')).toEqual([]);
+      for (const r of all(c)) {
+        const ours = validateResource(r).filter((x) => x.severity === 'error');
+        expect({ resource: `${r.resourceType}/${r.id}`, issues: ours }).toEqual({ resource: `${r.resourceType}/${r.id}`, issues: [] });
+        let theirs: unknown[] = [];
+        try {
+          theirs = medplumValidate(r).filter((x) => x.severity === 'error');
+        } catch (e) {
+          theirs = [(e as Error).message];
+        }
+        expect({ resource: `${r.resourceType}/${r.id}`, medplum: theirs }).toEqual({ resource: `${r.resourceType}/${r.id}`, medplum: [] });
+      }
+    }
+  });
+
+  test('converting twice gives the same ids (re-sent messages land on the same resources)', () => {
+    const ids = (c: Conversion) => all(c).map((r) => `${r.resourceType}/${r.id}`);
+    expect(ids(convert(file))).toEqual(ids(convert(file)));
+  });
+});
+
+test.each([...UNSUPPORTED])('%s is refused as unsupported, naming MSH-9', (file) => {
+  let err: unknown;
+  try {
+    convert(file);
+  } catch (e) {
+    err = e;
+  }
+  expect(err).toBeInstanceOf(OutcomeError);
+  expect((err as OutcomeError).category).toBe('unsupported');
+  expect((err as OutcomeError).outcome.issue[0].expression).toEqual(['MSH-9']);
+});
+
+describe('golden fields', () => {
+  test('ADT^A03 discharge (Microsoft ADT-A03-01): finished encounter with end, disposition and participants', () => {
+    const c = convert('microsoft-fhir-converter/ADT-A03-01.hl7');
+    expect(c.event).toMatchObject({ trigger: 'A03', plan: 'discharge' });
+    const [enc] = of<Encounter>(c, 'Encounter');
+    expect(enc.status).toBe('finished'); // A03 → finished
+    expect(enc.period?.end).toBeDefined(); // PV1-45
+    expect(enc.participant?.map((p) => p.type?.[0].coding?.[0].code)).toEqual(['ATND', 'REF', 'CON', 'ADM']); // PV1-7/8/9/17
+    expect(c.patient.name?.[0]).toMatchObject({ family: 'EVERYMAN', given: ['ADAM', 'A'] }); // PID-5 with &-subcomponents
+    expect(c.patient.deceasedDateTime).toBe('2008-08-25T11:16:30+01:15'); // PID-29, offset kept
+    expect(c.patient.deceasedBoolean).toBeUndefined(); // deceased[x] holds one value
+    expect(c.patient.generalPractitioner?.length).toBeGreaterThanOrEqual(2); // PD1-4 and ROL PP
+  });
+
+  test('UTF-8 umlauts without MSH-18 (IPF msg-01-utf8) survive', () => {
+    const c = convert('ipf/msg-01-utf8.hl7');
+    expect(c.patient.name?.[0]).toEqual({ family: 'Nächname', given: ['Vörname'] }); // PID-5
+    expect(c.patient.address?.[0].line).toEqual(['Blöhplatz 1']); // PID-11
+    const [rp] = of<RelatedPerson>(c, 'RelatedPerson');
+    expect(rp.telecom?.map((t) => t.value)).toEqual(['333-4444', '333-5555']); // NK1-5 repeats
+  });
+
+  test('ADT^A40 (IPF iti8-a40): the MRG patient is retired, replaced-by the PID patient', () => {
+    const c = convert('ipf/iti8-a40.hl7');
+    expect(c.merge?.retiredPatientId).toBeDefined();
+    const retired = of<Patient>(c, 'Patient').find((p) => p.id === c.merge!.retiredPatientId)!;
+    expect(retired.active).toBe(false);
+    expect(retired.link).toEqual([{ type: 'replaced-by', other: { reference: `Patient/${c.patient.id}` } }]);
+    expect(retired.identifier?.map((i) => i.value)).toContain('305010'); // MRG-1
+  });
+
+  test('MDM^T02 with a 70 KB base64 document (IPF camel-msg-02) keeps the whole document', () => {
+    const c = convert('ipf/camel-msg-02-mdm-t02-large.hl7');
+    const [doc] = of<DocumentReference>(c, 'DocumentReference');
+    const att = doc.content[0].attachment;
+    expect(att.contentType).toBe('text/html');
+    expect(Buffer.from(att.data!, 'base64').toString('utf8')).toMatch(/^<!DOCTYPE html/);
+    expect(att.size).toBeGreaterThan(40_000);
+  });
+
+  test('REF^I12 (Microsoft REF-I12-01): a referral ServiceRequest with a Task', () => {
+    const c = convert('microsoft-fhir-converter/REF-I12-01.hl7');
+    const [sr] = of<ServiceRequest>(c, 'ServiceRequest');
+    expect(sr).toMatchObject({ intent: 'order', subject: { reference: `Patient/${c.patient.id}` } });
+    expect(of(c, 'Task')).toHaveLength(1);
+  });
+
+  test('ORU^R01 text reports: lines without OBX-3 take the order’s code (LinuxForHealth multiline)', () => {
+    const c = convert('linuxforhealth-hl7v2-fhir-converter/ORU-multiline-short.hl7');
+    const obs = of<Observation>(c, 'Observation');
+    expect(obs).toHaveLength(3); // three TX lines
+    expect(obs.every((o) => o.code.coding?.[0].code === '1487')).toBe(true); // OBR-4
+  });
+
+  test('PPR^PC1 (Microsoft PC1-Problem-Add): the problem becomes a problem-list Condition', () => {
+    const c = convert('microsoft-fhir-converter/PC1-Problem-Add-v2.3.1.hl7');
+    const [cond] = of<Condition>(c, 'Condition');
+    expect(cond.code?.coding?.[0]).toMatchObject({ code: '596.5', system: 'http://hl7.org/fhir/sid/icd-9-cm' }); // PRB-3
+    expect(cond.category?.[0].coding?.[0].code).toBe('problem-list-item');
+  });
+
+  test('what was not mapped is reported, segment by segment and field by field', () => {
+    const c = convert('microsoft-fhir-converter/ADT-A01-01.hl7');
+    expect(c.unused).toEqual(expect.arrayContaining(['GT1', 'IN1', 'PV1-39']));
+    expect(c.issues.some((i) => i.severity === 'information' && i.expression?.[0] === 'GT1')).toBe(true);
+  });
+});
