@@ -11,6 +11,7 @@ import { InboxWorker } from './ingest/worker.js';
 import { Hl7Receiver } from './ingest/hl7v2/receive.js';
 import { hl7Processor, reprocessHl7 } from './ingest/hl7v2/process.js';
 import { loadMappings } from './mapping/hl7v2.js';
+import { setDefaultZone } from './mapping/datatypes.js';
 import { startMllpServer, type MllpServer } from './mllp/server.js';
 import { writeChecks } from './write-checks.js';
 
@@ -36,6 +37,7 @@ export interface GatewayOptions {
 export async function startGateway(config: Config, logger: Logger, opts: GatewayOptions = {}): Promise<Gateway> {
   const t0 = performance.now();
   loadMappings(); // a broken mapping file stops the start, naming the file
+  setDefaultZone(config.hl7DefaultTimezone);
   const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, schema: opts.schema, ...writeChecks });
   logger.info('store open', { kind: store.db.kind, ms: Math.round(performance.now() - t0), restoredFromJournal: store.restored });
   const rerun = reprocessHl7(store, config.hl7DefaultCharset);

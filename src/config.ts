@@ -19,6 +19,8 @@ export interface Config {
   mllpMaxMessageBytes: number;
   /** charset assumed when MSH-18 is empty (Baltic senders often use windows-1257) */
   hl7DefaultCharset: string;
+  /** zone for HL7 v2 timestamps that carry no UTC offset */
+  hl7DefaultTimezone: string;
   /** page size when a search names no _count */
   defaultPageSize: number;
   maxPageSize: number;
@@ -48,6 +50,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxBodyBytes: int(env, 'MAX_BODY_BYTES', 10 * 1024 * 1024),
     mllpMaxMessageBytes: int(env, 'MLLP_MAX_MESSAGE_BYTES', 4 * 1024 * 1024),
     hl7DefaultCharset: env.HL7_DEFAULT_CHARSET || 'utf-8',
+    hl7DefaultTimezone: env.HL7_DEFAULT_TIMEZONE || 'Europe/Tallinn',
     defaultPageSize: int(env, 'DEFAULT_PAGE_SIZE', 20),
     maxPageSize: int(env, 'MAX_PAGE_SIZE', 1000),
   };

@@ -217,6 +217,7 @@ const offsetFormatters = new Map<string, Intl.DateTimeFormat>();
 
 /** Sets the zone for v2 timestamps that carry no offset (from config; Estonian senders use local time). */
 export function setDefaultZone(zone: string): void {
+  new Intl.DateTimeFormat('en-US', { timeZone: zone }); // throws RangeError for an unknown zone, at start
   defaultZone = zone;
 }
 

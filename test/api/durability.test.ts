@@ -2,9 +2,23 @@
  * "Nothing is lost": a gateway process killed with SIGKILL right after answering 201 Created still has the
  * resource after a restart, on both backends. And a graceful SIGTERM exits cleanly.
  */
+import net from 'node:net';
 import type { Patient } from '@medplum/fhirtypes';
 import { backends, type Backend } from '../helpers/backends.js';
 import { spawnGateway, killed } from '../helpers/gateway.js';
+import { connectMllp } from '../../src/mllp/client.js';
+import { eeDischarge } from '../fixtures/hl7v2/messages.js';
+import { patientIdFor } from '../../src/mapping/hl7v2.js';
+import { SYSTEMS } from '../../src/fhir/identifiers.js';
+
+/** A port that is free right now (the child process binds it). */
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
 
 describe.each(backends())('process durability on %s', (_name, makeBackend) => {
   let backend: Backend;
@@ -33,6 +47,23 @@ describe.each(backends())('process durability on %s', (_name, makeBackend) => {
     const inbox = (await (await fetch(`${second.url}/admin/messages?channel=fhir`)).json()) as { entries: { status: string }[] };
     expect(inbox.entries.some((e) => e.status === 'processed')).toBe(true);
 
+    expect(await killed(second.proc, 'SIGTERM')).toBe(0);
+  });
+
+  test('an HL7 v2 message acknowledged AA over MLLP survives SIGKILL right after the ACK', async () => {
+    const env = { ...backend.env(), MLLP_PORT: String(await freePort()) };
+    const first = await spawnGateway(env);
+    const c = await connectMllp('127.0.0.1', first.mllpPort);
+    const ack = (await c.send(eeDischarge({ controlId: 'KILL-1', isikukood: '36805280109' }))).toString('utf8');
+    expect(ack).toContain('MSA|AA|KILL-1');
+    await killed(first.proc, 'SIGKILL');
+    c.socket.destroy();
+
+    const second = await spawnGateway(env);
+    const res = await fetch(`${second.url}/fhir/Patient/${patientIdFor(SYSTEMS.isikukood, '36805280109')}`);
+    expect(res.status).toBe(200);
+    const log = (await (await fetch(`${second.url}/admin/messages?channel=mllp`)).json()) as { entries: { controlId: string; status: string }[] };
+    expect(log.entries.find((e) => e.controlId === 'KILL-1')?.status).toBe('processed');
     expect(await killed(second.proc, 'SIGTERM')).toBe(0);
   });
 });

@@ -50,8 +50,8 @@ describe.each(backends())('HL7 v2 through the gateway on %s', (_name, makeBacken
     expect(patient.birthDate).toBe('1973-02-10');
     expect(patient.address?.[0].extension?.[0].valueCoding?.code).toBe('0171');
 
-    const plans = await get<Bundle<CarePlan>>(`/CarePlan?patient=Patient/${pid}&_include=CarePlan:care-team&_revinclude=Provenance:target`);
-    const plan = plans.entry!.find((e) => e.resource?.resourceType === 'CarePlan')!.resource!;
+    const plans = await get<Bundle>(`/CarePlan?patient=Patient/${pid}&_include=CarePlan:care-team&_revinclude=Provenance:target`);
+    const plan = plans.entry!.find((e) => e.resource?.resourceType === 'CarePlan')!.resource as CarePlan;
     expect(plan.id).toBe(planIdFor(pid));
     expect(plans.entry!.filter((e) => e.resource?.resourceType === 'CarePlan')).toHaveLength(1);
     const team = plans.entry!.find((e) => e.resource?.resourceType === 'CareTeam')!.resource as unknown as CareTeam;

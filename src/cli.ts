@@ -1,0 +1,101 @@
+/**
+ * The command line (../shared/interfaces.md):
+ *   care-gateway [serve]                         run the gateway (same as npm start)
+ *   care-gateway convert FILE [--source NAME]    convert one file to a FHIR Bundle on standard output,
+ *                                                without a server or store
+ * FILE.hl7: one or more HL7 v2 messages → one batch Bundle of PUT-by-id entries (plus an OperationOutcome entry
+ * listing what was not mapped);
+ * FILE.json: a FHIR resource or Bundle, validated and printed back. Social-care files (--source) need the
+ * municipal mappings (mappings/social/).
+ * Exit code 0 on success; 1 with a readable error (an OperationOutcome on standard error) otherwise.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Bundle, BundleEntry, Resource } from '@medplum/fhirtypes';
+import { OutcomeError, toOutcomeError } from './fhir/outcome.js';
+import { loadConfig } from './config.js';
+import { decodeHl7 } from './ingest/hl7v2/decode.js';
+import { parseHl7 } from './ingest/hl7v2/parse.js';
+import { convertHl7 } from './mapping/hl7v2.js';
+import { setDefaultZone } from './mapping/datatypes.js';
+import { validateResource } from './fhir/validate.js';
+
+const USAGE = 'usage: care-gateway convert FILE [--source NAME]   |   care-gateway [serve]';
+
+/** Converts one file; returns the Bundle, or throws an OutcomeError. */
+export function convertFile(file: string, opts: { source?: string; defaultCharset?: string } = {}): Bundle {
+  if (!fs.existsSync(file)) throw new OutcomeError('not-found', `no such file: ${file}`);
+  const bytes = fs.readFileSync(file);
+  const ext = path.extname(file).toLowerCase();
+  if (opts.source) throw new OutcomeError('unsupported', `municipal source "${opts.source}": social-care import is not available in this version (mappings/social/ is empty)`);
+  if (ext === '.json') {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(bytes.toString('utf8'));
+    } catch (e) {
+      throw new OutcomeError('structure', `${file} is not valid JSON: ${(e as Error).message}`);
+    }
+    const resources = (parsed as Bundle).resourceType === 'Bundle' ? ((parsed as Bundle).entry ?? []).map((e) => e.resource).filter((r): r is Resource => !!r) : [parsed as Resource];
+    const issues = resources.flatMap((r, i) => validateResource(r, (parsed as Bundle).resourceType === 'Bundle' ? `Bundle.entry[${i}].resource` : undefined));
+    if (issues.some((i) => i.severity === 'error')) throw OutcomeError.fromIssues('invalid', issues);
+    return { resourceType: 'Bundle', type: 'collection', entry: resources.map((resource) => ({ fullUrl: `${resource.resourceType}/${resource.id ?? ''}`, resource })) };
+  }
+  const { text } = decodeHl7(bytes, opts.defaultCharset ?? 'utf-8');
+  const entry: BundleEntry[] = [];
+  const issues = [];
+  for (const one of text.split(/\r(?=MSH\|)/)) {
+    const c = convertHl7(parseHl7(one));
+    if (c.issues.some((i) => i.severity === 'error')) throw OutcomeError.fromIssues('invalid', c.issues);
+    issues.push(...c.issues);
+    for (const r of [c.patient, ...c.resources]) {
+      const v = validateResource(r).filter((i) => i.severity === 'error');
+      if (v.length) throw OutcomeError.fromIssues('invalid', v);
+      entry.push({ fullUrl: `urn:uuid:${r.id}`, resource: r, request: { method: 'PUT', url: `${r.resourceType}/${r.id}` } });
+    }
+  }
+  // a batch of PUT-by-id entries: posting it twice changes nothing (ids come from the source identifiers)
+  const bundle: Bundle = { resourceType: 'Bundle', type: 'batch', entry };
+  // what was not mapped rides along as an OperationOutcome entry, so nothing is dropped silently
+  if (issues.length) entry.push({ fullUrl: 'urn:uuid:conversion-notes', resource: { resourceType: 'OperationOutcome', issue: issues } });
+  return bundle;
+}
+
+async function run(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === 'serve') {
+    await import('./main.js');
+    return -1; // the server keeps running
+  }
+  if (cmd !== 'convert') {
+    process.stderr.write(`${USAGE}\n`);
+    return 2;
+  }
+  const file = rest.find((a) => !a.startsWith('--'));
+  const si = rest.indexOf('--source');
+  const source = si >= 0 ? rest[si + 1] : undefined;
+  if (!file || (si >= 0 && !source)) {
+    process.stderr.write(`${USAGE}\n`);
+    return 2;
+  }
+  const config = loadConfig();
+  setDefaultZone(config.hl7DefaultTimezone);
+  try {
+    const bundle = convertFile(file, { source, defaultCharset: config.hl7DefaultCharset });
+    process.stdout.write(JSON.stringify(bundle, null, 2) + '\n');
+    return 0;
+  } catch (err) {
+    const e = toOutcomeError(err);
+    process.stderr.write(`care-gateway: ${e.message}\n${JSON.stringify(e.outcome, null, 2)}\n`);
+    return 1;
+  }
+}
+
+run(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (err) => {
+    process.stderr.write(`care-gateway: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);
