@@ -115,6 +115,8 @@ interface TypeRules {
   bindings: RequiredBinding[];
   /** choice elements (value[x]): at most one of their typed names may be present */
   choices: { parent: string[]; stem: string }[];
+  /** paths of Period elements (per-1 is checked there) */
+  periods: string[][];
 }
 
 let rulesIndex: Map<string, TypeRules> | undefined;
@@ -158,12 +160,15 @@ function typeRules(type: string): TypeRules {
     const bundle = readDefinitions<{ entry: { resource: StructureDefinition }[] }>('profiles-resources.json');
     for (const { resource: sd } of bundle.entry) {
       if (sd.resourceType !== 'StructureDefinition' || sd.kind !== 'resource' || !sd.type || sd.derivation === 'constraint') continue;
-      const rules: TypeRules = { required: [], bindings: [], choices: [] };
+      const rules: TypeRules = { required: [], bindings: [], choices: [], periods: [] };
       for (const el of sd.snapshot?.element ?? []) {
         const parts = el.path.split('.');
         if (parts.length < 2 || el.contentReference) continue;
         const name = parts[parts.length - 1];
         if (name.endsWith('[x]')) rules.choices.push({ parent: parts.slice(1, -1), stem: name.slice(0, -3) });
+        for (const t of el.type ?? []) {
+          if (t.code === 'Period') rules.periods.push(name.endsWith('[x]') ? [...parts.slice(1, -1), `${name.slice(0, -3)}Period`] : parts.slice(1));
+        }
         if ((el.min ?? 0) >= 1) rules.required.push({ parent: parts.slice(1, -1), name: name.replace('[x]', ''), choice: name.endsWith('[x]') });
         const vsUrl = el.binding?.valueSet;
         if (el.binding?.strength === 'required' && vsUrl && el.type?.length === 1 && el.type[0].code === 'code' && !name.endsWith('[x]')) {
@@ -175,7 +180,7 @@ function typeRules(type: string): TypeRules {
       rulesIndex.set(sd.type, rules);
     }
   }
-  return rulesIndex.get(type) ?? { required: [], bindings: [], choices: [] };
+  return rulesIndex.get(type) ?? { required: [], bindings: [], choices: [], periods: [] };
 }
 
 type Obj = Record<string, unknown>;
@@ -273,25 +278,16 @@ const INVARIANTS: { key: string; human: string; types: string[] | '*'; check: (r
     human: 'If present, start SHALL have a lower value than end',
     types: '*',
     check: (r, add) => {
-      const visit = (n: unknown, at: string): void => {
-        if (Array.isArray(n)) return n.forEach((x, i) => visit(x, `${at}[${i}]`));
-        if (!n || typeof n !== 'object') return;
-        const o = n as Obj;
-        if (typeof o.start === 'string' && typeof o.end === 'string' && /^\d{4}/.test(o.start) && /^\d{4}/.test(o.end)) {
+      // at every Period element of the type (from its StructureDefinition), not by walking the whole resource
+      for (const p of typeRules(r.resourceType as string).periods) {
+        walk(r, p, r.resourceType as string, (o, at) => {
+          if (typeof o.start !== 'string' || typeof o.end !== 'string') return;
           const s = Date.parse(o.start.length === 4 ? `${o.start}-01-01` : o.start);
           const e = Date.parse(o.end.length === 4 ? `${o.end}-12-31` : o.end);
           if (!Number.isNaN(s) && !Number.isNaN(e) && s > e) add(at);
-        }
-        for (const [k, v] of Object.entries(o)) if (k !== 'contained') visit(v, `${at}.${k}`);
-      };
-      visit(r, r.resourceType as string);
+        });
+      }
     },
-  },
-  {
-    key: 'prov-? target',
-    human: 'Provenance SHALL name at least one target',
-    types: ['Provenance'],
-    check: (r, add) => ((r.target as unknown[] | undefined)?.length ? undefined : add('Provenance.target')),
   },
 ];
 

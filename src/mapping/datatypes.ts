@@ -34,8 +34,17 @@ const HL7_TABLE_SYSTEMS: Record<string, string> = {
 };
 
 /** A coding system name (CWE-3) → URI: known names, HL7 tables (HL70001 → v2-0001), OIDs; else a local urn. */
+const systemCache = new Map<string, string | undefined>();
+
 export function codingSystem(name: string): string | undefined {
   if (!present(name)) return undefined;
+  if (systemCache.has(name)) return systemCache.get(name);
+  const v = codingSystemUncached(name);
+  if (systemCache.size < 10_000) systemCache.set(name, v);
+  return v;
+}
+
+function codingSystemUncached(name: string): string | undefined {
   const up = name.toUpperCase();
   if (HL7_TABLE_SYSTEMS[up]) return HL7_TABLE_SYSTEMS[up];
   const table = /^HL7(\d{4})$/.exec(up);
@@ -49,10 +58,9 @@ export function codingSystem(name: string): string | undefined {
 export function cwe(r: Hl7Repetition | undefined): CodeableConcept | undefined {
   if (!r) return undefined;
   const coding: Coding[] = [];
-  for (const [c, t, s] of [
-    [1, 2, 3],
-    [4, 5, 6],
-  ]) {
+  for (let c = 1; c <= 4; c += 3) {
+    const t = c + 1;
+    const s = c + 2;
     const code = comp(r, c);
     if (!present(code)) continue;
     const system = codingSystem(comp(r, s));
@@ -222,7 +230,21 @@ export function setDefaultZone(zone: string): void {
 }
 
 /** The UTC offset (+02:00 / +03:00) of the default zone at a local wall-clock time. */
+const offsetCache = new Map<string, string>();
+
 function zoneOffset(y: number, mo: number, d: number, h: number, mi: number): string {
+  // offsets change at most twice a year, on the hour: cache per zone and local hour
+  const key = `${defaultZone}|${y}-${mo}-${d}T${h}`;
+  let hit = offsetCache.get(key);
+  if (hit === undefined) {
+    hit = computeOffset(y, mo, d, h, mi);
+    if (offsetCache.size > 50_000) offsetCache.clear();
+    offsetCache.set(key, hit);
+  }
+  return hit;
+}
+
+function computeOffset(y: number, mo: number, d: number, h: number, mi: number): string {
   let f = offsetFormatters.get(defaultZone);
   if (!f) {
     f = new Intl.DateTimeFormat('en-US', { timeZone: defaultZone, timeZoneName: 'longOffset' });

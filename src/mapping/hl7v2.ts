@@ -92,7 +92,18 @@ interface Compiled {
 
 const LOC = /^([A-Z][A-Z0-9]{2})-(\d+)(?:\.(\d+))?(?:\.(\d+))?$/;
 
+const locCache = new Map<string, Loc>();
+
+/** `PID-3.1` → its parts; parsed once per distinct text (mapping files name a fixed set of locations). */
 export function parseLoc(text: string): Loc {
+  const hit = locCache.get(text);
+  if (hit) return hit;
+  const loc = parseLocUncached(text);
+  locCache.set(text, loc);
+  return loc;
+}
+
+function parseLocUncached(text: string): Loc {
   const m = LOC.exec(text);
   if (!m) throw new Error(`not an HL7 location: "${text}"`);
   return { segment: m[1], field: Number(m[2]), component: m[3] ? Number(m[3]) : undefined, sub: m[4] ? Number(m[4]) : undefined, text };
@@ -242,10 +253,8 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
       built.push({ resource: r, segment: seg });
       // fields of this segment (and its companions) that no element reads
       for (const s of [seg, ...withSegs]) {
-        const used = rule.used.get(s.name) ?? new Set<number>();
-        s.fields.forEach((f, n) => {
-          if (n > 0 && !used.has(n) && f.some((rep) => rep.some((c) => c.some((x) => present(x.trim()))))) unused.push(`${s.name}-${n}`);
-        });
+        const used = rule.used.get(s.name);
+        for (let n = 1; n < s.fields.length; n++) if (!used?.has(n) && hasContent(s.fields[n])) unused.push(`${s.name}-${n}`);
       }
       for (const name of rule.uses ?? []) group.filter((s) => s.name === name).forEach((s) => usedSegments.add(s.index));
     }
@@ -285,6 +294,11 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
     issues: ctx.issues,
     unused,
   };
+}
+
+function hasContent(f: Hl7Repetition[]): boolean {
+  for (const rep of f) for (const c of rep) for (const x of c) if (x !== '' && x !== '""' && x.trim() !== '') return true;
+  return false;
 }
 
 function dedupe(rs: Resource[]): Resource[] {

@@ -98,6 +98,8 @@ export function decodeHl7(bytes: Buffer, defaultCharset = 'utf-8'): Decoded {
 
 /** CRLF, LF and CR all end a segment; blank lines and trailing white space at the end are dropped. Result: CR-separated. */
 export function normaliseSegments(text: string): string {
+  // fast path: already CR-separated with no blank segments and no BOM
+  if (!text.includes('\n') && !text.includes('\r\r') && !text.endsWith('\r') && text.charCodeAt(0) !== 0xfeff && !/\r\s+\r/.test(text)) return text;
   return text
     .replace(/^\uFEFF/, '')
     .split(/\r\n|\n|\r/)

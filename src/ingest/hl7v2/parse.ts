@@ -1,15 +1,20 @@
 /**
- * ER7 text → our Hl7Message (message.ts): segments, fields, repetitions, components, subcomponents, with
- * escape sequences decoded using the message's own delimiters.
+ * ER7 text → our Hl7Message (message.ts): segments, fields, repetitions, components, subcomponents, every value
+ * escape-decoded here with the message's own delimiters (MSH-1, MSH-2).
  *
- * This module is the one place that knows how HL7 v2 text is split. The npm `hl7v2` parser was tried here
- * first and replaced (see README, "HL7 v2 parser"): it splits segments on CR only, throws on a BOM, reads
- * MSH-18 literally, types date/time values (dropping seconds) and validates against its dictionary, while
- * every value here must stay the raw text the sender wrote; a plain split is also ~5x faster
- * (bench/hl7-parse.ts measures both).
+ * This module is the one place that knows how HL7 v2 text is split, so the splitter can be swapped. Two engines
+ * give the same Hl7Message (test/ingest/hl7v2/parse/engines.test.ts proves it on the whole corpus):
+ * - `split` (the default): a plain split on the delimiters.
+ * - `hl7v2`: the npm `hl7v2` parser (panates, pinned 1.8.0), wrapped around its traps: it splits segments on CR
+ *   only (we normalise CRLF/LF first), throws on a BOM (stripped first), types date/time values and drops their
+ *   seconds (we give it a dictionary without decoders), and unescapes with a hard-coded backslash and no `.br`
+ *   (we hide the escape character from it and decode escapes ourselves).
+ * bench/hl7-parse.ts measures both on a 25-segment ADT^A03; figures in the module README / lead notes.
  *
  * @see HL7 v2.5.1 §2.5 (message construction), §2.7 (escape sequences), table 0354 (message structure)
  */
+import { HL7Message } from 'hl7v2';
+import { dictionaries as hl7Dictionaries, type HL7Dictionary } from 'hl7v2-dictionary';
 import { OutcomeError } from '../../fhir/outcome.js';
 import { normaliseSegments } from './decode.js';
 import type { Hl7Delimiters, Hl7Field, Hl7Message, Hl7Segment } from './message.js';
@@ -102,13 +107,22 @@ export function escape(v: string, d: Hl7Delimiters): string {
   return out;
 }
 
+/** Which splitter parses the text; both fill the same Hl7Message. */
+export type ParseEngine = 'split' | 'hl7v2';
+
+export interface ParseOptions {
+  /** default `split` (see bench/hl7-parse.ts for why) */
+  engine?: ParseEngine;
+}
+
 function splitField(raw: string, d: Hl7Delimiters): Hl7Field {
+  // most fields hold a single plain value: no split needed
+  if (raw.indexOf(d.component) < 0 && raw.indexOf(d.repetition) < 0 && raw.indexOf(d.subcomponent) < 0) return [[[unescape(raw, d)]]];
   return raw.split(d.repetition).map((rep) => rep.split(d.component).map((comp) => comp.split(d.subcomponent).map((sub) => unescape(sub, d))));
 }
 
-/** Parses a decoded message. Throws OutcomeError('structure') when it is not an HL7 v2 message. */
-export function parseHl7(input: string): Hl7Message {
-  const text = normaliseSegments(input);
+/** MSH-1 and MSH-2 of normalised text, checked. */
+function delimitersOf(text: string): { d: Hl7Delimiters; enc: string } {
   if (!text.startsWith('MSH')) throw new OutcomeError('structure', 'an HL7 v2 message must start with an MSH segment', 'MSH');
   if (text.length < 8) throw new OutcomeError('structure', 'the MSH segment is too short to hold its delimiters', 'MSH-2');
   const fieldSep = text[3];
@@ -120,12 +134,20 @@ export function parseHl7(input: string): Hl7Message {
   if (new Set([d.field, d.component, d.repetition, d.escape, d.subcomponent]).size !== 5) {
     throw new OutcomeError('structure', 'MSH-1 and MSH-2 must be five different delimiter characters', 'MSH-2');
   }
+  return { d, enc };
+}
 
-  const segments: Hl7Segment[] = text.split('\r').map((line, index) => {
-    const name = line.slice(0, 3);
-    if (!/^[A-Z][A-Z0-9]{2}$/.test(name) || (line.length > 3 && line[3] !== d.field)) {
-      throw new OutcomeError('structure', `segment ${index + 1} does not start with a segment id and the field separator`, `segment ${index + 1}`);
-    }
+function checkSegmentId(line: string, index: number, d: Hl7Delimiters): string {
+  const name = line.slice(0, 3);
+  if (!/^[A-Z][A-Z0-9]{2}$/.test(name) || (line.length > 3 && line[3] !== d.field)) {
+    throw new OutcomeError('structure', `segment ${index + 1} does not start with a segment id and the field separator`, `segment ${index + 1}`);
+  }
+  return name;
+}
+
+function splitSegments(text: string, d: Hl7Delimiters, enc: string): Hl7Segment[] {
+  return text.split('\r').map((line, index) => {
+    const name = checkSegmentId(line, index, d);
     const parts = line.split(d.field);
     const fields: Hl7Field[] = [[]];
     if (name === 'MSH') {
@@ -137,7 +159,82 @@ export function parseHl7(input: string): Hl7Message {
     }
     return { name, index, fields };
   });
+}
 
+/* ---- the npm hl7v2 engine ---- */
+
+/** Stands in for the escape character while the library splits (its unescape is hard-wired to backslash). */
+const HIDDEN_ESCAPE = '\uE000';
+/** Stands in for a literal backslash when the message's escape character is another one. */
+const HIDDEN_BACKSLASH = '\uE001';
+let rawDictionaries: Record<string, HL7Dictionary> | undefined;
+
+/** The library's dictionaries with every decoder removed, so each value stays the text the sender wrote. */
+function dictionariesWithoutDecoders(): Record<string, HL7Dictionary> {
+  if (rawDictionaries) return rawDictionaries;
+  const out: Record<string, HL7Dictionary> = {};
+  for (const [version, dict] of Object.entries(hl7Dictionaries as Record<string, HL7Dictionary>)) {
+    const types: Record<string, unknown> = {};
+    for (const [name, t] of Object.entries(dict.types)) {
+      const { decode: _d, encode: _e, ...rest } = t as unknown as Record<string, unknown>;
+      types[name] = rest;
+    }
+    const segments: Record<string, unknown> = {};
+    for (const [name, sd] of Object.entries(dict.segments)) {
+      const fields: Record<string, unknown> = {};
+      for (const [pos, f] of Object.entries((sd as { fields?: Record<string, unknown> }).fields ?? {})) {
+        const { decode: _d, encode: _e, ...rest } = f as Record<string, unknown>;
+        fields[pos] = rest;
+      }
+      segments[name] = { ...(sd as object), fields };
+    }
+    out[version] = { ...dict, types, segments } as unknown as HL7Dictionary;
+  }
+  return (rawDictionaries = out);
+}
+
+function libSegments(text: string, d: Hl7Delimiters, enc: string): Hl7Segment[] {
+  const lines = text.split('\r');
+  lines.forEach((line, i) => checkSegmentId(line, i, d));
+  const hidden = d.escape === '\\' ? text.replaceAll('\\', HIDDEN_ESCAPE) : text.replaceAll('\\', HIDDEN_BACKSLASH).replaceAll(d.escape, HIDDEN_ESCAPE);
+  let lib: HL7Message;
+  try {
+    lib = HL7Message.parse(hidden, { dictionaries: dictionariesWithoutDecoders() });
+  } catch (err) {
+    throw new OutcomeError('structure', `the message cannot be parsed: ${(err as Error).message}`, 'MSH');
+  }
+  // every value back to its raw text, then our own escape decoding
+  const raw = (v: unknown): string => (v === null ? '""' : v === undefined ? '' : String(v).replaceAll(HIDDEN_ESCAPE, d.escape).replaceAll(HIDDEN_BACKSLASH, '\\'));
+  const leaf = (v: unknown): string[] => raw(v).split(d.subcomponent).map((x) => unescape(x, d));
+  return lib.segments.map((s, index) => {
+    const fields: Hl7Field[] = [[]];
+    const start = s.segmentType === 'MSH' ? 3 : 1;
+    if (s.segmentType === 'MSH') fields.push([[[d.field]]], [[[enc]]]);
+    // the library counts fields as the standard does; read up to the last one it holds
+    for (let n = start; n <= s.fields.length; n++) {
+      const f = s.fields[n - 1];
+      const reps = f?.repetitions ?? [];
+      fields.push(
+        reps.length
+          ? reps.map((r) =>
+              (r.components ?? []).map((c) => {
+                const subs = c.subComponents;
+                // a primitive component keeps `&` inside its value; a composite one is already split
+                return subs ? subs.map((x) => unescape(raw(x?.value), d)) : leaf(c.getValue());
+              }),
+            )
+          : [[['']]],
+      );
+    }
+    return { name: s.segmentType, index, fields };
+  });
+}
+
+/** Parses a decoded message. Throws OutcomeError('structure') when it is not an HL7 v2 message. */
+export function parseHl7(input: string, opts: ParseOptions = {}): Hl7Message {
+  const text = normaliseSegments(input);
+  const { d, enc } = delimitersOf(text);
+  const segments = opts.engine === 'hl7v2' ? libSegments(text, d, enc) : splitSegments(text, d, enc);
   const msh = segments[0];
   const get = (f: number, c = 1): string => msh.fields[f]?.[0]?.[c - 1]?.[0] ?? '';
   const messageType = get(9, 1);

@@ -1,0 +1,80 @@
+/**
+ * (b) End-to-end MLLP ingest with durable commit: every ACK (AA) is sent only after the raw message is stored
+ * and its resources are committed to the shared plan. Sustained messages/s with 8 connections sending back to
+ * back, then ACK latency p50/p99 at a fixed 200 msg/s (latency counted from the scheduled send time, so a slow
+ * ACK cannot hide the messages queued behind it).
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { loadConfig } from '../src/config.js';
+import { startGateway } from '../src/app.js';
+import { silentLogger } from '../src/log.js';
+import { connectMllp } from '../src/mllp/client.js';
+import { adtA03 } from './fixtures.js';
+import { line, percentile } from './timing.js';
+
+export async function benchMllp(opts: { label: string; databaseUrl?: string }): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cg-bench-'));
+  const schema = opts.databaseUrl ? `cg_bench_${crypto.randomBytes(4).toString('hex')}` : undefined;
+  const config = loadConfig({ PORT: '0', MLLP_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, ...(opts.databaseUrl ? { DATABASE_URL: opts.databaseUrl } : {}) });
+  const gw = await startGateway(config, silentLogger, { schema, mllpEphemeral: true });
+  const port = gw.mllp!.port;
+  console.log(`\n(b) MLLP end to end on ${opts.label} (durable commit before every ACK)`);
+  let n = 0;
+  try {
+    // warm-up
+    const w = await connectMllp('127.0.0.1', port);
+    for (let i = 0; i < 50; i++) await w.send(adtA03(n++));
+    await w.close();
+
+    // sustained: 8 connections back to back
+    const total = 1600;
+    const conns = 8;
+    const t0 = performance.now();
+    let bad = 0;
+    await Promise.all(
+      Array.from({ length: conns }, async () => {
+        const c = await connectMllp('127.0.0.1', port);
+        for (let i = 0; i < total / conns; i++) if (!(await c.send(adtA03(n++))).toString().includes('MSA|AA')) bad++;
+        await c.close();
+      }),
+    );
+    const secs = (performance.now() - t0) / 1000;
+    line('sustained, 8 connections', { 'msg/s': Math.round(total / secs), messages: total, 'not AA': bad });
+
+    // fixed rate 200 msg/s for 10 s over 4 connections
+    const rate = 200;
+    const duration = 10;
+    const lat: number[] = [];
+    const start = performance.now() + 100;
+    const perConn = 4;
+    await Promise.all(
+      Array.from({ length: perConn }, async (_, k) => {
+        const c = await connectMllp('127.0.0.1', port);
+        for (let i = k; i < rate * duration; i += perConn) {
+          const due = start + (i * 1000) / rate;
+          const wait = due - performance.now();
+          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+          await c.send(adtA03(n++));
+          lat.push(performance.now() - due);
+        }
+        await c.close();
+      }),
+    );
+    lat.sort((a, b) => a - b);
+    line(`ACK latency at ${rate} msg/s for ${duration} s`, { p50_ms: percentile(lat, 50).toFixed(1), p99_ms: percentile(lat, 99).toFixed(1), max_ms: lat[lat.length - 1].toFixed(1) });
+    line('gateway process', { rss_mb: Math.round(process.memoryUsage().rss / 1e6) });
+  } finally {
+    await gw.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+    if (schema && opts.databaseUrl) {
+      const c = new pg.Client({ connectionString: opts.databaseUrl });
+      await c.connect();
+      await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await c.end();
+    }
+  }
+}
