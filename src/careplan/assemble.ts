@@ -121,13 +121,16 @@ export async function assemble(w: Writer, c: Contribution): Promise<AssemblyResu
     return res.resource;
   };
 
-  // 1. The contributed resources: organisations and people first, so references resolve in order.
-  const order = ['Organization', 'Practitioner', 'PractitionerRole', 'Patient', 'RelatedPerson'];
-  const rank = (r: Resource): number => (order.includes(r.resourceType) ? order.indexOf(r.resourceType) : order.length);
-  const org = c.organization ? await put(c.organization) : undefined;
-  const patient = await put(c.patient);
-  const written: Resource[] = [];
-  for (const r of [...c.resources].sort((a, b) => rank(a) - rank(b))) written.push(await put(r));
+  // 1. The contributed resources, written together in a few set-based statements.
+  const batch = [...(c.organization ? [c.organization] : []), c.patient, ...c.resources];
+  const results = await w.updateMany(batch);
+  for (const res of results) {
+    if (res.outcome === 'created') created.push(res.resource);
+    else if (res.outcome === 'updated') updated.push(res.resource);
+  }
+  const org = c.organization ? (results[0].resource as Organization) : undefined;
+  const patient = results[c.organization ? 1 : 0].resource as Patient;
+  const written: Resource[] = results.slice(c.organization ? 2 : 1).map((r) => r.resource);
 
   const planId = planIdFor(patientId);
   const teamId = teamIdFor(patientId);

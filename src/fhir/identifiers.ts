@@ -10,6 +10,7 @@
  */
 import crypto from 'node:crypto';
 
+/** Canonical Estonian identifier systems (EE Terminology CodeSystem / NamingSystems). */
 export const SYSTEMS = {
   isikukood: 'https://fhir.ee/sid/pid/est/ni',
   /** + `/{registry code of the facility}` */
@@ -28,6 +29,12 @@ export const SYSTEM_ALIASES: Record<string, string> = {
   'urn:oid:1.3.6.1.4.1.28284.6.2.2.1': SYSTEMS.isikukood,
 };
 
+/** The system of patient numbers a care provider issues: `https://fhir.ee/sid/pid/est/prn/{registry code}`. */
+export function patientRecordSystem(registryCode: string): string {
+  return `${SYSTEMS.patientRecordNumber}/${registryCode}`;
+}
+
+/** An identifier system as written on output: aliases (old or NamingSystem spellings) → the canonical URI. */
 export function canonicalSystem(system: string): string {
   return SYSTEM_ALIASES[system] ?? system;
 }
@@ -53,6 +60,10 @@ export function isikukoodCheckDigit(first10: string): number {
   return b === 10 ? 0 : b;
 }
 
+/**
+ * Validates an isikukood: 11 digits, century/sex digit 1–8, a real birth date, the two-stage mod-11 check digit.
+ * A valid code also yields the birth date and administrative gender it encodes.
+ */
 export function checkIsikukood(code: string): IsikukoodCheck {
   if (!/^\d{11}$/.test(code)) return { valid: false, reason: `an isikukood has 11 digits, got "${code}"` };
   const g = Number(code[0]);
@@ -74,7 +85,7 @@ export function checkIsikukood(code: string): IsikukoodCheck {
   };
 }
 
-/** Estonian Business Register code check (8 digits, mod-11 check digit). */
+/** Estonian Business Register code check: 8 digits, check digit mod 11 with weights 1–7, else 3–9, else 0. */
 export function checkRegistryCode(code: string): boolean {
   if (!/^\d{8}$/.test(code)) return false;
   const d = [...code.slice(0, 7)].map(Number);
@@ -84,14 +95,26 @@ export function checkRegistryCode(code: string): boolean {
   return c === Number(code[7]);
 }
 
-const NAMESPACE = 'care-gateway:v1';
+/** The UUID namespace of care-gateway's name-based ids (a fixed random UUID; never change it: ids would move). */
+export const ID_NAMESPACE = '6f1c7f0e-3b8a-4d2e-9c55-0b7d2a61c4e9';
+const NAMESPACE_BYTES = Buffer.from(ID_NAMESPACE.replaceAll('-', ''), 'hex');
+
+/** A source identifier part as it goes into an id: trimmed, Unicode NFC, alias systems in canonical form. */
+export function normaliseIdPart(part: string): string {
+  const p = part.trim().normalize('NFC');
+  return canonicalSystem(p);
+}
 
 /**
- * A resource id derived from source identifiers (a name-based UUID, version 5 layout, SHA-1): the same
- * inputs always give the same id, so a re-sent message lands on the same resource instead of a duplicate.
+ * A resource id derived from source identifiers: an RFC 4122 §4.3 name-based UUID, version 5 (SHA-1 over
+ * {@link ID_NAMESPACE} + `type` + the normalised parts). The same inputs always give the same id, so a re-sent
+ * message lands on the same resource instead of a duplicate. The result (36 chars of [0-9a-f-]) is a valid FHIR id.
+ *
+ * @example deterministicId('Patient', SYSTEMS.isikukood, '37302102711')
  */
 export function deterministicId(resourceType: string, ...parts: string[]): string {
-  const h = crypto.createHash('sha1').update([NAMESPACE, resourceType, ...parts].join('\u001f')).digest();
+  const name = [resourceType, ...parts.map(normaliseIdPart)].join('\u001f');
+  const h = crypto.createHash('sha1').update(NAMESPACE_BYTES).update(name, 'utf8').digest();
   h[6] = (h[6] & 0x0f) | 0x50;
   h[8] = (h[8] & 0x3f) | 0x80;
   const x = h.subarray(0, 16).toString('hex');

@@ -63,6 +63,34 @@ interface ElementSpec {
   wrapText?: boolean;
   /** skip when this element already has a value (choice types like deceased[x]) */
   unless?: string;
+  /** with ref-to / refs-to: only resources built from this segment (e.g. `MRG`, `DG1`) */
+  segment?: string;
+  /** map only when the condition on a location holds */
+  when?: Condition;
+}
+
+/** A condition on the text at an HL7 location: `in` / `not` lists of codes, `present` true/false. */
+interface Condition {
+  field: string;
+  in?: string[];
+  not?: string[];
+  present?: boolean;
+}
+
+const SPEC_KEYS = new Set([
+  'from', 'type', 'table', 'as', 'all', 'use', 'into', 'add', 'default', 'fallback', 'ref', 'value', 'ref-to', 'refs-to', 'group', 'present',
+  'else', 'equals', 'then', 'valueType', 'unit', 'document', 'contentType', 'provider', 'wrapText', 'unless', 'segment', 'when',
+]);
+
+/** One element rule compiled at load: a closure over pre-parsed locations and a pre-chosen converter. */
+interface CompiledElement {
+  target: string;
+  /** references to other produced resources: evaluated after every resource of the message is built */
+  late: boolean;
+  unless?: string;
+  /** value[x] rules set the element name themselves */
+  choice?: (scope: Scope, ctx: Ctx) => [string, unknown];
+  run: (scope: Scope, ctx: Ctx, built: Built[], self?: Resource) => unknown[];
 }
 
 interface ResourceFile {
@@ -78,12 +106,14 @@ interface MessageFile {
   structure: string;
   events: Record<string, { plan: PlanEvent; encounterStatus?: string; clear?: string[]; requestStatus?: string; conditionStatus?: string }>;
   /** `with`: companion segments after the primary one (PD1 after PID); `context`: the nearest one before it (OBR before OBX) */
-  resources: { rule: string; segment: string; with?: string[]; context?: string[]; repeat?: boolean; when?: { field: string; not?: string[] } }[];
+  resources: { rule: string; segment: string; with?: string[]; context?: string[]; repeat?: boolean; when?: Condition }[];
 }
+
+type CompiledRule = ResourceFile & { used: Map<string, Set<number>>; compiled: CompiledElement[] };
 
 interface Compiled {
   messages: Map<string, MessageFile>;
-  rules: Map<string, ResourceFile & { used: Map<string, Set<number>> }>;
+  rules: Map<string, CompiledRule>;
   codes: CodeTables;
   facilities: Map<string, { registryCode: string; name?: string }>;
 }
@@ -126,7 +156,7 @@ export function loadMappings(dir = mappingsDir()): Compiled {
     const m = read<MessageFile>(path.join(dir, 'hl7v2/messages', f));
     messages.set(m.structure, m);
   }
-  const rules = new Map<string, ResourceFile & { used: Map<string, Set<number>> }>();
+  const rules = new Map<string, CompiledRule>();
   for (const f of fs.readdirSync(path.join(dir, 'hl7v2/resources')).filter((x) => x.endsWith('.yaml'))) {
     const r = read<ResourceFile>(path.join(dir, 'hl7v2/resources', f));
     const used = new Map<string, Set<number>>();
@@ -136,17 +166,24 @@ export function loadMappings(dir = mappingsDir()): Compiled {
       if (!used.has(l.segment)) used.set(l.segment, new Set());
       used.get(l.segment)!.add(l.field);
     };
-    for (const specs of Object.values(r.elements ?? {})) {
+    const compiledElements: CompiledElement[] = [];
+    for (const [target, specs] of Object.entries(r.elements ?? {})) {
       for (const s of Array.isArray(specs) ? specs : [specs]) {
         for (const k of ['from', 'fallback', 'valueType', 'unit', 'contentType'] as const) mark(s[k]);
+        mark(s.when?.field);
+        try {
+          compiledElements.push(compileElement(target, s));
+        } catch (err) {
+          throw new Error(`hl7v2/resources/${f}: ${target}: ${(err as Error).message}`);
+        }
       }
     }
     for (const k of r.id?.key ?? []) mark(k);
     if (r.role) for (const k of [r.role.from, r.role.member, r.role.start, r.role.end]) mark(k);
-    rules.set(path.basename(f, '.yaml'), { ...r, used });
+    rules.set(path.basename(f, '.yaml'), { ...r, used, compiled: compiledElements });
   }
   for (const m of messages.values()) for (const r of m.resources) if (!rules.has(r.rule)) throw new Error(`messages/${m.structure}.yaml: no resource rule "${r.rule}"`);
-  const fac = read<{ facilities: Record<string, { registryCode: string; name?: string }> }>(path.join(dir, 'hl7v2/facilities.yaml'));
+  const fac = read<{ facilities: Record<string, { registryCode: string; name?: string }> }>(path.join(dir, 'facilities.yaml'));
   const facilities = new Map(Object.entries(fac.facilities ?? {}).map(([k, v]) => [k.toUpperCase(), v]));
   const c: Compiled = { messages, rules, codes: loadCodeTables(path.join(dir, 'codes')), facilities };
   if (dir === mappingsDir()) compiled = c;
@@ -155,11 +192,19 @@ export function loadMappings(dir = mappingsDir()): Compiled {
 
 /* ------------------------------------------------------------------ conversion */
 
+/**
+ * What one message converts to. The full set of resources is `[patient, ...resources]`: the subject Patient is
+ * kept apart because the care-plan assembly treats it specially.
+ */
 export interface Conversion {
   /** the Patient the message is about (survivor for a merge) */
   patient: Patient;
+  /** its id (deterministic from PID-3: the isikukood, else the first identifier with an assigning authority) */
+  patientId: string;
   /** every other resource produced, with ids */
   resources: Resource[];
+  /** ROL roles other than PP (V2-to-FHIR IG: candidates for a CareTeam); their Practitioners are in `resources` */
+  careTeamCandidates: TeamChange[];
   /** the sending facility as an Organization (MSH-4), when named */
   organization?: Organization;
   /** EVN-5: who caused the event */
@@ -191,6 +236,15 @@ interface Built {
   segment: Hl7Segment;
 }
 
+/**
+ * Converts a parsed HL7 v2 message to FHIR R4 resources with the compiled mapping files.
+ *
+ * @param msg - from parseHl7
+ * @param dir - a mappings folder other than the project's (tests, site overrides)
+ * @returns the resources, issues (error → AE; warnings; information: every unused segment and field) and event
+ * @throws OutcomeError 'unsupported' (MSH-9) for a structure or trigger without a message file; 'invalid' when
+ *   there is no usable PID-3 or a merge names one patient twice
+ */
 export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
   const m = loadMappings(dir);
   const structure = m.messages.has(msg.structure) ? msg.structure : structureFor(msg.messageType, msg.triggerEvent);
@@ -223,6 +277,7 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
   const author = authorParts ? practitionerRef(authorParts, ctx) : undefined;
 
   const built: Built[] = [];
+  const pending: Pending[] = [];
   const team: TeamChange[] = [];
   const usedSegments = new Set<number>([0]);
   if (evn) usedSegments.add(evn.index);
@@ -233,22 +288,21 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
     const primaries = msg.segments.filter((s) => s.name === route.segment);
     for (const seg of route.repeat ? primaries : primaries.slice(0, 1)) {
       const group = groupOf(msg, seg, route.segment);
-      const withSegs = (route.with ?? []).map((n) => group.find((s) => s.name === n)).filter((s): s is Hl7Segment => !!s);
+      // companions: the segments right after the primary one whose names `with` lists (PD1 after PID, NTE after OBX)
+      const withSegs: Hl7Segment[] = [];
+      for (let i = seg.index + 1; i < msg.segments.length && route.with?.includes(msg.segments[i].name); i++) withSegs.push(msg.segments[i]);
       const context = (route.context ?? [])
         .map((n) => [...msg.segments.slice(0, seg.index)].reverse().find((s) => s.name === n))
         .filter((s): s is Hl7Segment => !!s);
       const scope: Scope = { msg, seg, withSegs: [...withSegs, ...context], group };
-      if (route.when) {
-        const v = read(scope, parseLoc(route.when.field));
-        if (route.when.not?.includes(v)) continue;
-      }
+      if (route.when && !compileCondition(route.when)(scope)) continue;
       usedSegments.add(seg.index);
       withSegs.forEach((s) => usedSegments.add(s.index));
       if (rule.role) {
         team.push(...roleChange(rule, scope, ctx));
         continue;
       }
-      const r = buildResource(route.rule, rule, scope, ctx, built);
+      const r = buildResource(route.rule, rule, scope, ctx, built, pending);
       if (!r) continue;
       built.push({ resource: r, segment: seg });
       // fields of this segment (and its companions) that no element reads
@@ -260,6 +314,10 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
     }
   }
   for (const s of msg.segments) if (!usedSegments.has(s.index)) unused.push(s.name);
+  // references between the produced resources, now that all of them exist
+  for (const p of pending) {
+    for (const el of p.elements) for (const v of el.run(p.scope, ctx, built, p.resource as unknown as Resource)) setPath(p.resource, el.target, v);
+  }
 
   const patientBuilt = built.find((b) => b.resource.resourceType === 'Patient' && b.segment.name === 'PID');
   if (!patientBuilt) throw new OutcomeError('invalid', 'the message has no PID segment with a usable patient identifier', 'PID-3');
@@ -283,6 +341,8 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
   for (const u of unused) ctx.issues.push(issue({ severity: 'information', issueCode: 'informational', text: `${u} was not mapped`, where: u }));
   return {
     patient,
+    patientId: patient.id!,
+    careTeamCandidates: team.filter((t) => t.role.coding?.[0].code !== ROLES.generalPractitioner.code),
     resources,
     organization,
     author,
@@ -360,7 +420,14 @@ function read(scope: Scope, loc: Loc, rep = 0): string {
 
 /* ------------------------------------------------------------------ resources */
 
-function buildResource(name: string, rule: ResourceFile, scope: Scope, ctx: Ctx, built: Built[]): Resource | undefined {
+/** A resource whose reference elements wait for the rest of the message. */
+interface Pending {
+  resource: Record<string, unknown>;
+  scope: Scope;
+  elements: CompiledElement[];
+}
+
+function buildResource(name: string, rule: CompiledRule, scope: Scope, ctx: Ctx, built: Built[], pending: Pending[]): Resource | undefined {
   const r: Record<string, unknown> = { resourceType: rule.resourceType };
   if (rule.id?.recipe === 'patient') {
     const where = rule.id.from ?? 'PID-3';
@@ -371,18 +438,21 @@ function buildResource(name: string, rule: ResourceFile, scope: Scope, ctx: Ctx,
   } else {
     r.id = recipeId(rule, scope, ctx);
   }
-  for (const [target, specs] of Object.entries(rule.elements ?? {})) {
-    for (const spec of Array.isArray(specs) ? specs : [specs]) {
-      if (spec.valueType) {
-        const [key, v] = observationValue(spec, scope, ctx);
-        if (v !== undefined) r[key] = v;
-        continue;
-      }
-      if (spec.unless && r[spec.unless] !== undefined) continue;
-      const values = evaluate(spec, scope, ctx, built);
-      for (const v of values) setPath(r, target, v);
+  const late: CompiledElement[] = [];
+  for (const el of rule.compiled) {
+    if (el.late) {
+      late.push(el);
+      continue;
     }
+    if (el.choice) {
+      const [key, v] = el.choice(scope, ctx);
+      if (v !== undefined) r[key] = v;
+      continue;
+    }
+    if (el.unless && r[el.unless] !== undefined) continue;
+    for (const v of el.run(scope, ctx, built)) setPath(r, el.target, v);
   }
+  if (late.length) pending.push({ resource: r, scope, elements: late });
   if (rule.resourceType === 'Patient') checkPatient(r as unknown as Patient, rule.id?.from ?? 'PID-3', ctx);
   if (name === 'DocumentReference' && !(r.content as unknown[] | undefined)?.length) {
     r.content = [{ attachment: { contentType: 'text/plain', title: 'document body not included in the message' } }];
@@ -409,7 +479,7 @@ function checkPatient(p: Patient, where: string, ctx: Ctx): void {
 /** OBX-5 by OBX-2 → Observation.value[x]. */
 function observationValue(spec: ElementSpec, scope: Scope, ctx: Ctx): [string, unknown] {
   const type = read(scope, parseLoc(spec.valueType!)).toUpperCase();
-  const loc = parseLoc(spec.from!);
+  const loc = parseLoc(spec.from ?? 'OBX-5');
   const values = reps(scope, loc);
   const first = values[0];
   const text = comp(first, 1);
@@ -468,116 +538,155 @@ function setPath(r: Record<string, unknown>, target: string, v: unknown): void {
   }
 }
 
-function evaluate(spec: ElementSpec, scope: Scope, ctx: Ctx, built: Built[]): unknown[] {
+/** Compiles one element rule of a resource file into a closure; unknown keys and bad locations fail at load. */
+function compileElement(target: string, spec: ElementSpec): CompiledElement {
+  for (const k of Object.keys(spec)) if (!SPEC_KEYS.has(k)) throw new Error(`unknown key "${k}"`);
+  const when = spec.when ? compileCondition(spec.when) : undefined;
+  const guard = (run: CompiledElement['run']): CompiledElement['run'] => (when ? (sc, c, b, self) => (when(sc) ? run(sc, c, b, self) : []) : run);
   const wrap = (v: unknown): unknown => {
     if (spec.wrapText) v = [{ text: v }];
     return spec.into ? { ...(spec.add ?? {}), [spec.into]: v } : spec.add && typeof v === 'object' && v ? { ...(v as object), ...spec.add } : v;
   };
-  if (spec.value !== undefined) return [spec.value];
-  if (spec['ref-to']) {
-    const t = spec['ref-to'];
-    const target =
-      t === 'Organization' ? ctx.produced.find((r) => r.resourceType === 'Organization' && r.id === ctx.senderId) : [...built].reverse().find((b) => b.resource.resourceType === t)?.resource;
-    return target ? [wrap({ reference: `${target.resourceType}/${target.id}` })] : [];
+  const base = { target, late: false, unless: spec.unless };
+  if (spec.value !== undefined) return { ...base, run: guard(() => [structuredClone(spec.value)]) };
+  if (spec.valueType) {
+    parseLoc(spec.valueType);
+    return { ...base, choice: (scope, ctx) => (when && !when(scope) ? ['value', undefined] : observationValue(spec, scope, ctx)), run: () => [] };
   }
-  if (spec['refs-to']) {
-    const t = spec['refs-to'];
-    const inGroup = new Set(scope.group.map((s) => s.index));
-    return built.filter((b) => b.resource.resourceType === t && (!spec.group || inGroup.has(b.segment.index))).map((b) => wrap({ reference: `${t}/${b.resource.id}` }));
+  if (spec['ref-to'] || spec['refs-to']) {
+    const type = (spec['ref-to'] ?? spec['refs-to'])!;
+    const many = !!spec['refs-to'];
+    return {
+      ...base,
+      late: true,
+      run: guard((scope, ctx, built, self) => {
+        if (type === 'Organization' && !spec.segment) {
+          const org = ctx.produced.find((r) => r.resourceType === 'Organization' && r.id === ctx.senderId);
+          return org ? [wrap({ reference: `Organization/${org.id}` })] : [];
+        }
+        const inGroup = new Set(scope.group.map((s) => s.index));
+        const candidates = built.filter(
+          (b) => b.resource.resourceType === type && b.resource !== self && (!spec.segment || b.segment.name === spec.segment) && (!spec.group || inGroup.has(b.segment.index)),
+        );
+        if (many) return candidates.map((b) => wrap({ reference: `${type}/${b.resource.id}` }));
+        // one reference: the nearest such resource before this segment, else the first one
+        const before = candidates.filter((b) => b.segment.index <= scope.seg.index).pop() ?? candidates[0];
+        return before ? [wrap({ reference: `${type}/${before.resource.id}` })] : [];
+      }),
+    };
   }
-  if (spec.provider) return providerRefs(spec.provider, scope, ctx).map(wrap);
-  if (spec.document) return documentBody(scope, spec, ctx).map(wrap);
-  if (spec.valueType) return []; // handled below via observationValue (needs the target key), see applyObservationValue
-  if (!spec.from) return [];
+  if (spec.provider) return { ...base, run: guard((scope, ctx) => providerRefs(spec.provider!, scope, ctx).map(wrap)) };
+  if (spec.document) return { ...base, run: guard((scope, ctx) => documentBody(scope, spec, ctx).map(wrap)) };
+  if (!spec.from) throw new Error('needs one of from, value, valueType, ref-to, refs-to, provider, document');
   const loc = parseLoc(spec.from);
-  let v = convert(spec, scope, loc, ctx);
-  if (!v.length && spec.fallback) v = convert(spec, scope, parseLoc(spec.fallback), ctx);
-  if (spec.present !== undefined) return [read(scope, loc) && present(read(scope, loc)) ? spec.present : spec.else];
-  if (spec.equals !== undefined) return read(scope, loc) === spec.equals ? [spec.then] : [];
-  if (!v.length && spec.default !== undefined) return [spec.default];
-  return v.map(wrap);
+  const fallback = spec.fallback ? parseLoc(spec.fallback) : undefined;
+  if (spec.present !== undefined) return { ...base, run: guard((scope) => [present(read(scope, loc)) ? spec.present : spec.else]) };
+  if (spec.equals !== undefined) return { ...base, run: guard((scope) => (read(scope, loc) === spec.equals ? [structuredClone(spec.then)] : [])) };
+  const one = compileConverter(spec);
+  const convert = (scope: Scope, l: Loc, ctx: Ctx): unknown[] => {
+    // `all` over a companion that repeats (NTE after OBX) reads every one of them
+    const all = spec.all && scope.seg.name !== l.segment ? scope.withSegs.filter((s) => s.name === l.segment).flatMap((s) => s.fields[l.field] ?? []) : reps(scope, l);
+    const out: unknown[] = [];
+    for (const rep of spec.all ? all : all.slice(0, 1)) {
+      const v = one(rep, (rep?.[(l.component ?? 1) - 1]?.[(l.sub ?? 1) - 1] ?? '').trim(), l, ctx);
+      if (v !== undefined) out.push(v);
+    }
+    return out;
+  };
+  return {
+    ...base,
+    run: guard((scope, ctx) => {
+      let v = convert(scope, loc, ctx);
+      if (!v.length && fallback) v = convert(scope, fallback, ctx);
+      if (!v.length && spec.default !== undefined) return [structuredClone(spec.default)];
+      return v.map(wrap);
+    }),
+  };
 }
 
-function convert(spec: ElementSpec, scope: Scope, loc: Loc, ctx: Ctx): unknown[] {
-  const all = reps(scope, loc);
-  const list = spec.all ? all : all.slice(0, 1);
-  const out: unknown[] = [];
-  list.forEach((rep) => {
-    const text = (rep?.[(loc.component ?? 1) - 1]?.[(loc.sub ?? 1) - 1] ?? '').trim();
-    let v: unknown;
-    if (spec.table && !spec.type) {
-      if (!present(text)) return;
-      const mapped = ctx.codes.lookup(spec.table, text);
-      const coding = mapped ?? lookupCode(spec.table, text, loc.text, ctx);
+/** A condition compiled to a test on the scope. */
+function compileCondition(c: Condition): (scope: Scope) => boolean {
+  const loc = parseLoc(c.field);
+  const inSet = c.in ? new Set(c.in) : undefined;
+  const notSet = c.not ? new Set(c.not) : undefined;
+  return (scope) => {
+    const v = read(scope, loc);
+    if (c.present !== undefined && present(v) !== c.present) return false;
+    if (inSet && !inSet.has(v)) return false;
+    if (notSet && notSet.has(v)) return false;
+    return true;
+  };
+}
+
+type Converter = (rep: Hl7Repetition | undefined, text: string, loc: Loc, ctx: Ctx) => unknown;
+
+/** The converter for one value, chosen once from the rule's `type` / `table`. */
+function compileConverter(spec: ElementSpec): Converter {
+  if (spec.table && !spec.type) {
+    const as = spec.as ?? 'code';
+    return (_rep, text, loc, ctx) => {
+      if (!present(text)) return undefined;
+      const mapped = ctx.codes.lookup(spec.table!, text);
+      const coding = mapped ?? lookupCode(spec.table!, text, loc.text, ctx);
       // an unmapped code cannot fill a `code` element (it would not be valid FHIR): it is reported and left out
-      if ((spec.as ?? 'code') === 'code') v = mapped?.code;
-      else v = spec.as === 'Coding' ? coding : { coding: [coding] };
-    } else {
-      switch (spec.type ?? 'string') {
-        case 'string':
-          v = present(text) ? text : undefined;
-          break;
-        case 'integer':
-          v = /^-?\d+$/.test(text) ? Number(text) : undefined;
-          break;
-        case 'decimal':
-          v = /^-?\d+(\.\d+)?$/.test(text) ? Number(text) : undefined;
-          break;
-        case 'boolean':
-          v = text === 'Y' ? true : text === 'N' ? false : undefined;
-          break;
-        case 'date':
-        case 'dateTime':
-        case 'instant':
-          if (present(text)) {
-            v = dtm(text, spec.type as "date" | "dateTime" | "instant");
-            if (!v) ctx.issues.push(issue({ severity: 'warning', text: `${loc.text}: "${text}" is not an HL7 date/time; left out`, where: loc.text }));
-          }
-          break;
-        case 'CX':
-          v = cx(rep, ctx);
-          break;
-        case 'XPN':
-          v = xpn(rep, ctx);
-          break;
-        case 'XAD':
-          v = xad(rep, ctx);
-          break;
-        case 'XTN':
-          v = xtn(rep, spec.use as 'home' | 'work' | undefined);
-          break;
-        case 'CWE': {
-          const cc = cwe(rep);
-          if (cc && spec.table) {
-            const code = comp(rep, 1);
-            const mapped = ctx.codes.lookup(spec.table, code);
-            if (mapped) cc.coding = [mapped, ...(cc.coding ?? []).filter((c) => c.code !== mapped.code)];
-            else if (present(code)) {
-              const src = ctx.codes.sourceSystem(spec.table);
-              cc.coding = (cc.coding ?? []).map((c) => (c.system ? c : { ...c, ...(src ? { system: src } : {}) }));
-              ctx.issues.push(issue({ severity: 'warning', text: `${loc.text}: code "${code}" has no mapping in mappings/codes (${spec.table}); kept as sent`, where: loc.text }));
-            }
-          }
-          v = cc;
-          break;
+      if (as === 'code') return mapped?.code;
+      return as === 'Coding' ? coding : { coding: [coding] };
+    };
+  }
+  const type = spec.type ?? 'string';
+  switch (type) {
+    case 'string':
+      return (_r, text) => (present(text) ? text : undefined);
+    case 'integer':
+      return (_r, text) => (/^-?\d+$/.test(text) ? Number(text) : undefined);
+    case 'decimal':
+      return (_r, text) => (/^-?\d+(\.\d+)?$/.test(text) ? Number(text) : undefined);
+    case 'boolean':
+      return (_r, text) => (text === 'Y' ? true : text === 'N' ? false : undefined);
+    case 'date':
+    case 'dateTime':
+    case 'instant':
+      return (_r, text, loc, ctx) => {
+        if (!present(text)) return undefined;
+        const v = dtm(text, type);
+        if (!v) ctx.issues.push(issue({ severity: 'warning', text: `${loc.text}: "${text}" is not an HL7 date/time; left out`, where: loc.text }));
+        return v;
+      };
+    case 'CX':
+      return (rep, _t, _l, ctx) => cx(rep, ctx);
+    case 'XPN':
+      return (rep, _t, _l, ctx) => xpn(rep, ctx);
+    case 'XAD':
+      return (rep, _t, _l, ctx) => xad(rep, ctx);
+    case 'XTN':
+      return (rep) => xtn(rep, spec.use as 'home' | 'work' | undefined);
+    case 'CWE':
+      return (rep, _t, loc, ctx) => {
+        const cc = cwe(rep);
+        if (!cc || !spec.table) return cc;
+        const code = comp(rep, 1);
+        const mapped = ctx.codes.lookup(spec.table, code);
+        if (mapped) cc.coding = [mapped, ...(cc.coding ?? []).filter((c) => c.code !== mapped.code)];
+        else if (present(code)) {
+          const src = ctx.codes.sourceSystem(spec.table);
+          cc.coding = (cc.coding ?? []).map((c) => (c.system ? c : { ...c, ...(src ? { system: src } : {}) }));
+          ctx.issues.push(issue({ severity: 'warning', text: `${loc.text}: code "${code}" has no mapping in mappings/codes (${spec.table}); kept as sent`, where: loc.text }));
         }
-        case 'XCN': {
-          const parts = xcnParts(rep, ctx);
-          v = parts && spec.ref === 'Practitioner' ? practitionerRef(parts, ctx) : parts?.name;
-          break;
-        }
-        case 'XON': {
-          const parts = xonParts(rep, ctx);
-          v = parts && spec.ref === 'Organization' ? organizationRef(parts, ctx) : parts?.name;
-          break;
-        }
-        default:
-          throw new Error(`mapping: unknown type ${spec.type} at ${loc.text}`);
-      }
-    }
-    if (v !== undefined) out.push(v);
-  });
-  return out;
+        return cc;
+      };
+    case 'XCN':
+      return (rep, _t, _l, ctx) => {
+        const parts = xcnParts(rep, ctx);
+        return parts && spec.ref === 'Practitioner' ? practitionerRef(parts, ctx) : parts?.name;
+      };
+    case 'XON':
+      return (rep, _t, _l, ctx) => {
+        const parts = xonParts(rep, ctx);
+        return parts && spec.ref === 'Organization' ? organizationRef(parts, ctx) : parts?.name;
+      };
+    default:
+      throw new Error(`unknown type ${type} (known: string, integer, decimal, boolean, date, dateTime, instant, CX, XPN, XAD, XTN, CWE, XCN, XON)`);
+  }
 }
 
 function lookupCode(table: string, code: string, where: string, ctx: Ctx): Coding {

@@ -16,6 +16,7 @@ export interface MllpClient {
 export function connectMllp(host: string, port: number): Promise<MllpClient> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, host);
+    socket.setNoDelay(true);
     const deframer = new Deframer(64 * 1024 * 1024);
     const received: Buffer[] = [];
     const waiting: ((b: Buffer) => void)[] = [];

@@ -106,6 +106,7 @@ export async function startMllpServer(opts: MllpOptions): Promise<MllpServer> {
 
   const server = net.createServer((socket) => {
     sockets.add(socket);
+    socket.setNoDelay(true); // an ACK is one small write: do not let Nagle hold it back
     const peer: Peer = { remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0, localPort: socket.localPort ?? 0 };
     const log = opts.logger.child({ peer: `${peer.remoteAddress}:${peer.remotePort}` });
     const deframer = new Deframer(opts.maxMessageBytes);

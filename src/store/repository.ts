@@ -105,59 +105,97 @@ export class Writer {
    */
   async update<T extends Resource>(resource: T, opts: { ifMatch?: string } = {}): Promise<WriteResult<T>> {
     if (!resource.id) throw new OutcomeError('invalid', 'update needs Resource.id', `${resource.resourceType}.id`);
-    return this.put(resource, opts);
+    return (await this.updateMany([resource], opts.ifMatch))[0] as WriteResult<T>;
   }
 
-  private async put<T extends Resource>(resource: T, opts: { ifMatch?: string }): Promise<WriteResult<T>> {
-    const type = resource.resourceType;
-    const id = resource.id as string;
-    assertId(id, `${type}.id`);
-    this.opts.validate?.(resource);
-    await this.lock(`res|${type}|${id}`);
-    const rows = await this.tx.query<{ version_id: number; deleted: boolean; content: string }>(
-      `SELECT version_id, deleted, content FROM resource WHERE resource_type = $1 AND id = $2`,
-      [type, id],
+  private put<T extends Resource>(resource: T, opts: { ifMatch?: string }): Promise<WriteResult<T>> {
+    return this.update(resource, opts);
+  }
+
+  /**
+   * Several updates in a handful of set-based statements (one lock statement, one read, one insert or update
+   * per table): a converted message writes its twenty-odd resources this way. Results are in input order;
+   * a resource listed twice is written once (its first occurrence).
+   */
+  async updateMany(resources: Resource[], ifMatch?: string): Promise<WriteResult[]> {
+    const keyOf = (r: Resource): string => `${r.resourceType}/${r.id}`;
+    const unique = new Map<string, Resource>();
+    for (const r of resources) {
+      if (!r.id) throw new OutcomeError('invalid', 'update needs Resource.id', `${r.resourceType}.id`);
+      assertId(r.id, `${r.resourceType}.id`);
+      if (!unique.has(keyOf(r))) unique.set(keyOf(r), r);
+    }
+    const list = [...unique.values()];
+    for (const r of list) this.opts.validate?.(r);
+    // lock in one sorted order, so two writers of overlapping sets cannot deadlock
+    const lockKeys = list.map((r) => `res|${r.resourceType}|${r.id}`).sort();
+    await this.tx.query(`SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k`, [lockKeys]);
+    const rows = await this.tx.query<{ resource_type: string; id: string; version_id: number; deleted: boolean; content: string }>(
+      `SELECT resource_type, id, version_id, deleted, content FROM resource
+       WHERE (resource_type, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+      [list.map((r) => r.resourceType), list.map((r) => r.id)],
     );
-    const current = rows[0];
-    if (opts.ifMatch !== undefined) {
-      if (!current || String(current.version_id) !== opts.ifMatch) {
-        throw new OutcomeError(
-          'precondition',
-          `If-Match version ${opts.ifMatch} is not the current version of ${type}/${id} (current: ${current ? current.version_id : 'none'})`,
-        );
+    const current = new Map(rows.map((r) => [`${r.resource_type}/${r.id}`, r]));
+    if (ifMatch !== undefined) {
+      const c = current.get(keyOf(list[0]));
+      if (!c || String(c.version_id) !== ifMatch) {
+        throw new OutcomeError('precondition', `If-Match version ${ifMatch} is not the current version of ${keyOf(list[0])} (current: ${c ? c.version_id : 'none'})`);
       }
     }
-    if (current && !current.deleted) {
-      const old = JSON.parse(current.content) as Resource;
-      if (stableContent(old) === stableContent(resource)) return { resource: old as T, outcome: 'unchanged' };
-      this.opts.checkUpdate?.(old, resource);
-    }
-    const versionId = current ? Number(current.version_id) + 1 : 1;
+    const results = new Map<string, WriteResult>();
     const lastUpdated = new Date().toISOString();
-    const stored = { ...resource, meta: { ...resource.meta, versionId: String(versionId), lastUpdated } } as T;
-    const content = JSON.stringify(stored);
-    const index = indexRows(stored);
-    const patientKey = index.patientKey;
-    if (current) {
-      await this.tx.query(
-        `UPDATE resource SET version_id = $3, last_updated = $4, deleted = false, patient_key = $5, content = $6
-         WHERE resource_type = $1 AND id = $2`,
-        [type, id, versionId, lastUpdated, patientKey, content],
-      );
-    } else {
+    const inserts: { r: Resource; content: string; index: IndexRows }[] = [];
+    const updates: { r: Resource; content: string; index: IndexRows }[] = [];
+    for (const r of list) {
+      const cur = current.get(keyOf(r));
+      if (cur && !cur.deleted) {
+        const old = JSON.parse(cur.content) as Resource;
+        if (stableContent(old) === stableContent(r)) {
+          results.set(keyOf(r), { resource: old, outcome: 'unchanged' });
+          continue;
+        }
+        this.opts.checkUpdate?.(old, r);
+      }
+      const versionId = cur ? Number(cur.version_id) + 1 : 1;
+      const stored = { ...r, meta: { ...r.meta, versionId: String(versionId), lastUpdated } } as Resource;
+      const entry = { r: stored, content: JSON.stringify(stored), index: indexRows(stored) };
+      (cur ? updates : inserts).push(entry);
+      results.set(keyOf(r), { resource: stored, outcome: cur && !cur.deleted ? 'updated' : 'created' });
+    }
+    const cols = (xs: typeof inserts) => [
+      xs.map((x) => x.r.resourceType),
+      xs.map((x) => x.r.id),
+      xs.map((x) => Number(x.r.meta!.versionId)),
+      xs.map((x) => x.r.meta!.lastUpdated),
+      xs.map((x) => x.index.patientKey),
+      xs.map((x) => x.content),
+    ];
+    if (inserts.length) {
       await this.tx.query(
         `INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, patient_key, content)
-         VALUES ($1, $2, $3, $4, false, $5, $6)`,
-        [type, id, versionId, lastUpdated, patientKey, content],
+         SELECT t, i, v, lu, false, pk, c FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], $6::text[]) AS u(t, i, v, lu, pk, c)`,
+        cols(inserts),
       );
     }
-    await this.tx.query(
-      `INSERT INTO resource_version (resource_type, id, version_id, last_updated, deleted, patient_key, content)
-       VALUES ($1, $2, $3, $4, false, $5, $6)`,
-      [type, id, versionId, lastUpdated, patientKey, content],
-    );
-    await this.writeIndex(type, id, index, current !== undefined);
-    return { resource: stored, outcome: current && !current.deleted ? 'updated' : 'created' };
+    if (updates.length) {
+      await this.tx.query(
+        `UPDATE resource r SET version_id = u.v, last_updated = u.lu, deleted = false, patient_key = u.pk, content = u.c
+         FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], $6::text[]) AS u(t, i, v, lu, pk, c)
+         WHERE r.resource_type = u.t AND r.id = u.i`,
+        cols(updates),
+      );
+    }
+    const written = [...inserts, ...updates];
+    if (written.length) {
+      await this.tx.query(
+        `INSERT INTO resource_version (resource_type, id, version_id, last_updated, deleted, patient_key, content)
+         SELECT t, i, v, lu, false, pk, c FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], $6::text[]) AS u(t, i, v, lu, pk, c)`,
+        cols(written),
+      );
+      if (updates.length) await this.deleteIndex(updates.map((x) => x.r.resourceType), updates.map((x) => x.r.id as string));
+      await this.insertIndex(written.map((x) => ({ type: x.r.resourceType, id: x.r.id as string, rows: x.index })));
+    }
+    return resources.map((r) => results.get(keyOf(r))!);
   }
 
   /** delete: a new, empty version marks the resource deleted; history keeps every earlier version. */
@@ -181,7 +219,7 @@ export class Writer {
       `INSERT INTO resource_version (resource_type, id, version_id, last_updated, deleted, patient_key, content) VALUES ($1, $2, $3, $4, true, $5, NULL)`,
       [resourceType, id, versionId, lastUpdated, rows[0].patient_key],
     );
-    await this.writeIndex(resourceType, id, undefined, true);
+    await this.deleteIndex([resourceType], [id]);
     return { versionId: String(versionId) };
   }
 
@@ -230,55 +268,53 @@ export class Writer {
     await this.tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [key]);
   }
 
-  private async writeIndex(type: string, id: string, rows: IndexRows | undefined, replace: boolean): Promise<void> {
-    if (replace) {
-      for (const t of ['idx_token', 'idx_string', 'idx_reference', 'idx_date', 'idx_quantity']) {
-        await this.tx.query(`DELETE FROM ${t} WHERE resource_type = $1 AND resource_id = $2`, [type, id]);
-      }
+  private async deleteIndex(types: string[], ids: string[]): Promise<void> {
+    for (const t of ['idx_token', 'idx_string', 'idx_reference', 'idx_date', 'idx_quantity']) {
+      await this.tx.query(`DELETE FROM ${t} WHERE (resource_type, resource_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`, [types, ids]);
     }
-    if (!rows) return;
-    const pk = rows.patientKey;
-    if (rows.token.length) {
+  }
+
+  /** One multi-row insert per index table for all the given resources. */
+  private async insertIndex(items: { type: string; id: string; rows: IndexRows }[]): Promise<void> {
+    const flat = <R>(pick: (x: IndexRows) => R[]) => items.flatMap((it) => pick(it.rows).map((row) => ({ it, row })));
+    const token = flat((x) => x.token);
+    if (token.length) {
       await this.tx.query(
         `INSERT INTO idx_token (resource_type, resource_id, param, system, code, patient_key)
-         SELECT $1, $2, p, s, c, $3 FROM unnest($4::text[], $5::text[], $6::text[]) AS u(p, s, c)`,
-        [type, id, pk, rows.token.map((t) => t.param), rows.token.map((t) => t.system ?? null), rows.token.map((t) => t.code ?? null)],
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])`,
+        [token.map((x) => x.it.type), token.map((x) => x.it.id), token.map((x) => x.row.param), token.map((x) => x.row.system ?? null), token.map((x) => x.row.code ?? null), token.map((x) => x.it.rows.patientKey)],
       );
     }
-    if (rows.string.length) {
+    const str = flat((x) => x.string);
+    if (str.length) {
       await this.tx.query(
         `INSERT INTO idx_string (resource_type, resource_id, param, value, patient_key)
-         SELECT $1, $2, p, v, $3 FROM unnest($4::text[], $5::text[]) AS u(p, v)`,
-        [type, id, pk, rows.string.map((t) => t.param), rows.string.map((t) => t.value)],
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])`,
+        [str.map((x) => x.it.type), str.map((x) => x.it.id), str.map((x) => x.row.param), str.map((x) => x.row.value), str.map((x) => x.it.rows.patientKey)],
       );
     }
-    if (rows.reference.length) {
+    const ref = flat((x) => x.reference);
+    if (ref.length) {
       await this.tx.query(
         `INSERT INTO idx_reference (resource_type, resource_id, param, target_type, target_id, patient_key)
-         SELECT $1, $2, p, tt, ti, $3 FROM unnest($4::text[], $5::text[], $6::text[]) AS u(p, tt, ti)`,
-        [type, id, pk, rows.reference.map((t) => t.param), rows.reference.map((t) => t.targetType), rows.reference.map((t) => t.targetId)],
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])`,
+        [ref.map((x) => x.it.type), ref.map((x) => x.it.id), ref.map((x) => x.row.param), ref.map((x) => x.row.targetType), ref.map((x) => x.row.targetId), ref.map((x) => x.it.rows.patientKey)],
       );
     }
-    if (rows.date.length) {
+    const date = flat((x) => x.date);
+    if (date.length) {
       await this.tx.query(
         `INSERT INTO idx_date (resource_type, resource_id, param, low, high, patient_key)
-         SELECT $1, $2, p, l, h, $3 FROM unnest($4::text[], $5::timestamptz[], $6::timestamptz[]) AS u(p, l, h)`,
-        [type, id, pk, rows.date.map((t) => t.param), rows.date.map((t) => t.low), rows.date.map((t) => t.high)],
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[])`,
+        [date.map((x) => x.it.type), date.map((x) => x.it.id), date.map((x) => x.row.param), date.map((x) => x.row.low), date.map((x) => x.row.high), date.map((x) => x.it.rows.patientKey)],
       );
     }
-    if (rows.quantity.length) {
+    const qty = flat((x) => x.quantity);
+    if (qty.length) {
       await this.tx.query(
         `INSERT INTO idx_quantity (resource_type, resource_id, param, value, system, code, patient_key)
-         SELECT $1, $2, p, v, s, c, $3 FROM unnest($4::text[], $5::numeric[], $6::text[], $7::text[]) AS u(p, v, s, c)`,
-        [
-          type,
-          id,
-          pk,
-          rows.quantity.map((t) => t.param),
-          rows.quantity.map((t) => t.value),
-          rows.quantity.map((t) => t.system ?? null),
-          rows.quantity.map((t) => t.code ?? null),
-        ],
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::text[], $6::text[], $7::text[])`,
+        [qty.map((x) => x.it.type), qty.map((x) => x.it.id), qty.map((x) => x.row.param), qty.map((x) => x.row.value), qty.map((x) => x.row.system ?? null), qty.map((x) => x.row.code ?? null), qty.map((x) => x.it.rows.patientKey)],
       );
     }
   }

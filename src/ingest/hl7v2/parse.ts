@@ -172,23 +172,16 @@ let rawDictionaries: Record<string, HL7Dictionary> | undefined;
 /** The library's dictionaries with every decoder removed, so each value stays the text the sender wrote. */
 function dictionariesWithoutDecoders(): Record<string, HL7Dictionary> {
   if (rawDictionaries) return rawDictionaries;
+  type Def = Record<string, unknown> & { fields?: Record<string, Def> };
+  // a type or segment definition, and the definitions of its fields, without decode/encode
+  const strip = (def: Def): Def => {
+    const { decode: _d, encode: _e, fields, ...rest } = def;
+    return fields ? { ...rest, fields: Object.fromEntries(Object.entries(fields).map(([k, f]) => [k, strip(f)])) } : rest;
+  };
   const out: Record<string, HL7Dictionary> = {};
   for (const [version, dict] of Object.entries(hl7Dictionaries as Record<string, HL7Dictionary>)) {
-    const types: Record<string, unknown> = {};
-    for (const [name, t] of Object.entries(dict.types)) {
-      const { decode: _d, encode: _e, ...rest } = t as unknown as Record<string, unknown>;
-      types[name] = rest;
-    }
-    const segments: Record<string, unknown> = {};
-    for (const [name, sd] of Object.entries(dict.segments)) {
-      const fields: Record<string, unknown> = {};
-      for (const [pos, f] of Object.entries((sd as { fields?: Record<string, unknown> }).fields ?? {})) {
-        const { decode: _d, encode: _e, ...rest } = f as Record<string, unknown>;
-        fields[pos] = rest;
-      }
-      segments[name] = { ...(sd as object), fields };
-    }
-    out[version] = { ...dict, types, segments } as unknown as HL7Dictionary;
+    const map = (o: object): Record<string, Def> => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, strip(v as Def)]));
+    out[version] = { ...dict, types: map(dict.types), segments: map(dict.segments) } as unknown as HL7Dictionary;
   }
   return (rawDictionaries = out);
 }
@@ -218,9 +211,8 @@ function libSegments(text: string, d: Hl7Delimiters, enc: string): Hl7Segment[] 
         reps.length
           ? reps.map((r) =>
               (r.components ?? []).map((c) => {
-                const subs = c.subComponents;
-                // a primitive component keeps `&` inside its value; a composite one is already split
-                return subs ? subs.map((x) => unescape(raw(x?.value), d)) : leaf(c.getValue());
+                // a component the library holds as one value keeps `&` inside it; otherwise it is already split
+                return c.isPrimitive || !c.subComponents ? leaf(c.getValue()) : Array.from(c.subComponents, (x) => unescape(raw(x?.value), d));
               }),
             )
           : [[['']]],
