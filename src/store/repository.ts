@@ -40,6 +40,13 @@ export interface RepositoryOptions {
 }
 
 const ID = /^[A-Za-z0-9\-.]{1,64}$/;
+const INDEX_TABLES = ['idx_token', 'idx_string', 'idx_reference', 'idx_date', 'idx_quantity'];
+
+interface BatchItem {
+  r: Resource;
+  content: string;
+  index: IndexRows;
+}
 
 export function assertId(id: string, where = 'id'): void {
   if (!ID.test(id)) throw new OutcomeError('invalid', `"${id}" is not a valid FHIR id ([A-Za-z0-9-.]{1,64})`, where);
@@ -144,8 +151,8 @@ export class Writer {
     }
     const results = new Map<string, WriteResult>();
     const lastUpdated = new Date().toISOString();
-    const inserts: { r: Resource; content: string; index: IndexRows }[] = [];
-    const updates: { r: Resource; content: string; index: IndexRows }[] = [];
+    const inserts: BatchItem[] = [];
+    const updates: BatchItem[] = [];
     for (const r of list) {
       const cur = current.get(keyOf(r));
       if (cur && !cur.deleted) {
@@ -162,39 +169,8 @@ export class Writer {
       (cur ? updates : inserts).push(entry);
       results.set(keyOf(r), { resource: stored, outcome: cur && !cur.deleted ? 'updated' : 'created' });
     }
-    const cols = (xs: typeof inserts) => [
-      xs.map((x) => x.r.resourceType),
-      xs.map((x) => x.r.id),
-      xs.map((x) => Number(x.r.meta!.versionId)),
-      xs.map((x) => x.r.meta!.lastUpdated),
-      xs.map((x) => x.index.patientKey),
-      xs.map((x) => x.content),
-    ];
-    if (inserts.length) {
-      await this.tx.query(
-        `INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, patient_key, content)
-         SELECT t, i, v, lu, false, pk, c FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], $6::text[]) AS u(t, i, v, lu, pk, c)`,
-        cols(inserts),
-      );
-    }
-    if (updates.length) {
-      await this.tx.query(
-        `UPDATE resource r SET version_id = u.v, last_updated = u.lu, deleted = false, patient_key = u.pk, content = u.c
-         FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], $6::text[]) AS u(t, i, v, lu, pk, c)
-         WHERE r.resource_type = u.t AND r.id = u.i`,
-        cols(updates),
-      );
-    }
     const written = [...inserts, ...updates];
-    if (written.length) {
-      await this.tx.query(
-        `INSERT INTO resource_version (resource_type, id, version_id, last_updated, deleted, patient_key, content)
-         SELECT t, i, v, lu, false, pk, c FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::text[], $6::text[]) AS u(t, i, v, lu, pk, c)`,
-        cols(written),
-      );
-      if (updates.length) await this.deleteIndex(updates.map((x) => x.r.resourceType), updates.map((x) => x.r.id as string));
-      await this.insertIndex(written.map((x) => ({ type: x.r.resourceType, id: x.r.id as string, rows: x.index })));
-    }
+    if (written.length) await this.writeBatch(inserts, updates);
     return resources.map((r) => results.get(keyOf(r))!);
   }
 
@@ -268,56 +244,73 @@ export class Writer {
     await this.tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [key]);
   }
 
+  /**
+   * Every row of a batch in ONE statement (data-modifying CTEs): new and changed resources, their versions,
+   * and their index rows (old ones of changed resources deleted). One round trip, whatever the batch size.
+   */
+  private async writeBatch(inserts: BatchItem[], updates: BatchItem[]): Promise<void> {
+    const written = [...inserts, ...updates];
+    const params: unknown[] = [];
+    const p = (v: unknown): string => `$${params.push(v)}`;
+    const cols = (xs: BatchItem[]) =>
+      [
+        `${p(xs.map((x) => x.r.resourceType))}::text[]`,
+        `${p(xs.map((x) => x.r.id))}::text[]`,
+        `${p(xs.map((x) => Number(x.r.meta!.versionId)))}::int[]`,
+        `${p(xs.map((x) => x.r.meta!.lastUpdated))}::timestamptz[]`,
+        `${p(xs.map((x) => x.index.patientKey))}::text[]`,
+        `${p(xs.map((x) => x.content))}::text[]`,
+      ].join(', ');
+    const ctes: string[] = [];
+    if (inserts.length) {
+      ctes.push(`ins AS (INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, patient_key, content)
+        SELECT t, i, v, lu, false, pk, c FROM unnest(${cols(inserts)}) AS u(t, i, v, lu, pk, c))`);
+    }
+    if (updates.length) {
+      ctes.push(`upd AS (UPDATE resource r SET version_id = u.v, last_updated = u.lu, deleted = false, patient_key = u.pk, content = u.c
+        FROM unnest(${cols(updates)}) AS u(t, i, v, lu, pk, c) WHERE r.resource_type = u.t AND r.id = u.i)`);
+      const owners = `(resource_type, resource_id) IN (SELECT * FROM unnest(${p(updates.map((x) => x.r.resourceType))}::text[], ${p(updates.map((x) => x.r.id))}::text[]))`;
+      for (const t of INDEX_TABLES) ctes.push(`del_${t} AS (DELETE FROM ${t} WHERE ${owners})`);
+    }
+    ctes.push(`ver AS (INSERT INTO resource_version (resource_type, id, version_id, last_updated, deleted, patient_key, content)
+      SELECT t, i, v, lu, false, pk, c FROM unnest(${cols(written)}) AS u(t, i, v, lu, pk, c))`);
+    const flat = <R>(pick: (x: IndexRows) => R[]) => written.flatMap((it) => pick(it.index).map((row) => ({ it, row })));
+    const owner = (xs: { it: BatchItem }[]) => `${p(xs.map((x) => x.it.r.resourceType))}::text[], ${p(xs.map((x) => x.it.r.id))}::text[]`;
+    const pks = (xs: { it: BatchItem }[]) => `${p(xs.map((x) => x.it.index.patientKey))}::text[]`;
+    const token = flat((x) => x.token);
+    if (token.length) {
+      ctes.push(`i_token AS (INSERT INTO idx_token (resource_type, resource_id, param, system, code, patient_key)
+        SELECT * FROM unnest(${owner(token)}, ${p(token.map((x) => x.row.param))}::text[], ${p(token.map((x) => x.row.system ?? null))}::text[], ${p(token.map((x) => x.row.code ?? null))}::text[], ${pks(token)}))`);
+    }
+    const str = flat((x) => x.string);
+    if (str.length) {
+      ctes.push(`i_string AS (INSERT INTO idx_string (resource_type, resource_id, param, value, patient_key)
+        SELECT * FROM unnest(${owner(str)}, ${p(str.map((x) => x.row.param))}::text[], ${p(str.map((x) => x.row.value))}::text[], ${pks(str)}))`);
+    }
+    const ref = flat((x) => x.reference);
+    if (ref.length) {
+      ctes.push(`i_ref AS (INSERT INTO idx_reference (resource_type, resource_id, param, target_type, target_id, patient_key)
+        SELECT * FROM unnest(${owner(ref)}, ${p(ref.map((x) => x.row.param))}::text[], ${p(ref.map((x) => x.row.targetType))}::text[], ${p(ref.map((x) => x.row.targetId))}::text[], ${pks(ref)}))`);
+    }
+    const date = flat((x) => x.date);
+    if (date.length) {
+      ctes.push(`i_date AS (INSERT INTO idx_date (resource_type, resource_id, param, low, high, patient_key)
+        SELECT * FROM unnest(${owner(date)}, ${p(date.map((x) => x.row.param))}::text[], ${p(date.map((x) => x.row.low))}::timestamptz[], ${p(date.map((x) => x.row.high))}::timestamptz[], ${pks(date)}))`);
+    }
+    const qty = flat((x) => x.quantity);
+    if (qty.length) {
+      ctes.push(`i_qty AS (INSERT INTO idx_quantity (resource_type, resource_id, param, value, system, code, patient_key)
+        SELECT * FROM unnest(${owner(qty)}, ${p(qty.map((x) => x.row.param))}::text[], ${p(qty.map((x) => x.row.value))}::numeric[], ${p(qty.map((x) => x.row.system ?? null))}::text[], ${p(qty.map((x) => x.row.code ?? null))}::text[], ${pks(qty)}))`);
+    }
+    await this.tx.query(`WITH ${ctes.join(',\n')} SELECT 1`, params);
+  }
+
   private async deleteIndex(types: string[], ids: string[]): Promise<void> {
-    for (const t of ['idx_token', 'idx_string', 'idx_reference', 'idx_date', 'idx_quantity']) {
+    for (const t of INDEX_TABLES) {
       await this.tx.query(`DELETE FROM ${t} WHERE (resource_type, resource_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`, [types, ids]);
     }
   }
 
-  /** One multi-row insert per index table for all the given resources. */
-  private async insertIndex(items: { type: string; id: string; rows: IndexRows }[]): Promise<void> {
-    const flat = <R>(pick: (x: IndexRows) => R[]) => items.flatMap((it) => pick(it.rows).map((row) => ({ it, row })));
-    const token = flat((x) => x.token);
-    if (token.length) {
-      await this.tx.query(
-        `INSERT INTO idx_token (resource_type, resource_id, param, system, code, patient_key)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])`,
-        [token.map((x) => x.it.type), token.map((x) => x.it.id), token.map((x) => x.row.param), token.map((x) => x.row.system ?? null), token.map((x) => x.row.code ?? null), token.map((x) => x.it.rows.patientKey)],
-      );
-    }
-    const str = flat((x) => x.string);
-    if (str.length) {
-      await this.tx.query(
-        `INSERT INTO idx_string (resource_type, resource_id, param, value, patient_key)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])`,
-        [str.map((x) => x.it.type), str.map((x) => x.it.id), str.map((x) => x.row.param), str.map((x) => x.row.value), str.map((x) => x.it.rows.patientKey)],
-      );
-    }
-    const ref = flat((x) => x.reference);
-    if (ref.length) {
-      await this.tx.query(
-        `INSERT INTO idx_reference (resource_type, resource_id, param, target_type, target_id, patient_key)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])`,
-        [ref.map((x) => x.it.type), ref.map((x) => x.it.id), ref.map((x) => x.row.param), ref.map((x) => x.row.targetType), ref.map((x) => x.row.targetId), ref.map((x) => x.it.rows.patientKey)],
-      );
-    }
-    const date = flat((x) => x.date);
-    if (date.length) {
-      await this.tx.query(
-        `INSERT INTO idx_date (resource_type, resource_id, param, low, high, patient_key)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[])`,
-        [date.map((x) => x.it.type), date.map((x) => x.it.id), date.map((x) => x.row.param), date.map((x) => x.row.low), date.map((x) => x.row.high), date.map((x) => x.it.rows.patientKey)],
-      );
-    }
-    const qty = flat((x) => x.quantity);
-    if (qty.length) {
-      await this.tx.query(
-        `INSERT INTO idx_quantity (resource_type, resource_id, param, value, system, code, patient_key)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::text[], $6::text[], $7::text[])`,
-        [qty.map((x) => x.it.type), qty.map((x) => x.it.id), qty.map((x) => x.row.param), qty.map((x) => x.row.value), qty.map((x) => x.row.system ?? null), qty.map((x) => x.row.code ?? null), qty.map((x) => x.it.rows.patientKey)],
-      );
-    }
-  }
 }
 
 /** The repository: each call is its own transaction; `transaction()` groups several writes into one. */
