@@ -1,4 +1,6 @@
 /**
+ * BENCH_MESSAGES (800), BENCH_RATE (200 msg/s) and BENCH_SECONDS (10) set the sizes.
+ *
  * (b) End-to-end MLLP ingest with durable commit: every ACK (AA) is sent only after the raw message is stored
  * and its resources are committed to the shared plan. Sustained messages/s with 8 connections sending back to
  * back, then ACK latency p50/p99 at a fixed 200 msg/s (latency counted from the scheduled send time, so a slow
@@ -31,7 +33,7 @@ export async function benchMllp(opts: { label: string; databaseUrl?: string }): 
     await w.close();
 
     // sustained: 8 connections back to back
-    const total = 1600;
+    const total = Number(process.env.BENCH_MESSAGES ?? 800);
     const conns = 8;
     const t0 = performance.now();
     let bad = 0;
@@ -46,8 +48,8 @@ export async function benchMllp(opts: { label: string; databaseUrl?: string }): 
     line('sustained, 8 connections', { 'msg/s': Math.round(total / secs), messages: total, 'not AA': bad });
 
     // fixed rate 200 msg/s for 10 s over 4 connections
-    const rate = 200;
-    const duration = 10;
+    const rate = Number(process.env.BENCH_RATE ?? 200);
+    const duration = Number(process.env.BENCH_SECONDS ?? 10);
     const lat: number[] = [];
     const start = performance.now() + 100;
     const perConn = 4;

@@ -134,15 +134,32 @@ export class Writer {
     }
     const list = [...unique.values()];
     for (const r of list) this.opts.validate?.(r);
-    // lock in one sorted order, so two writers of overlapping sets cannot deadlock
-    const lockKeys = list.map((r) => `res|${r.resourceType}|${r.id}`).sort();
-    await this.tx.query(`SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k`, [lockKeys]);
-    const rows = await this.tx.query<{ resource_type: string; id: string; version_id: number; deleted: boolean; content: string }>(
-      `SELECT resource_type, id, version_id, deleted, content FROM resource
-       WHERE (resource_type, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
-      [list.map((r) => r.resourceType), list.map((r) => r.id)],
-    );
-    const current = new Map(rows.map((r) => [`${r.resource_type}/${r.id}`, r]));
+    const selectCurrent = async (rs: Resource[]) =>
+      new Map(
+        (
+          await this.tx.query<{ resource_type: string; id: string; version_id: number; deleted: boolean; content: string }>(
+            `SELECT resource_type, id, version_id, deleted, content FROM resource
+             WHERE (resource_type, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+            [rs.map((r) => r.resourceType), rs.map((r) => r.id)],
+          )
+        ).map((r) => [`${r.resource_type}/${r.id}`, r]),
+      );
+    // Read first without locks: resources many messages share (the GP, the sending hospital) are usually
+    // unchanged, and need no lock. Only what will be written is locked — in one sorted order, so two writers of
+    // overlapping sets cannot deadlock — and read again under the lock.
+    let current = await selectCurrent(list);
+    const unchanged = (r: Resource): boolean => {
+      const cur = current.get(keyOf(r));
+      return ifMatch === undefined && !!cur && !cur.deleted && stableContent(JSON.parse(cur.content) as Resource) === stableContent(r);
+    };
+    const toWrite = list.filter((r) => !unchanged(r));
+    if (toWrite.length) {
+      const lockKeys = toWrite.map((r) => `res|${r.resourceType}|${r.id}`).sort();
+      await this.tx.query(`SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k`, [lockKeys]);
+      const fresh = await selectCurrent(toWrite);
+      current = new Map([...current].filter(([k]) => !toWrite.some((r) => keyOf(r) === k)));
+      for (const [k, v] of fresh) current.set(k, v);
+    }
     if (ifMatch !== undefined) {
       const c = current.get(keyOf(list[0]));
       if (!c || String(c.version_id) !== ifMatch) {
