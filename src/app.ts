@@ -61,7 +61,7 @@ export async function startGateway(config: Config, logger: Logger, opts: Gateway
       port: config.mllpPort,
       maxMessageBytes: config.mllpMaxMessageBytes,
       logger: logger.child({ channel: 'mllp' }),
-      handler: async (payload) => (await receiver.receive(payload, 'mllp')).ack,
+      handler: async (payload, peer) => (await receiver.receive(payload, 'mllp', `${peer.remoteAddress}:${peer.remotePort}`)).ack,
     });
   }
   // messages stored but not processed before a crash are processed now, then whatever arrives later

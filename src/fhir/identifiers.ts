@@ -97,26 +97,28 @@ export function checkRegistryCode(code: string): boolean {
 
 /** The UUID namespace of care-gateway's name-based ids (a fixed random UUID; never change it: ids would move). */
 export const ID_NAMESPACE = '6f1c7f0e-3b8a-4d2e-9c55-0b7d2a61c4e9';
-const NAMESPACE_BYTES = Buffer.from(ID_NAMESPACE.replaceAll('-', ''), 'hex');
 
-/** A source identifier part as it goes into an id: trimmed, Unicode NFC, alias systems in canonical form. */
-export function normaliseIdPart(part: string): string {
-  const p = part.trim().normalize('NFC');
-  return canonicalSystem(p);
-}
-
-/**
- * A resource id derived from source identifiers: an RFC 4122 §4.3 name-based UUID, version 5 (SHA-1 over
- * {@link ID_NAMESPACE} + `type` + the normalised parts). The same inputs always give the same id, so a re-sent
- * message lands on the same resource instead of a duplicate. The result (36 chars of [0-9a-f-]) is a valid FHIR id.
- *
- * @example deterministicId('Patient', SYSTEMS.isikukood, '37302102711')
- */
-export function deterministicId(resourceType: string, ...parts: string[]): string {
-  const name = [resourceType, ...parts.map(normaliseIdPart)].join('\u001f');
-  const h = crypto.createHash('sha1').update(NAMESPACE_BYTES).update(name, 'utf8').digest();
+/** An RFC 4122 §4.3 name-based UUID, version 5 (SHA-1), of a name within a namespace UUID. */
+export function uuidV5(namespace: string, name: string): string {
+  const h = crypto.createHash('sha1').update(Buffer.from(namespace.replaceAll('-', ''), 'hex')).update(name, 'utf8').digest();
   h[6] = (h[6] & 0x0f) | 0x50;
   h[8] = (h[8] & 0x3f) | 0x80;
   const x = h.subarray(0, 16).toString('hex');
   return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
+}
+
+/** A source identifier part as it goes into an id: trimmed, Unicode NFC, alias systems in canonical form. */
+export function normaliseIdPart(part: string): string {
+  return canonicalSystem(part.trim().normalize('NFC'));
+}
+
+/**
+ * A resource id derived from source identifiers: {@link uuidV5} in {@link ID_NAMESPACE} of the resource type and
+ * the normalised parts (joined with U+001F). The same inputs always give the same id, so a re-sent message lands
+ * on the same resource instead of a duplicate. The result (36 chars of [0-9a-f-]) is a valid FHIR id.
+ *
+ * @example deterministicId('Patient', SYSTEMS.isikukood, '37302102711')
+ */
+export function deterministicId(resourceType: string, ...parts: string[]): string {
+  return uuidV5(ID_NAMESPACE, [resourceType, ...parts.map(normaliseIdPart)].join('\u001f'));
 }

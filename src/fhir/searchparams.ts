@@ -24,6 +24,11 @@ export interface SearchParamDef {
   expression: string;
   /** resource types a reference parameter may point at */
   targets: string[];
+  /**
+   * The top-level elements the expression starts from (`subject` for `CarePlan.subject.where(…)`); a resource with
+   * none of them cannot have a value, and the expression is not evaluated. Undefined when it cannot be told.
+   */
+  heads?: string[];
 }
 
 type Atom = ReturnType<typeof parseFhirPath>;
@@ -53,6 +58,26 @@ function forType(parts: string[], type: string): string {
   return parts.filter((p) => p.replace(/^\(+/, '').startsWith(`${type}.`) || p.replace(/^\(+/, '') === type).join(' | ');
 }
 
+/** `CarePlan.subject.where(resolve() is Patient) | (CarePlan.period)` → ['subject', 'period'] */
+function headsOf(expression: string, type: string): string[] | undefined {
+  const heads: string[] = [];
+  for (const part of splitUnion(expression)) {
+    const m = new RegExp(`^\\(*${type}\\.([a-zA-Z]+)`).exec(part);
+    if (!m) return undefined;
+    heads.push(m[1]);
+  }
+  return heads.length ? heads : undefined;
+}
+
+/** True when the resource has an element named `head`, or a choice element `head[x]` (`valueQuantity` for `value`). */
+function hasHead(r: Record<string, unknown>, heads: string[]): boolean {
+  for (const h of heads) {
+    if (r[h] !== undefined) return true;
+    for (const k in r) if (k.length > h.length && k.startsWith(h) && k.charCodeAt(h.length) < 91 && k.charCodeAt(h.length) > 64) return true;
+  }
+  return false;
+}
+
 function buildIndex(): Map<string, Map<string, SearchParamDef>> {
   const types = resourceTypes();
   const bundle = readDefinitions<{ entry: { resource: SearchParameter }[] }>('search-parameters.json');
@@ -67,14 +92,17 @@ function buildIndex(): Map<string, Map<string, SearchParamDef>> {
         const m = idx.get(t);
         if (!m) continue;
         const expression = base === 'Resource' || base === 'DomainResource' ? forType(parts, base).replaceAll(`${base}.`, `${t}.`) : forType(parts, t);
-        m.set(sp.code, { code: sp.code, type: sp.type as SearchParamType, url: sp.url, expression, targets: sp.target ?? [] });
+        m.set(sp.code, { code: sp.code, type: sp.type as SearchParamType, url: sp.url, expression, targets: sp.target ?? [], heads: headsOf(expression, t) });
       }
     }
   }
   return idx;
 }
 
-/** The search parameters of a resource type, by code; undefined for an unknown type. */
+/**
+ * The official R4 search parameters of a resource type, by code (the Resource-level ones, `_id`, `_lastUpdated`, …,
+ * included for every type); undefined for an unknown type. Loaded and split per type once.
+ */
 export function searchParamsFor(resourceType: string): Map<string, SearchParamDef> | undefined {
   index ??= buildIndex();
   return index.get(resourceType);
@@ -85,6 +113,57 @@ function ensureTypeInfo(): void {
   if (typesIndexed) return;
   for (const f of ['profiles-types.json', 'profiles-resources.json']) indexStructureDefinitionBundle(readDefinitions(f));
   typesIndexed = true;
+}
+
+/**
+ * One part of a parameter's expression, compiled once: a plain path (`CarePlan.activity.reference`) is followed
+ * directly through the JSON (choice elements included); anything else (`where(…)`, `as`, functions) is parsed once
+ * with @medplum/core and evaluated with its FHIRPath engine.
+ */
+type Compiled = { path: string[] } | { atom: Atom };
+const compiled = new Map<string, Compiled[]>();
+
+function compile(expression: string): Compiled[] {
+  let c = compiled.get(expression);
+  if (!c) {
+    c = [];
+    for (const part of splitUnion(expression)) {
+      if (/^[A-Z][A-Za-z]*(\.[a-z][A-Za-z]*)+$/.test(part)) c.push({ path: part.split('.').slice(1) });
+      else {
+        const a = atom(part);
+        if (a) c.push({ atom: a });
+      }
+    }
+    compiled.set(expression, c);
+  }
+  return c;
+}
+
+/** The values at a plain path; `effective` also finds `effectiveDateTime`, `effectivePeriod`, … */
+function follow(node: unknown, path: string[], i: number, out: TypedValue[]): void {
+  if (node === undefined || node === null) return;
+  if (Array.isArray(node)) {
+    for (const n of node) follow(n, path, i, out);
+    return;
+  }
+  if (i === path.length) {
+    out.push({ type: '', value: node });
+    return;
+  }
+  if (typeof node !== 'object') return;
+  const o = node as Record<string, unknown>;
+  const name = path[i];
+  if (o[name] !== undefined) {
+    follow(o[name], path, i + 1, out);
+    return;
+  }
+  for (const k in o) {
+    if (k.length > name.length && k.startsWith(name) && k.charCodeAt(name.length) >= 65 && k.charCodeAt(name.length) <= 90) {
+      const before = out.length;
+      follow(o[k], path, i + 1, out);
+      if (i + 1 === path.length) for (let j = before; j < out.length; j++) out[j] = { type: k.slice(name.length), value: out[j].value };
+    }
+  }
 }
 
 function atom(expr: string): Atom | null {
@@ -139,11 +218,14 @@ export function instantRange(v: string): [string, string] | undefined {
   return [new Date(low).toISOString(), new Date(high).toISOString()];
 }
 
-/** `Patient/1`, `Patient/1/_history/2` or an absolute URL ending in Type/id → [type, id]; others (contained, urn:) → undefined. */
+/**
+ * `Patient/1` or `Patient/1/_history/2` → [type, id]. Contained (`#x`), `urn:uuid:` and absolute URLs (resources on
+ * other servers) → undefined: they are not rows of this server's reference index.
+ */
 export function splitReference(ref: string): [string, string] | undefined {
-  if (ref.startsWith('#') || ref.startsWith('urn:')) return undefined;
+  if (ref.startsWith('#') || ref.startsWith('urn:') || ref.includes('://')) return undefined;
   const parts = ref.replace(/\/_history\/[^/]+$/, '').split('/');
-  if (parts.length < 2) return undefined;
+  if (parts.length !== 2) return undefined;
   const [type, id] = parts.slice(-2);
   return resourceTypes().has(type) && /^[A-Za-z0-9\-.]{1,64}$/.test(id) ? [type, id] : undefined;
 }
@@ -221,22 +303,35 @@ function addValue(out: SearchValues, def: SearchParamDef, tv: TypedValue): void 
   }
 }
 
-/** Every search value of a resource, per the official parameters of its type. */
-export function extractSearchValues(resource: Resource): SearchValues {
+/**
+ * Every search value of a resource, per the official parameters of its type, as index rows: tokens (Identifier,
+ * Coding, CodeableConcept, code, boolean, ContactPoint), references (`Type/id` on this server), date ranges
+ * (partial dates expand to their whole range; no offset means UTC; an open Period end is `infinity`), normalised
+ * strings (each part of a HumanName or Address on its own), quantities, numbers and URIs. `_id`, `_lastUpdated`
+ * and composite/special parameters are not extracted (the store has columns for the first two).
+ * `fhirPathOnly` evaluates plain paths with the FHIRPath engine too (slower; the tests compare both).
+ */
+export function extractSearchValues(resource: Resource, options: { fhirPathOnly?: boolean } = {}): SearchValues {
   ensureTypeInfo();
   const out: SearchValues = { token: [], string: [], reference: [], date: [], quantity: [], number: [], uri: [] };
   const defs = searchParamsFor(resource.resourceType);
   if (!defs) return out;
-  const input = [toTypedValue(resource)];
+  let typed: TypedValue[] | undefined;
+  const inputOf = (): TypedValue[] => (typed ??= [toTypedValue(resource)]);
   for (const def of defs.values()) {
     if (!def.expression || def.type === 'composite' || def.type === 'special' || def.code === '_id' || def.code === '_lastUpdated') continue;
-    const a = atom(def.expression);
-    if (!a) continue;
-    let values: TypedValue[];
-    try {
-      values = evalFhirPathTyped(a, input);
-    } catch {
-      continue; // an expression that cannot be evaluated on this resource leaves its parameter unindexed
+    if (def.heads && !hasHead(resource as unknown as Record<string, unknown>, def.heads)) continue;
+    const values: TypedValue[] = [];
+    for (const part of compile(def.expression)) {
+      if ('path' in part && !options.fhirPathOnly) follow(resource, part.path, 0, values);
+      else if ('path' in part) values.push(...evalFhirPathTyped(atom(`${resource.resourceType}.${part.path.join('.')}`)!, inputOf()));
+      else {
+        try {
+          values.push(...evalFhirPathTyped(part.atom, inputOf()));
+        } catch {
+          // an expression that cannot be evaluated on this resource leaves its parameter unindexed
+        }
+      }
     }
     for (const tv of values) addValue(out, def, tv);
   }

@@ -5,7 +5,7 @@
  * 2. the base StructureDefinitions (profiles-resources.json and profiles-types.json, compiled once at load):
  *    minimum cardinality at every level (root, backbone elements, data types such as Extension.url), and at most
  *    one value per choice element (`deceased[x]`) — things JSON schema does not say;
- * 3. a table of invariants JSON schema cannot express (cpl-3, ctm-1, ref-1, dom-2…5, pat-1, sr-1, per-1, ele-1) as
+ * 3. a table of invariants JSON schema cannot express (cpl-3, ctm-1, ref-1, dom-2…5, pat-1, prr-1, per-1, ext-1, ele-1) as
  *    small predicates keyed by their FHIR constraint key, with the human text read from the StructureDefinitions.
  * Contained resources, Bundle.entry.resource and Parameters.parameter.resource are validated as resources of their
  * own type (paths like `Bundle.entry[0].resource.name[0]`), which also avoids the noise of the schema's root oneOf.
@@ -168,12 +168,11 @@ interface WalkContext {
 interface Invariant {
   key: string;
   context: string;
-  /** the constraint's `human` text, read from the StructureDefinition at load (this is only the fallback) */
+  /** the constraint's `human` text; replaced at load by the StructureDefinition's (a key not found there fails the load) */
   human: string;
   check: (node: Obj, ctx: WalkContext) => boolean | string[];
 }
 
-const PRIMITIVE_PREFIX_RE = /^[a-z]/;
 /** The FHIR date/time formats, for per-1 range comparison. Without an offset a time is taken as UTC. */
 const DATE_RE = /^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/;
 
@@ -232,7 +231,7 @@ export const INVARIANTS: Invariant[] = [
     check: (n) => n.name !== undefined || n.telecom !== undefined || n.address !== undefined || n.organization !== undefined,
   },
   {
-    key: 'sr-1',
+    key: 'prr-1', // (the ServiceRequest invariant some call sr-1)
     context: 'ServiceRequest',
     human: 'orderDetail SHALL only be present if code is present',
     check: (n) => n.orderDetail === undefined || n.code !== undefined || ['orderDetail'],
@@ -244,6 +243,8 @@ export const INVARIANTS: Invariant[] = [
     // start <= end; FHIRPath gives no answer (so the invariant holds) when partial dates overlap
     check: (n) => {
       if (typeof n.start !== 'string' || typeof n.end !== 'string') return true;
+      // the same precision and the same offset compare as text (the common case, no parsing)
+      if (n.start.length === n.end.length && (n.start.length <= 10 || n.start.slice(-6) === n.end.slice(-6))) return n.start <= n.end;
       const s = range(n.start);
       const e = range(n.end);
       return !s || !e || s[0] <= e[1];
@@ -294,13 +295,23 @@ export const INVARIANTS: Invariant[] = [
     check: (n) => containedList(n).flatMap((c, i) => ((c.meta as Obj | undefined)?.security !== undefined ? [`contained[${i}].meta.security`] : [])),
   },
   {
+    key: 'ext-1',
+    context: 'Extension',
+    human: 'Must have either extensions or value[x], not both',
+    check: (n) => {
+      let value = false;
+      for (const k in n) if (k.startsWith('value')) value = true;
+      return (n.extension !== undefined) !== value;
+    },
+  },
+  {
     key: 'ele-1',
     context: 'Element',
     human: 'All FHIR elements must have a @value or children',
     check: (n) => {
       for (const k in n) if (k !== 'id') return true;
       return false;
-    },
+    }, // (walk() inlines this test)
   },
 ];
 
@@ -446,7 +457,11 @@ function loadModel(): Model {
   const seen = new Set<TypeNode>();
   for (const n of nodes.values()) resolveTypes(n, seen);
   // invariants: human text from the definitions; attach each to the node of its context
-  for (const inv of INVARIANTS) inv.human = humans.get(inv.key) ?? inv.human;
+  for (const inv of INVARIANTS) {
+    const human = humans.get(inv.key);
+    if (!human) throw new Error(`invariant ${inv.key} is not in the R4 StructureDefinitions`);
+    inv.human = human;
+  }
   const allNodes = new Map<string, TypeNode>();
   for (const n of seen) allNodes.set(n.path, n);
   for (const inv of INVARIANTS) {
@@ -486,9 +501,10 @@ function walk(obj: Obj, node: TypeNode, at: string, ctx: WalkContext, m: Model, 
     if (!present) ctx.issues.push(issue({ category: 'invalid', text: `${at}.${req.name}: missing required element (min 1)`, where: `${at}.${req.name}` }));
   }
   for (const inv of node.invariants) report(ctx, inv, at, inv.check(obj, ctx));
-  if (isElement) for (const inv of m.elementInvariants) report(ctx, inv, at, inv.check(obj, ctx));
   let stems: Map<string, string> | undefined;
+  let children = false;
   for (const key in obj) {
+    if (key !== 'id') children = true;
     const info = node.elements.get(key);
     if (!info) continue; // unknown elements are the schema's to report
     const value = obj[key];
@@ -536,6 +552,8 @@ function walk(obj: Obj, node: TypeNode, at: string, ctx: WalkContext, m: Model, 
       }
     } else walk(value as Obj, child, `${at}.${key}`, ctx, m, true);
   }
+  // ele-1 (hasValue() or children), inlined: it is checked on every element
+  if (isElement && !children) for (const inv of m.elementInvariants) report(ctx, inv, at, false);
 }
 
 function nestedResource(r: unknown, at: string, ctx: WalkContext, contained: boolean): void {
@@ -564,10 +582,11 @@ function validateInner(resource: unknown, at: string, ctx: WalkContext): Operati
   const start = issues.length;
   walk(r, m.nodes.get(type)!, base, ctx, m, false);
   if (m.domainResources.has(type) && !ctx.inContained) for (const inv of m.domInvariants) report(ctx, inv, base, inv.check(r, ctx));
-  // the schema already reports some missing elements; report each place once
+  // one message per place: where the schema has said what is wrong (a missing element, an object where an array
+  // belongs), the StructureDefinition layer's view of the same element adds nothing
   if (schema.length) {
     const reported = new Set(schema.flatMap((i) => i.expression ?? []));
-    const mine = issues.splice(start).filter((i) => !(i.diagnostics?.includes('missing required') && reported.has(i.expression![0])));
+    const mine = issues.splice(start).filter((i) => !reported.has(i.expression![0]));
     issues.push(...schema, ...mine);
   }
   return issues;

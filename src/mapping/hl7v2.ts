@@ -7,6 +7,18 @@
  * Every conversion returns what it produced and what it did not use (segments and fields), as issues.
  * Resource ids are derived from source identifiers, so a re-sent message lands on the same resources.
  *
+ * The rule language (no code in YAML). A message file lists routes `{ rule, segment, repeat?, with?: [companions
+ * right after it], context?: [nearest before it], when? }`. A resource file has `resourceType`, an `id` recipe
+ * (`recipe: patient` | `key: [locations]`, `scope: patient|facility`, `else`, `within`) and `elements`, each
+ * `Element.path[]: rule | [rules]` where a rule is one of:
+ *   `{ from: PID-5, type: XPN|CX|XAD|XTN|CWE|XCN|XON|string|integer|decimal|boolean|date|dateTime|instant, all?,
+ *      table?: <mappings/codes value set>, as?: code|Coding|CodeableConcept, fallback?, default?, into?, add? }`
+ *   `{ value: <fixed FHIR data> }`, `{ from, present: a, else: b }`, `{ from, equals: X, then: v }`,
+ *   `{ ref-to: Type, segment?: MRG }` / `{ refs-to: Type, segment?, group? }` (references, resolved after every
+ *   resource of the message is built), `{ provider: RP }` (PRD), `{ document: OBX }` (MDM body),
+ *   `{ from: OBX-5, valueType: OBX-2.1, unit: OBX-6 }` (value[x]); any rule may carry `when: { field, in|not|present }`.
+ * Files are compiled at load into closures (unknown keys and bad locations fail then, naming file and element).
+ *
  * @see https://build.fhir.org/ig/HL7/v2-to-fhir/ (message, segment and datatype maps)
  */
 import fs from 'node:fs';

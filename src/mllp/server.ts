@@ -1,184 +1,187 @@
 /**
- * MLLP listener: frames `0x0B … 0x1C 0x0D` over TCP, one ACK per message, in order.
+ * MLLP listener: HL7 v2 messages framed `0x0B … 0x1C 0x0D` over TCP; one ACK per message, in order.
  *
- * - Framing is robust to frames split across reads and to several frames in one read; bytes outside a frame
- *   are skipped. The buffer is bounded: a message past `maxMessageBytes` gets an AR and the connection is
- *   closed cleanly (the peer is out of step with us and cannot be trusted to resynchronise).
- * - Messages of one connection are handled strictly one after another, so ACKs go out in order and each
- *   matches its message (MSA-2 = MSH-10); other connections are not blocked.
- * - The handler stores the message durably before it resolves: an ACK never leaves before that.
- * - A peer that closes with messages pending: the message being handled is still stored; frames that never
- *   completed are discarded (they were never acknowledged).
+ * - Framing (framing.ts) copes with frames split across reads, several frames in one read and junk between
+ *   frames. The buffer is bounded: a frame past `maxMessageBytes` gets an AR (built from whatever MSH was read)
+ *   and the connection is closed cleanly — the peer is out of step and cannot be trusted to resynchronise.
+ * - The messages of one connection are handled strictly one after another, so the ACKs go out in order and each
+ *   matches its message (MSA-2 = MSH-10) whatever the handler latencies; other connections are not blocked.
+ * - The injected handler stores the message durably before it resolves, so an ACK never precedes the write.
+ *   A handler that throws yields an AR (the sender keeps the message and retries); the connection stays up.
+ * - A peer that closes with messages pending: the message being handled still completes (it is stored); frames
+ *   that never completed are discarded and logged (they were never acknowledged, so the sender still owns them).
+ * - `close()`: stop accepting, stop reading, let queued messages finish and be acknowledged, then end sockets.
+ * - Logs carry peer, control id, sizes and timings — never message content above debug.
  *
- * @see HL7 v2.5.1 Appendix C (MLLP release 2 framing), Medplum's @medplum/hl7 connection for the durability rule
+ * @see HL7 v2.5.1 Appendix C.4 (MLLP release 2), ch. 2 §2.9 (acknowledgment rules)
  */
 import net from 'node:net';
 import type { Logger } from '../log.js';
 import { OutcomeError } from '../fhir/outcome.js';
-import { buildAck } from '../ingest/hl7v2/ack.js';
-import { rawMsh } from '../ingest/hl7v2/decode.js';
+import { buildAck, readMsh } from '../ingest/hl7v2/ack.js';
+import { declaredCharset, encode, rawMsh } from '../ingest/hl7v2/decode.js';
+import { Deframer, frame } from './framing.js';
 
-export const VT = 0x0b;
-export const FS = 0x1c;
-export const CR = 0x0d;
-const END = Buffer.from([FS, CR]);
+export { Deframer, frame, VT, FS, CR } from './framing.js';
 
+/** Where a message came from. */
 export interface Peer {
   remoteAddress: string;
   remotePort: number;
   localPort: number;
 }
 
-/** Stores and processes one message; resolves with the ACK bytes to send (null: send none). */
+/**
+ * Stores (durably) and processes one message; resolves with the ACK bytes to send, or null to send none (e.g.
+ * MSH-16 = NE). A rejection makes the server answer AR.
+ */
 export type MllpHandler = (payload: Buffer, peer: Peer) => Promise<Buffer | null>;
 
 export interface MllpOptions {
-  host: string;
+  /** 0 → an ephemeral port (see `MllpServer.port`) */
   port: number;
+  host: string;
+  /** largest payload accepted, bytes */
   maxMessageBytes: number;
   handler: MllpHandler;
   logger: Logger;
 }
 
 export interface MllpServer {
+  /** the port actually bound */
   port: number;
-  /** stop accepting, let in-flight messages finish and be acknowledged, then close every connection */
+  /** stop accepting, let queued messages finish and be acknowledged, then close every connection */
   close(): Promise<void>;
 }
 
-export function frame(payload: Buffer | string): Buffer {
-  const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
-  return Buffer.concat([Buffer.from([VT]), body, Buffer.from([FS, CR])]);
+/** An AR for a raw payload (or the start of one), in the charset its MSH-18 names. */
+function rejectAck(raw: Buffer, error: OutcomeError): Buffer {
+  const text = buildAck(rawMsh(raw), { code: 'AR', errors: [error] });
+  return encode(text, declaredCharset(raw) || 'utf-8');
 }
 
-/** Accumulates bytes and yields complete frame payloads; keeps an incomplete tail for the next read. */
-export class Deframer {
-  private buf: Buffer = Buffer.alloc(0);
-  private inFrame = false;
-  skipped = 0;
-
-  constructor(private readonly max: number) {}
-
-  /** Returns complete payloads; throws OutcomeError('too-large') when a frame grows past the limit. */
-  push(chunk: Buffer): Buffer[] {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
-    const out: Buffer[] = [];
-    for (;;) {
-      if (!this.inFrame) {
-        const start = this.buf.indexOf(VT);
-        if (start < 0) {
-          this.skipped += this.buf.length;
-          this.buf = Buffer.alloc(0);
-          return out;
-        }
-        this.skipped += start;
-        this.buf = this.buf.subarray(start + 1);
-        this.inFrame = true;
-      }
-      const end = this.buf.indexOf(END);
-      if (end < 0) {
-        if (this.buf.length > this.max + 1) throw new OutcomeError('too-large', `message exceeds the limit of ${this.max} bytes`);
-        return out;
-      }
-      const payload = this.buf.subarray(0, end);
-      if (payload.length > this.max) throw new OutcomeError('too-large', `message of ${payload.length} bytes exceeds the limit of ${this.max} bytes`);
-      out.push(Buffer.from(payload));
-      this.buf = this.buf.subarray(end + 2);
-      this.inFrame = false;
-    }
-  }
-
-  /** bytes of an unfinished frame (what the connection had when it closed) */
-  get pending(): number {
-    return this.inFrame ? this.buf.length : 0;
-  }
-
-  /** the start of the unfinished frame, to build an AR from its MSH */
-  get head(): Buffer {
-    return this.buf.subarray(0, 2048);
-  }
+/** MSH-10 of a raw payload, for logs ('' when none). */
+function controlIdOf(raw: Buffer): string {
+  return readMsh(rawMsh(raw))?.controlId ?? '';
 }
 
+interface Connection {
+  socket: net.Socket;
+  /** the tail of this connection's sequential message queue */
+  queue: Promise<void>;
+}
+
+/** Starts an MLLP listener; resolves once it is bound. */
 export async function startMllpServer(opts: MllpOptions): Promise<MllpServer> {
-  const sockets = new Set<net.Socket>();
-  const inFlight = new Set<Promise<void>>();
+  const connections = new Set<Connection>();
   let closing = false;
 
   const server = net.createServer((socket) => {
-    sockets.add(socket);
     socket.setNoDelay(true); // an ACK is one small write: do not let Nagle hold it back
     const peer: Peer = { remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0, localPort: socket.localPort ?? 0 };
     const log = opts.logger.child({ peer: `${peer.remoteAddress}:${peer.remotePort}` });
     const deframer = new Deframer(opts.maxMessageBytes);
-    let chain: Promise<void> = Promise.resolve();
-    log.debug('mllp connection opened');
+    const conn: Connection = { socket, queue: Promise.resolve() };
+    connections.add(conn);
+    let received = 0;
+    log.info('mllp connection opened');
+    if (closing) {
+      socket.end();
+      return;
+    }
+
+    const send = (ack: Buffer, controlId: string): void => {
+      if (socket.writable) socket.write(frame(ack));
+      else log.warn('mllp peer gone before its ACK could be sent', { controlId });
+    };
 
     const handleOne = async (payload: Buffer): Promise<void> => {
       const started = performance.now();
+      const controlId = controlIdOf(payload);
       let ack: Buffer | null;
       try {
         ack = await opts.handler(payload, peer);
       } catch (err) {
         // the handler's own failure (e.g. the store is down): refuse, so the sender keeps the message and retries
         const e = err instanceof OutcomeError ? err : new OutcomeError('busy', 'the message could not be stored; send it again later');
-        ack = frameless(buildAck(rawMsh(payload), { code: 'AR', errors: [e] }));
-        log.warn('mllp handler failed', { category: e.category });
+        log.error('mllp handler failed; answered AR', { controlId, category: e.category, error: err instanceof Error ? err.name : typeof err });
+        log.debug('mllp handler failure detail', { controlId, error: err instanceof Error ? err.message : String(err) });
+        ack = rejectAck(payload, e);
       }
-      if (ack && !socket.destroyed) socket.write(frame(ack));
-      log.debug('mllp message handled', { bytes: payload.length, ms: +(performance.now() - started).toFixed(1) });
+      if (ack) send(ack, controlId);
+      log.debug('mllp message handled', { controlId, bytes: payload.length, acked: ack !== null, ms: +(performance.now() - started).toFixed(1) });
+    };
+
+    const enqueue = (job: () => Promise<void>): void => {
+      // handleOne never rejects, but a bug must not break the chain for the next message
+      conn.queue = conn.queue.then(job).catch((err: unknown) => log.error('mllp internal error', { error: String(err) }));
     };
 
     socket.on('data', (chunk: Buffer) => {
-      let payloads: Buffer[];
-      try {
-        payloads = deframer.push(chunk);
-      } catch (err) {
-        const e = err as OutcomeError;
-        log.warn('mllp message too large; closing the connection', { limit: opts.maxMessageBytes });
-        socket.pause();
-        const ar = frameless(buildAck(rawMsh(deframer.head), { code: 'AR', errors: [e] }));
-        // finish what was already queued, then answer AR and close
-        chain = chain.then(() => new Promise<void>((resolve) => socket.end(frame(ar), () => resolve())));
-        return;
-      }
+      if (closing) return; // shutting down: frames not yet complete stay with the sender (never acknowledged)
+      const payloads = deframer.push(chunk);
       if (deframer.skipped) {
         log.debug('mllp bytes outside a frame skipped', { bytes: deframer.skipped });
         deframer.skipped = 0;
       }
       for (const p of payloads) {
-        const job = chain.then(() => handleOne(p));
-        chain = job;
-        inFlight.add(job);
-        void job.finally(() => inFlight.delete(job));
+        received++;
+        enqueue(() => handleOne(p));
+      }
+      if (deframer.overflow) {
+        const overflow = deframer.overflow;
+        socket.removeAllListeners('data');
+        socket.resume(); // whatever else the peer sends is drained and dropped
+        const head = deframer.head;
+        log.warn('mllp message over the size limit; answering AR and closing the connection', {
+          limit: opts.maxMessageBytes,
+          controlId: controlIdOf(head),
+        });
+        // the messages queued before it are answered first; then the AR, then a clean close
+        enqueue(
+          () =>
+            new Promise<void>((resolve) => {
+              if (!socket.writable) return resolve();
+              socket.end(frame(rejectAck(head, overflow)), () => resolve());
+              setTimeout(() => socket.destroy(), 5000).unref(); // a peer that never closes its side
+            }),
+        );
       }
     });
     socket.on('close', () => {
-      sockets.delete(socket);
-      if (deframer.pending) log.info('mllp connection closed with an unfinished frame; it was never acknowledged', { bytes: deframer.pending });
+      connections.delete(conn);
+      if (deframer.pending && !deframer.overflow) {
+        log.warn('mllp connection closed with an unfinished frame; discarded (never acknowledged)', { bytes: deframer.pending });
+      }
+      log.info('mllp connection closed', { messages: received });
     });
     socket.on('error', (err) => log.debug('mllp socket error', { error: err.message }));
-    if (closing) socket.end();
   });
+  server.on('error', (err) => opts.logger.error('mllp listener error', { error: err.message }));
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port, opts.host, () => resolve());
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
   const port = (server.address() as net.AddressInfo).port;
+  opts.logger.info('mllp listening', { host: opts.host, port });
 
   return {
     port,
     async close() {
       closing = true;
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
-      await Promise.allSettled([...inFlight]);
-      for (const s of sockets) s.end();
-      setTimeout(() => sockets.forEach((s) => s.destroy()), 2000).unref();
+      // from now on reads are dropped (see 'data'): what is already queued is finished and acknowledged
+      await Promise.allSettled([...connections].map((c) => c.queue));
+      for (const c of connections) c.socket.end();
+      const force = setTimeout(() => connections.forEach((c) => c.socket.destroy()), 2000);
+      force.unref();
       await stopped;
+      clearTimeout(force);
+      opts.logger.info('mllp listener closed', { port });
     },
   };
-}
-
-function frameless(text: string): Buffer {
-  return Buffer.from(text, 'utf8');
 }

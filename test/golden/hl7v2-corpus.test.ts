@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { indexStructureDefinitionBundle, validateResource as medplumValidate } from '@medplum/core';
-import type { Bundle, DocumentReference, Encounter, Patient, RelatedPerson, Resource, ServiceRequest, Observation, Condition } from '@medplum/fhirtypes';
+import type { Bundle, DocumentReference, Encounter, Patient, Practitioner, RelatedPerson, Resource, ServiceRequest, Observation, Condition } from '@medplum/fhirtypes';
 import { decodeHl7 } from '../../src/ingest/hl7v2/decode.js';
 import { parseHl7 } from '../../src/ingest/hl7v2/parse.js';
 import { convertHl7, type Conversion } from '../../src/mapping/hl7v2.js';
@@ -137,6 +137,44 @@ describe('golden fields', () => {
     const [cond] = of<Condition>(c, 'Condition');
     expect(cond.code?.coding?.[0]).toMatchObject({ code: '596.5', system: 'http://hl7.org/fhir/sid/icd-9-cm' }); // PRB-3
     expect(cond.category?.[0].coding?.[0].code).toBe('problem-list-item');
+  });
+
+  test('ADT^A01 (Microsoft ADT-A01-01): identifiers, name, birth date, sex, GP, next of kin, pre-admit class', () => {
+    const c = convert('microsoft-fhir-converter/ADT-A01-01.hl7');
+    // PID-3 PATID1234^5^M11^test1&2.16.1&HCD^MR: HCD is not ISO, so the system names the assigner
+    expect(c.patient.identifier?.[0]).toMatchObject({ system: 'urn:care-gateway:assigner:test1', value: 'PATID1234', type: { coding: [{ code: 'MR' }] } });
+    expect(c.patient.name?.[0]).toMatchObject({ family: 'EVERYMAN', given: ['ADAM', 'A'], prefix: ['Dr.'], suffix: ['III', 'MD'] }); // PID-5
+    expect(c.patient.birthDate).toBe('1988-08-18'); // PID-7 198808181126+0215, date only
+    expect(c.patient.gender).toBe('male'); // PID-8 M
+    const gp = of<Practitioner>(c, 'Practitioner').find((p) => p.name?.[0].family === 'Hippo')!; // PD1-4 88^Hippo^rold
+    expect(c.patient.generalPractitioner?.map((g) => g.reference)).toContain(`Practitioner/${gp.id}`);
+    const [rp] = of<RelatedPerson>(c, 'RelatedPerson');
+    expect(rp.relationship?.[0].coding?.[0]).toMatchObject({ system: 'http://terminology.hl7.org/CodeSystem/v2-0131', code: 'C' }); // NK1-3 EMC (IG: → C)
+    const [enc] = of<Encounter>(c, 'Encounter');
+    expect(enc.class).toMatchObject({ code: 'PRENC' }); // PV1-2 P
+    expect(enc.status).toBe('in-progress'); // A01
+  });
+
+  test('ADT^A01 v2.3.1 (IPF pix-A01-with-BR): an ISO OID assigning authority, outpatient', () => {
+    const c = convert('ipf/pix-A01-with-BR.hl7');
+    expect(c.patient.identifier?.map((i) => [i.system, i.value])).toEqual([
+      ['urn:oid:2.16.840.1.113883.3.37.4.1.1.2.1.1', '306563'], // PID-3 MPI&…&ISO
+      ['urn:oid:2.16.840.1.113883.3.37.4.1.1.2.611.1', '30753'],
+    ]);
+    expect(c.patient.name?.[0]).toMatchObject({ family: 'Molly', given: ['Barker', 'R.'], use: 'official' }); // PID-5 type L
+    expect(c.patient.birthDate).toBe('1929-04-05');
+    expect(c.patient.gender).toBe('female');
+    expect(of<Encounter>(c, 'Encounter')[0].class).toMatchObject({ code: 'AMB' }); // PV1-2 O
+  });
+
+  test('ADT^A03 (Microsoft ADT-A03-01): the disposition PV1-36 and discharge time PV1-45', () => {
+    const c = convert('microsoft-fhir-converter/ADT-A03-01.hl7');
+    const [enc] = of<Encounter>(c, 'Encounter');
+    // PV1-36 Admitted as Inpatient^Sample^ACR: not a table 0112 code → kept as sent (with a warning)
+    expect(enc.hospitalization?.dischargeDisposition?.coding?.[0].code).toBe('Admitted as Inpatient');
+    expect(c.issues.some((i) => i.severity === 'warning' && i.expression?.[0] === 'PV1-36')).toBe(true);
+    expect(enc.period?.end).toBe('2015-02-09T11:34:19+01:10'); // PV1-45 20150209113419+0110, offset kept
+    expect(enc.status).toBe('finished');
   });
 
   test('what was not mapped is reported, segment by segment and field by field', () => {

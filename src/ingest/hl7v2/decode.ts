@@ -1,56 +1,86 @@
 /**
- * Bytes → text for HL7 v2: character set from MSH-18 (HL7 table 0211), or the listener's default for senders
- * that leave it empty; a leading UTF-8 BOM is dropped; segment separators CR, LF and CRLF are all accepted.
+ * Bytes → text for HL7 v2, and text → bytes for the ACK.
  *
- * MSH-18 is read from the raw bytes (MSH itself is ASCII). Declared UTF-8 that is not valid UTF-8 is refused
- * rather than silently garbled (a Latin-1 "õ" would otherwise become U+FFFD).
+ * - The character set comes from MSH-18 (HL7 table 0211), read from the raw bytes: MSH itself is ASCII and MSH-1
+ *   (the field separator) is the 4th byte. Empty MSH-18 → the configured default (`HL7_DEFAULT_CHARSET`; Baltic
+ *   senders often send windows-1257 without saying so). An MSH-18 we do not know → `unsupported` at MSH-18.
+ * - Declared UTF-8 is decoded strictly: a Latin-1 or Baltic message mislabelled UTF-8 is refused (`invalid` at
+ *   MSH-18) instead of turning õ ä ö ü into U+FFFD. Declared ASCII with 8-bit bytes is decoded as ISO 8859-1 and
+ *   flagged with a warning.
+ * - A leading UTF-8 byte order mark is dropped; CR, LF and CRLF all end a segment (normalised to CR).
  *
- * @see HL7 v2.5.1 §2.15.9.18 (MSH-18) and table 0211; §2.5 (segment terminator)
+ * @see HL7 v2.5.1 ch. 2, §2.5 (segment terminator), §2.15.9.18 (MSH-18 character set), table 0211 (alternate
+ *   character sets)
  */
 import iconv from 'iconv-lite';
-import { OutcomeError } from '../../fhir/outcome.js';
+import { issue, OutcomeError } from '../../fhir/outcome.js';
+import type { OperationOutcomeIssue } from '../../fhir/types.js';
 
-/** HL7 table 0211 values (and common non-standard spellings) → iconv-lite encoding names. */
-const CHARSETS: Record<string, string> = {
+/**
+ * MSH-18 values → iconv-lite encoding names. The HL7 table 0211 values we can decode byte-wise, plus lenient
+ * spellings seen from Baltic senders (`WINDOWS-1257`, `CP1257`, `8859/13` are not in table 0211).
+ * UTF-16/32 and the ISO 2022 Japanese sets are left out: with them MSH is no longer ASCII bytes.
+ */
+const TABLE_0211: Record<string, string> = {
   ASCII: 'ascii',
+  'ISO IR6': 'ascii',
   'UNICODE UTF-8': 'utf-8',
+  UNICODE: 'utf-8',
   'UTF-8': 'utf-8',
   UTF8: 'utf-8',
-  UNICODE: 'utf-8',
   '8859/1': 'latin1',
+  'ISO IR100': 'latin1',
   '8859/2': 'iso-8859-2',
+  '8859/3': 'iso-8859-3',
   '8859/4': 'iso-8859-4',
   '8859/5': 'iso-8859-5',
+  '8859/6': 'iso-8859-6',
   '8859/7': 'iso-8859-7',
+  '8859/8': 'iso-8859-8',
   '8859/9': 'iso-8859-9',
   '8859/13': 'iso-8859-13',
   '8859/15': 'iso-8859-15',
-  'ISO IR6': 'ascii',
-  'ISO IR100': 'latin1',
   'WINDOWS-1257': 'windows-1257',
   CP1257: 'windows-1257',
   'WINDOWS-1252': 'windows-1252',
   CP1252: 'windows-1252',
+  'BIG-5': 'big5',
+  'GB 18030-2000': 'gb18030',
+  'KS X 1001': 'euc-kr',
 };
 
-/** The iconv name for an HL7 charset name, or undefined when we do not know it. */
-export function charsetFor(name: string): string | undefined {
+/**
+ * The iconv-lite name for an MSH-18 value (table 0211 or a lenient alias), or undefined when unknown.
+ * With `allowIconvNames` (used for the configured default) any name iconv-lite knows is accepted too.
+ */
+export function charsetFor(name: string, allowIconvNames = false): string | undefined {
   const key = name.trim().toUpperCase();
-  if (CHARSETS[key]) return CHARSETS[key];
-  return iconv.encodingExists(key) ? key.toLowerCase() : undefined;
+  const known = TABLE_0211[key];
+  if (known) return known;
+  if (allowIconvNames && iconv.encodingExists(key)) return key.toLowerCase();
+  return undefined;
 }
 
 const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
 
-/** The raw (ASCII) MSH segment of a message, without decoding the rest. */
-export function rawMsh(bytes: Buffer): string {
-  const start = bytes.subarray(0, 3).equals(BOM) ? 3 : 0;
-  let end = start;
-  while (end < bytes.length && bytes[end] !== 0x0d && bytes[end] !== 0x0a) end++;
-  return bytes.subarray(start, end).toString('latin1');
+function withoutBom(bytes: Buffer): Buffer {
+  return bytes.length >= 3 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? bytes.subarray(3) : bytes;
 }
 
-/** MSH-18 read from the raw bytes ('' when absent); only the first repetition counts. */
+/**
+ * The first line (the MSH segment when the message is well formed) of a raw message as text, without decoding
+ * the rest: bytes are mapped one to one (latin1), which is exact for the ASCII MSH fields an ACK needs.
+ */
+export function rawMsh(bytes: Buffer): string {
+  const body = withoutBom(bytes);
+  let start = 0;
+  while (start < body.length && (body[start] === 0x0d || body[start] === 0x0a)) start++; // blank lines before MSH
+  let end = start;
+  while (end < body.length && body[end] !== 0x0d && body[end] !== 0x0a) end++;
+  return body.subarray(start, end).toString('latin1');
+}
+
+/** MSH-18 as written in the raw bytes ('' when absent or when there is no MSH); only the first repetition counts. */
 export function declaredCharset(bytes: Buffer): string {
   const msh = rawMsh(bytes);
   if (!msh.startsWith('MSH') || msh.length < 8) return '';
@@ -60,46 +90,72 @@ export function declaredCharset(bytes: Buffer): string {
 }
 
 export interface Decoded {
+  /** the message text, segments separated by CR (see normaliseSegments) */
   text: string;
-  /** the iconv name actually used */
+  /** the iconv-lite name actually used; pass it to `encode` for the ACK */
   charset: string;
-  /** the MSH-18 value, or '' */
+  /** the MSH-18 value as written, or '' */
   declared: string;
+  /** non-fatal findings (e.g. 8-bit bytes in a message declared ASCII), for ERR segments with severity W */
+  warnings: OperationOutcomeIssue[];
 }
 
-/** Decodes a received message. Throws OutcomeError at MSH-18 for an unknown charset or undecodable bytes. */
+/**
+ * Decodes a received message.
+ * @param bytes the payload as received (MLLP frame content or HTTP body)
+ * @param defaultCharset used when MSH-18 is empty (config.hl7DefaultCharset); an iconv-lite name or an MSH-18 value
+ * @throws OutcomeError `unsupported` at MSH-18 for an unknown charset; `invalid` at MSH-18 when the bytes are not
+ *   valid UTF-8 although UTF-8 applies
+ */
 export function decodeHl7(bytes: Buffer, defaultCharset = 'utf-8'): Decoded {
-  const body = bytes.subarray(0, 3).equals(BOM) ? bytes.subarray(3) : bytes;
+  const body = withoutBom(bytes);
   const declared = declaredCharset(body);
-  const charset = declared ? charsetFor(declared) : charsetFor(defaultCharset);
-  if (!charset) throw new OutcomeError('unsupported', `character set "${declared || defaultCharset}" is not supported`, 'MSH-18');
+  const charset = declared ? charsetFor(declared) : charsetFor(defaultCharset, true);
+  if (!charset) {
+    throw declared
+      ? new OutcomeError('unsupported', `character set "${declared}" in MSH-18 is not supported (HL7 table 0211)`, 'MSH-18')
+      : new OutcomeError('unsupported', `the configured default character set "${defaultCharset}" is not supported`, 'MSH-18');
+  }
+  const warnings: OperationOutcomeIssue[] = [];
   let text: string;
   if (charset === 'utf-8') {
     try {
-      text = new TextDecoder('utf-8', { fatal: true }).decode(body);
+      text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(body);
     } catch {
       throw new OutcomeError(
         'invalid',
         declared
-          ? `the message declares ${declared} in MSH-18 but its bytes are not valid UTF-8 (a Latin or Baltic charset?)`
-          : `MSH-18 is empty and the bytes are not valid UTF-8 (the default charset); declare the charset in MSH-18`,
+          ? `MSH-18 declares "${declared}" but the bytes are not valid UTF-8 (a Latin or Baltic character set?); declare the right charset in MSH-18`
+          : `MSH-18 is empty and the bytes are not valid UTF-8 (the default character set); declare the charset in MSH-18`,
         'MSH-18',
       );
     }
   } else if (charset === 'ascii') {
-    const bad = body.findIndex((b) => b > 0x7f);
-    if (bad >= 0) throw new OutcomeError('invalid', `MSH-18 declares ASCII but byte ${bad} is not ASCII`, 'MSH-18');
+    const first = body.findIndex((b) => b > 0x7f);
+    if (first >= 0) {
+      const count = body.reduce((n, b) => n + (b > 0x7f ? 1 : 0), 0);
+      warnings.push(
+        issue({
+          severity: 'warning',
+          text: `MSH-18 declares ASCII but the message has ${count} non-ASCII byte(s) (the first at offset ${first}); read as ISO 8859-1`,
+          where: 'MSH-18',
+        }),
+      );
+    }
     text = body.toString('latin1');
   } else {
     text = iconv.decode(body, charset);
   }
-  return { text: normaliseSegments(text), charset, declared };
+  return { text: normaliseSegments(text), charset, declared, warnings };
 }
 
-/** CRLF, LF and CR all end a segment; blank lines and trailing white space at the end are dropped. Result: CR-separated. */
+/**
+ * Segment separators CRLF, LF and CR all become CR; blank and whitespace-only lines (including trailing ones) are
+ * dropped, as is a leading U+FEFF. The result has no trailing CR.
+ */
 export function normaliseSegments(text: string): string {
-  // fast path: already CR-separated with no blank segments and no BOM
-  if (!text.includes('\n') && !text.includes('\r\r') && !text.endsWith('\r') && text.charCodeAt(0) !== 0xfeff && !/\r\s+\r/.test(text)) return text;
+  // fast path: already CR-separated, nothing blank, no BOM
+  if (!/[\n\uFEFF]|\r\s*\r|\r\s*$/.test(text) && text.trim() === text) return text;
   return text
     .replace(/^\uFEFF/, '')
     .split(/\r\n|\n|\r/)
@@ -107,7 +163,22 @@ export function normaliseSegments(text: string): string {
     .join('\r');
 }
 
-/** Encodes an outgoing message (an ACK) in the charset of the message it answers. */
-export function encodeHl7(text: string, charset: string): Buffer {
-  return charset === 'utf-8' ? Buffer.from(text, 'utf8') : iconv.encode(text, charset);
+/**
+ * Encodes outgoing text (an ACK) in the character set of the message it answers.
+ * @param charset an iconv-lite name as returned in `Decoded.charset` (or an MSH-18 value)
+ */
+export function encode(text: string, charset: string): Buffer {
+  const name = charsetFor(charset, true) ?? 'utf-8';
+  if (name === 'utf-8') return Buffer.from(text, 'utf8');
+  if (name === 'ascii' || name === 'latin1') return Buffer.from(text, 'latin1');
+  return iconv.encode(text, name);
 }
+
+/** Decodes bytes in a known charset (an iconv-lite name or MSH-18 value; unknown → UTF-8), without checks. */
+export function decodeAs(bytes: Buffer, charset: string): string {
+  const name = charsetFor(charset, true) ?? 'utf-8';
+  return name === 'ascii' ? bytes.toString('latin1') : iconv.decode(bytes, name);
+}
+
+/** The same as `encode` (the name the rest of the code base uses). */
+export const encodeHl7 = encode;

@@ -1,115 +1,256 @@
 /**
- * One receive path for HL7 v2, whether it came over MLLP or HTTP:
- * store raw in the inbox (committed, durable) → recognise retransmissions → decode, parse, map, assemble →
- * build the ACK → save it with the entry → answer. An ACK never leaves before the raw bytes are stored.
+ * One receive path for HL7 v2, whether it came over MLLP or `POST /hl7v2`:
  *
- * Retransmission (same MSH-3/4 and MSH-10): same content → the stored ACK is replayed and nothing is processed
- * again; other content → AR with ERR 205 (duplicate key), the new bytes kept but not processed.
+ *   decode → store the raw bytes (durable) → recognise retransmissions → process → build the ACK → save it → answer.
+ *
+ * - The ACK never exists before `store` has resolved: nothing is acknowledged that is not stored. A store that
+ *   fails gives AR (the sender keeps the message and retries) and nothing is processed.
+ * - Bytes that cannot be decoded (wrong charset, no MSH) are still stored — nothing received is lost — with
+ *   whatever sender and control id could be read, and answered AE/AR without processing.
+ * - Retransmission (same MSH-3/4 and MSH-10): same content → the stored ACK is replayed, nothing is processed
+ *   again; other content → AR with ERR 205 (duplicate key identifier).
+ * - Which ACK goes back follows MSH-15/16 (ack.ts `ackToSend`); the application outcome is saved either way.
+ *
+ * `createHl7Receiver` is written against injected functions (tests use in-memory fakes); `Hl7Receiver` wires it
+ * to the store's inbox.
+ *
+ * @see HL7 v2.5.1 ch. 2 §2.9 (acknowledgment rules, duplicate detection via MSH-10), §2.15.9 (MSH); tables 0008, 0357
  */
+import crypto from 'node:crypto';
 import { CATEGORIES, OutcomeError, toOutcomeError } from '../../fhir/outcome.js';
 import type { OperationOutcomeIssue } from '../../fhir/types.js';
 import type { Logger } from '../../log.js';
 import type { Store } from '../../store/index.js';
 import type { InboxEntry } from '../../store/inbox.js';
-import { buildAck, readMsh, ackToSend, type AckCode } from './ack.js';
-import { decodeHl7, encodeHl7, rawMsh } from './decode.js';
+import { ackToSend, buildAck, readMsh, type AckCode, type RawMsh } from './ack.js';
+import { charsetFor, decodeAs, decodeHl7, declaredCharset, encode, rawMsh, type Decoded } from './decode.js';
 
+/** The transport a message came in on. */
+export type Hl7Channel = 'mllp' | 'http';
+
+/** What `store` learns about a payload besides its bytes. */
+export interface StoreMeta {
+  /** `MSH-3|MSH-4` as written ('' when there is no MSH) — with controlId, the retransmission key */
+  sender: string;
+  /** MSH-10 ('' when none) */
+  controlId: string;
+  /** sha256 of the raw bytes, hex */
+  contentHash: string;
+  /** the charset the message was (or would have been) decoded with, an iconv-lite name */
+  charset: string;
+  channel: Hl7Channel;
+  /** `address:port` of the sender */
+  peer?: string;
+  /** set when the payload is refused before processing (cannot be decoded, no MSH): store it as rejected */
+  rejected?: string;
+}
+
+export interface StoreResult {
+  /** 'same': stored before with this sender, control id and content; 'different': same key, other content */
+  duplicate: 'none' | 'same' | 'different';
+  /** the ACK saved for the earlier message (for 'same'); absent when that one was never answered */
+  storedAck?: Buffer;
+  /** the stored entry ('same': the earlier one) */
+  id: string;
+}
+
+/** The outcome of processing one stored, decoded message. */
 export interface ProcessOutcome {
   code: 'AA' | 'AE' | 'AR';
+  /** errors, one ERR per issue */
   errors: OutcomeError[];
-  /** warnings and information (e.g. unused segments) reported in ERR segments with severity W/I */
-  issues: OperationOutcomeIssue[];
+  /** warnings and information (e.g. unused segments), reported as ERR with severity W/I */
+  issues?: OperationOutcomeIssue[];
 }
 
-/** Processes one stored, decoded message: parse, map, assemble, write; finishes the inbox entry itself. */
-export type Hl7Processor = (entry: InboxEntry, text: string) => Promise<ProcessOutcome>;
+export interface Hl7ReceiverDeps {
+  /** durable write of the raw bytes; resolves only once committed */
+  store: (raw: Buffer, meta: StoreMeta) => Promise<StoreResult>;
+  /** parse, map and write; must be idempotent (a retransmission of an unanswered message is processed again) */
+  process: (id: string, text: string) => Promise<ProcessOutcome>;
+  /** keeps the ACK with the entry (replayed on retransmission) */
+  saveAck: (id: string, ack: Buffer, code: string) => Promise<void>;
+  /** charset when MSH-18 is empty (config.hl7DefaultCharset) */
+  defaultCharset: string;
+  logger: Logger;
+  /** our application and facility for MSH-3/4 of an ACK to a message that named no receiver */
+  self?: { application: string; facility: string };
+}
 
-export interface ReceiveResult {
-  /** the ACK bytes to send (null when MSH-15/16 asked for none) */
+export interface Received {
+  /** ACK bytes to send, in the message's charset; null when MSH-15/16 ask for none */
   ack: Buffer | null;
+  /** the same ACK as text (also when `ack` is null: HTTP always answers with a body) */
   ackText: string;
+  /** MSA-1 of the ACK */
   code: AckCode;
-  /** HTTP status for POST /hl7v2 */
+  /** HTTP status: 200 for AA/CA, else the status of the error's category (CATEGORIES) */
   status: number;
-  inboxId?: string;
+  /** the stored entry; absent when the store failed */
+  id?: string;
 }
 
-export class Hl7Receiver {
-  constructor(
-    private readonly store: Store,
-    private readonly process: Hl7Processor,
-    private readonly opts: { defaultCharset: string; logger: Logger },
-  ) {}
-
-  async receive(payload: Buffer, channel: 'mllp' | 'hl7v2-http'): Promise<ReceiveResult> {
-    const headText = rawMsh(payload);
-    const msh = readMsh(headText);
-    const sender = msh ? `${msh.sendingApplication}|${msh.sendingFacility}` : undefined;
-    const controlId = msh?.controlId || undefined;
-
-    let decoded: ReturnType<typeof decodeHl7> | undefined;
-    let decodeError: OutcomeError | undefined;
-    try {
-      decoded = decodeHl7(payload, this.opts.defaultCharset);
-    } catch (err) {
-      decodeError = toOutcomeError(err);
-    }
-    const charset = decoded?.charset ?? 'latin1';
-
-    if (!msh || decodeError) {
-      const error = decodeError ?? new OutcomeError('structure', 'not an HL7 v2 message: it must start with an MSH segment', 'MSH');
-      const { entry } = await this.store.inbox.receive({ channel, payload, sender, controlId, contentType: 'x-application/hl7-v2+er7', rejectReason: error.message });
-      return this.answer(entry.id, headText, error.outcome.issue[0].code === 'invalid' ? 'AE' : 'AR', [error], [], charset);
-    }
-
-    const stored = await this.store.inbox.receive({ channel, payload, sender, controlId, contentType: 'x-application/hl7-v2+er7', dedupe: true });
-    const log = this.opts.logger.child({ inbox: stored.entry.id, controlId });
-    if (stored.duplicate === 'same' && stored.original?.ack) {
-      log.info('hl7v2 retransmission; stored ACK replayed');
-      const ackText = stored.original.ack;
-      const code = (/\rMSA\|([A-Z]{2})/.exec(ackText)?.[1] ?? 'AA') as AckCode;
-      return { ack: encodeHl7(ackText, charset), ackText, code, status: statusOf(code, undefined), inboxId: stored.entry.id };
-    }
-    if (stored.duplicate === 'different') {
-      log.warn('hl7v2 control id reused with other content; refused');
-      const e = new OutcomeError('conflict', `control id ${controlId} from ${sender} was already received with other content`, 'MSH-10');
-      return this.answer(stored.entry.id, headText, 'AR', [e], [], charset, msh);
-    }
-    // new, or a retransmission of one whose processing never finished: process (idempotently) now
-    const entry = stored.duplicate === 'same' && stored.original ? stored.original : stored.entry;
-    let outcome: ProcessOutcome;
-    try {
-      outcome = await this.process(entry, decoded!.text);
-    } catch (err) {
-      const e = toOutcomeError(err);
-      log.error('hl7v2 processing failed', { category: e.category, error: err instanceof Error ? err.message : String(err) });
-      await this.store.inbox.finish(entry.id, { status: 'failed', reason: e.message, outcome: e.outcome }).catch(() => undefined);
-      outcome = { code: 'AR', errors: [e.category === 'fault' ? new OutcomeError('fault', 'the message was stored but could not be processed; it will be retried') : e], issues: [] };
-    }
-    log.info('hl7v2 message processed', { code: outcome.code, type: `${msh.messageType}^${msh.triggerEvent}` });
-    return this.answer(entry.id, headText, outcome.code, outcome.errors, outcome.issues, charset, msh);
-  }
-
-  private async answer(
-    inboxId: string,
-    headText: string,
-    code: 'AA' | 'AE' | 'AR',
-    errors: OutcomeError[],
-    issues: OperationOutcomeIssue[],
-    charset: string,
-    msh = readMsh(headText),
-  ): Promise<ReceiveResult> {
-    // the application outcome is always saved; what goes back depends on MSH-15/16
-    const sent = ackToSend(msh, code);
-    const ackText = buildAck(headText, { code: sent ?? code, errors, issues });
-    await this.store.inbox.saveAck(inboxId, ackText);
-    return { ack: sent ? encodeHl7(ackText, charset) : null, ackText, code: sent ?? code, status: statusOf(code, errors[0]), inboxId };
-  }
-}
+/** Receives one HL7 v2 payload; never rejects (every failure becomes an AE/AR). */
+export type Hl7Receive = (payload: Buffer, channel: Hl7Channel, peer?: string) => Promise<Received>;
 
 function statusOf(code: AckCode, err: OutcomeError | undefined): number {
   if (code === 'AA' || code === 'CA') return 200;
-  if (code === 'CE') return 422;
   if (err) return CATEGORIES[err.category].http;
-  return code === 'AE' ? 422 : 400;
+  return code === 'AE' || code === 'CE' ? 422 : 400;
+}
+
+/** MSA-1 of an ACK as bytes (MSA is ASCII whatever the charset). */
+function msaCode(ack: Buffer): AckCode {
+  const m = /(?:^|[\r\n])MSA(.)([A-Z]{2})/.exec(ack.toString('latin1'));
+  const code = m?.[2];
+  return code === 'AA' || code === 'AE' || code === 'AR' || code === 'CA' || code === 'CE' || code === 'CR' ? code : 'AA';
+}
+
+/** Builds the receive function from its injected parts. */
+export function createHl7Receiver(deps: Hl7ReceiverDeps): Hl7Receive {
+  return async (payload, channel, peer) => {
+    const started = performance.now();
+    // what can be read without decoding: enough to store, deduplicate and answer a broken message
+    let decoded: Decoded | undefined;
+    let refusal: OutcomeError | undefined;
+    try {
+      decoded = decodeHl7(payload, deps.defaultCharset);
+    } catch (err) {
+      refusal = toOutcomeError(err);
+    }
+    const text = decoded?.text ?? rawMsh(payload);
+    const msh: RawMsh | undefined = readMsh(text);
+    if (!msh && !refusal) refusal = new OutcomeError('structure', 'not an HL7 v2 message: it must start with an MSH segment', 'MSH');
+    const charset = decoded?.charset ?? charsetFor(declaredCharset(payload)) ?? charsetFor(deps.defaultCharset, true) ?? 'utf-8';
+    const controlId = msh?.controlId ?? '';
+    const log = deps.logger.child({ channel, controlId, ...(peer ? { peer } : {}) });
+
+    const answer = async (id: string | undefined, code: 'AA' | 'AE' | 'AR', errors: OutcomeError[], issues: OperationOutcomeIssue[]): Promise<Received> => {
+      const sent = msh ? ackToSend(msh, code) : code;
+      const ackText = buildAck(text, { code: sent ?? code, errors, issues, self: deps.self });
+      const bytes = encode(ackText, charset);
+      if (id !== undefined) {
+        try {
+          await deps.saveAck(id, bytes, sent ?? code);
+        } catch (err) {
+          // the message itself is stored; a retransmission will just be processed again (idempotently)
+          log.error('hl7v2 ACK could not be saved', { id, error: err instanceof Error ? err.name : typeof err });
+        }
+      }
+      const ackCode = msh ? (sent ?? code) : 'AR';
+      log.info('hl7v2 message answered', { id, code: ackCode, sent: sent !== null, ms: +(performance.now() - started).toFixed(1) });
+      return { ack: sent ? bytes : null, ackText, code: ackCode, status: statusOf(ackCode, errors[0]), id };
+    };
+
+    const meta: StoreMeta = {
+      sender: msh ? `${msh.sendingApp}|${msh.sendingFacility}` : '',
+      controlId,
+      contentHash: crypto.createHash('sha256').update(payload).digest('hex'),
+      charset,
+      channel,
+      ...(peer ? { peer } : {}),
+      ...(refusal ? { rejected: refusal.message } : {}),
+    };
+    let stored: StoreResult;
+    try {
+      stored = await deps.store(payload, meta);
+    } catch (err) {
+      log.error('hl7v2 message could not be stored; answered AR', { bytes: payload.length, error: err instanceof Error ? err.name : typeof err });
+      const e = err instanceof OutcomeError ? err : new OutcomeError('busy', 'the message could not be stored; send it again later');
+      return answer(undefined, 'AR', [e], []);
+    }
+    const id = stored.id;
+
+    if (stored.duplicate === 'same' && stored.storedAck) {
+      const code = msaCode(stored.storedAck);
+      log.info('hl7v2 retransmission; stored ACK replayed', { id, code });
+      return { ack: stored.storedAck, ackText: decodeAs(stored.storedAck, charset), code, status: statusOf(code, undefined), id };
+    }
+    if (refusal) {
+      log.warn('hl7v2 message refused before processing', { id, category: refusal.category, bytes: payload.length });
+      return answer(id, CATEGORIES[refusal.category].msa1, [refusal], []);
+    }
+    if (stored.duplicate === 'different') {
+      log.warn('hl7v2 control id reused with other content; refused', { id });
+      const e = new OutcomeError('conflict', `control id ${controlId} from ${meta.sender} was already received with other content`, 'MSH-10');
+      return answer(id, 'AR', [e], []);
+    }
+
+    // new, or a retransmission of one that was never answered: process (idempotently) now
+    let outcome: ProcessOutcome;
+    try {
+      outcome = await deps.process(id, decoded!.text);
+    } catch (err) {
+      const e = toOutcomeError(err);
+      log.error('hl7v2 processing failed', { id, category: e.category, error: err instanceof Error ? err.name : typeof err });
+      outcome = {
+        code: 'AR',
+        errors: [e.category === 'fault' ? new OutcomeError('fault', 'the message was stored but could not be processed; it will be retried') : e],
+      };
+    }
+    return answer(id, outcome.code, outcome.errors, [...(decoded?.warnings ?? []), ...(outcome.issues ?? [])]);
+  };
+}
+
+/** Processes one stored, decoded inbox entry (process.ts); finishes the entry itself. */
+export type Hl7Processor = (entry: InboxEntry, text: string) => Promise<ProcessOutcome>;
+
+/** Result of `Hl7Receiver.receive`. */
+export interface ReceiveResult extends Received {
+  inboxId?: string;
+}
+
+/** `createHl7Receiver` wired to the store's inbox (committed transaction before resolve) and a processor. */
+export class Hl7Receiver {
+  private readonly receiveFn: Hl7Receive;
+  /** entries stored by calls still in progress, by id (the processor wants the whole entry) */
+  private readonly pending = new Map<string, { entry: InboxEntry; charset: string }>();
+
+  constructor(
+    private readonly store: Store,
+    processor: Hl7Processor,
+    opts: { defaultCharset: string; logger: Logger; self?: { application: string; facility: string } },
+  ) {
+    this.receiveFn = createHl7Receiver({
+      defaultCharset: opts.defaultCharset,
+      logger: opts.logger,
+      self: opts.self,
+      store: async (raw, meta) => {
+        const r = await this.store.inbox.receive({
+          channel: meta.channel === 'http' ? 'hl7v2-http' : 'mllp',
+          payload: raw,
+          sender: meta.sender || undefined,
+          controlId: meta.controlId || undefined,
+          contentType: 'x-application/hl7-v2+er7',
+          dedupe: !meta.rejected,
+          rejectReason: meta.rejected,
+        });
+        const entry = r.duplicate === 'same' && r.original ? r.original : r.entry;
+        this.pending.set(entry.id, { entry, charset: meta.charset });
+        const storedAck = r.duplicate === 'same' && r.original?.ack ? encode(r.original.ack, meta.charset) : undefined;
+        return { duplicate: r.duplicate, id: entry.id, ...(storedAck ? { storedAck } : {}) };
+      },
+      process: async (id, text) => {
+        const entry = this.pending.get(id)?.entry ?? (await this.store.inbox.get(id));
+        if (!entry) throw new OutcomeError('fault', `inbox entry ${id} not found`);
+        try {
+          return await processor(entry, text);
+        } catch (err) {
+          const e = toOutcomeError(err);
+          await this.store.inbox.finish(id, { status: 'failed', reason: err instanceof Error ? err.message : String(err), outcome: e.outcome }).catch(() => undefined);
+          throw err;
+        }
+      },
+      saveAck: async (id, ack) => {
+        await this.store.inbox.saveAck(id, decodeAs(ack, this.pending.get(id)?.charset ?? 'utf-8'));
+      },
+    });
+  }
+
+  /** Receives one payload from MLLP or HTTP (`hl7v2-http`, the inbox channel name, is accepted for HTTP). */
+  async receive(payload: Buffer, channel: 'mllp' | 'http' | 'hl7v2-http', peer?: string): Promise<ReceiveResult> {
+    const r = await this.receiveFn(payload, channel === 'mllp' ? 'mllp' : 'http', peer);
+    if (r.id) this.pending.delete(r.id);
+    return { ...r, inboxId: r.id };
+  }
 }

@@ -1,0 +1,40 @@
+/**
+ * v2 datatypes → FHIR (V2-to-FHIR IG datatype maps): TS/DTM precision and time zones, CX systems, XPN, XTN.
+ * FHIR dateTime with a time needs an offset; v2 timestamps without one get the default zone (Europe/Tallinn).
+ */
+import { dtm, xtn, cwe } from '../../src/mapping/datatypes.js';
+
+test.each([
+  ['2026', 'dateTime', '2026'],
+  ['202611', 'dateTime', '2026-11'],
+  ['20261110', 'dateTime', '2026-11-10'],
+  ['20261110', 'date', '2026-11-10'],
+  ['202611101430', 'dateTime', '2026-11-10T14:30:00+02:00'], // EET in winter
+  ['20260710143012', 'dateTime', '2026-07-10T14:30:12+03:00'], // EEST in summer; seconds kept
+  ['20260710143012.1234', 'dateTime', '2026-07-10T14:30:12.1234+03:00'],
+  ['20261110143012+0000', 'dateTime', '2026-11-10T14:30:12+00:00'], // the sender's offset wins
+  ['20261110143012-0500', 'instant', '2026-11-10T14:30:12-05:00'],
+  ['20261110143012', 'date', '2026-11-10'], // a date element keeps the date only
+  ['20261110', 'instant', undefined], // an instant needs a time
+  ['20261310', 'dateTime', undefined], // month 13
+  ['not a date', 'dateTime', undefined],
+])('%s as %s → %s', (text, kind, expected) => {
+  expect(dtm(text, kind as 'date' | 'dateTime' | 'instant')).toBe(expected);
+});
+
+test('DST change night in Tallinn: 03:30 on 29 March 2026 is already +03:00', () => {
+  expect(dtm('202603290430', 'dateTime')).toBe('2026-03-29T04:30:00+03:00');
+  expect(dtm('202603290130', 'dateTime')).toBe('2026-03-29T01:30:00+02:00');
+});
+
+test('XTN: v2.5 components (equipment type, e-mail, unformatted) and older XTN-1', () => {
+  expect(xtn([[''], ['PRN'], ['CP'], [''], [''], [''], [''], [''], [''], [''], [''], ['+37255512345']])).toEqual({ system: 'phone', value: '+37255512345', use: 'mobile' });
+  expect(xtn([[''], ['NET'], ['Internet'], ['mari@example.ee']])).toEqual({ system: 'email', value: 'mari@example.ee' });
+  expect(xtn([['(555)123-4567']], 'work')).toEqual({ system: 'phone', value: '(555)123-4567', use: 'work' });
+});
+
+test('CWE: coding systems by name (I10, LN, SCT, HL7nnnn) and the original text', () => {
+  expect(cwe([['I63.9'], ['Ajuinfarkt'], ['I10']])).toEqual({ coding: [{ system: 'http://hl7.org/fhir/sid/icd-10', code: 'I63.9', display: 'Ajuinfarkt' }], text: 'Ajuinfarkt' });
+  expect(cwe([['F'], ['Female'], ['HL70001']])?.coding?.[0].system).toBe('http://terminology.hl7.org/CodeSystem/v2-0001');
+  expect(cwe([['8517006'], [''], ['SCT']])?.coding?.[0].system).toBe('http://snomed.info/sct');
+});

@@ -1,0 +1,111 @@
+/**
+ * The mapping engine: mapping files are data, compiled once; a new segment needs a file, not code; merges,
+ * cancellations, ROL roles and unsupported messages. V2-to-FHIR IG message maps ADT_A01/A09, ROL (table 0443).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Encounter, Patient } from '@medplum/fhirtypes';
+import { parseHl7 } from '../../src/ingest/hl7v2/parse.js';
+import { convertHl7, loadMappings } from '../../src/mapping/hl7v2.js';
+import { mappingsDir } from '../../src/mapping/files.js';
+import { OutcomeError } from '../../src/fhir/outcome.js';
+import { deterministicId, SYSTEMS } from '../../src/fhir/identifiers.js';
+import { eeDischarge } from '../fixtures/hl7v2/messages.js';
+
+const MSH = (type: string) => `MSH|^~\\&|ELVA_HIS|ELVA_HAIGLA|GW|TARTU|20261110120000||${type}|C1|P|2.5.1`;
+
+test('mapping files load once and are reused', () => {
+  expect(loadMappings()).toBe(loadMappings());
+});
+
+test('a local Z-segment is mapped by adding two mapping files, no code', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cg-mappings-'));
+  fs.cpSync(mappingsDir(), dir, { recursive: true });
+  // resources/CareNeed.yaml: ZCN|set id|active Y/N|need text → Flag
+  fs.writeFileSync(
+    path.join(dir, 'hl7v2/resources/CareNeed.yaml'),
+    [
+      'resourceType: Flag',
+      'id: { key: [ZCN-3.1], scope: patient }',
+      'elements:',
+      '  status: { from: ZCN-2.1, equals: Y, then: active }',
+      '  code: { from: ZCN-3, type: CWE }',
+      '  subject: { ref-to: Patient }',
+    ].join('\n'),
+  );
+  const a03 = path.join(dir, 'hl7v2/messages/ADT_A03.yaml');
+  fs.appendFileSync(a03, '  - { rule: CareNeed, segment: ZCN, repeat: true }\n');
+  const text = `${eeDischarge()}\rZCN|1|Y|KODU^Koduteenuse vajadus^CARE_GW`;
+  expect(convertHl7(parseHl7(text)).unused).toContain('ZCN'); // the project's mappings do not know ZCN
+  const c = convertHl7(parseHl7(text), dir);
+  const flag = c.resources.find((r) => r.resourceType === 'Flag');
+  expect(flag).toMatchObject({ status: 'active', code: { coding: [{ code: 'KODU', display: 'Koduteenuse vajadus' }] }, subject: { reference: `Patient/${c.patient.id}` } });
+  expect(c.unused).not.toContain('ZCN');
+});
+
+test('a typo in a mapping file fails at load, naming the file and the element', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cg-mappings-'));
+  fs.cpSync(mappingsDir(), dir, { recursive: true });
+  fs.appendFileSync(path.join(dir, 'hl7v2/resources/Patient.yaml'), '  active: { form: PID-1 }\n');
+  expect(() => loadMappings(dir)).toThrow(/Patient\.yaml: active: unknown key "form"/);
+});
+
+test('ADT^A11 cancels the encounter (Event[EncounterStatus] A11 → cancelled)', () => {
+  const text = eeDischarge({ trigger: 'A01' }).replace('ADT^A01^ADT_A01', 'ADT^A11^ADT_A09');
+  const c = convertHl7(parseHl7(text));
+  expect(c.resources.find((r): r is Encounter => r.resourceType === 'Encounter')?.status).toBe('cancelled');
+});
+
+test('ADT^A40 merge: MRG patient replaced-by the survivor, survivor replaces it', () => {
+  const text = [
+    MSH('ADT^A40^ADT_A39'),
+    'EVN|A40|20261110120000',
+    'PID|1||36805280109^^^EE^NI||Kask^Mari||19680528|F', // survivor
+    'MRG|H-777^^^ELVA_HAIGLA^MR', // MRG-1: the retired hospital record
+  ].join('\r');
+  const c = convertHl7(parseHl7(text));
+  const retiredId = deterministicId('Patient', 'https://fhir.ee/sid/pid/est/prn/90006399', 'H-777');
+  expect(c.merge?.retiredPatientId).toBe(retiredId);
+  const retired = c.resources.find((r): r is Patient => r.resourceType === 'Patient' && r.id === retiredId)!;
+  expect(retired.active).toBe(false);
+  expect(retired.link).toEqual([{ type: 'replaced-by', other: { reference: `Patient/${c.patient.id}` } }]);
+  expect(c.patient.link).toEqual([{ type: 'replaces', other: { reference: `Patient/${retiredId}` } }]);
+  expect(c.patient.identifier?.[0]).toEqual({ system: SYSTEMS.isikukood, value: '36805280109', type: expect.anything() });
+});
+
+test('ROL: PP → generalPractitioner, other roles → careTeamCandidates with Practitioner resources', () => {
+  const text = [
+    eeDischarge(),
+    'ROL|1|AD|PP^Primary Care Provider^HL70443|D22222^Ilves^Kadri^^^Dr^^^TAM|20200101',
+    'ROL|2|AD|CP^Consulting Provider^HL70443|N33333^Õun^Ülle^^^^^^TAM|20261101',
+  ].join('\r');
+  const c = convertHl7(parseHl7(text));
+  const ids = (code: string) => c.resources.find((r) => r.resourceType === 'Practitioner' && r.identifier?.[0].value === code)?.id;
+  expect(c.patient.generalPractitioner?.map((g) => g.reference)).toContain(`Practitioner/${ids('D22222')}`);
+  expect(c.careTeamCandidates).toHaveLength(1);
+  expect(c.careTeamCandidates[0]).toMatchObject({ member: { reference: `Practitioner/${ids('N33333')}` }, start: '2026-11-01' });
+});
+
+test.each([
+  ['SIU^S12^SIU_S12', 'MSH-9'],
+  ['ADT^A17^ADT_A17', 'MSH-9'],
+  ['ADT^A12^ADT_A09', 'MSH-9.2'],
+])('%s is refused as unsupported at %s', (type, where) => {
+  let err: unknown;
+  try {
+    convertHl7(parseHl7(`${MSH(type)}\rPID|1||38001010015^^^EE^NI`));
+  } catch (e) {
+    err = e;
+  }
+  expect(err).toBeInstanceOf(OutcomeError);
+  expect((err as OutcomeError).category).toBe('unsupported');
+  expect((err as OutcomeError).outcome.issue[0].expression).toEqual([where]);
+});
+
+test('foreign assigning authorities: an ISO OID becomes urn:oid, a bare name a care-gateway urn', () => {
+  const text = [MSH('ADT^A08^ADT_A01'), 'EVN|A08|20261110120000', 'PID|1||123^^^HOSP&2.16.840.1.113883.19.5&ISO^MR~456^^^ACME^MR||Doe^John||19700101|M'].join('\r');
+  const c = convertHl7(parseHl7(text));
+  expect(c.patient.identifier?.map((i) => i.system)).toEqual(['urn:oid:2.16.840.1.113883.19.5', 'urn:care-gateway:assigner:ACME']);
+  expect(c.patient.id).toBe(deterministicId('Patient', 'urn:oid:2.16.840.1.113883.19.5', '123'));
+});
