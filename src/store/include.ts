@@ -69,28 +69,17 @@ export async function resolveIncludes(
     const ids = frontier.map((r) => r.id as string);
     const found: Resource[] = [];
     for (const spec of active) {
-      let rows: { content: string }[];
-      if (spec.kind === 'include') {
-        rows = await tx.query<{ content: string }>(
-          `SELECT DISTINCT t.content FROM idx_reference x
-           JOIN resource t ON t.resource_type = x.target_type AND t.id = x.target_id AND NOT t.deleted
-           WHERE (x.resource_type, x.resource_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-             AND ($3 = '*' OR (x.resource_type = $3 AND x.param = $4))
-             AND ($5::text IS NULL OR x.target_type = $5)
-           LIMIT ${MAX_INCLUDED}`,
-          [types, ids, spec.sourceType, spec.param, spec.targetType ?? null],
-        );
-      } else {
-        rows = await tx.query<{ content: string }>(
-          `SELECT DISTINCT s.content FROM idx_reference x
-           JOIN resource s ON s.resource_type = x.resource_type AND s.id = x.resource_id AND NOT s.deleted
-           WHERE (x.target_type, x.target_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-             AND ($3 = '*' OR (x.resource_type = $3 AND x.param = $4))
-             AND ($5::text IS NULL OR x.target_type = $5)
-           LIMIT ${MAX_INCLUDED}`,
-          [types, ids, spec.sourceType, spec.param, spec.targetType ?? null],
-        );
-      }
+      // include: the resources the frontier points at; revinclude: the resources pointing at the frontier
+      const [from, to] = spec.kind === 'include' ? ['target', 'resource'] : ['resource', 'target'];
+      const rows = await tx.query<{ content: string }>(
+        `SELECT DISTINCT t.content FROM idx_reference x
+         JOIN resource t ON t.resource_type = x.${from}_type AND t.id = x.${from}_id AND NOT t.deleted
+         WHERE (x.${to}_type, x.${to}_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+           AND ($3 = '*' OR (x.resource_type = $3 AND x.param = $4))
+           AND ($5::text IS NULL OR x.target_type = $5)
+         LIMIT ${MAX_INCLUDED}`,
+        [types, ids, spec.sourceType, spec.param, spec.targetType ?? null],
+      );
       for (const row of rows) {
         const r = JSON.parse(row.content) as Resource;
         const key = `${r.resourceType}/${r.id}`;
