@@ -134,8 +134,18 @@ export async function assemble(w: Writer, c: Contribution): Promise<AssemblyResu
 
   const planId = planIdFor(patientId);
   const teamId = teamIdFor(patientId);
-  const existingPlan = await w.readOptional<CarePlan>('CarePlan', planId);
-  const existingTeam = await w.readOptional<CareTeam>('CareTeam', teamId);
+  const known = await w.readMany([
+    ['CarePlan', planId],
+    ['CareTeam', teamId],
+  ]);
+  const existingPlan = known.get(`CarePlan/${planId}`) as CarePlan | undefined;
+  const existingTeam = known.get(`CareTeam/${teamId}`) as CareTeam | undefined;
+  // what the assembly derives (municipality, rule-made requests, team, plan) is written together at the end
+  const deferred: Resource[] = [];
+  const defer = <T extends Resource>(r: T): T => {
+    deferred.push(r);
+    return r;
+  };
   const now = new Date().toISOString();
   let plan: CarePlan = existingPlan ?? {
     resourceType: 'CarePlan',
@@ -162,7 +172,7 @@ export async function assemble(w: Writer, c: Contribution): Promise<AssemblyResu
 
   // 2. The municipality of residence (and a move between municipalities).
   const municipality = municipalityOfResidence(patient);
-  const municipalityOrg = municipality ? await put(municipalityOrganization(municipality)) : undefined;
+  const municipalityOrg = municipality ? defer(municipalityOrganization(municipality)) : undefined;
 
   const parties: Partial<Record<Party, Reference>> = {
     'general-practitioner': patient.generalPractitioner?.[0],
@@ -171,7 +181,7 @@ export async function assemble(w: Writer, c: Contribution): Promise<AssemblyResu
   };
 
   // 3. Coordination rules for the event.
-  const ruleResources = await applyRules(w, c, patient, parties, put);
+  const ruleResources = await applyRules(w, c, patient, parties, put, defer);
 
   // 4. What the plan references.
   const activityRefs: Reference[] = [];
@@ -222,11 +232,14 @@ export async function assemble(w: Writer, c: Contribution): Promise<AssemblyResu
   // 6. A merge moves everything onto the surviving patient.
   if (c.merge) ({ plan, team } = await mergeInto(w, c.merge.retiredPatientId, patient, plan, team, put));
 
-  await put(team);
-  await put(plan);
+  for (const res of await w.updateMany([...deferred, team, plan])) {
+    if (res.outcome === 'created') created.push(res.resource);
+    else if (res.outcome === 'updated') updated.push(res.resource);
+  }
 
   // 7. Provenance for everything this contribution wrote.
   const agentWho = c.author ?? (org ? refTo(org) : undefined);
+  const provenances: Provenance[] = [];
   for (const [activityCode, list] of [
     ['CREATE', created],
     ['UPDATE', updated],
@@ -248,9 +261,9 @@ export async function assemble(w: Writer, c: Contribution): Promise<AssemblyResu
       ],
       entity: [{ role: 'source', what: { identifier: { system: INBOX_SYSTEM, value: c.inboxId }, display: c.description } }],
     };
-    const res = await w.update(prov);
-    if (res.outcome !== 'unchanged') created.push(res.resource);
+    provenances.push(prov);
   }
+  for (const res of await w.updateMany(provenances)) if (res.outcome !== 'unchanged') created.push(res.resource);
 
   return { patientId, planId, teamId, written: [...created, ...updated].map(versionRef) };
 }
@@ -262,6 +275,7 @@ async function applyRules(
   patient: Patient,
   parties: Partial<Record<Party, Reference>>,
   put: <T extends Resource>(r: T) => Promise<T>,
+  defer: <T extends Resource>(r: T) => T,
 ): Promise<{ added: Resource[]; revoked: Resource[] }> {
   const book = ruleBook();
   const added: Resource[] = [];
@@ -297,11 +311,13 @@ async function applyRules(
     flags: c.flags ?? [],
   };
   const start = c.occurredAt ?? new Date().toISOString();
-  for (const rule of book.rules.filter((r) => r.on === c.event && r.applies(facts))) {
+  const applicable = book.rules.filter((r) => r.on === c.event && r.applies(facts));
+  const existing = await w.readMany(applicable.flatMap((rule) => rule.add.map((a, i) => [a.resource, idFor(rule.id, i, a)] as [string, string])));
+  for (const rule of applicable) {
     const made: Resource[] = [];
     for (const [i, a] of rule.add.entries()) {
       // the same event sent again lands on the same resource; after a cancellation (a final status) a new one is made
-      const first = await w.readOptional<ServiceRequest | Task>(a.resource, idFor(rule.id, i, a));
+      const first = existing.get(`${a.resource}/${idFor(rule.id, i, a)}`) as ServiceRequest | Task | undefined;
       const id = first && (REQUEST_FINAL.has(first.status) || TASK_FINAL.has(first.status)) ? idFor(rule.id, i, a, c.inboxId) : idFor(rule.id, i, a);
       const code: CodeableConcept = {
         coding: [{ system: book.codeSystem, code: a.code, display: a.display }],
@@ -347,7 +363,7 @@ async function applyRules(
       }
       const current = id === first?.id ? first : await w.readOptional<ServiceRequest | Task>(a.resource, id);
       // keep what others changed since (e.g. the GP accepted the task): only fill in what is missing
-      const saved = await put(current ? ({ ...r, ...current } as Resource) : r);
+      const saved = defer(current ? ({ ...r, ...current } as Resource) : r);
       made.push(saved);
       added.push(saved);
     }

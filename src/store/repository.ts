@@ -96,6 +96,16 @@ export class Writer {
     return rows.length && !rows[0].deleted ? (JSON.parse(rows[0].content) as T) : undefined;
   }
 
+  /** Several current resources in one query, by `Type/id` (deleted and missing ones are absent). */
+  async readMany(keys: [string, string][]): Promise<Map<string, Resource>> {
+    if (keys.length === 0) return new Map();
+    const rows = await this.tx.query<{ content: string }>(
+      `SELECT content FROM resource WHERE NOT deleted AND (resource_type, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+      [keys.map((k) => k[0]), keys.map((k) => k[1])],
+    );
+    return new Map(rows.map((r) => JSON.parse(r.content) as Resource).map((r) => [`${r.resourceType}/${r.id}`, r]));
+  }
+
   /** create: a new id is assigned unless `id` is given (used by mappings with deterministic ids). */
   async create<T extends Resource>(resource: T, opts: { ifNoneExist?: string } = {}): Promise<WriteResult<T>> {
     if (opts.ifNoneExist !== undefined) {
