@@ -121,8 +121,9 @@ export async function assemble(w: Writer, c: Contribution): Promise<AssemblyResu
     return res.resource;
   };
 
-  // 1. The contributed resources, written together in a few set-based statements.
-  const batch = [...(c.organization ? [c.organization] : []), c.patient, ...c.resources];
+  // 1. The contributed resources, written together in a few set-based statements — except state an older
+  //    event would overwrite: a message that arrives late does not undo a newer one (EVN-2/EVN-6 order).
+  const batch = await byEventTime(w, [...(c.organization ? [c.organization] : []), c.patient, ...c.resources], c.occurredAt);
   const results = await w.updateMany(batch);
   for (const res of results) {
     if (res.outcome === 'created') created.push(res.resource);
@@ -266,6 +267,44 @@ export async function assemble(w: Writer, c: Contribution): Promise<AssemblyResu
   for (const res of await w.updateMany(provenances)) if (res.outcome !== 'unchanged') created.push(res.resource);
 
   return { patientId, planId, teamId, written: [...created, ...updated].map(versionRef) };
+}
+
+/** Resources whose state follows events (demographics, the visit) carry the time of the event that set it. */
+export const EVENT_TIME_EXTENSION = 'https://care-gateway.ee/fhir/StructureDefinition/source-event-time';
+const EVENT_ORDERED = new Set(['Patient', 'Encounter']);
+
+function eventTimeOf(r: Resource | undefined): number | undefined {
+  const v = r?.meta?.extension?.find((e) => e.url === EVENT_TIME_EXTENSION)?.valueDateTime;
+  return v ? Date.parse(v) : undefined;
+}
+
+function withoutEventTime(r: Resource): string {
+  const { meta, ...rest } = r;
+  return JSON.stringify({ ...rest, ext: meta?.extension?.filter((e) => e.url !== EVENT_TIME_EXTENSION) ?? [] });
+}
+
+/**
+ * Applies event-time order to Patient and Encounter: the stored version stays when it was set by a later event,
+ * or when only the event time would change; otherwise the new state is stamped with its event time.
+ */
+async function byEventTime(w: Writer, batch: Resource[], occurredAt: string | undefined): Promise<Resource[]> {
+  const at = occurredAt ? Date.parse(occurredAt) : NaN;
+  if (Number.isNaN(at)) return batch;
+  const ordered = batch.filter((r) => EVENT_ORDERED.has(r.resourceType) && r.id);
+  const stored = await w.readMany(ordered.map((r) => [r.resourceType, r.id!] as [string, string]));
+  return batch.map((r) => {
+    if (!EVENT_ORDERED.has(r.resourceType)) return r;
+    const cur = stored.get(`${r.resourceType}/${r.id}`);
+    const stamped = {
+      ...r,
+      meta: { ...r.meta, extension: [...(r.meta?.extension ?? []).filter((e) => e.url !== EVENT_TIME_EXTENSION), { url: EVENT_TIME_EXTENSION, valueDateTime: occurredAt }] },
+    } as Resource;
+    if (!cur) return stamped;
+    const curAt = eventTimeOf(cur);
+    if (withoutEventTime(cur) === withoutEventTime(r)) return cur; // nothing but the time would change
+    if (curAt !== undefined && curAt > at) return cur; // a later event already set this state
+    return stamped;
+  });
 }
 
 /** Adds the requests the rules call for, or revokes what a cancelled discharge had added. */

@@ -146,6 +146,19 @@ describe.each(backends())('HL7 v2 through the gateway on %s', (_name, makeBacken
     expect(tasks.entry!.map((e) => e.resource!.status)).toEqual(['cancelled']);
   });
 
+  test('events apply by event time: an older A08 arriving late does not overwrite a newer address', async () => {
+    const ik = '36805280109';
+    const pid = patientIdFor(SYSTEMS.isikukood, ik);
+    await post(eeDischarge({ controlId: 'E2E-T2', isikukood: ik, trigger: 'A08', ehak: '0793', eventTime: '20261120090000' }));
+    const late = await post(eeDischarge({ controlId: 'E2E-T1', isikukood: ik, trigger: 'A08', ehak: '0171', eventTime: '20261115090000' }));
+    expect(value(late.msa, 1)).toBe('AA'); // accepted and kept, but it does not undo the newer state
+    const p = await get<Patient>(`/Patient/${pid}`);
+    expect(p.address?.[0].extension?.[0].valueCoding?.code).toBe('0793');
+    const newer = await post(eeDischarge({ controlId: 'E2E-T3', isikukood: ik, trigger: 'A08', ehak: '0171', eventTime: '20261125090000' }));
+    expect(value(newer.msa, 1)).toBe('AA');
+    expect((await get<Patient>(`/Patient/${pid}`)).address?.[0].extension?.[0].valueCoding?.code).toBe('0171');
+  });
+
   test('a GP referral (REF^I12) joins the same plan as a ServiceRequest with a Task', async () => {
     const r = await post(gpReferral('37302102711', 'REF-E2E-1'));
     expect(value(r.msa, 1)).toBe('AA');
