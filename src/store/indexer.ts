@@ -3,29 +3,23 @@
  * (src/fhir/searchparams.ts), and names the Patient compartment the resource belongs to (its `patient_key`).
  */
 import type { Resource } from '../fhir/types.js';
-import { extractSearchValues } from '../fhir/searchparams.js';
+import { extractSearchValues, type SearchValues } from '../fhir/searchparams.js';
 
-export interface IndexRows {
-  token: { param: string; system?: string | null; code?: string | null }[];
-  string: { param: string; value: string }[];
-  reference: { param: string; targetType: string; targetId: string }[];
-  date: { param: string; low: string; high: string }[];
-  quantity: { param: string; value: number; system?: string | null; code?: string | null }[];
-  patientKey: string | null;
-}
+/** The rows of the five index tables: uri values are stored as tokens, numbers as quantities without a unit. */
+export type IndexRows = Omit<SearchValues, 'uri' | 'number'> & { patientKey: string | null };
 
 /** Search parameters whose Patient target makes a resource part of that Patient's compartment. */
 const PATIENT_PARAMS = ['patient', 'subject', 'beneficiary', 'for'];
 
 export function indexRows(resource: Resource): IndexRows {
   const v = extractSearchValues(resource);
-  const token = [...v.token, ...(v.uri ?? []).map((u: { param: string; value: string }) => ({ param: u.param, system: null, code: u.value }))];
-  const quantity = [...v.quantity, ...(v.number ?? []).map((n: { param: string; value: number }) => ({ param: n.param, value: n.value, system: null, code: null }))];
+  const token = [...v.token, ...v.uri.map((u) => ({ param: u.param, system: null, code: u.value }))];
+  const quantity = [...v.quantity, ...v.number.map((n) => ({ param: n.param, value: n.value, system: null, code: null }))];
   let patientKey: string | null = null;
   if (resource.resourceType === 'Patient') patientKey = resource.id ?? null;
   else {
     for (const p of PATIENT_PARAMS) {
-      const ref = v.reference.find((r: { param: string; targetType: string; targetId: string }) => r.param === p && r.targetType === 'Patient');
+      const ref = v.reference.find((r) => r.param === p && r.targetType === 'Patient');
       if (ref) {
         patientKey = ref.targetId;
         break;

@@ -113,7 +113,7 @@ export class Writer {
       if (found) return { resource: found as T, outcome: 'existing' };
     }
     const id = crypto.randomUUID();
-    return this.put({ ...resource, id }, {});
+    return this.update({ ...resource, id });
   }
 
   /**
@@ -123,10 +123,6 @@ export class Writer {
   async update<T extends Resource>(resource: T, opts: { ifMatch?: string } = {}): Promise<WriteResult<T>> {
     if (!resource.id) throw new OutcomeError('invalid', 'update needs Resource.id', `${resource.resourceType}.id`);
     return (await this.updateMany([resource], opts.ifMatch))[0] as WriteResult<T>;
-  }
-
-  private put<T extends Resource>(resource: T, opts: { ifMatch?: string }): Promise<WriteResult<T>> {
-    return this.update(resource, opts);
   }
 
   /**

@@ -7,7 +7,7 @@
 import type { CarePlan, CareTeam, Condition, Encounter, Organization, Patient, Practitioner, Provenance, RelatedPerson, Resource, ServiceRequest, Task } from '@medplum/fhirtypes';
 import { assemble, planIdFor, teamIdFor, type Contribution } from '../../src/careplan/assemble.js';
 import type { Store } from '../../src/store/index.js';
-import { backends, type Backend } from '../helpers/backends.js';
+import { backends, useStore } from '../helpers/backends.js';
 
 const NI = 'https://fhir.ee/sid/pid/est/ni';
 const EHAK_EXT = 'https://fhir.ee/base/StructureDefinition/ee-ehak';
@@ -68,17 +68,9 @@ function discharge(patientId: string, inboxId: string, encounterId = `enc-${pati
 }
 
 describe.each(backends())('shared care plan on %s', (_name, makeBackend) => {
-  let backend: Backend;
+  const suite = useStore(makeBackend);
   let store: Store;
-
-  beforeAll(async () => {
-    backend = makeBackend();
-    store = await backend.open();
-  });
-  afterAll(async () => {
-    await store.close();
-    await backend.cleanup();
-  });
+  beforeAll(() => ({ store } = suite));
 
   const run = (c: Contribution) => store.repo.transaction((w) => assemble(w, c));
   const plansOf = async (patientId: string) =>

@@ -69,3 +69,20 @@ export function backends(): [string, () => Backend][] {
   if (PG_URL) list.push(['postgres', () => postgresBackend(PG_URL)]);
   return list;
 }
+
+/**
+ * Opens a fresh store on a backend for the enclosing describe block, and closes and removes it afterwards.
+ * Read `store` and `backend` inside tests and hooks (they are set in beforeAll).
+ */
+export function useStore(makeBackend: () => Backend): { store: Store; backend: Backend } {
+  const ctx = {} as { store: Store; backend: Backend };
+  beforeAll(async () => {
+    ctx.backend = makeBackend();
+    ctx.store = await ctx.backend.open();
+  });
+  afterAll(async () => {
+    await ctx.store.close();
+    await ctx.backend.cleanup();
+  });
+  return ctx;
+}

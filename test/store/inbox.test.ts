@@ -9,20 +9,12 @@ import type { Store } from '../../src/store/index.js';
 import { openStore } from '../../src/store/index.js';
 import { InboxWorker, type Processor } from '../../src/ingest/worker.js';
 import { silentLogger } from '../../src/log.js';
-import { backends, pgliteBackend, postgresBackend, PG_URL, type Backend } from '../helpers/backends.js';
+import { backends, pgliteBackend, postgresBackend, PG_URL, useStore } from '../helpers/backends.js';
 
 describe.each(backends())('inbox on %s', (_name, makeBackend) => {
-  let backend: Backend;
+  const suite = useStore(makeBackend);
   let store: Store;
-
-  beforeAll(async () => {
-    backend = makeBackend();
-    store = await backend.open();
-  });
-  afterAll(async () => {
-    await store.close();
-    await backend.cleanup();
-  });
+  beforeAll(() => ({ store } = suite));
 
   test('stores the raw bytes exactly as received, with sender, control id and hash', async () => {
     const payload = Buffer.from([0x4d, 0x53, 0x48, 0x7c, 0xf5, 0xe4, 0x00, 0xff]); // not valid UTF-8 on purpose

@@ -9,7 +9,7 @@ import type { Patient, Observation, Resource } from '@medplum/fhirtypes';
 import { OutcomeError } from '../../src/fhir/outcome.js';
 import type { Store } from '../../src/store/index.js';
 import { migrate } from '../../src/store/schema.js';
-import { backends, type Backend } from '../helpers/backends.js';
+import { backends, useStore } from '../helpers/backends.js';
 
 const NI = 'https://fhir.ee/sid/pid/est/ni';
 
@@ -35,17 +35,9 @@ async function expectOutcome(p: Promise<unknown>, category: string): Promise<Out
 }
 
 describe.each(backends())('repository on %s', (_name, makeBackend) => {
-  let backend: Backend;
+  const suite = useStore(makeBackend);
   let store: Store;
-
-  beforeAll(async () => {
-    backend = makeBackend();
-    store = await backend.open();
-  });
-  afterAll(async () => {
-    await store.close();
-    await backend.cleanup();
-  });
+  beforeAll(() => ({ store } = suite));
 
   test('create assigns an id, versionId 1 and lastUpdated, and read returns the same resource', async () => {
     const { resource, outcome } = await store.repo.create(patient('37302102711'));

@@ -6,13 +6,13 @@
  */
 import type { CarePlan, CareTeam, Organization, Patient, Provenance, Resource } from '@medplum/fhirtypes';
 import type { Store } from '../../src/store/index.js';
-import { backends, type Backend } from '../helpers/backends.js';
+import { backends, useStore } from '../helpers/backends.js';
 
 const NI = 'https://fhir.ee/sid/pid/est/ni';
 const BR = 'https://fhir.ee/sid/org/est/br';
 
 describe.each(backends())('search features on %s', (_name, makeBackend) => {
-  let backend: Backend;
+  const suite = useStore(makeBackend);
   let store: Store;
 
   const seed: Resource[] = [
@@ -51,13 +51,8 @@ describe.each(backends())('search features on %s', (_name, makeBackend) => {
   ];
 
   beforeAll(async () => {
-    backend = makeBackend();
-    store = await backend.open();
+    store = suite.store;
     for (const r of seed) await store.repo.update(r);
-  });
-  afterAll(async () => {
-    await store.close();
-    await backend.cleanup();
   });
 
   const search = (type: string, params: [string, string][], extra: { count?: number; cursor?: string } = {}) =>
