@@ -14,6 +14,9 @@ import { loadMappings } from './mapping/hl7v2.js';
 import { setDefaultZone } from './mapping/datatypes.js';
 import { startMllpServer, type MllpServer } from './mllp/server.js';
 import { writeChecks } from './write-checks.js';
+import { socialCareRoute } from './api/social.js';
+import { setSocialMappingsDir, socialMapping, socialSources } from './social/mapping.js';
+import { socialProcessor } from './social/import.js';
 
 export interface Gateway {
   config: Config;
@@ -37,11 +40,13 @@ export interface GatewayOptions {
 export async function startGateway(config: Config, logger: Logger, opts: GatewayOptions = {}): Promise<Gateway> {
   const t0 = performance.now();
   loadMappings(); // a broken mapping file stops the start, naming the file
+  setSocialMappingsDir(config.socialMappingsDir);
+  for (const source of socialSources()) socialMapping(source);
   setDefaultZone(config.hl7DefaultTimezone);
   const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, schema: opts.schema, ...writeChecks });
   logger.info('store open', { kind: store.db.kind, ms: Math.round(performance.now() - t0), restoredFromJournal: store.restored });
   const rerun = reprocessHl7(store, config.hl7DefaultCharset);
-  const worker = new InboxWorker(store, { mllp: rerun, 'hl7v2-http': rerun }, logger);
+  const worker = new InboxWorker(store, { mllp: rerun, 'hl7v2-http': rerun, 'social-care': socialProcessor(store) }, logger);
   const receiver = new Hl7Receiver(store, hl7Processor(store), { defaultCharset: config.hl7DefaultCharset, logger: logger.child({ channel: 'hl7v2' }) });
   const http = await startHttpServer(store, {
     host: config.host,
@@ -51,7 +56,7 @@ export async function startGateway(config: Config, logger: Logger, opts: Gateway
     defaultPageSize: config.defaultPageSize,
     maxPageSize: config.maxPageSize,
     logger,
-    routes: [hl7v2Route(receiver)],
+    routes: [hl7v2Route(receiver), socialCareRoute(store, config.socialCareMaxBytes)],
     reprocess: (id) => worker.runById(id),
   });
   let mllp: MllpServer | undefined;

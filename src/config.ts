@@ -15,6 +15,10 @@ export interface Config {
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   /** largest HTTP request body accepted, bytes (413 past it) */
   maxBodyBytes: number;
+  /** largest social-care export accepted by POST /social-care/{source}, bytes */
+  socialCareMaxBytes: number;
+  /** a folder of municipal export mappings searched before mappings/social (SOCIAL_MAPPINGS_DIR) */
+  socialMappingsDir?: string;
   /** largest HL7 v2 message accepted over MLLP, bytes (AR and close past it) */
   mllpMaxMessageBytes: number;
   /** charset assumed when MSH-18 is empty (Baltic senders often use windows-1257) */
@@ -48,6 +52,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     baseUrl: env.BASE_URL ? env.BASE_URL.replace(/\/+$/, '') : undefined,
     logLevel: level as Config['logLevel'],
     maxBodyBytes: int(env, 'MAX_BODY_BYTES', 10 * 1024 * 1024),
+    socialCareMaxBytes: int(env, 'SOCIAL_CARE_MAX_BYTES', 256 * 1024 * 1024),
+    socialMappingsDir: env.SOCIAL_MAPPINGS_DIR ? path.resolve(env.SOCIAL_MAPPINGS_DIR) : undefined,
     mllpMaxMessageBytes: int(env, 'MLLP_MAX_MESSAGE_BYTES', 4 * 1024 * 1024),
     hl7DefaultCharset: env.HL7_DEFAULT_CHARSET || 'utf-8',
     hl7DefaultTimezone: env.HL7_DEFAULT_TIMEZONE || 'Europe/Tallinn',

@@ -36,7 +36,7 @@ export interface HttpOptions {
   maxPageSize: number;
   logger: Logger;
   /** extra routes, e.g. POST /hl7v2 */
-  routes?: { method: string; pattern: RegExp; handler: Route }[];
+  routes?: { method: string; pattern: RegExp; handler: Route; /** a larger body limit for this route (file uploads) */ maxBodyBytes?: number }[];
   /** runs one stored inbox entry now (POST /admin/messages/{id}/$reprocess) */
   reprocess?: (id: string) => Promise<boolean>;
 }
@@ -61,7 +61,7 @@ const SECURITY_HEADERS: Record<string, string> = {
 export async function startHttpServer(store: Store, opts: HttpOptions): Promise<HttpServer> {
   const apiOpts = { ...opts, baseUrl: opts.baseUrl ?? '' };
   const fhir = new FhirApi(store, apiOpts);
-  const routes = [...adminRoutes(store, opts.reprocess), ...(opts.routes ?? [])];
+  const routes: NonNullable<HttpOptions['routes']> = [...adminRoutes(store, opts.reprocess), ...(opts.routes ?? [])];
   let inFlight = 0;
   let idle: (() => void) | undefined;
 
@@ -99,7 +99,9 @@ export async function startHttpServer(store: Store, opts: HttpOptions): Promise<
       if (e.category === 'fault') opts.logger.error('http request failed', { error: err instanceof Error ? err.message : String(err) });
       done(json(CATEGORIES[e.category].http, e.outcome));
     };
-    readBody(req, opts.maxBodyBytes)
+    const pathname = (req.url ?? '/').split('?')[0].replace(/\/+$/, '') || '/';
+    const limit = routes.find((r) => r.method === req.method && r.pattern.test(pathname))?.maxBodyBytes ?? opts.maxBodyBytes;
+    readBody(req, limit)
       .then((body) => {
         const url = new URL(req.url ?? '/', 'http://localhost');
         const headers: Record<string, string | undefined> = {};

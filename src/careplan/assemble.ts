@@ -77,6 +77,12 @@ export interface Contribution {
   team?: TeamChange[];
   /** A40 merge: the patient id that is retired in favour of `patient` */
   merge?: { retiredPatientId: string };
+  /**
+   * The Patient is only what this source knows to identify the person (a municipal export): it is created when
+   * the person is new, never overwrites a stored Patient, and carries no event time, so the next hospital or GP
+   * message sets the demographics in full.
+   */
+  patientStub?: boolean;
 }
 
 export interface AssemblyResult {
@@ -123,7 +129,10 @@ export async function assemble(w: Writer, c: Contribution): Promise<AssemblyResu
 
   // 1. The contributed resources, written together in a few set-based statements — except state an older
   //    event would overwrite: a message that arrives late does not undo a newer one (EVN-2/EVN-6 order).
-  const batch = await byEventTime(w, [...(c.organization ? [c.organization] : []), c.patient, ...c.resources], c.occurredAt);
+  const givenPatient = c.patientStub ? ((await w.readOptional('Patient', patientId)) as Patient | undefined) ?? c.patient : c.patient;
+  const batch = c.patientStub
+    ? [...(c.organization ? [c.organization] : []), givenPatient, ...(await byEventTime(w, c.resources, c.occurredAt))]
+    : await byEventTime(w, [...(c.organization ? [c.organization] : []), c.patient, ...c.resources], c.occurredAt);
   const results = await w.updateMany(batch);
   for (const res of results) {
     if (res.outcome === 'created') created.push(res.resource);
@@ -223,6 +232,8 @@ export async function assemble(w: Writer, c: Contribution): Promise<AssemblyResu
   const changes: TeamChange[] = [...(c.team ?? [])];
   if (parties['general-practitioner']) changes.push({ member: parties['general-practitioner'], role: role(ROLES.generalPractitioner), start: c.occurredAt });
   if (municipalityOrg) changes.push({ member: refTo(municipalityOrg), role: role(ROLES.municipalityOfResidence), start: c.occurredAt });
+  // a municipality deciding on a social service for someone who does not (or not known to) live there
+  if (c.channel === 'social-care' && org && org.id !== municipalityOrg?.id) changes.push({ member: refTo(org), role: role(ROLES.municipalSocialServices), start: c.occurredAt });
   for (const r of written) {
     if (r.resourceType === 'RelatedPerson') changes.push(relatedPersonParticipant(r as RelatedPerson));
     if (r.resourceType === 'Encounter') changes.push(...encounterParticipants(r as Encounter, org));

@@ -43,6 +43,15 @@ export function municipalities(): Map<string, Municipality> {
   return cache;
 }
 
+/**
+ * A municipality's Business Register code learned from its own export mapping (mappings/social/), when the
+ * directory has none: the mapping is the municipality's own statement. A code in the directory wins.
+ */
+export function learnRegistryCode(ehak: string, registryCode: string): void {
+  const m = municipalities().get(ehak);
+  if (m && !m.registryCode) m.registryCode = registryCode;
+}
+
 /** The municipality an address lies in: its EHAK extension first, else an exact (folded) name match. */
 export function municipalityOfAddress(a: Address): Municipality | undefined {
   const dir = municipalities();

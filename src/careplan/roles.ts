@@ -25,6 +25,8 @@ export const ROLES = {
   childProtection: { system: LOCAL_ROLE_SYSTEM, code: 'child-protection-specialist', display: 'Child protection specialist' },
   supportPerson: { system: LOCAL_ROLE_SYSTEM, code: 'support-person', display: 'Support person' },
   specialNeedsCoordinator: { system: LOCAL_ROLE_SYSTEM, code: 'special-needs-coordinator', display: "School's special educational needs coordinator" },
+  municipalSocialServices: { system: LOCAL_ROLE_SYSTEM, code: 'municipal-social-services', display: 'Municipality providing social services' },
+  school: { system: LOCAL_ROLE_SYSTEM, code: 'school', display: 'School' },
   countyCoordinator: { system: LOCAL_ROLE_SYSTEM, code: 'county-care-coordinator', display: 'County care coordinator' },
 } satisfies Record<string, RoleCode>;
 

@@ -1,0 +1,40 @@
+/**
+ * Municipal social-care records: `POST /social-care/{source}` with a CSV or JSON export (../shared/interfaces.md).
+ * The file is stored whole in the inbox (committed) before anything else; then its rows are imported and the
+ * answer is the import report: 200 when rows were accepted (rejected ones listed with row, field and reason),
+ * 422 when every row was rejected, 400 when the file itself cannot be read, 404 for an unknown source.
+ */
+import { OutcomeError } from '../fhir/outcome.js';
+import type { Store } from '../store/index.js';
+import { socialMapping, socialSources } from '../social/mapping.js';
+import { importStored } from '../social/import.js';
+import type { Route } from './http.js';
+
+const CSV_TYPES = new Set(['text/csv', 'text/plain', 'application/csv', 'application/vnd.ms-excel', 'application/octet-stream', '']);
+const JSON_TYPES = new Set(['application/json', 'text/json', 'application/octet-stream', '']);
+
+export function socialCareRoute(store: Store, maxBodyBytes: number): { method: string; pattern: RegExp; handler: Route; maxBodyBytes: number } {
+  return {
+    method: 'POST',
+    pattern: /^\/social-care\/([^/]+)$/,
+    maxBodyBytes,
+    handler: async (req, m) => {
+      const source = decodeURIComponent(m[1]);
+      const mapping = socialMapping(source);
+      if (!mapping) throw new OutcomeError('not-found', `no mapping for social-care source "${source}" (known: ${socialSources().join(', ') || 'none'}); add mappings/social/${source}.yaml`, 'source');
+      const ct = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+      if (!(mapping.format === 'csv' ? CSV_TYPES : JSON_TYPES).has(ct)) {
+        throw new OutcomeError('unsupported', `source ${source} exports ${mapping.format.toUpperCase()}; Content-Type ${ct} does not match`, 'Content-Type');
+      }
+      if (req.body.length === 0) throw new OutcomeError('structure', 'the body is empty; send the export file', 'body');
+      const { entry } = await store.inbox.receive({ channel: 'social-care', payload: req.body, sender: source, contentType: ct || undefined });
+      const report = await importStored(store, mapping, entry.id, req.body);
+      const status = report.error ? 400 : report.status === 'rejected' ? 422 : 200;
+      return {
+        status,
+        headers: { 'Content-Type': 'application/json; charset=utf-8', 'X-Inbox-Id': entry.id },
+        body: JSON.stringify(report),
+      };
+    },
+  };
+}

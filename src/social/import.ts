@@ -1,0 +1,127 @@
+/**
+ * Importing a municipal export that is already stored in the inbox: rows are read one at a time, each checked
+ * on its own, and the good ones go into the shared care plan in transactions of BATCH rows. A row the store
+ * refuses (e.g. a state rule) is retried alone so the rest of its batch still lands. Re-importing the same file
+ * writes nothing (deterministic ids, unchanged content makes no version); a changed row makes new versions with
+ * Provenance naming the file (inbox entry) and row.
+ */
+import { OutcomeError, toOutcomeError } from '../fhir/outcome.js';
+import type { Store } from '../store/index.js';
+import type { Writer } from '../store/repository.js';
+import { assemble } from '../careplan/assemble.js';
+import { checkRecord, contributionFor, type Decision, type RowError } from './convert.js';
+import { readRecords } from './records.js';
+import { socialMapping, type SocialMapping } from './mapping.js';
+import type { InboxEntry } from '../store/inbox.js';
+
+export interface ImportReport {
+  resourceType: 'SocialCareImportReport';
+  source: string;
+  /** the inbox entry that holds the file (GET /admin/messages/{id}) */
+  inboxId: string;
+  /** processed: at least one row accepted (or the file has none); rejected: nothing accepted */
+  status: 'processed' | 'rejected';
+  rows: { total: number; accepted: number; rejected: number; changed: number };
+  /** every rejected row with its number, where it is in the file, the field, the column and the reason */
+  rejected: RowError[];
+  /** a file-level problem (bad header, not CSV/JSON): no row was read */
+  error?: string;
+}
+
+export const BATCH = 200;
+/** a report lists at most this many rejected rows (the count is always exact) */
+const MAX_LISTED = 10_000;
+
+export async function importStored(store: Store, mapping: SocialMapping, inboxId: string, bytes: Buffer): Promise<ImportReport> {
+  const report: ImportReport = {
+    resourceType: 'SocialCareImportReport',
+    source: mapping.source,
+    inboxId,
+    status: 'processed',
+    rows: { total: 0, accepted: 0, rejected: 0, changed: 0 },
+    rejected: [],
+  };
+  const reject = (e: RowError): void => {
+    report.rows.rejected++;
+    if (report.rejected.length < MAX_LISTED) report.rejected.push(e);
+  };
+  const today = new Date().toISOString().slice(0, 10);
+  let batch: Decision[] = [];
+  const flush = async (): Promise<void> => {
+    if (batch.length === 0) return;
+    const rows = batch;
+    batch = [];
+    try {
+      const changed = await store.repo.transaction(async (w) => {
+        let n = 0;
+        for (const d of rows) n += await importOne(w, mapping, d, inboxId);
+        return n;
+      });
+      report.rows.accepted += rows.length;
+      report.rows.changed += changed;
+    } catch (err) {
+      // one row's content (or a deadlock with another import) failed the batch: each row alone, so only bad rows fail
+      if (rows.length === 1) return rowFailed(rows[0], err);
+      for (const d of rows) {
+        try {
+          report.rows.changed += await store.repo.transaction((w) => importOne(w, mapping, d, inboxId));
+          report.rows.accepted++;
+        } catch (e) {
+          rowFailed(d, e);
+        }
+      }
+    }
+  };
+  const rowFailed = (d: Decision, err: unknown): void => {
+    const e = toOutcomeError(err);
+    if (e.category === 'fault' || e.category === 'busy') throw err;
+    reject({ row: d.row, at: d.at, field: 'row', reason: e.message });
+  };
+
+  try {
+    for (const raw of readRecords(mapping, bytes)) {
+      report.rows.total++;
+      const { decision, errors } = checkRecord(mapping, raw, today);
+      if (!decision) {
+        report.rows.rejected++;
+        for (const e of errors) if (report.rejected.length < MAX_LISTED) report.rejected.push(e);
+        continue;
+      }
+      batch.push(decision);
+      if (batch.length >= BATCH) await flush();
+    }
+    await flush();
+  } catch (err) {
+    const e = toOutcomeError(err);
+    if (e.category === 'fault' || e.category === 'busy') throw err;
+    report.error = e.message;
+    report.status = 'rejected';
+    await store.inbox.finish(inboxId, { status: 'rejected', reason: e.message, outcome: report });
+    return report;
+  }
+  if (report.rows.total > 0 && report.rows.accepted === 0) report.status = 'rejected';
+  await store.inbox.finish(inboxId, {
+    status: report.status,
+    reason: report.rows.rejected ? `${report.rows.rejected} of ${report.rows.total} rows rejected` : undefined,
+    outcome: report,
+  });
+  return report;
+}
+
+async function importOne(w: Writer, mapping: SocialMapping, d: Decision, inboxId: string): Promise<number> {
+  const r = await assemble(w, contributionFor(mapping, d, inboxId));
+  return r.written.length > 0 ? 1 : 0;
+}
+
+/** The worker's processor for stored social-care files (start-up recovery, $reprocess). */
+export function socialProcessor(store: Store): (entry: InboxEntry & { payload: Buffer }) => Promise<void> {
+  return async (entry) => {
+    const mapping = entry.sender ? socialMapping(entry.sender) : undefined;
+    if (!mapping) {
+      const e = new OutcomeError('not-found', `no mapping for social-care source "${entry.sender}"`);
+      await store.inbox.finish(entry.id, { status: 'rejected', reason: e.message, outcome: e.outcome });
+      return;
+    }
+    await importStored(store, mapping, entry.id, entry.payload);
+  };
+}
