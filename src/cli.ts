@@ -5,8 +5,8 @@
  *                                                without a server or store
  * FILE.hl7: one or more HL7 v2 messages → one batch Bundle of PUT-by-id entries (plus an OperationOutcome entry
  * listing what was not mapped);
- * FILE.json: a FHIR resource or Bundle, validated and printed back. Social-care files (--source) need the
- * municipal mappings (mappings/social/).
+ * FILE.json: a FHIR resource or Bundle, validated and printed back. FILE.csv|json --source NAME: a municipal
+ * social-care export read through mappings/social/NAME.yaml.
  * Exit code 0 on success; 1 with a readable error (an OperationOutcome on standard error) otherwise.
  */
 import fs from 'node:fs';
@@ -19,6 +19,10 @@ import { parseHl7 } from './ingest/hl7v2/parse.js';
 import { convertHl7 } from './mapping/hl7v2.js';
 import { setDefaultZone } from './mapping/datatypes.js';
 import { validateResource } from './fhir/validate.js';
+import type { OperationOutcomeIssue } from './fhir/types.js';
+import { socialMapping, socialSources } from './social/mapping.js';
+import { readRecords } from './social/records.js';
+import { checkRecord, contributionFor } from './social/convert.js';
 
 const USAGE = 'usage: care-gateway convert FILE [--source NAME]   |   care-gateway [serve]';
 
@@ -27,7 +31,7 @@ export function convertFile(file: string, opts: { source?: string; defaultCharse
   if (!fs.existsSync(file)) throw new OutcomeError('not-found', `no such file: ${file}`);
   const bytes = fs.readFileSync(file);
   const ext = path.extname(file).toLowerCase();
-  if (opts.source) throw new OutcomeError('unsupported', `municipal source "${opts.source}": social-care import is not available in this version (mappings/social/ is empty)`);
+  if (opts.source) return convertSocial(file, bytes, opts.source);
   if (ext === '.json') {
     let parsed: unknown;
     try {
@@ -58,6 +62,40 @@ export function convertFile(file: string, opts: { source?: string; defaultCharse
   // what was not mapped rides along as an OperationOutcome entry, so nothing is dropped silently
   if (issues.length) entry.push({ fullUrl: 'urn:uuid:conversion-notes', resource: { resourceType: 'OperationOutcome', issue: issues } });
   return bundle;
+}
+
+/**
+ * A municipal export → a collection Bundle of what its good rows become (Patient stubs, ServiceRequests,
+ * case workers, caregivers, schools); rejected rows ride along in an OperationOutcome entry with row and field.
+ * If no row is good, the whole file fails.
+ */
+function convertSocial(file: string, bytes: Buffer, source: string): Bundle {
+  const mapping = socialMapping(source);
+  if (!mapping) throw new OutcomeError('not-found', `no mapping for social-care source "${source}" (known: ${socialSources().join(', ')})`);
+  const entry: BundleEntry[] = [];
+  const seen = new Set<string>();
+  const issues: OperationOutcomeIssue[] = [];
+  let rows = 0;
+  let good = 0;
+  for (const raw of readRecords(mapping, bytes)) {
+    rows++;
+    const { decision, errors } = checkRecord(mapping, raw);
+    for (const e of errors) issues.push({ severity: 'error', code: 'invalid', diagnostics: `row ${e.row} (${e.at}), ${e.field}${e.column ? ` [${e.column}]` : ''}: ${e.reason}`, expression: [`row[${e.row}].${e.field}`] });
+    if (!decision) continue;
+    good++;
+    const c = contributionFor(mapping, decision, path.basename(file));
+    for (const r of [c.organization!, c.patient, ...c.resources]) {
+      const key = `${r.resourceType}/${r.id}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const v = validateResource(r).filter((i) => i.severity === 'error');
+      if (v.length) throw OutcomeError.fromIssues('invalid', v);
+      entry.push({ ...(/^[0-9a-f]{8}-[0-9a-f]{4}-/.test(r.id ?? '') ? { fullUrl: `urn:uuid:${r.id}` } : {}), resource: r });
+    }
+  }
+  if (rows > 0 && good === 0) throw OutcomeError.fromIssues('invalid', issues);
+  if (issues.length) entry.push({ fullUrl: 'urn:uuid:rejected-rows', resource: { resourceType: 'OperationOutcome', issue: issues } });
+  return { resourceType: 'Bundle', type: 'collection', entry };
 }
 
 async function run(argv: string[]): Promise<number> {

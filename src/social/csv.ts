@@ -18,6 +18,7 @@ export class CsvReader {
   private quotePending = false;
   /** the previous chunk ended with CR: a LF at the start of the next chunk belongs to it */
   private afterCr = false;
+  private crInQuotes = false;
   private line = 1;
   private recordLine = 1;
   private started = false;
@@ -52,7 +53,9 @@ export class CsvReader {
         } else {
           if (ch === '"') this.quotePending = true;
           else {
-            if (ch === '\n' || (ch === '\r' && chunk[i + 1] !== '\n')) this.line++;
+            // a line break inside a quoted field: CR, LF or CRLF counts once, even split across chunks
+            if (ch === '\r' || (ch === '\n' && !this.crInQuotes)) this.line++;
+            this.crInQuotes = ch === '\r';
             this.field += ch;
           }
           continue;

@@ -59,6 +59,9 @@ export function* readRecords(mapping: SocialMapping, bytes: Buffer): Generator<R
 }
 
 function headerColumns(mapping: SocialMapping, header: string[]): Map<Field, number> {
+  if (header.some((h) => h.includes('\ufffd'))) {
+    throw new OutcomeError('structure', `the header row is not readable as ${mapping.encoding}: declare the export's encoding (e.g. windows-1257) in mapping ${mapping.source}`, 'line 1');
+  }
   const index = new Map(header.map((h, i) => [fold(h), i]));
   const columns = new Map<Field, number>();
   const missing: string[] = [];

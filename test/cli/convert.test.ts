@@ -51,3 +51,26 @@ test('an invalid isikukood fails the conversion, naming PID-3', () => {
   expect(r.status).toBe(1);
   expect(r.stderr).toMatch(/PID-3/);
 });
+
+describe('convert --source (municipal social-care exports)', () => {
+  const cli = (args: string[]) => spawnSync(process.execPath, ['bin/care-gateway.js', 'convert', ...args], { encoding: 'utf8' });
+
+  test('the Elva JSON example becomes a collection Bundle with the ServiceRequests, case workers and school', () => {
+    const r = cli(['mappings/social/examples/elva.json', '--source', 'elva']);
+    expect(r.status).toBe(0);
+    const bundle = JSON.parse(r.stdout) as { type: string; entry: { resource: { resourceType: string; code?: { coding: { code: string }[] }; name?: string } }[] };
+    expect(bundle.type).toBe('collection');
+    const srs = bundle.entry.filter((e) => e.resource.resourceType === 'ServiceRequest').map((e) => e.resource.code!.coding[0].code);
+    expect(srs).toEqual(['personal-assistant', 'child-case-management']);
+    expect(bundle.entry.some((e) => e.resource.resourceType === 'Organization' && e.resource.name === 'Elva Gümnaasium')).toBe(true);
+  });
+
+  test('an unknown source and a file of only bad rows exit non-zero with a readable error', () => {
+    const unknown = cli(['mappings/social/examples/elva.json', '--source', 'atlantis']);
+    expect(unknown.status).toBe(1);
+    expect(unknown.stderr).toMatch(/no mapping for social-care source "atlantis"/);
+    const wrong = cli(['mappings/social/examples/elva.json', '--source', 'tartu-linn']);
+    expect(wrong.status).toBe(1);
+    expect(wrong.stderr).toMatch(/header row lacks the column/);
+  });
+});
