@@ -312,8 +312,17 @@ async function byEventTime(w: Writer, batch: Resource[], occurredAt: string | un
     } as Resource;
     if (!cur) return stamped;
     const curAt = eventTimeOf(cur);
+    const later = curAt !== undefined && curAt > at; // a later event already set this state
+    if (r.resourceType === 'Patient') {
+      // HL7 v2: what a message does not carry is unknown, not removed (a REF^I12 without PD1 keeps the GP).
+      // Per top-level element the later event wins; an element only one of them knows is kept.
+      const { meta: _m, ...known } = cur;
+      const { meta: _n, ...incoming } = r;
+      const merged = (later ? { ...incoming, ...known, meta: cur.meta } : { ...known, ...incoming, meta: stamped.meta }) as Resource;
+      return withoutEventTime(merged) === withoutEventTime(cur) ? cur : merged;
+    }
     if (withoutEventTime(cur) === withoutEventTime(r)) return cur; // nothing but the time would change
-    if (curAt !== undefined && curAt > at) return cur; // a later event already set this state
+    if (later) return cur;
     return stamped;
   });
 }
