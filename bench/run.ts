@@ -2,16 +2,21 @@
  * Benchmarks (npm run bench). Figures go to the README and issue notes with the command that produced them.
  *   npm run bench                 all of them, embedded store (PGlite) for the end-to-end part
  *   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test npm run bench   end-to-end on PostgreSQL too
- *   npm run bench -- convert      only in-process conversion; `validate`, `mllp` likewise
+ *   npm run bench -- convert      only in-process conversion; `validate`, `mllp`, `social` likewise
  */
 import { benchConvert } from './convert.js';
 import { benchValidate } from './validate.js';
 import { benchMllp } from './mllp.js';
+import { benchSocial } from './social.js';
 
 const which = process.argv[2];
 const run = async (): Promise<void> => {
   if (!which || which === 'convert') benchConvert();
   if (!which || which === 'validate') benchValidate();
+  if (which === 'social') {
+    await benchSocial({ label: 'PGlite' });
+    if (process.env.BENCH_DATABASE_URL) await benchSocial({ label: 'PostgreSQL', databaseUrl: process.env.BENCH_DATABASE_URL });
+  }
   if (!which || which === 'mllp') {
     await benchMllp({ label: 'PGlite' });
     if (process.env.BENCH_DATABASE_URL) await benchMllp({ label: 'PostgreSQL', databaseUrl: process.env.BENCH_DATABASE_URL });

@@ -29,6 +29,14 @@ export interface ImportReport {
 }
 
 export const BATCH = 200;
+/** parallel transactions on PostgreSQL */
+export const LANES = 4;
+
+function laneOf(isikukood: string, n: number): number {
+  let h = 0;
+  for (let i = 0; i < isikukood.length; i++) h = (h * 31 + isikukood.charCodeAt(i)) | 0;
+  return Math.abs(h) % n;
+}
 /** a report lists at most this many rejected rows (the count is always exact) */
 const MAX_LISTED = 10_000;
 
@@ -46,11 +54,11 @@ export async function importStored(store: Store, mapping: SocialMapping, inboxId
     if (report.rejected.length < MAX_LISTED) report.rejected.push(e);
   };
   const today = new Date().toISOString().slice(0, 10);
-  let batch: Decision[] = [];
-  const flush = async (): Promise<void> => {
-    if (batch.length === 0) return;
-    const rows = batch;
-    batch = [];
+  // Rows go to lanes by person: one person's rows are always in the same lane, in file order, so lanes never wait
+  // on each other's per-person locks. PostgreSQL runs the lanes' transactions side by side on the pool; the
+  // embedded store has one connection, so one lane. Memory: at most LANES × BATCH rows in flight.
+  const lanes = Array.from({ length: store.db.kind === 'postgres' ? LANES : 1 }, () => ({ batch: [] as Decision[], busy: Promise.resolve() }));
+  const commit = async (rows: Decision[]): Promise<void> => {
     try {
       const changed = await store.repo.transaction(async (w) => {
         let n = 0;
@@ -60,7 +68,7 @@ export async function importStored(store: Store, mapping: SocialMapping, inboxId
       report.rows.accepted += rows.length;
       report.rows.changed += changed;
     } catch (err) {
-      // one row's content (or a deadlock with another import) failed the batch: each row alone, so only bad rows fail
+      // one row's content (or a deadlock on a shared resource) failed the batch: each row alone, so only bad rows fail
       if (rows.length === 1) return rowFailed(rows[0], err);
       for (const d of rows) {
         try {
@@ -72,6 +80,17 @@ export async function importStored(store: Store, mapping: SocialMapping, inboxId
       }
     }
   };
+  const flush = async (lane: (typeof lanes)[number]): Promise<void> => {
+    if (lane.batch.length === 0) return;
+    const rows = lane.batch;
+    lane.batch = [];
+    await lane.busy; // this lane's previous batch first: a person's rows land in file order
+    if (failure) throw failure;
+    lane.busy = commit(rows).catch((e: unknown) => {
+      failure ??= e;
+    });
+  };
+  let failure: unknown;
   const rowFailed = (d: Decision, err: unknown): void => {
     const e = toOutcomeError(err);
     if (e.category === 'fault' || e.category === 'busy') throw err;
@@ -87,11 +106,15 @@ export async function importStored(store: Store, mapping: SocialMapping, inboxId
         for (const e of errors) if (report.rejected.length < MAX_LISTED) report.rejected.push(e);
         continue;
       }
-      batch.push(decision);
-      if (batch.length >= BATCH) await flush();
+      const lane = lanes[laneOf(decision.isikukood, lanes.length)];
+      lane.batch.push(decision);
+      if (lane.batch.length >= BATCH) await flush(lane);
     }
-    await flush();
+    for (const lane of lanes) await flush(lane);
+    await Promise.all(lanes.map((l) => l.busy));
+    if (failure) throw failure;
   } catch (err) {
+    await Promise.all(lanes.map((l) => l.busy));
     const e = toOutcomeError(err);
     if (e.category === 'fault' || e.category === 'busy') throw err;
     report.error = e.message;
