@@ -58,9 +58,12 @@ export function capabilityStatement(baseUrl: string): CapabilityStatement {
       {
         mode: 'server',
         resource,
-        interaction: [{ code: 'history-system' }],
+        // transaction: all or nothing, urn:uuid references resolved; batch: entry by entry (src/api/bundle.ts)
+        interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
+        operation: [{ name: 'process-message', definition: 'http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message' }],
       },
     ],
+    messaging: [{ documentation: 'POST /fhir/$process-message; the supported MessageHeader events are listed in mappings/fhir/message-events.yaml' }],
   };
   cachedBase = baseUrl;
   return cached as CapabilityStatement;

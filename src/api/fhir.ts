@@ -11,6 +11,7 @@ import type { Store } from '../store/index.js';
 import type { HistoryEntry, WriteResult } from '../store/repository.js';
 import { capabilityStatement } from './capability.js';
 import { shaper } from './shape.js';
+import { processBundle, processMessage, type Submission } from '../ingest/fhir/process.js';
 import type { Logger } from '../log.js';
 
 export interface FhirRequest {
@@ -63,9 +64,15 @@ export class FhirApi {
   private async route(req: FhirRequest): Promise<FhirResponse> {
     const parts = req.path.split('/').filter(Boolean).map(decodeURIComponent);
     const m = req.method.toUpperCase();
-    if (parts.length === 0) {
-      throw new OutcomeError('unsupported', `${m} on the FHIR base is not supported yet (transaction/batch Bundles come with FHIR ingest)`);
+    if (parts.length === 0 && m === 'POST') {
+      this.checkContentType(req);
+      return json(200, await processBundle(this.store, this.submission(req)));
     }
+    if (parts.length === 1 && parts[0] === '$process-message' && m === 'POST') {
+      this.checkContentType(req);
+      return json(200, await processMessage(this.store, this.submission(req)));
+    }
+    if (parts.length === 0) throw new OutcomeError('unsupported', `${m} on the FHIR base is not supported; POST a transaction or batch Bundle`);
     if (parts[0] === 'metadata' && parts.length === 1 && m === 'GET') {
       return json(200, capabilityStatement(this.opts.baseUrl));
     }
@@ -106,11 +113,19 @@ export class FhirApi {
     return { status: 200, headers: { 'Content-Type': JSON_TYPE, ...headers }, body: raw.content };
   }
 
-  private parseBody(type: string, req: FhirRequest): Resource {
+  private checkContentType(req: FhirRequest): void {
     const ct = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
     if (ct && ct !== 'application/fhir+json' && ct !== 'application/json') {
       throw new OutcomeError('unsupported', `Content-Type ${ct} is not supported; send application/fhir+json`, 'Content-Type');
     }
+  }
+
+  private submission(req: FhirRequest): Submission {
+    return { body: req.body ?? Buffer.alloc(0), contentType: req.headers['content-type'], caller: req.caller, baseUrl: this.opts.baseUrl };
+  }
+
+  private parseBody(type: string, req: FhirRequest): Resource {
+    this.checkContentType(req);
     let body: unknown;
     try {
       body = JSON.parse(req.body?.toString('utf8') ?? '');
