@@ -17,6 +17,7 @@ import { writeChecks } from './write-checks.js';
 import { socialCareRoute } from './api/social.js';
 import { setSocialMappingsDir, socialMapping, socialSources } from './social/mapping.js';
 import { socialProcessor } from './social/import.js';
+import { conformanceResources } from './fhir/profiles.js';
 
 export interface Gateway {
   config: Config;
@@ -45,6 +46,8 @@ export async function startGateway(config: Config, logger: Logger, opts: Gateway
   setDefaultZone(config.hl7DefaultTimezone);
   const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, schema: opts.schema, ...writeChecks });
   logger.info('store open', { kind: store.db.kind, ms: Math.round(performance.now() - t0), restoredFromJournal: store.restored });
+  // the project's profiles, CodeSystems and ValueSets are served like any resource (unchanged ones make no version)
+  await store.repo.transaction((w) => w.updateMany(conformanceResources()));
   const rerun = reprocessHl7(store, config.hl7DefaultCharset);
   const worker = new InboxWorker(store, { mllp: rerun, 'hl7v2-http': rerun, 'social-care': socialProcessor(store) }, logger);
   const receiver = new Hl7Receiver(store, hl7Processor(store), { defaultCharset: config.hl7DefaultCharset, logger: logger.child({ channel: 'hl7v2' }) });

@@ -21,10 +21,11 @@ import { setDefaultZone } from './mapping/datatypes.js';
 import { validateResource } from './fhir/validate.js';
 import type { OperationOutcomeIssue } from './fhir/types.js';
 import { socialMapping, socialSources } from './social/mapping.js';
+import { buildProfiles } from './fhir/profiles.js';
 import { readRecords } from './social/records.js';
 import { checkRecord, contributionFor } from './social/convert.js';
 
-const USAGE = 'usage: care-gateway convert FILE [--source NAME]   |   care-gateway [serve]';
+const USAGE = 'usage: care-gateway convert FILE [--source NAME]   |   care-gateway profiles   |   care-gateway [serve]';
 
 /** Converts one file; returns the Bundle, or throws an OutcomeError. */
 export function convertFile(file: string, opts: { source?: string; defaultCharset?: string } = {}): Bundle {
@@ -103,6 +104,11 @@ async function run(argv: string[]): Promise<number> {
   if (!cmd || cmd === 'serve') {
     await import('./main.js');
     return -1; // the server keeps running
+  }
+  if (cmd === 'profiles') {
+    // regenerates profiles/StructureDefinition-*.json (snapshots) from the differentials in profiles/src
+    for (const f of buildProfiles()) process.stdout.write(`${f}\n`);
+    return 0;
   }
   if (cmd !== 'convert') {
     process.stderr.write(`${USAGE}\n`);

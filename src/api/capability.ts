@@ -5,7 +5,8 @@
  *
  * @see https://hl7.org/fhir/R4/capabilitystatement.html
  */
-import type { CapabilityStatement, CapabilityStatementRestResource } from '@medplum/fhirtypes';
+import { conformanceResources } from '../fhir/profiles.js';
+import type { CapabilityStatement, CapabilityStatementRestResource, StructureDefinition } from '@medplum/fhirtypes';
 import { resourceTypes } from '../fhir/definitions.js';
 import { searchParamsFor } from '../fhir/searchparams.js';
 
@@ -28,14 +29,20 @@ export function capabilityStatement(baseUrl: string): CapabilityStatement {
         type: p.type as 'token',
         definition: p.url,
       }));
+    const supportedProfile = conformanceResources()
+      .filter((r): r is StructureDefinition => r.resourceType === 'StructureDefinition' && r.kind === 'resource' && r.type === type)
+      .map((r) => r.url!);
     return {
       type: type as CapabilityStatementRestResource['type'],
+      ...(supportedProfile.length ? { supportedProfile } : {}),
       interaction: TYPE_INTERACTIONS.map((code) => ({ code })),
+      operation: [{ name: 'validate', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate' }],
       versioning: 'versioned' as const,
       readHistory: true,
       updateCreate: true,
       conditionalCreate: true,
       conditionalRead: 'not-supported' as const,
+      // PUT Type?criteria inside transaction Bundles (src/api/bundle.ts); not as a single request
       conditionalUpdate: false,
       conditionalDelete: 'not-supported' as const,
       searchParam: [

@@ -12,6 +12,7 @@ import type { HistoryEntry, WriteResult } from '../store/repository.js';
 import { capabilityStatement } from './capability.js';
 import { shaper } from './shape.js';
 import { processBundle, processMessage, type Submission } from '../ingest/fhir/process.js';
+import { checkResource } from '../write-checks.js';
 import type { Logger } from '../log.js';
 
 export interface FhirRequest {
@@ -88,6 +89,9 @@ export class FhirApi {
       const form = new URLSearchParams(req.body?.toString('utf8') ?? '');
       for (const [k, v] of req.query) form.append(k, v);
       return this.search(type, form, req);
+    } else if ((rest.length === 1 && rest[0] === '$validate') || (rest.length === 2 && rest[1] === '$validate')) {
+      if (m !== 'POST') throw new OutcomeError('unsupported', '$validate takes POST with the resource (or Parameters) in the body');
+      return this.validate(type, req, rest.length === 2 ? rest[0] : undefined);
     } else if (rest.length === 1 && rest[0] === '_history' && m === 'GET') {
       return this.history(req, type);
     } else if (rest.length === 1) {
@@ -102,6 +106,37 @@ export class FhirApi {
       return json(200, r, versionHeaders(r));
     }
     throw new OutcomeError('unsupported', `${m} /${parts.join('/')} is not a supported FHIR interaction`);
+  }
+
+  /**
+   * $validate (https://hl7.org/fhir/R4/resource-operation-validate.html): the checks every write runs — R4 schema,
+   * base StructureDefinitions, the project profiles the resource claims or `profile` names — without storing.
+   * The body is the resource, or Parameters with `resource` (and `profile`); the answer is always 200 with an
+   * OperationOutcome, "All OK" when there are no issues.
+   */
+  private async validate(type: string, req: FhirRequest, id?: string): Promise<FhirResponse> {
+    this.checkContentType(req);
+    let body: Record<string, unknown> | undefined;
+    if (req.body?.length) {
+      try {
+        body = JSON.parse(req.body.toString('utf8')) as Record<string, unknown>;
+      } catch (err) {
+        throw new OutcomeError('structure', `the body is not valid JSON: ${(err as Error).message}`);
+      }
+    }
+    const profiles = req.query.getAll('profile');
+    let resource: unknown = body;
+    if (body?.resourceType === 'Parameters') {
+      const params = (body.parameter ?? []) as { name?: string; resource?: unknown; valueUri?: string; valueCanonical?: string }[];
+      resource = params.find((p) => p.name === 'resource')?.resource;
+      for (const p of params) if (p.name === 'profile' && (p.valueUri ?? p.valueCanonical)) profiles.push((p.valueUri ?? p.valueCanonical)!);
+    }
+    if (resource === undefined && id) resource = await this.store.repo.read(type, id);
+    if (!resource || typeof resource !== 'object') throw new OutcomeError('invalid', '$validate needs a resource: the body, or Parameters.parameter[resource]', 'resource');
+    const rt = (resource as { resourceType?: unknown }).resourceType;
+    if (rt !== type) throw new OutcomeError('invalid', `resourceType is "${String(rt)}" but the URL names ${type}`, 'resourceType');
+    const issues = checkResource(resource, profiles);
+    return json(200, issues.length ? { resourceType: 'OperationOutcome', issue: issues } : informational('All OK'));
   }
 
   /** read: the stored JSON text is served as is; ETag and If-None-Match (304). */

@@ -34,6 +34,7 @@ import { deterministicId } from '../fhir/identifiers.js';
 import { municipalityOfResidence, municipalityOrganization } from './directory.js';
 import { ruleBook, type Party, type PlanEvent, type RuleAction, type RuleFacts } from './rules.js';
 import { ROLES, role } from './roles.js';
+import { PROFILE_BASE } from '../fhir/profiles.js';
 
 /** A reference to any resource type (the plan and team point at many kinds). */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -160,6 +161,7 @@ export async function assemble(w: Writer, c: Contribution): Promise<AssemblyResu
   let plan: CarePlan = existingPlan ?? {
     resourceType: 'CarePlan',
     id: planId,
+    meta: { profile: [`${PROFILE_BASE}shared-careplan`] },
     status: 'active',
     intent: 'plan',
     category: [CARE_COORDINATION_CATEGORY],
@@ -172,6 +174,7 @@ export async function assemble(w: Writer, c: Contribution): Promise<AssemblyResu
   let team: CareTeam = existingTeam ?? {
     resourceType: 'CareTeam',
     id: teamId,
+    meta: { profile: [`${PROFILE_BASE}shared-careteam`] },
     status: 'active',
     category: [CARE_COORDINATION_CATEGORY],
     name: 'Shared care team',
@@ -409,6 +412,7 @@ async function applyRules(
         r = {
           resourceType: 'Task',
           id,
+          ...(focus && owner ? { meta: { profile: [`${PROFILE_BASE}referral-task`] } } : {}),
           status: 'requested',
           intent: 'order',
           code: { coding: [{ system: 'http://hl7.org/fhir/CodeSystem/task-code', code: 'fulfill' }] },

@@ -26,6 +26,7 @@ import { mappingsDir } from '../mapping/files.js';
 import { EHAK_EXTENSIONS, municipalities, municipalityOrganization } from '../careplan/directory.js';
 import { ROLES, role, type RoleCode } from '../careplan/roles.js';
 import type { Contribution, TeamChange } from '../careplan/assemble.js';
+import { PROFILE_BASE } from '../fhir/profiles.js';
 import { fold, type Field, type SocialMapping } from './mapping.js';
 import type { RawRecord } from './records.js';
 
@@ -335,6 +336,7 @@ export function contributionFor(mapping: SocialMapping, d: Decision, inboxId: st
   const sr: ServiceRequest = {
     resourceType: 'ServiceRequest',
     id: deterministicId('ServiceRequest', 'social-decision', ehak, d.decisionId),
+    meta: { profile: [`${PROFILE_BASE}social-service-request`] },
     identifier: [{ system: `${DECISION_SYSTEM}/${ehak}`, value: d.decisionId }],
     status: d.status,
     intent: 'order',
