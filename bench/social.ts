@@ -8,6 +8,7 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -68,6 +69,18 @@ export function tartuExport(rows: number, peoplePerRow = 0.5, offset = 0): Buffe
   return Buffer.from(lines.join('\r\n') + '\r\n', 'utf8');
 }
 
+function post(url: string, body: Buffer): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method: 'POST', headers: { 'Content-Type': 'text/csv', 'Content-Length': body.length } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
 export async function benchSocial(opts: { label: string; databaseUrl?: string }): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cg-bench-social-'));
   const schema = opts.databaseUrl ? `cg_bench_${crypto.randomBytes(4).toString('hex')}` : undefined;
@@ -87,8 +100,9 @@ export async function benchSocial(opts: { label: string; databaseUrl?: string })
       const before = peak;
       const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
       const t0 = performance.now();
-      const res = await fetch(url, { method: "POST", headers: { "Content-Type": "text/csv" }, body: new Uint8Array(body) });
-      const report = (await res.json()) as ImportReport;
+      // node:http rather than fetch: a large import answers after minutes, past fetch's header timeout
+      const res = await post(url, body);
+      const report = JSON.parse(res.body) as ImportReport;
       const secs = (performance.now() - t0) / 1000;
       clearInterval(sampler);
       line(`${rows} rows (${(body.length / 1e6).toFixed(1)} MB)`, {
