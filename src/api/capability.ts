@@ -42,8 +42,7 @@ export function capabilityStatement(baseUrl: string): CapabilityStatement {
       updateCreate: true,
       conditionalCreate: true,
       conditionalRead: 'not-supported' as const,
-      // PUT Type?criteria inside transaction Bundles (src/api/bundle.ts); not as a single request
-      conditionalUpdate: false,
+      conditionalUpdate: true,
       conditionalDelete: 'not-supported' as const,
       searchParam: [
         { name: '_id', type: 'token' as const, definition: 'http://hl7.org/fhir/SearchParameter/Resource-id' },

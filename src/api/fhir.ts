@@ -13,6 +13,8 @@ import { capabilityStatement } from './capability.js';
 import { shaper } from './shape.js';
 import { processBundle, processMessage, type Submission } from '../ingest/fhir/process.js';
 import { checkResource } from '../write-checks.js';
+import { identityId } from './bundle.js';
+import crypto from 'node:crypto';
 import type { Logger } from '../log.js';
 
 export interface FhirRequest {
@@ -85,6 +87,7 @@ export class FhirApi {
     if (rest.length === 0) {
       if (m === 'GET') return this.search(type, req.query, req);
       if (m === 'POST') return this.create(type, req);
+      if (m === 'PUT' && req.query.size > 0) return this.conditionalUpdate(type, req);
     } else if (rest.length === 1 && rest[0] === '_search' && m === 'POST') {
       const form = new URLSearchParams(req.body?.toString('utf8') ?? '');
       for (const [k, v] of req.query) form.append(k, v);
@@ -215,6 +218,26 @@ export class FhirApi {
         throw new OutcomeError('invalid', `Resource.id "${resource.id}" does not match the id in the URL "${id}"`, `${type}.id`);
       }
       const r = await this.store.repo.update({ ...resource, id }, { ifMatch });
+      return { result: r, produced: [ref(r.resource)] };
+    });
+    return this.writeResponse(res, req);
+  }
+
+  /**
+   * Conditional update, `PUT /fhir/Type?criteria` (https://hl7.org/fhir/R4/http.html#cond-update): no match →
+   * create (with the body's id, or the id every source derives from an identity identifier); one match → update
+   * it; several → 412. The criteria take an advisory lock, so concurrent conditional updates make one resource.
+   */
+  private async conditionalUpdate(type: string, req: FhirRequest): Promise<FhirResponse> {
+    const res = await this.inboxed(req, async () => {
+      const resource = this.parseBody(type, req);
+      const r = await this.store.repo.transaction(async (w) => {
+        const found = await w.conditionalMatch(type, req.query.toString());
+        if (found && resource.id !== undefined && resource.id !== found.id) {
+          throw new OutcomeError('invalid', `Resource.id "${resource.id}" is not the id of the resource the criteria match (${found.id})`, `${type}.id`);
+        }
+        return w.update({ ...resource, id: found?.id ?? resource.id ?? identityId(resource) ?? crypto.randomUUID() });
+      });
       return { result: r, produced: [ref(r.resource)] };
     });
     return this.writeResponse(res, req);

@@ -142,6 +142,21 @@ describe.each(backends())('FHIR ingest on %s', (_name, makeBackend) => {
     expect(await found('Organization?identifier=https://fhir.ee/sid/org/est/br|12345678')).toHaveLength(1);
   });
 
+  test('conditional update as a single request: create on no match, update on one, 412 on several; concurrent ones make one', async () => {
+    const put = (crit: string, body: unknown) => fetch(`${base}/Practitioner?${crit}`, { method: 'PUT', headers: FHIR_JSON, body: JSON.stringify(body) });
+    const crit = 'identifier=https://example.ee/staff|S-1';
+    const body = { resourceType: 'Practitioner', identifier: [{ system: 'https://example.ee/staff', value: 'S-1' }], name: [{ family: 'Saar' }] };
+    const results = await Promise.all(Array.from({ length: 5 }, () => put(crit, body)));
+    expect(results.map((r) => r.status).sort()).toEqual([200, 200, 200, 200, 201]);
+    const updated = await put(crit, { ...body, name: [{ family: 'Saar-Kask' }] });
+    expect(updated.status).toBe(200);
+    expect(((await updated.json()) as { meta: { versionId: string } }).meta.versionId).toBe('2');
+    expect(await found('Practitioner?identifier=https://example.ee/staff|S-1')).toHaveLength(1);
+    await put('identifier=https://example.ee/staff|S-2', { ...body, identifier: [{ system: 'https://example.ee/staff', value: 'S-2' }] });
+    const several = await put('identifier=https://example.ee/staff|S-1,https://example.ee/staff|S-2', body);
+    expect(several.status).toBe(412);
+  });
+
   test('a batch runs entry by entry: good entries land, bad ones get their own OperationOutcome', async () => {
     const { status, body } = await postBase({
       resourceType: 'Bundle',
