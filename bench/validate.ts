@@ -11,13 +11,14 @@ import { fileURLToPath } from 'node:url';
 import type { CarePlan, Patient } from '@medplum/fhirtypes';
 import { prepareValidation, validateResource } from '../src/fhir/validate.js';
 import { extractSearchValues, searchParamsFor } from '../src/fhir/searchparams.js';
+import { checkResource } from '../src/write-checks.js';
 import { line, opsPerSecond } from './timing.js';
 
 /** A realistic shared care plan of an integrated health and social care pathway (~2.4 KB of JSON). */
 export const benchCarePlan: CarePlan = {
   resourceType: 'CarePlan',
   id: 'cp-7d1e2f',
-  meta: { versionId: '3', lastUpdated: '2026-11-10T12:00:00.000Z', profile: ['https://care-gateway.ee/fhir/StructureDefinition/shared-care-plan'] },
+  meta: { versionId: '3', lastUpdated: '2026-11-10T12:00:00.000Z', profile: ['https://example.org/fhir/StructureDefinition/some-other-plan'] },
   identifier: [{ system: 'https://care-gateway.ee/fhir/sid/care-plan', value: 'CP-2026-000417' }],
   status: 'active',
   intent: 'plan',
@@ -107,6 +108,17 @@ export function benchValidate(): void {
     const x = opsPerSecond(() => extractSearchValues(r));
     line(`index rows ${label}`, { 'extractions/s': x.ops, µs: x.usPerOp, 'first call ms': first });
   }
+  // what every write of the shared plan costs: base R4 checks plus the shared-careplan profile it claims
+  const shared: CarePlan = {
+    ...benchCarePlan,
+    meta: { ...benchCarePlan.meta, profile: ['https://care-gateway.ee/fhir/StructureDefinition/shared-careplan'] },
+    category: [{ coding: [{ system: 'http://loinc.org', code: 'LA28865-6' }] }],
+    activity: benchCarePlan.activity!.filter((a) => a.reference),
+  };
+  const issues = checkResource(shared).filter((i) => i.severity === 'error');
+  if (issues.length) throw new Error(`bench shared CarePlan is not valid: ${issues.map((e) => e.diagnostics).join('; ')}`);
+  const p = opsPerSecond(() => checkResource(shared));
+  line(`validate shared CarePlan + profile (${JSON.stringify(shared).length} bytes)`, { 'validations/s': p.ops, µs: p.usPerOp });
 }
 
 /** Entry point when run on its own. */
