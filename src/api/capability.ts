@@ -36,7 +36,10 @@ export function capabilityStatement(baseUrl: string): CapabilityStatement {
       type: type as CapabilityStatementRestResource['type'],
       ...(supportedProfile.length ? { supportedProfile } : {}),
       interaction: TYPE_INTERACTIONS.map((code) => ({ code })),
-      operation: [{ name: 'validate', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate' }],
+      operation: [
+        { name: 'validate', definition: 'http://hl7.org/fhir/OperationDefinition/Resource-validate' },
+        ...(type === 'Patient' ? [{ name: 'everything', definition: 'http://hl7.org/fhir/OperationDefinition/Patient-everything' }] : []),
+      ],
       versioning: 'versioned' as const,
       readHistory: true,
       updateCreate: true,

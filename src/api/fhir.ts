@@ -8,7 +8,7 @@ import type { Bundle, BundleEntry, OperationOutcome, Resource } from '../fhir/ty
 import { OutcomeError, toOutcomeError, CATEGORIES, informational } from '../fhir/outcome.js';
 import { isResourceType } from '../fhir/definitions.js';
 import type { Store } from '../store/index.js';
-import type { HistoryEntry, WriteResult } from '../store/repository.js';
+import { encodeHistoryCursor, type HistoryEntry, type WriteResult } from '../store/repository.js';
 import { capabilityStatement } from './capability.js';
 import { shaper } from './shape.js';
 import { processBundle, processMessage, type Submission } from '../ingest/fhir/process.js';
@@ -102,6 +102,8 @@ export class FhirApi {
       if (m === 'GET') return this.read(type, id, req);
       if (m === 'PUT') return this.update(type, id, req);
       if (m === 'DELETE') return this.delete(type, id);
+    } else if (type === 'Patient' && rest.length === 2 && rest[1] === '$everything' && m === 'GET') {
+      return this.everything(rest[0], req);
     } else if (rest.length === 2 && rest[1] === '_history' && m === 'GET') {
       return this.history(req, type, rest[0]);
     } else if (rest.length === 3 && rest[1] === '_history' && m === 'GET') {
@@ -141,6 +143,44 @@ export class FhirApi {
     const issues = checkResource(resource, profiles);
     return json(200, issues.length ? { resourceType: 'OperationOutcome', issue: issues } : informational('All OK'));
   }
+
+  /**
+   * Patient/$everything (https://hl7.org/fhir/R4/patient-operation-everything.html): the Patient and its
+   * compartment, `_type`, `_since`, `_count`, paged with a cursor `next` link. Results pass the same per-request
+   * access decision as search.
+   */
+  private async everything(id: string, req: FhirRequest): Promise<FhirResponse> {
+    await this.store.repo.read('Patient', id); // 404 / 410 for an unknown or deleted patient
+    const count = pageSize(req.query.get('_count'), this.opts.defaultPageSize, this.opts.maxPageSize) || this.opts.defaultPageSize;
+    const since = req.query.get('_since') ?? undefined;
+    if (since !== undefined && Number.isNaN(Date.parse(since))) throw new OutcomeError('invalid', '_since must be an instant', '_since');
+    const types = (req.query.get('_type') ?? '').split(',').filter(Boolean);
+    for (const t of types) if (!isResourceType(t)) throw new OutcomeError('invalid', `_type: "${t}" is not a resource type`, '_type');
+    let after: [string, string] | undefined;
+    const cursor = req.query.get('_cursor');
+    if (cursor) {
+      const v = /^([A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(Buffer.from(cursor, 'base64url').toString('utf8'));
+      if (!v) throw new OutcomeError('invalid', '_cursor is not a cursor this server issued', '_cursor');
+      after = [v[1], v[2]];
+    }
+    const rows = await this.store.repo.everything(id, { types, since, count: count + 1, after });
+    const page = rows.slice(0, count);
+    const self = `${this.opts.baseUrl}/Patient/${id}/$everything${req.query.size ? '?' + req.query.toString() : ''}`;
+    const link: Bundle['link'] = [{ relation: 'self', url: self }];
+    if (rows.length > count) {
+      const last = page[page.length - 1];
+      const next = new URLSearchParams(req.query);
+      next.set('_cursor', Buffer.from(`${last.resourceType}/${last.id}`).toString('base64url'));
+      next.set('_count', String(count));
+      link.push({ relation: 'next', url: `${this.opts.baseUrl}/Patient/${id}/$everything?${next.toString()}` });
+    }
+    const allow = this.access ?? ((r: Resource) => r);
+    const entry = page.map(allow).filter((r): r is Resource => !!r).map((r) => ({ fullUrl: `${this.opts.baseUrl}/${r.resourceType}/${r.id}`, resource: r, search: { mode: 'match' as const } }));
+    return json(200, { resourceType: 'Bundle', type: 'searchset', link, entry } satisfies Bundle);
+  }
+
+  /** The per-request access decision (the security layer sets it; without one everything is visible). */
+  access?: (r: Resource) => Resource | undefined;
 
   /** read: the stored JSON text is served as is; ETag and If-None-Match (304). */
   private async read(type: string, id: string, req: FhirRequest): Promise<FhirResponse> {
@@ -308,14 +348,15 @@ export class FhirApi {
     for (const [k, v] of [['_since', since], ['_before', before]] as const) {
       if (v !== undefined && Number.isNaN(Date.parse(v))) throw new OutcomeError('invalid', `${k} must be an instant`, k);
     }
-    const entries = await this.store.repo.history({ resourceType, id, since, before, count: count + 1 });
+    const cursor = req.query.get('_cursor') ?? undefined;
+    const entries = await this.store.repo.history({ resourceType, id, since, before, cursor, count: count + 1 });
     const more = entries.length > count;
     const page = more ? entries.slice(0, count) : entries;
     const path = [resourceType, id, '_history'].filter(Boolean).join('/');
     const link: Bundle['link'] = [{ relation: 'self', url: `${this.opts.baseUrl}/${path}${req.query.size ? '?' + req.query.toString() : ''}` }];
     if (more) {
       const next = new URLSearchParams(req.query);
-      next.set('_before', page[page.length - 1].lastUpdated);
+      next.set('_cursor', encodeHistoryCursor(page[page.length - 1]));
       next.set('_count', String(count));
       link.push({ relation: 'next', url: `${this.opts.baseUrl}/${path}?${next.toString()}` });
     }

@@ -387,23 +387,29 @@ export class Repository {
 
   /**
    * history, newest first: instance (type + id), type (type only) or system (neither).
-   * `since` keeps versions written at or after an instant; `before` pages back in time.
+   * `since` keeps versions written at or after an instant; `before` pages back in time. Pages continue from an
+   * opaque `cursor` (the last entry's time, type, id and version), so versions written in one batch with one
+   * timestamp are neither skipped nor repeated, however many there are.
    */
-  async history(opts: { resourceType?: string; id?: string; since?: string; before?: string; count?: number } = {}): Promise<HistoryEntry[]> {
+  async history(opts: { resourceType?: string; id?: string; since?: string; before?: string; count?: number; cursor?: string } = {}): Promise<HistoryEntry[]> {
     const where: string[] = [];
     const params: unknown[] = [];
     if (opts.resourceType) where.push(`resource_type = $${params.push(opts.resourceType)}`);
     if (opts.id) where.push(`id = $${params.push(opts.id)}`);
     if (opts.since) where.push(`last_updated >= $${params.push(opts.since)}`);
     if (opts.before) where.push(`last_updated < $${params.push(opts.before)}`);
-    const count = Math.min(Math.max(opts.count ?? 50, 1), 1000);
+    if (opts.cursor) {
+      const c = decodeHistoryCursor(opts.cursor);
+      where.push(`(last_updated, resource_type, id, version_id) < ($${params.push(c[0])}::timestamptz, $${params.push(c[1])}, $${params.push(c[2])}, $${params.push(c[3])}::int)`);
+    }
+    const count = Math.min(Math.max(opts.count ?? 50, 1), 1001);
     const rows = await this.db.query<{ resource_type: string; id: string; version_id: number; last_updated: Date; deleted: boolean; content: string | null }>(
       `SELECT resource_type, id, version_id, last_updated, deleted, content FROM resource_version
        ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
-       ORDER BY last_updated DESC, version_id DESC LIMIT ${count}`,
+       ORDER BY last_updated DESC, resource_type DESC, id DESC, version_id DESC LIMIT ${count}`,
       params,
     );
-    if (opts.resourceType && opts.id && rows.length === 0 && !opts.since && !opts.before) throw notFound(`${opts.resourceType}/${opts.id}`);
+    if (opts.resourceType && opts.id && rows.length === 0 && !opts.since && !opts.before && !opts.cursor) throw notFound(`${opts.resourceType}/${opts.id}`);
     return rows.map((r) => ({
       resourceType: r.resource_type,
       id: r.id,
@@ -415,7 +421,40 @@ export class Repository {
     }));
   }
 
+  /**
+   * Patient/$everything: the Patient and every current resource in its compartment (rows carry the patient they
+   * belong to), in (type, id) order, paged by a keyset cursor; `types` and `since` narrow it.
+   */
+  async everything(patientId: string, opts: { types?: string[]; since?: string; count: number; after?: [string, string] }): Promise<Resource[]> {
+    const params: unknown[] = [patientId];
+    const where = [`NOT deleted`, `(patient_key = $1 OR (resource_type = 'Patient' AND id = $1))`];
+    if (opts.types?.length) where.push(`resource_type = ANY($${params.push(opts.types)}::text[])`);
+    if (opts.since) where.push(`last_updated >= $${params.push(opts.since)}::timestamptz`);
+    if (opts.after) where.push(`(resource_type, id) > ($${params.push(opts.after[0])}, $${params.push(opts.after[1])})`);
+    const rows = await this.db.query<{ content: string }>(
+      `SELECT content FROM resource WHERE ${where.join(' AND ')} ORDER BY resource_type, id LIMIT ${Math.min(Math.max(opts.count, 1), 1001)}`,
+      params,
+    );
+    return rows.map((r) => JSON.parse(r.content) as Resource);
+  }
+
   search<T extends Resource = Resource>(req: SearchRequest): Promise<SearchResult<T>> {
     return new Writer(this.db, this.opts).search<T>(req);
   }
+}
+
+export function encodeHistoryCursor(e: HistoryEntry): string {
+  return Buffer.from(JSON.stringify([e.lastUpdated, e.resourceType, e.id, Number(e.versionId)])).toString('base64url');
+}
+
+function decodeHistoryCursor(c: string): [string, string, string, number] {
+  try {
+    const v = JSON.parse(Buffer.from(c, 'base64url').toString('utf8')) as unknown;
+    if (Array.isArray(v) && v.length === 4 && typeof v[0] === 'string' && !Number.isNaN(Date.parse(v[0])) && typeof v[1] === 'string' && typeof v[2] === 'string' && Number.isInteger(v[3])) {
+      return v as [string, string, string, number];
+    }
+  } catch {
+    // fall through
+  }
+  throw new OutcomeError('invalid', '_cursor is not a cursor this server issued', '_cursor');
 }
