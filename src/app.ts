@@ -18,6 +18,9 @@ import { socialCareRoute } from './api/social.js';
 import { setSocialMappingsDir, socialMapping, socialSources } from './social/mapping.js';
 import { socialProcessor } from './social/import.js';
 import { conformanceResources } from './fhir/profiles.js';
+import { Security, isLoopback } from './auth/security.js';
+import { verifyAuditChain } from './auth/audit.js';
+import { json } from './api/fhir.js';
 
 export interface Gateway {
   config: Config;
@@ -40,6 +43,16 @@ export interface GatewayOptions {
 
 export async function startGateway(config: Config, logger: Logger, opts: GatewayOptions = {}): Promise<Gateway> {
   const t0 = performance.now();
+  // secure by default: without authentication only on the loopback interface, and loudly
+  if (!config.auth && !isLoopback(config.host)) {
+    throw new Error(
+      `refusing to start: HOST=${config.host} is not a loopback address and no authentication is configured. ` +
+        'Set AUTH_JWKS and AUTH_ISSUERS (see README "Security"), or bind to 127.0.0.1 for a local trial.',
+    );
+  }
+  if (!config.auth) logger.warn('AUTHENTICATION IS OFF: anyone who can reach this machine\'s loopback interface can read and write all data. Set AUTH_JWKS and AUTH_ISSUERS before real use.');
+  const securityConfig = config.auth ? { ...config.auth, audience: config.auth.audience ?? config.baseUrl ?? '' } : undefined;
+  const security = securityConfig ? new Security(securityConfig) : undefined;
   loadMappings(); // a broken mapping file stops the start, naming the file
   setSocialMappingsDir(config.socialMappingsDir);
   for (const source of socialSources()) socialMapping(source);
@@ -59,9 +72,16 @@ export async function startGateway(config: Config, logger: Logger, opts: Gateway
     defaultPageSize: config.defaultPageSize,
     maxPageSize: config.maxPageSize,
     logger,
-    routes: [hl7v2Route(receiver), socialCareRoute(store, config.socialCareMaxBytes)],
+    routes: [
+      hl7v2Route(receiver),
+      socialCareRoute(store, config.socialCareMaxBytes),
+      { method: 'GET', pattern: /^\/admin\/audit\/\$verify$/, handler: async () => json(200, await verifyAuditChain(store)) },
+    ],
+    security,
     reprocess: (id) => worker.runById(id),
   });
+  // tokens are for this server: the audience is BASE_URL, or the base the server actually bound to
+  if (securityConfig && !securityConfig.audience) securityConfig.audience = http.baseUrl;
   let mllp: MllpServer | undefined;
   if (config.mllpPort !== 0 || opts.mllpEphemeral) {
     mllp = await startMllpServer({

@@ -25,6 +25,8 @@ export interface Config {
   hl7DefaultCharset: string;
   /** zone for HL7 v2 timestamps that carry no UTC offset */
   hl7DefaultTimezone: string;
+  /** bearer-token authentication (SMART Backend Services); undefined = off (allowed on loopback only) */
+  auth?: { jwks: string; issuers: string[]; audience?: string; ratePerSecond: number };
   /** page size when a search names no _count */
   defaultPageSize: number;
   maxPageSize: number;
@@ -57,6 +59,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     mllpMaxMessageBytes: int(env, 'MLLP_MAX_MESSAGE_BYTES', 4 * 1024 * 1024),
     hl7DefaultCharset: env.HL7_DEFAULT_CHARSET || 'utf-8',
     hl7DefaultTimezone: env.HL7_DEFAULT_TIMEZONE || 'Europe/Tallinn',
+    auth: env.AUTH_JWKS
+      ? {
+          jwks: env.AUTH_JWKS,
+          issuers: (env.AUTH_ISSUERS ?? '').split(/[\s,]+/).filter(Boolean),
+          audience: env.AUTH_AUDIENCE || undefined,
+          ratePerSecond: int(env, 'RATE_LIMIT', 50),
+        }
+      : undefined,
     defaultPageSize: int(env, 'DEFAULT_PAGE_SIZE', 20),
     maxPageSize: int(env, 'MAX_PAGE_SIZE', 1000),
   };

@@ -16,6 +16,10 @@ import { checkResource } from '../write-checks.js';
 import { identityId } from './bundle.js';
 import crypto from 'node:crypto';
 import type { Logger } from '../log.js';
+import { Access } from '../auth/access.js';
+import { allows, type Principal } from '../auth/jwt.js';
+import { recordAudit, type AuditInput } from '../auth/audit.js';
+import type { Security } from '../auth/security.js';
 
 export interface FhirRequest {
   method: string;
@@ -26,6 +30,12 @@ export interface FhirRequest {
   body?: Buffer;
   /** who is calling (client id from the token, or `anonymous`) */
   caller?: string;
+  remoteAddress?: string;
+  /** the authenticated caller and their per-request access decision (when authentication is on) */
+  principal?: Principal;
+  access?: Access;
+  /** what the audit trail records about this request (filled as it runs) */
+  audit?: { interaction: AuditInput['interaction']; patients: Set<string>; what: string[] };
 }
 
 export interface FhirResponse {
@@ -40,6 +50,8 @@ export interface FhirApiOptions {
   defaultPageSize: number;
   maxPageSize: number;
   logger: Logger;
+  /** bearer authentication, org-scoped access and the audit trail; undefined = open (loopback trial) */
+  security?: Security;
 }
 
 const JSON_TYPE = 'application/fhir+json; charset=utf-8';
@@ -51,10 +63,87 @@ export class FhirApi {
   ) {}
 
   async handle(req: FhirRequest): Promise<FhirResponse> {
+    const security = this.opts.security;
+    const open = req.method === 'GET' && req.path.replace(/\/+$/, '') === '/metadata';
+    if (!security || open) {
+      try {
+        return await this.route(req);
+      } catch (err) {
+        return this.errorResponse(err);
+      }
+    }
+    req.audit = { interaction: interactionOf(req), patients: new Set(), what: [] };
+    let res: FhirResponse;
     try {
-      return await this.route(req);
+      req.principal = await security.authenticate(req.headers);
+      req.caller = req.principal.clientId || req.principal.organization;
+      req.access = new Access(this.store.db, req.principal);
+      res = await this.route(req);
     } catch (err) {
-      return this.errorResponse(err);
+      res = this.errorResponse(err);
+    }
+    // every request is audited, refusals too (after its work is committed, before the answer leaves)
+    await recordAudit(this.store, {
+      interaction: req.audit.interaction,
+      outcome: res.status < 400 ? '0' : res.status < 500 ? '4' : '8',
+      outcomeDesc: res.status >= 400 ? `HTTP ${res.status}` : undefined,
+      principal: req.principal,
+      query: req.method === 'GET' && req.query.size ? `${req.path}?${req.query.toString()}` : req.path,
+      patients: [...req.audit.patients],
+      what: req.audit.what,
+      address: req.remoteAddress,
+    }).catch((e: unknown) => this.opts.logger.error('audit write failed', { error: e instanceof Error ? e.message : String(e) }));
+    return res;
+  }
+
+  /** Scope check (SMART): 403 unless the token's scopes allow `op` on `type`. */
+  private authorize(req: FhirRequest, type: string, op: 'c' | 'r' | 'u' | 'd' | 's'): void {
+    if (!req.principal) return;
+    if (!allows(req.principal, type, op)) throw new OutcomeError('forbidden', `the token's scopes do not allow ${{ c: 'create', r: 'read', u: 'update', d: 'delete', s: 'search' }[op]} on ${type}`);
+  }
+
+  /** Org-scoped visibility of one resource: 403 when it belongs to a person the caller may not see. */
+  private async mayRead(req: FhirRequest, r: Resource): Promise<void> {
+    if (!req.access) return;
+    const patient = Access.patientOf(r);
+    if (patient) req.audit?.patients.add(patient);
+    else req.audit?.what.push(`${r.resourceType}/${r.id}`);
+    if (patient && !(await req.access.seesPatient(patient))) {
+      throw new OutcomeError('forbidden', `${req.principal!.kind} ${req.principal!.organization} has no care relationship with this person`);
+    }
+  }
+
+  /** Writes only as oneself: an organisation named as requester or provider must be the caller. */
+  private async asOneself(req: FhirRequest, r: Resource): Promise<void> {
+    if (!req.access || req.principal!.kind === 'coordinator') return;
+    const orgs = await req.access.orgRefs();
+    const named = [(r as { requester?: { reference?: string } }).requester?.reference, (r as { serviceProvider?: { reference?: string } }).serviceProvider?.reference];
+    for (const ref of named) {
+      if (ref?.startsWith('Organization/') && !orgs.has(ref)) throw new OutcomeError('forbidden', `a contribution on behalf of ${ref} is not allowed: write as your own organisation`);
+    }
+  }
+
+  /** AuditEvent is written by the server only; AuditEvent and Provenance are never changed or deleted. */
+  private appendOnly(type: string, method: string): void {
+    if (type === 'AuditEvent' && method !== 'GET') throw new OutcomeError('not-allowed', 'AuditEvent is written by the server only and cannot be created, changed or deleted');
+    if (type === 'Provenance' && (method === 'PUT' || method === 'DELETE' || method === 'PATCH')) throw new OutcomeError('not-allowed', 'Provenance cannot be changed or deleted');
+  }
+
+  /** A bundle's entries: scope per entry and "as oneself" (the processing itself checks everything else). */
+  private async checkBundle(req: FhirRequest): Promise<void> {
+    if (!req.principal) return;
+    let b: { entry?: { resource?: Resource; request?: { method?: string; url?: string } }[] };
+    try {
+      b = JSON.parse(req.body?.toString('utf8') ?? '') as typeof b;
+    } catch {
+      return; // processing refuses it with a clear message
+    }
+    for (const e of b.entry ?? []) {
+      const type = e.resource?.resourceType ?? e.request?.url?.split(/[/?]/)[0] ?? '';
+      const method = e.request?.method ?? (e.resource?.id ? 'PUT' : 'POST');
+      this.appendOnly(type, method);
+      this.authorize(req, type, method === 'GET' ? 'r' : method === 'DELETE' ? 'd' : method === 'PUT' ? 'u' : 'c');
+      if (e.resource) await this.asOneself(req, e.resource);
     }
   }
 
@@ -69,10 +158,12 @@ export class FhirApi {
     const m = req.method.toUpperCase();
     if (parts.length === 0 && m === 'POST') {
       this.checkContentType(req);
+      await this.checkBundle(req);
       return json(200, await processBundle(this.store, this.submission(req)));
     }
     if (parts.length === 1 && parts[0] === '$process-message' && m === 'POST') {
       this.checkContentType(req);
+      await this.checkBundle(req);
       return json(200, await processMessage(this.store, this.submission(req)));
     }
     if (parts.length === 0) throw new OutcomeError('unsupported', `${m} on the FHIR base is not supported; POST a transaction or batch Bundle`);
@@ -83,6 +174,7 @@ export class FhirApi {
     const type = parts[0];
     if (!isResourceType(type)) throw new OutcomeError('not-found', `"${type}" is not a FHIR R4 resource type`, 'url');
     const rest = parts.slice(1);
+    this.appendOnly(type, m);
 
     if (rest.length === 0) {
       if (m === 'GET') return this.search(type, req.query, req);
@@ -101,13 +193,19 @@ export class FhirApi {
       const id = rest[0];
       if (m === 'GET') return this.read(type, id, req);
       if (m === 'PUT') return this.update(type, id, req);
-      if (m === 'DELETE') return this.delete(type, id);
+      if (m === 'DELETE') {
+        this.authorize(req, type, 'd');
+        if (req.access) await this.mayRead(req, await this.store.repo.read(type, id));
+        return this.delete(type, id);
+      }
     } else if (type === 'Patient' && rest.length === 2 && rest[1] === '$everything' && m === 'GET') {
       return this.everything(rest[0], req);
     } else if (rest.length === 2 && rest[1] === '_history' && m === 'GET') {
       return this.history(req, type, rest[0]);
     } else if (rest.length === 3 && rest[1] === '_history' && m === 'GET') {
+      this.authorize(req, type, 'r');
       const r = await this.store.repo.vread(type, rest[0], rest[2]);
+      await this.mayRead(req, r);
       return json(200, r, versionHeaders(r));
     }
     throw new OutcomeError('unsupported', `${m} /${parts.join('/')} is not a supported FHIR interaction`);
@@ -150,7 +248,8 @@ export class FhirApi {
    * access decision as search.
    */
   private async everything(id: string, req: FhirRequest): Promise<FhirResponse> {
-    await this.store.repo.read('Patient', id); // 404 / 410 for an unknown or deleted patient
+    this.authorize(req, 'Patient', 'r');
+    await this.mayRead(req, await this.store.repo.read('Patient', id)); // 404 / 410 for an unknown or deleted patient
     const count = pageSize(req.query.get('_count'), this.opts.defaultPageSize, this.opts.maxPageSize) || this.opts.defaultPageSize;
     const since = req.query.get('_since') ?? undefined;
     if (since !== undefined && Number.isNaN(Date.parse(since))) throw new OutcomeError('invalid', '_since must be an instant', '_since');
@@ -174,17 +273,16 @@ export class FhirApi {
       next.set('_count', String(count));
       link.push({ relation: 'next', url: `${this.opts.baseUrl}/Patient/${id}/$everything?${next.toString()}` });
     }
-    const allow = this.access ?? ((r: Resource) => r);
-    const entry = page.map(allow).filter((r): r is Resource => !!r).map((r) => ({ fullUrl: `${this.opts.baseUrl}/${r.resourceType}/${r.id}`, resource: r, search: { mode: 'match' as const } }));
+    const visible = req.access ? await req.access.filter(page) : page;
+    const entry = visible.map((r) => ({ fullUrl: `${this.opts.baseUrl}/${r.resourceType}/${r.id}`, resource: r, search: { mode: 'match' as const } }));
     return json(200, { resourceType: 'Bundle', type: 'searchset', link, entry } satisfies Bundle);
   }
 
-  /** The per-request access decision (the security layer sets it; without one everything is visible). */
-  access?: (r: Resource) => Resource | undefined;
-
   /** read: the stored JSON text is served as is; ETag and If-None-Match (304). */
   private async read(type: string, id: string, req: FhirRequest): Promise<FhirResponse> {
+    this.authorize(req, type, 'r');
     const raw = await this.store.repo.readRaw(type, id);
+    if (req.access) await this.mayRead(req, JSON.parse(raw.content) as Resource);
     const etag = `W/"${raw.versionId}"`;
     const headers = { ETag: etag, 'Last-Modified': new Date(raw.lastUpdated).toUTCString() };
     if (req.headers['if-none-match'] === etag) return { status: 304, headers };
@@ -242,7 +340,9 @@ export class FhirApi {
 
   private async create(type: string, req: FhirRequest): Promise<FhirResponse> {
     const res = await this.inboxed(req, async () => {
+      this.authorize(req, type, 'c');
       const resource = this.parseBody(type, req);
+      await this.asOneself(req, resource);
       delete resource.id; // create ignores a client id (FHIR http.html#create)
       const r = await this.store.repo.create(resource, { ifNoneExist: req.headers['if-none-exist'] });
       return { result: r, produced: [ref(r.resource)], patientKey: null };
@@ -253,7 +353,9 @@ export class FhirApi {
   private async update(type: string, id: string, req: FhirRequest): Promise<FhirResponse> {
     const ifMatch = parseIfMatch(req.headers['if-match']);
     const res = await this.inboxed(req, async () => {
+      this.authorize(req, type, 'u');
       const resource = this.parseBody(type, req);
+      await this.asOneself(req, resource);
       if (resource.id !== undefined && resource.id !== id) {
         throw new OutcomeError('invalid', `Resource.id "${resource.id}" does not match the id in the URL "${id}"`, `${type}.id`);
       }
@@ -270,7 +372,9 @@ export class FhirApi {
    */
   private async conditionalUpdate(type: string, req: FhirRequest): Promise<FhirResponse> {
     const res = await this.inboxed(req, async () => {
+      this.authorize(req, type, 'u');
       const resource = this.parseBody(type, req);
+      await this.asOneself(req, resource);
       const r = await this.store.repo.transaction(async (w) => {
         const found = await w.conditionalMatch(type, req.query.toString());
         if (found && resource.id !== undefined && resource.id !== found.id) {
@@ -306,6 +410,22 @@ export class FhirApi {
     const strict = /handling=strict/.test(req.headers['prefer'] ?? '');
     const shape = shaper(query);
     const self = `${this.opts.baseUrl}/${type}${query.size ? '?' + query.toString() : ''}`;
+    this.authorize(req, type, 's');
+    // a count over rows the caller may not see would leak them: only the county coordinator gets totals
+    const counts = !req.access || req.principal?.kind === 'coordinator';
+    if (query.get('_summary') === 'count' && !counts) throw new OutcomeError('forbidden', '_summary=count is only for callers who may see every person', '_summary');
+    const access = req.access;
+    const audit = req.audit;
+    const filter = access
+      ? async (rs: Resource[]) => {
+          const visible = await access.filter(rs);
+          for (const r of visible) {
+            const p = Access.patientOf(r);
+            if (p) audit?.patients.add(p);
+          }
+          return visible;
+        }
+      : undefined;
     if (query.get('_summary') === 'count') {
       const counted = await this.store.repo.search({ resourceType: type, params, count: 0, total: 'accurate', strict });
       return json(200, { resourceType: 'Bundle', type: 'searchset', total: counted.total, link: [{ relation: 'self', url: self }] } satisfies Bundle);
@@ -318,8 +438,9 @@ export class FhirApi {
       params,
       count,
       cursor: query.get('_cursor') ?? undefined,
-      total: (total ?? undefined) as 'none' | 'estimate' | 'accurate' | undefined,
+      total: counts ? ((total ?? undefined) as 'none' | 'estimate' | 'accurate' | undefined) : undefined,
       strict,
+      access: filter,
     });
     const link: Bundle['link'] = [{ relation: 'self', url: self }];
     if (result.nextCursor) {
@@ -342,6 +463,10 @@ export class FhirApi {
   }
 
   private async history(req: FhirRequest, resourceType?: string, id?: string): Promise<FhirResponse> {
+    if (req.principal) {
+      this.authorize(req, resourceType ?? '*', 'r');
+      if (!resourceType && req.principal.kind !== 'coordinator') throw new OutcomeError('forbidden', 'system-wide history is only for the county coordinator');
+    }
     const count = pageSize(req.query.get('_count'), this.opts.defaultPageSize, this.opts.maxPageSize);
     const since = req.query.get('_since') ?? undefined;
     const before = req.query.get('_before') ?? undefined;
@@ -364,9 +489,23 @@ export class FhirApi {
       resourceType: 'Bundle',
       type: 'history',
       link,
-      entry: page.map((h) => historyEntry(h, this.opts.baseUrl)),
+      entry: (await this.visibleHistory(req, page)).map((h) => historyEntry(h, this.opts.baseUrl)),
     };
     return json(200, bundle);
+  }
+
+  /** History entries the caller may see: a version is visible when its resource's person is. */
+  private async visibleHistory(req: FhirRequest, page: HistoryEntry[]): Promise<HistoryEntry[]> {
+    if (!req.access) return page;
+    const out: HistoryEntry[] = [];
+    for (const h of page) {
+      if (!h.resource) continue; // a deletion tells nothing the caller may see
+      const p = Access.patientOf(h.resource);
+      if (p && !(await req.access.seesPatient(p))) continue;
+      if (p) req.audit?.patients.add(p);
+      out.push(h);
+    }
+    return out;
   }
 }
 
@@ -407,4 +546,16 @@ function pageSize(raw: string | null, dflt: number, max: number): number {
 
 export function json(status: number, body: unknown, headers: Record<string, string> = {}): FhirResponse {
   return { status, headers: { 'Content-Type': JSON_TYPE, ...headers }, body: JSON.stringify(body) };
+}
+
+function interactionOf(req: FhirRequest): AuditInput['interaction'] {
+  const parts = req.path.split('/').filter(Boolean);
+  const m = req.method.toUpperCase();
+  if (parts.some((p) => p.startsWith('$'))) return 'operation';
+  if (parts.includes('_history')) return parts.length >= 4 ? 'vread' : 'history';
+  if (m === 'GET') return parts.length >= 2 ? 'read' : 'search-type';
+  if (m === 'POST') return parts.length === 0 ? 'transaction' : parts[1] === '_search' ? 'search-type' : 'create';
+  if (m === 'PUT') return 'update';
+  if (m === 'DELETE') return 'delete';
+  return 'operation';
 }

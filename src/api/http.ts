@@ -13,6 +13,8 @@ import { defaultFhirBase } from '../config.js';
 import type { Store } from '../store/index.js';
 import { FhirApi, json, type FhirResponse } from './fhir.js';
 import { adminRoutes } from './admin.js';
+import { Security } from '../auth/security.js';
+import type { Principal } from '../auth/jwt.js';
 
 export interface HttpRequest {
   method: string;
@@ -21,6 +23,8 @@ export interface HttpRequest {
   headers: Record<string, string | undefined>;
   body: Buffer;
   remoteAddress: string;
+  /** the authenticated caller, when authentication is on */
+  principal?: Principal;
 }
 
 /** A route handler for the non-FHIR paths (HL7 v2, social care, admin). */
@@ -39,6 +43,8 @@ export interface HttpOptions {
   routes?: { method: string; pattern: RegExp; handler: Route; /** a larger body limit for this route (file uploads) */ maxBodyBytes?: number }[];
   /** runs one stored inbox entry now (POST /admin/messages/{id}/$reprocess) */
   reprocess?: (id: string) => Promise<boolean>;
+  /** bearer authentication on every route but /healthz, /readyz and /fhir/metadata */
+  security?: Security;
 }
 
 export interface HttpServer {
@@ -67,7 +73,7 @@ export async function startHttpServer(store: Store, opts: HttpOptions): Promise<
 
   const handle = async (req: HttpRequest): Promise<FhirResponse> => {
     if (req.path === '/fhir' || req.path.startsWith('/fhir/')) {
-      return fhir.handle({ method: req.method, path: req.path.slice(5), query: req.query, headers: req.headers, body: req.body });
+      return fhir.handle({ method: req.method, path: req.path.slice(5), query: req.query, headers: req.headers, body: req.body, remoteAddress: req.remoteAddress });
     }
     if (req.method === 'GET' && req.path === '/healthz') return json(200, { status: 'ok' });
     if (req.method === 'GET' && req.path === '/readyz') {
@@ -80,7 +86,14 @@ export async function startHttpServer(store: Store, opts: HttpOptions): Promise<
     }
     for (const r of routes) {
       const m = r.pattern.exec(req.path);
-      if (m && r.method === req.method) return r.handler(req, m);
+      if (!m || r.method !== req.method) continue;
+      if (opts.security) {
+        req.principal = await opts.security.authenticate(req.headers);
+        if (req.path.startsWith('/admin/')) Security.requireKind(req.principal, ['coordinator'], 'the admin API');
+        if (req.path === '/hl7v2') Security.requireKind(req.principal, ['hospital', 'gp', 'coordinator'], 'HL7 v2 over HTTP');
+        if (req.path.startsWith('/social-care/')) Security.requireKind(req.principal, ['municipality', 'coordinator'], 'the social-care import');
+      }
+      return r.handler(req, m);
     }
     throw new OutcomeError('not-found', `no route for ${req.method} ${req.path}`, 'url');
   };

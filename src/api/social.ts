@@ -22,6 +22,10 @@ export function socialCareRoute(store: Store, maxBodyBytes: number): { method: s
       const source = decodeURIComponent(m[1]);
       const mapping = socialMapping(source);
       if (!mapping) throw new OutcomeError('not-found', `no mapping for social-care source "${source}" (known: ${socialSources().join(', ') || 'none'}); add mappings/social/${source}.yaml`, 'source');
+      // writes only as oneself: a municipality posts its own export (the county coordinator may post any)
+      if (req.principal?.kind === 'municipality' && req.principal.organization !== mapping.municipality.registryCode) {
+        throw new OutcomeError('forbidden', `source ${source} is the export of ${mapping.municipality.name}; your token is for organisation ${req.principal.organization}`);
+      }
       const ct = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
       if (!(mapping.format === 'csv' ? CSV_TYPES : JSON_TYPES).has(ct)) {
         throw new OutcomeError('unsupported', `source ${source} exports ${mapping.format.toUpperCase()}; Content-Type ${ct} does not match`, 'Content-Type');

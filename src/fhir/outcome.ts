@@ -22,7 +22,9 @@ export type Category =
   | 'too-large'
   | 'forbidden'
   | 'unauthorized'
-  | 'busy' // rate limited or shutting down
+  | 'not-allowed' // the interaction is never allowed on this resource type (AuditEvent and Provenance are append-only)
+  | 'rate-limited' // too many requests from this client
+  | 'busy' // shutting down or overloaded
   | 'fault'; // our own bug or a store failure
 
 export interface CategoryRow {
@@ -50,6 +52,8 @@ export const CATEGORIES: Record<Category, CategoryRow> = {
   'too-large': { http: 413, issueCode: 'too-costly', msa1: 'AR', err3: '100', code: 'CG-TOO-LARGE' },
   forbidden: { http: 403, issueCode: 'forbidden', msa1: 'AR', err3: '207', code: 'CG-FORBIDDEN' },
   unauthorized: { http: 401, issueCode: 'login', msa1: 'AR', err3: '207', code: 'CG-UNAUTHORIZED' },
+  'not-allowed': { http: 405, issueCode: 'not-supported', msa1: 'AR', err3: '200', code: 'CG-NOT-ALLOWED' },
+  'rate-limited': { http: 429, issueCode: 'throttled', msa1: 'AR', err3: '207', code: 'CG-RATE-LIMITED' },
   busy: { http: 503, issueCode: 'transient', msa1: 'AR', err3: '207', code: 'CG-BUSY' },
   fault: { http: 500, issueCode: 'exception', msa1: 'AR', err3: '207', code: 'CG-FAULT' },
 };

@@ -56,7 +56,7 @@ export async function resolveIncludes(
   tx: Queryable,
   matches: Resource[],
   specs: IncludeSpec[],
-  allow: (r: Resource) => Resource | undefined = (r) => r,
+  allow: (rs: Resource[]) => Promise<Resource[]> = async (rs) => rs,
 ): Promise<Resource[]> {
   if (specs.length === 0 || matches.length === 0) return [];
   const seen = new Set(matches.map((r) => `${r.resourceType}/${r.id}`));
@@ -67,7 +67,7 @@ export async function resolveIncludes(
     if (active.length === 0) break;
     const types = frontier.map((r) => r.resourceType);
     const ids = frontier.map((r) => r.id as string);
-    const found: Resource[] = [];
+    const candidates: Resource[] = [];
     for (const spec of active) {
       // include: the resources the frontier points at; revinclude: the resources pointing at the frontier
       const [from, to] = spec.kind === 'include' ? ['target', 'resource'] : ['resource', 'target'];
@@ -85,10 +85,10 @@ export async function resolveIncludes(
         const key = `${r.resourceType}/${r.id}`;
         if (seen.has(key)) continue;
         seen.add(key);
-        const visible = allow(r);
-        if (visible) found.push(visible);
+        candidates.push(r);
       }
     }
+    const found = await allow(candidates);
     included.push(...found);
     frontier = found;
   }

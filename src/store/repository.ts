@@ -63,7 +63,7 @@ function stableContent(r: Resource): string {
   return canonicalJson(m && Object.keys(m).length ? { ...rest, meta: m } : rest);
 }
 
-function canonicalJson(v: unknown): string {
+export function canonicalJson(v: unknown): string {
   if (Array.isArray(v)) return '[' + v.map(canonicalJson).join(',') + ']';
   if (v && typeof v === 'object') {
     return '{' + Object.keys(v).filter((k) => (v as Record<string, unknown>)[k] !== undefined).sort().map((k) => JSON.stringify(k) + ':' + canonicalJson((v as Record<string, unknown>)[k])).join(',') + '}';
@@ -230,8 +230,8 @@ export class Writer {
     const page = more ? rows.slice(0, built.limit) : rows;
     let total: number | undefined;
     if (built.countSql) total = Number((await this.tx.query<{ n: string }>(built.countSql, built.countParams))[0].n);
-    const allow = req.access ?? ((r: Resource) => r);
-    const resources = page.map((r) => allow(JSON.parse(r.content) as Resource)).filter((r): r is Resource => r !== undefined) as T[];
+    const allow = req.access ?? (async (rs: Resource[]) => rs);
+    const resources = (await allow(page.map((r) => JSON.parse(r.content) as Resource))) as T[];
     const specs = parseIncludes(req.params, req.strict ?? false, built.issues);
     const included = await resolveIncludes(this.tx, resources, specs, allow);
     return {

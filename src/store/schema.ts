@@ -112,6 +112,18 @@ CREATE INDEX inbox_status ON inbox (status, received_at);
 CREATE INDEX inbox_sender_control ON inbox (sender, control_id);
 `,
   },
+  {
+    version: 2,
+    name: 'audit hash chain',
+    sql: `
+CREATE TABLE audit_chain (
+  seq bigserial PRIMARY KEY,
+  event_id text NOT NULL UNIQUE,
+  prev text NOT NULL,
+  hash text NOT NULL
+);
+`,
+  },
 ];
 
 /**

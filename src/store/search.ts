@@ -26,9 +26,9 @@ export interface SearchRequest {
   strict?: boolean;
   /**
    * The per-request access decision: every result, included ones too, passes through it; it returns the
-   * resource as the caller may see it, or undefined to leave it out.
+   * resources of a page (or a round of includes) the caller may see, in order; the others are left out.
    */
-  access?: (r: Resource) => Resource | undefined;
+  access?: (rs: Resource[]) => Promise<Resource[]>;
 }
 
 export interface SearchResult<T extends Resource = Resource> {

@@ -125,7 +125,7 @@ describe.each(backends())('search features on %s', (_name, makeBackend) => {
     const r = await store.repo.search({
       resourceType: 'CarePlan',
       params: [['_id', 'sc-0'], ['_include', 'CarePlan:care-team'], ['_revinclude', 'Provenance:target']],
-      access: (res) => (res.resourceType === 'Provenance' ? undefined : res),
+      access: async (rs) => rs.filter((res) => res.resourceType !== 'Provenance'),
     });
     expect(ids(r.included)).toEqual(['CareTeam/st-0']);
   });
