@@ -1,0 +1,239 @@
+/**
+ * Who may see what, over HTTP on every backend, with real signed tokens (RS256 keys made here, a JWKS file):
+ * a role matrix (hospital, GP, municipality A, municipality B, county coordinator, no token) over read, search,
+ * _include/_revinclude, chained search, history, $everything and writes; attacks (forged signature, alg none,
+ * expired, wrong audience, scope escalation, another municipality's person by id / chain / _revinclude,
+ * SQL- and FHIRPath-looking parameters, oversized bodies), each refused and audited; the patient's audit query;
+ * tampering with a stored AuditEvent detected; and the refusal to start on a public address without auth.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { AuditEvent, Bundle, CarePlan, Patient, Resource } from '@medplum/fhirtypes';
+import type { Gateway } from '../../src/app.js';
+import { backends, tempDir, type Backend } from '../helpers/backends.js';
+import { spawnGateway, startTestGateway } from '../helpers/gateway.js';
+import { eeDischarge } from '../fixtures/hl7v2/messages.js';
+import { isikukoodCheckDigit } from '../../src/fhir/identifiers.js';
+
+const NI = 'https://fhir.ee/sid/pid/est/ni';
+const ISSUER = 'https://auth.tartumaa.test';
+const HOSPITAL = '90006399'; // Elva hospital (mappings/facilities.yaml)
+const GP = '10856624'; // Elva family practice
+const TARTU = '75006546'; // Tartu linn (mappings/social/tartu-linn.yaml)
+const ELVA = registryCode('7503737'); // a test code for Elva vald, given in a test mapping
+const COUNTY = registryCode('7000000');
+
+function registryCode(seven: string): string {
+  const d = [...seven].map(Number);
+  const mod = (w: number[]) => d.reduce((s, x, i) => s + x * w[i], 0) % 11;
+  let c = mod([1, 2, 3, 4, 5, 6, 7]);
+  if (c === 10) c = mod([3, 4, 5, 6, 7, 8, 9]);
+  if (c === 10) c = 0;
+  return seven + c;
+}
+const ik = (ten: string) => ten + isikukoodCheckDigit(ten);
+const A = ik('3730210271'); // lives in Elva vald
+const B = ik('4450123100'); // lives in Tartu linn
+
+const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const other = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+
+function sign(claims: Record<string, unknown>, opts: { key?: crypto.KeyObject; alg?: string; kid?: string } = {}): string {
+  const header = { alg: opts.alg ?? 'RS256', typ: 'JWT', kid: opts.kid ?? 'k1' };
+  const data = `${b64(header)}.${b64(claims)}`;
+  if (header.alg === 'none') return `${data}.`;
+  return `${data}.${crypto.sign('sha256', Buffer.from(data), opts.key ?? privateKey).toString('base64url')}`;
+}
+
+describe.each(backends())('security on %s', (_name, makeBackend) => {
+  let backend: Backend;
+  let gw: Gateway;
+  let base: string;
+  let url: string;
+  const dir = tempDir('cg-auth-');
+  const tokens: Record<string, string> = {};
+  const claims = (organization: string, kind: string, scope = 'system/*.cruds', extra: Record<string, unknown> = {}) => ({
+    iss: ISSUER,
+    aud: base,
+    sub: `client-${kind}-${organization}`,
+    exp: Math.floor(Date.now() / 1000) + 300,
+    scope,
+    organization,
+    organization_kind: kind,
+    ...extra,
+  });
+
+  beforeAll(async () => {
+    fs.writeFileSync(path.join(dir, 'jwks.json'), JSON.stringify({ keys: [{ ...publicKey.export({ format: 'jwk' }), kid: 'k1', alg: 'RS256', use: 'sig' }] }));
+    fs.mkdirSync(path.join(dir, 'maps'));
+    // Elva's registry code comes with its (test) export mapping, as onboarding a municipality does
+    fs.writeFileSync(
+      path.join(dir, 'maps', 'elva-test.yaml'),
+      `municipality: { ehak: "0171", registryCode: "${ELVA}" }\nfields: { decisionId: a, isikukood: b, service: c, start: d }\nmaps: { services: { x: home-care } }\n`,
+    );
+    backend = makeBackend();
+    await backend.open().then((s) => s.close());
+    ({ gw, base, url } = await startTestGateway(backend, { AUTH_JWKS: path.join(dir, 'jwks.json'), AUTH_ISSUERS: ISSUER, SOCIAL_MAPPINGS_DIR: path.join(dir, 'maps'), RATE_LIMIT: '0' }));
+    tokens.hospital = sign(claims(HOSPITAL, 'hospital'));
+    tokens.gp = sign(claims(GP, 'gp'));
+    tokens.muniA = sign(claims(TARTU, 'municipality'));
+    tokens.muniB = sign(claims(ELVA, 'municipality'));
+    tokens.coordinator = sign(claims(COUNTY, 'coordinator', 'system/*.cruds', { user: 'Maakonna koordinaator' }));
+    // the hospital discharges A (Elva) and B (Tartu linn) over HL7 v2 with its token
+    for (const [who, ehak, ctl] of [[A, '0171', 'S-1'], [B, '0793', 'S-2']]) {
+      const res = await fetch(`${url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'text/plain', Authorization: `Bearer ${tokens.hospital}` }, body: eeDischarge({ controlId: ctl, isikukood: who, ehak, visit: `V-${ctl}` }) });
+      expect(await res.text()).toContain('MSA|AA');
+    }
+  });
+  afterAll(async () => {
+    await gw.close();
+    await backend.cleanup();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const call = (p: string, who?: string, init: RequestInit = {}) =>
+    fetch(`${base}${p}`, { ...init, headers: { 'Content-Type': 'application/fhir+json', ...(who ? { Authorization: `Bearer ${who}` } : {}), ...(init.headers ?? {}) } });
+  const bundle = async (p: string, who: string): Promise<Bundle> => {
+    const res = await call(p, who);
+    expect(res.status).toBe(200);
+    return (await res.json()) as Bundle;
+  };
+  const patientIdOf = async (isikukood: string) => ((await bundle(`/Patient?identifier=${NI}|${isikukood}`, tokens.coordinator)).entry![0].resource as Patient).id!;
+  const audits = async (): Promise<AuditEvent[]> => {
+    const out: AuditEvent[] = [];
+    let next: string | undefined = `${base}/AuditEvent?_count=500`;
+    while (next) {
+      const b = (await (await fetch(next, { headers: { Authorization: `Bearer ${tokens.coordinator}` } })).json()) as Bundle;
+      out.push(...(b.entry ?? []).filter((e) => e.search?.mode === 'match').map((e) => e.resource as AuditEvent));
+      next = b.link?.find((l) => l.relation === 'next')?.url;
+    }
+    return out;
+  };
+
+  test('role matrix: who reads whose Patient and plan', async () => {
+    const a = await patientIdOf(A);
+    const b = await patientIdOf(B);
+    const matrix: Record<string, [number, number]> = { hospital: [200, 200], gp: [200, 200], muniA: [403, 200], muniB: [200, 403], coordinator: [200, 200] };
+    for (const [role, [sa, sb]] of Object.entries(matrix)) {
+      expect([role, (await call(`/Patient/${a}`, tokens[role])).status]).toEqual([role, sa]);
+      expect([role, (await call(`/Patient/${b}`, tokens[role])).status]).toEqual([role, sb]);
+      const plans = await bundle(`/CarePlan?_count=50`, tokens[role]);
+      const subjects = (plans.entry ?? []).map((e) => (e.resource as CarePlan).subject!.reference).sort();
+      expect([role, subjects]).toEqual([role, [...(sa === 200 ? [`Patient/${a}`] : []), ...(sb === 200 ? [`Patient/${b}`] : [])].sort()]);
+    }
+    expect((await call(`/Patient/${a}`)).status).toBe(401);
+    expect((await call(`/CarePlan`)).status).toBe(401);
+    expect((await call(`/metadata`)).status).toBe(200); // the CapabilityStatement stays public (SMART discovery)
+  });
+
+  test('includes, chains, history and $everything leak nothing of people the caller may not see', async () => {
+    const a = await patientIdOf(A);
+    const b = await patientIdOf(B);
+    // municipality A (Tartu linn) sees B only
+    const inc = await bundle(`/CareTeam?_include=CareTeam:subject&_revinclude=Provenance:target&_count=50`, tokens.muniA);
+    const text = JSON.stringify(inc);
+    expect(text).toContain(`Patient/${b}`);
+    expect(text).not.toContain(a);
+    const chained = await bundle(`/CarePlan?patient.identifier=${NI}|${A}`, tokens.muniA);
+    expect(chained.entry ?? []).toHaveLength(0);
+    const doctorRev = await bundle(`/Practitioner?_revinclude=Encounter:participant&_count=50`, tokens.muniA);
+    expect(JSON.stringify(doctorRev)).not.toContain(a);
+    const planA = (await bundle(`/CarePlan?patient=Patient/${a}`, tokens.coordinator)).entry![0].resource!;
+    expect((await call(`/CarePlan/${planA.id}/_history`, tokens.muniA)).status).toBe(200);
+    expect(((await (await call(`/CarePlan/${planA.id}/_history`, tokens.muniA)).json()) as Bundle).entry ?? []).toHaveLength(0);
+    expect((await call(`/Patient/${a}/$everything`, tokens.muniA)).status).toBe(403);
+    expect((await call(`/Patient/${a}/$everything`, tokens.muniB)).status).toBe(200);
+    expect((await call(`/_history`, tokens.muniA)).status).toBe(403);
+    expect((await call(`/CarePlan?_summary=count`, tokens.muniA)).status).toBe(403);
+  });
+
+  test('attacks: forged, alg none, expired, wrong audience, scope escalation — refused and audited', async () => {
+    const t0 = new Date().toISOString();
+    const a = await patientIdOf(A);
+    const forged = sign(claims(COUNTY, 'coordinator'), { key: other.privateKey });
+    const none = sign(claims(COUNTY, 'coordinator'), { alg: 'none' });
+    const hmac = `${b64({ alg: 'HS256', kid: 'k1' })}.${b64(claims(COUNTY, 'coordinator'))}.${crypto.createHmac('sha256', publicKey.export({ format: 'pem', type: 'spki' })).update('x').digest('base64url')}`;
+    const expired = sign(claims(COUNTY, 'coordinator', 'system/*.cruds', { exp: Math.floor(Date.now() / 1000) - 3600 }));
+    const wrongAud = sign(claims(COUNTY, 'coordinator', 'system/*.cruds', { aud: 'https://other.example/fhir' }));
+    const wrongIss = sign(claims(COUNTY, 'coordinator', 'system/*.cruds', { iss: 'https://evil.example' }));
+    for (const t of [forged, none, hmac, expired, wrongAud, wrongIss, 'not.a.token']) {
+      const res = await call(`/Patient/${a}`, t);
+      expect(res.status).toBe(401);
+      expect(JSON.stringify(await res.json())).not.toContain('Tamm');
+    }
+    const readOnly = sign(claims(HOSPITAL, 'hospital', 'system/Patient.read'));
+    expect((await call(`/Patient/${a}`, readOnly)).status).toBe(200);
+    expect((await call(`/CarePlan?_count=1`, readOnly)).status).toBe(403);
+    expect((await call(`/Patient`, readOnly, { method: 'POST', body: JSON.stringify({ resourceType: 'Patient' }) })).status).toBe(403);
+    const v2 = sign(claims(HOSPITAL, 'hospital', 'system/Patient.rs'));
+    expect((await call(`/Patient?_count=1`, v2)).status).toBe(200);
+    expect((await call(`/Patient/${a}`, v2, { method: 'DELETE' })).status).toBe(403);
+    const since = (await audits()).filter((e) => e.recorded! >= t0);
+    // 7 bad tokens + 3 scope refusals, each an AuditEvent with outcome 4 (minor failure)
+    expect(since.filter((e) => e.outcome === '4').length).toBeGreaterThanOrEqual(10);
+    expect(since.filter((e) => e.outcome === '4' && e.agent![0].who!.display === 'unauthenticated caller').length).toBeGreaterThanOrEqual(7);
+  });
+
+  test('writes only as oneself; AuditEvent and Provenance are append-only (405)', async () => {
+    const a = await patientIdOf(A);
+    const sr = { resourceType: 'ServiceRequest', status: 'active', intent: 'order', subject: { reference: `Patient/${a}` }, code: { text: 'x' }, requester: { reference: 'Organization/ehak-0793' } };
+    expect((await call(`/ServiceRequest`, tokens.hospital, { method: 'POST', body: JSON.stringify(sr) })).status).toBe(403);
+    expect((await call(`/ServiceRequest`, tokens.muniA, { method: 'POST', body: JSON.stringify(sr) })).status).toBe(201);
+    const tx = { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: sr, request: { method: 'POST', url: 'ServiceRequest' } }] };
+    expect((await call(``, tokens.gp, { method: 'POST', body: JSON.stringify(tx) })).status).toBe(403);
+    const ev = (await audits())[0];
+    expect((await call(`/AuditEvent/${ev.id}`, tokens.coordinator, { method: 'PUT', body: JSON.stringify(ev) })).status).toBe(405);
+    expect((await call(`/AuditEvent/${ev.id}`, tokens.coordinator, { method: 'DELETE' })).status).toBe(405);
+    expect((await call(`/AuditEvent`, tokens.coordinator, { method: 'POST', body: JSON.stringify(ev) })).status).toBe(405);
+    const prov = (await bundle(`/Provenance?_count=1`, tokens.coordinator)).entry![0].resource as Resource;
+    expect((await call(`/Provenance/${prov.id}`, tokens.coordinator, { method: 'DELETE' })).status).toBe(405);
+    // a municipality posts only its own export
+    const csv = 'Otsuse nr;Isikukood;Teenus;Algus\n';
+    const res = await fetch(`${url}/social-care/tartu-linn`, { method: 'POST', headers: { 'Content-Type': 'text/csv', Authorization: `Bearer ${tokens.muniB}` }, body: csv });
+    expect(res.status).toBe(403);
+    expect((await fetch(`${url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: eeDischarge({ controlId: 'NOAUTH' }) })).status).toBe(401);
+    expect((await fetch(`${url}/admin/messages`, { headers: { Authorization: `Bearer ${tokens.hospital}` } })).status).toBe(403);
+  });
+
+  test('SQL- and FHIRPath-looking parameters are plain values; oversized bodies 413', async () => {
+    const sneaky = [`name=x' OR '1'='1`, `identifier=${NI}|${A}'); DROP TABLE resource;--`, `_id=1;SELECT`, `name=Patient.name.where(true)`, `_sort=name;DELETE`];
+    for (const q of sneaky) {
+      const res = await call(`/Patient?${q}`, tokens.muniA);
+      expect([q, [200, 400, 422].includes(res.status)]).toEqual([q, true]);
+      // (the self link echoes the caller's own query; no entry may carry person A)
+      expect(JSON.stringify(((await res.json()) as Bundle).entry ?? [])).not.toContain(A);
+    }
+    expect((await bundle(`/Patient?_count=5`, tokens.coordinator)).entry!.length).toBeGreaterThan(0); // the table is still there
+    const big = await call(`/Patient`, tokens.coordinator, { method: 'POST', body: 'x'.repeat(11 * 1024 * 1024) });
+    expect(big.status).toBe(413);
+  });
+
+  test('"who looked at my data": the patient\'s audit query; tampering with a stored AuditEvent is detected', async () => {
+    const a = await patientIdOf(A);
+    const mine = (await bundle(`/AuditEvent?patient=Patient/${a}&_count=500`, tokens.coordinator)).entry!.map((e) => e.resource as AuditEvent);
+    const who = new Set(mine.map((e) => e.agent![0].who!.identifier?.value));
+    for (const org of [HOSPITAL, GP, TARTU, ELVA]) expect(who.has(org)).toBe(true);
+    expect(mine.some((e) => e.outcome === '4' && e.agent![0].who!.identifier?.value === TARTU)).toBe(true); // municipality A was refused
+    const ok = await (await fetch(`${url}/admin/audit/$verify`, { headers: { Authorization: `Bearer ${tokens.coordinator}` } })).json();
+    expect(ok).toMatchObject({ ok: true });
+    // alter one stored event directly in the database
+    const target = mine[0];
+    const store = gw.store;
+    await store.db.query(`UPDATE resource SET content = replace(content, '"site":"care-gateway"', '"site":"elsewhere"') WHERE resource_type = 'AuditEvent' AND id = $1`, [target.id]);
+    const broken = (await (await fetch(`${url}/admin/audit/$verify`, { headers: { Authorization: `Bearer ${tokens.coordinator}` } })).json()) as { ok: boolean; brokenAt?: string };
+    expect(broken.ok).toBe(false);
+    expect(broken.brokenAt).toBe(target.id);
+  });
+});
+
+test('bound to a public address without authentication, the gateway refuses to start and says why', async () => {
+  const dir = tempDir('cg-public-');
+  try {
+    await expect(spawnGateway({ HOST: '0.0.0.0', DATA_DIR: dir })).rejects.toThrow(/refusing to start: HOST=0\.0\.0\.0 .*AUTH_JWKS/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
