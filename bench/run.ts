@@ -8,11 +8,17 @@ import { benchConvert } from './convert.js';
 import { benchValidate } from './validate.js';
 import { benchMllp } from './mllp.js';
 import { benchSocial } from './social.js';
+import { benchApi } from './api.js';
 
 const which = process.argv[2];
 const run = async (): Promise<void> => {
   if (!which || which === 'convert') benchConvert();
   if (!which || which === 'validate') benchValidate();
+  if (which === 'api') {
+    if (!process.env.BENCH_DATABASE_URL) throw new Error('npm run bench -- api needs BENCH_DATABASE_URL (PostgreSQL); use api-pglite for the embedded store');
+    await benchApi({ label: 'PostgreSQL', databaseUrl: process.env.BENCH_DATABASE_URL });
+  }
+  if (which === 'api-pglite') await benchApi({ label: 'PGlite' });
   if (which === 'social') {
     await benchSocial({ label: 'PGlite' });
     if (process.env.BENCH_DATABASE_URL) await benchSocial({ label: 'PostgreSQL', databaseUrl: process.env.BENCH_DATABASE_URL });
