@@ -121,6 +121,30 @@ export function identityId(r: Resource): string | undefined {
   return id ? deterministicId(r.resourceType, system, id.value!) : undefined;
 }
 
+/**
+ * A single resource's references to other resources (`Type/id`) that do not exist: refused with the element
+ * path, as in a transaction (contained `#id`, absolute URLs of other servers and logical identifiers are fine).
+ */
+export async function checkReferencesExist(w: Writer, r: Resource): Promise<void> {
+  const wanted = new Set<string>();
+  eachReference(r, (h) => {
+    if (/^[A-Z][A-Za-z]+\/[A-Za-z0-9\-.]{1,64}(\/_history\/[^/]+)?$/.test(h.reference)) wanted.add(h.reference.split('/_history/')[0]);
+    else if (h.reference.startsWith('urn:uuid:') || h.reference.startsWith('urn:oid:')) {
+      throw new OutcomeError('invalid', `reference ${h.reference} can only be resolved inside a transaction Bundle`);
+    }
+  });
+  wanted.delete(`${r.resourceType}/${r.id}`);
+  if (wanted.size === 0) return;
+  const found = await w.readMany([...wanted].map((k) => k.split('/') as [string, string]));
+  const missing = [...wanted].filter((k) => !found.has(k));
+  if (missing.length) {
+    throw OutcomeError.fromIssues(
+      'invalid',
+      missing.map((k) => ({ severity: 'error', code: 'not-found', diagnostics: `the referenced ${k} does not exist`, expression: [r.resourceType] })),
+    );
+  }
+}
+
 /** Error at an entry: its issues re-anchored under `Bundle.entry[i]`. */
 function atEntry(i: number, err: unknown): OutcomeError {
   const e = toOutcomeError(err);

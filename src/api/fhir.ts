@@ -13,7 +13,7 @@ import { capabilityStatement } from './capability.js';
 import { shaper } from './shape.js';
 import { processBundle, processMessage, type Submission } from '../ingest/fhir/process.js';
 import { checkResource } from '../write-checks.js';
-import { identityId } from './bundle.js';
+import { checkReferencesExist, identityId } from './bundle.js';
 import crypto from 'node:crypto';
 import type { Logger } from '../log.js';
 import { Access } from '../auth/access.js';
@@ -344,7 +344,10 @@ export class FhirApi {
       const resource = this.parseBody(type, req);
       await this.asOneself(req, resource);
       delete resource.id; // create ignores a client id (FHIR http.html#create)
-      const r = await this.store.repo.create(resource, { ifNoneExist: req.headers['if-none-exist'] });
+      const r = await this.store.repo.transaction(async (w) => {
+        await checkReferencesExist(w, resource);
+        return w.create(resource, { ifNoneExist: req.headers['if-none-exist'] });
+      });
       return { result: r, produced: [ref(r.resource)], patientKey: null };
     });
     return this.writeResponse(res, req);
@@ -359,7 +362,10 @@ export class FhirApi {
       if (resource.id !== undefined && resource.id !== id) {
         throw new OutcomeError('invalid', `Resource.id "${resource.id}" does not match the id in the URL "${id}"`, `${type}.id`);
       }
-      const r = await this.store.repo.update({ ...resource, id }, { ifMatch });
+      const r = await this.store.repo.transaction(async (w) => {
+        await checkReferencesExist(w, { ...resource, id });
+        return w.update({ ...resource, id }, { ifMatch });
+      });
       return { result: r, produced: [ref(r.resource)] };
     });
     return this.writeResponse(res, req);
@@ -380,7 +386,9 @@ export class FhirApi {
         if (found && resource.id !== undefined && resource.id !== found.id) {
           throw new OutcomeError('invalid', `Resource.id "${resource.id}" is not the id of the resource the criteria match (${found.id})`, `${type}.id`);
         }
-        return w.update({ ...resource, id: found?.id ?? resource.id ?? identityId(resource) ?? crypto.randomUUID() });
+        const withId = { ...resource, id: found?.id ?? resource.id ?? identityId(resource) ?? crypto.randomUUID() };
+        await checkReferencesExist(w, withId);
+        return w.update(withId);
       });
       return { result: r, produced: [ref(r.resource)] };
     });

@@ -195,6 +195,12 @@ describe.each(backends())('FHIR ingest on %s', (_name, makeBackend) => {
     expect(missing.status).toBe(422);
     expect(missing.body.issue[0]).toMatchObject({ code: 'not-found', expression: ['Bundle.entry[0].resource'] });
     expect(missing.body.issue[0].diagnostics).toMatch(/Patient\/nobody-here does not exist/);
+    // single-resource writes too: nothing half-written points nowhere
+    const single = await fetch(`${base}/Condition`, { method: 'POST', headers: FHIR_JSON, body: JSON.stringify({ resourceType: 'Condition', subject: { reference: 'Patient/nobody-here' }, code: { text: 'x' } }) });
+    expect(single.status).toBe(422);
+    expect(((await single.json()) as OperationOutcome).issue[0].diagnostics).toMatch(/Patient\/nobody-here does not exist/);
+    const urn = await fetch(`${base}/Condition/c-urn`, { method: 'PUT', headers: FHIR_JSON, body: JSON.stringify({ resourceType: 'Condition', id: 'c-urn', subject: { reference: 'urn:uuid:x' }, code: { text: 'x' } }) });
+    expect(urn.status).toBe(422);
   });
 
   test('$process-message: a discharge notification builds the plan; an unknown event and a non-message are refused', async () => {
