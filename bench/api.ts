@@ -87,7 +87,7 @@ function person(n: number, ehaks: string[]): Resource[] {
   ];
 }
 
-async function seed(opts: { databaseUrl?: string; schema?: string; dataDir?: string }, people: number): Promise<{ resources: number; seconds: number }> {
+export async function seed(opts: { databaseUrl?: string; schema?: string; dataDir?: string }, people: number): Promise<{ resources: number; seconds: number }> {
   const store = await openStore({ databaseUrl: opts.databaseUrl, schema: opts.schema, dataDir: opts.dataDir, ...writeChecks });
   const t0 = performance.now();
   const ehaks = [...municipalities().keys()];
