@@ -21,13 +21,12 @@ import os from 'node:os';
 import path from 'node:path';
 import http from 'node:http';
 import { spawn } from 'node:child_process';
-import pg from 'pg';
 import type { Resource } from '@medplum/fhirtypes';
 import { openStore } from '../src/store/index.js';
 import { writeChecks } from '../src/write-checks.js';
 import { municipalities, municipalityOrganization, EHAK_EXTENSIONS } from '../src/careplan/directory.js';
 import { isikukood } from './social.js';
-import { line, percentile } from './timing.js';
+import { line, percentile, dropSchema } from './timing.js';
 
 const NI = 'https://fhir.ee/sid/pid/est/ni';
 const LA = { coding: [{ system: 'http://loinc.org', code: 'LA28865-6' }] };
@@ -208,11 +207,6 @@ export async function benchApi(opts: { label: string; databaseUrl?: string }): P
     child.kill('SIGTERM');
     await new Promise((r) => child.once('exit', r));
     fs.rmSync(dir, { recursive: true, force: true });
-    if (schema && opts.databaseUrl && !reuse) {
-      const c = new pg.Client({ connectionString: opts.databaseUrl });
-      await c.connect();
-      await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      await c.end();
-    }
+    if (schema && opts.databaseUrl && !reuse) await dropSchema(opts.databaseUrl, schema);
   }
 }

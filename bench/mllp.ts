@@ -10,13 +10,12 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import { loadConfig } from '../src/config.js';
 import { startGateway } from '../src/app.js';
 import { silentLogger } from '../src/log.js';
 import { connectMllp } from '../src/mllp/client.js';
 import { adtA03 } from './fixtures.js';
-import { line, percentile } from './timing.js';
+import { line, percentile, dropSchema } from './timing.js';
 
 export async function benchMllp(opts: { label: string; databaseUrl?: string }): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cg-bench-'));
@@ -72,11 +71,6 @@ export async function benchMllp(opts: { label: string; databaseUrl?: string }): 
   } finally {
     await gw.close();
     fs.rmSync(dir, { recursive: true, force: true });
-    if (schema && opts.databaseUrl) {
-      const c = new pg.Client({ connectionString: opts.databaseUrl });
-      await c.connect();
-      await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      await c.end();
-    }
+    if (schema && opts.databaseUrl) await dropSchema(opts.databaseUrl, schema);
   }
 }

@@ -11,13 +11,12 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import { loadConfig } from '../src/config.js';
 import { startGateway } from '../src/app.js';
 import { silentLogger } from '../src/log.js';
 import { isikukoodCheckDigit } from '../src/fhir/identifiers.js';
 import type { ImportReport } from '../src/social/import.js';
-import { line } from './timing.js';
+import { line, dropSchema } from './timing.js';
 
 const HEADER = 'Otsuse nr;Otsuse kuupäev;Isikukood;Eesnimi;Perekonnanimi;Aadress;Teenus;Algus;Lõpp;Maht;Ühik;Periood;Juhtumitöötaja;Ametikoht;Telefon;E-post;Teenuseosutaja;Hooldaja;Seos;Hooldaja telefon;Märkus';
 const SERVICES = ['Koduteenus', 'Tugiisikuteenus', 'Sotsiaaltransport', 'Päevakeskus', 'Isikliku abistaja teenus', 'Intervallhooldus', 'Sotsiaalnõustamine'];
@@ -118,11 +117,6 @@ export async function benchSocial(opts: { label: string; databaseUrl?: string })
   } finally {
     await gw.close();
     fs.rmSync(dir, { recursive: true, force: true });
-    if (schema && opts.databaseUrl) {
-      const c = new pg.Client({ connectionString: opts.databaseUrl });
-      await c.connect();
-      await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      await c.end();
-    }
+    if (schema && opts.databaseUrl) await dropSchema(opts.databaseUrl, schema);
   }
 }

@@ -5,30 +5,23 @@
  */
 import type { Bundle, Resource } from '@medplum/fhirtypes';
 import type { Gateway } from '../../src/app.js';
-import { backends, type Backend } from '../helpers/backends.js';
-import { startTestGateway } from '../helpers/gateway.js';
+import { backends } from '../helpers/backends.js';
+import { useGateway } from '../helpers/gateway.js';
 import { eeDischarge } from '../fixtures/hl7v2/messages.js';
 
 const NI = 'https://fhir.ee/sid/pid/est/ni';
 
 describe.each(backends())('$everything and _history on %s', (_name, makeBackend) => {
-  let backend: Backend;
+  const suite = useGateway(makeBackend);
   let gw: Gateway;
   let base: string;
   let url: string;
-
   beforeAll(async () => {
-    backend = makeBackend();
-    await backend.open().then((s) => s.close());
-    ({ gw, base, url } = await startTestGateway(backend));
+    ({ gw, base, url } = suite);
     for (const [ik, id] of [['37302102711', 'E-1'], ['44501231007', 'E-2']]) {
       const ack = await (await fetch(`${url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: eeDischarge({ controlId: id, isikukood: ik, visit: `V-${id}` }) })).text();
       expect(ack).toContain('MSA|AA');
     }
-  });
-  afterAll(async () => {
-    await gw.close();
-    await backend.cleanup();
   });
 
   const get = async (u: string): Promise<Bundle> => (await (await fetch(u)).json()) as Bundle;
@@ -51,7 +44,7 @@ describe.each(backends())('$everything and _history on %s', (_name, makeBackend)
     const keys = all.map((r) => `${r.resourceType}/${r.id}`);
     expect(new Set(keys).size).toBe(keys.length);
     expect(keys).toContain(`Patient/${id}`);
-    const types = new Set(all.map((r) => r.resourceType));
+    const types = new Set<string>(all.map((r) => r.resourceType));
     for (const t of ['CarePlan', 'CareTeam', 'Encounter', 'Condition', 'ServiceRequest', 'RelatedPerson', 'Provenance']) expect(types.has(t)).toBe(true);
     expect(JSON.stringify(all)).not.toContain(other);
     // in one page: the same set

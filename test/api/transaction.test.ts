@@ -8,13 +8,15 @@
  */
 import type { Bundle, BundleEntry, CarePlan, CareTeam, Encounter, MessageHeader, OperationOutcome, Patient, Resource, ServiceRequest } from '@medplum/fhirtypes';
 import type { Gateway } from '../../src/app.js';
-import { backends, type Backend } from '../helpers/backends.js';
-import { startTestGateway } from '../helpers/gateway.js';
+import { backends } from '../helpers/backends.js';
+import { useGateway } from '../helpers/gateway.js';
 import { eeDischarge, gpReferral } from '../fixtures/hl7v2/messages.js';
 
 const NI = 'https://fhir.ee/sid/pid/est/ni';
 const EHAK_EXT = 'https://fhir.ee/base/StructureDefinition/ee-ehak';
 const FHIR_JSON = { 'Content-Type': 'application/fhir+json' };
+/** what POST /fhir answers: a response Bundle, or an OperationOutcome */
+type Answer = Omit<Bundle, 'resourceType'> & Omit<OperationOutcome, 'resourceType'> & { resourceType: string };
 
 function patient(ik: string): Patient {
   return {
@@ -55,24 +57,15 @@ function dischargeEntries(ik: string, visit: string): BundleEntry[] {
 }
 
 describe.each(backends())('FHIR ingest on %s', (_name, makeBackend) => {
-  let backend: Backend;
+  const suite = useGateway(makeBackend);
   let gw: Gateway;
   let base: string;
   let url: string;
+  beforeAll(() => ({ gw, base, url } = suite));
 
-  beforeAll(async () => {
-    backend = makeBackend();
-    await backend.open().then((s) => s.close());
-    ({ gw, base, url } = await startTestGateway(backend));
-  });
-  afterAll(async () => {
-    await gw.close();
-    await backend.cleanup();
-  });
-
-  const postBase = async (body: unknown, path = ''): Promise<{ status: number; body: Bundle & OperationOutcome }> => {
+  const postBase = async (body: unknown, path = ''): Promise<{ status: number; body: Answer }> => {
     const res = await fetch(`${base}${path}`, { method: 'POST', headers: FHIR_JSON, body: typeof body === 'string' ? body : JSON.stringify(body) });
-    return { status: res.status, body: (await res.json()) as Bundle & OperationOutcome };
+    return { status: res.status, body: (await res.json()) as Answer };
   };
   const found = async <T>(q: string): Promise<T[]> => ((await (await fetch(`${base}/${q}`)).json() as Bundle).entry ?? []).filter((e) => e.search?.mode === 'match').map((e) => e.resource as T);
   const transaction = (entry: BundleEntry[]) => postBase({ resourceType: 'Bundle', type: 'transaction', entry });

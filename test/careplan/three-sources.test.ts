@@ -6,8 +6,8 @@
  */
 import type { Bundle, CarePlan, CareTeam, Patient, Provenance, ServiceRequest } from '@medplum/fhirtypes';
 import type { Gateway } from '../../src/app.js';
-import { backends, type Backend } from '../helpers/backends.js';
-import { startTestGateway } from '../helpers/gateway.js';
+import { backends } from '../helpers/backends.js';
+import { useGateway } from '../helpers/gateway.js';
 import { eeDischarge, gpReferral } from '../fixtures/hl7v2/messages.js';
 
 const NI = 'https://fhir.ee/sid/pid/est/ni';
@@ -27,20 +27,11 @@ function elvaExport(isikukood: string, decision: string): string {
 }
 
 describe.each(backends())('three sources, one plan, on %s', (_name, makeBackend) => {
-  let backend: Backend;
+  const suite = useGateway(makeBackend);
   let gw: Gateway;
   let base: string;
   let url: string;
-
-  beforeAll(async () => {
-    backend = makeBackend();
-    await backend.open().then((s) => s.close());
-    ({ gw, base, url } = await startTestGateway(backend));
-  });
-  afterAll(async () => {
-    await gw.close();
-    await backend.cleanup();
-  });
+  beforeAll(() => ({ gw, base, url } = suite));
 
   const hl7 = async (msg: string) => {
     const res = await fetch(`${url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'x-application/hl7-v2+er7' }, body: msg });

@@ -67,3 +67,24 @@ export function killed(proc: ChildProcess, signal: NodeJS.Signals): Promise<numb
     proc.kill(signal);
   });
 }
+
+/**
+ * One gateway per suite on a fresh store of the backend: started before the suite's tests, closed (and its
+ * data removed) after them. Read the fields inside tests or a later beforeAll.
+ */
+export function useGateway(
+  makeBackend: () => Backend,
+  extra: Record<string, string> | (() => Record<string, string>) = {},
+): { gw: Gateway; base: string; url: string; mllpPort: number; backend: Backend } {
+  const ctx = {} as { gw: Gateway; base: string; url: string; mllpPort: number; backend: Backend };
+  beforeAll(async () => {
+    ctx.backend = makeBackend();
+    await ctx.backend.open().then((s) => s.close()); // creates the empty store the gateway then opens
+    Object.assign(ctx, await startTestGateway(ctx.backend, typeof extra === 'function' ? extra() : extra));
+  });
+  afterAll(async () => {
+    await ctx.gw?.close();
+    await ctx.backend?.cleanup();
+  });
+  return ctx;
+}

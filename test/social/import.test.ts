@@ -10,8 +10,8 @@ import iconv from 'iconv-lite';
 import type { Bundle, CarePlan, CareTeam, OperationOutcome, Practitioner, Provenance, RelatedPerson, ServiceRequest } from '@medplum/fhirtypes';
 import type { Gateway } from '../../src/app.js';
 import type { ImportReport } from '../../src/social/import.js';
-import { backends, tempDir, type Backend } from '../helpers/backends.js';
-import { startTestGateway } from '../helpers/gateway.js';
+import { backends, tempDir } from '../helpers/backends.js';
+import { useGateway } from '../helpers/gateway.js';
 
 const EXAMPLES = path.resolve('mappings/social/examples');
 const NI = 'https://fhir.ee/sid/pid/est/ni';
@@ -31,25 +31,18 @@ const good = (n: number, extra: Partial<Record<string, string>> = {}) =>
   tartuRow({ 'Otsuse nr': `T-${n}`, Isikukood: '35602281007', Teenus: 'Koduteenus', Algus: '01.12.2026', Maht: '2,5', Ühik: 'tundi', Periood: 'nädalas', Juhtumitöötaja: 'Mari Tamm', Ametikoht: 'sotsiaaltöötaja', ...extra });
 
 describe.each(backends())('social-care import on %s', (_name, makeBackend) => {
-  let backend: Backend;
+  const extraMappings = tempDir('cg-social-maps-');
+  const suite = useGateway(makeBackend, { SOCIAL_MAPPINGS_DIR: extraMappings });
   let gw: Gateway;
   let base: string;
   let url: string;
-  const extraMappings = tempDir('cg-social-maps-');
-
-  beforeAll(async () => {
-    backend = makeBackend();
-    await backend.open().then((s) => s.close());
-    ({ gw, base, url } = await startTestGateway(backend, { SOCIAL_MAPPINGS_DIR: extraMappings }));
-  });
-  afterAll(async () => {
-    await gw.close();
-    await backend.cleanup();
+  beforeAll(() => ({ gw, base, url } = suite));
+  afterAll(() => {
     fs.rmSync(extraMappings, { recursive: true, force: true });
   });
 
   const post = async (source: string, body: string | Buffer, type = 'text/csv'): Promise<{ status: number; report: ImportReport }> => {
-    const res = await fetch(`${url}/social-care/${source}`, { method: 'POST', headers: { 'Content-Type': type }, body });
+    const res = await fetch(`${url}/social-care/${source}`, { method: 'POST', headers: { 'Content-Type': type }, body: typeof body === 'string' ? body : new Uint8Array(body) });
     return { status: res.status, report: (await res.json()) as ImportReport };
   };
   const search = async <T>(q: string): Promise<T[]> => {
