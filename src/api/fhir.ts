@@ -43,6 +43,8 @@ export interface FhirResponse {
   headers: Record<string, string>;
   /** JSON text */
   body?: string;
+  /** the people a non-FHIR call touched, for its AuditEvent (never sent) */
+  auditPatients?: string[];
 }
 
 export interface FhirApiOptions {
@@ -91,6 +93,7 @@ export class FhirApi {
       query: req.method === 'GET' && req.query.size ? `${req.path}?${req.query.toString()}` : req.path,
       patients: [...req.audit.patients],
       what: req.audit.what,
+      disclosures: req.access ? [...req.access.disclosures.values()] : [],
       address: req.remoteAddress,
     }).catch((e: unknown) => this.opts.logger.error('audit write failed', { error: e instanceof Error ? e.message : String(e) }));
     return res;
@@ -102,15 +105,25 @@ export class FhirApi {
     if (!allows(req.principal, type, op)) throw new OutcomeError('forbidden', `the token's scopes do not allow ${{ c: 'create', r: 'read', u: 'update', d: 'delete', s: 'search' }[op]} on ${type}`);
   }
 
-  /** Org-scoped visibility of one resource: 403 when it belongs to a person the caller may not see. */
-  private async mayRead(req: FhirRequest, r: Resource): Promise<void> {
-    if (!req.access) return;
+  /**
+   * Org-scoped visibility of one resource: 403 when it belongs to a person the caller may not see, when the person's
+   * consent closes it to the caller, or when it is restricted and the caller is not cleared. Returns the copy the
+   * caller may see (redacted where minimum necessary asks for it).
+   */
+  private async mayRead<T extends Resource>(req: FhirRequest, r: T): Promise<T> {
+    if (!req.access) return r;
     const patient = Access.patientOf(r);
     if (patient) req.audit?.patients.add(patient);
     else req.audit?.what.push(`${r.resourceType}/${r.id}`);
-    if (patient && !(await req.access.seesPatient(patient))) {
-      throw new OutcomeError('forbidden', `${req.principal!.kind} ${req.principal!.organization} has no care relationship with this person`);
-    }
+    const d = await req.access.disclose(r);
+    if (d.resource) return d.resource;
+    const who = `${req.principal!.kind} ${req.principal!.organization}`;
+    const why = {
+      'no-relationship': `${who} has no care relationship with this person`,
+      consent: `the person's privacy consent closes this data to ${who}`,
+      restricted: `this data is restricted (security label) and ${who}'s token is not cleared for it`,
+    }[d.refusal!];
+    throw new OutcomeError('forbidden', why);
   }
 
   /** Writes only as oneself: an organisation named as requester or provider must be the caller. */
@@ -205,8 +218,7 @@ export class FhirApi {
     } else if (rest.length === 3 && rest[1] === '_history' && m === 'GET') {
       this.authorize(req, type, 'r');
       const r = await this.store.repo.vread(type, rest[0], rest[2]);
-      await this.mayRead(req, r);
-      return json(200, r, versionHeaders(r));
+      return json(200, await this.mayRead(req, r), versionHeaders(r));
     }
     throw new OutcomeError('unsupported', `${m} /${parts.join('/')} is not a supported FHIR interaction`);
   }
@@ -282,11 +294,16 @@ export class FhirApi {
   private async read(type: string, id: string, req: FhirRequest): Promise<FhirResponse> {
     this.authorize(req, type, 'r');
     const raw = await this.store.repo.readRaw(type, id);
-    if (req.access) await this.mayRead(req, JSON.parse(raw.content) as Resource);
+    let body = raw.content;
+    if (req.access) {
+      const stored = JSON.parse(raw.content) as Resource;
+      const shown = await this.mayRead(req, stored);
+      if (shown !== stored) body = JSON.stringify(shown);
+    }
     const etag = `W/"${raw.versionId}"`;
     const headers = { ETag: etag, 'Last-Modified': new Date(raw.lastUpdated).toUTCString() };
     if (req.headers['if-none-match'] === etag) return { status: 304, headers };
-    return { status: 200, headers: { 'Content-Type': JSON_TYPE, ...headers }, body: raw.content };
+    return { status: 200, headers: { 'Content-Type': JSON_TYPE, ...headers }, body };
   }
 
   private checkContentType(req: FhirRequest): void {
@@ -502,16 +519,19 @@ export class FhirApi {
     return json(200, bundle);
   }
 
-  /** History entries the caller may see: a version is visible when its resource's person is. */
+  /** History entries the caller may see: a version is shown as the caller may see its resource (consent, labels, redaction). */
   private async visibleHistory(req: FhirRequest, page: HistoryEntry[]): Promise<HistoryEntry[]> {
     if (!req.access) return page;
+    const withContent = page.filter((h) => h.resource); // a deletion tells nothing the caller may see
+    const shown = await req.access.filter(withContent.map((h) => h.resource!));
+    const byVersion = new Map(shown.map((r) => [`${r.resourceType}/${r.id}/${r.meta?.versionId}`, r]));
     const out: HistoryEntry[] = [];
-    for (const h of page) {
-      if (!h.resource) continue; // a deletion tells nothing the caller may see
-      const p = Access.patientOf(h.resource);
-      if (p && !(await req.access.seesPatient(p))) continue;
+    for (const h of withContent) {
+      const r = byVersion.get(`${h.resourceType}/${h.id}/${h.versionId}`);
+      if (!r) continue;
+      const p = Access.patientOf(r);
       if (p) req.audit?.patients.add(p);
-      out.push(h);
+      out.push({ ...h, resource: r });
     }
     return out;
   }

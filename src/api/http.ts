@@ -14,6 +14,7 @@ import type { Store } from '../store/index.js';
 import { FhirApi, json, type FhirResponse } from './fhir.js';
 import { adminRoutes } from './admin.js';
 import { Security } from '../auth/security.js';
+import { recordAudit } from '../auth/audit.js';
 import type { Principal } from '../auth/jwt.js';
 
 export interface HttpRequest {
@@ -87,15 +88,47 @@ export async function startHttpServer(store: Store, opts: HttpOptions): Promise<
     for (const r of routes) {
       const m = r.pattern.exec(req.path);
       if (!m || r.method !== req.method) continue;
-      if (opts.security) {
+      if (!opts.security) return r.handler(req, m);
+      // authenticated routes: every call, refusals too, leaves an AuditEvent before the answer
+      let res: FhirResponse;
+      try {
         req.principal = await opts.security.authenticate(req.headers);
         if (req.path.startsWith('/admin/')) Security.requireKind(req.principal, ['coordinator'], 'the admin API');
         if (req.path === '/hl7v2') Security.requireKind(req.principal, ['hospital', 'gp', 'coordinator'], 'HL7 v2 over HTTP');
         if (req.path.startsWith('/social-care/')) Security.requireKind(req.principal, ['municipality', 'coordinator'], 'the social-care import');
+        res = await r.handler(req, m);
+      } catch (err) {
+        const e = toOutcomeError(err);
+        res = json(CATEGORIES[e.category].http, e.outcome);
       }
-      return r.handler(req, m);
+      await audit(req, res.status, res.auditPatients ?? []);
+      return res;
     }
     throw new OutcomeError('not-found', `no route for ${req.method} ${req.path}`, 'url');
+  };
+
+  /** The AuditEvent of a non-FHIR call (the FHIR API audits its own). */
+  const audit = async (req: Pick<HttpRequest, 'method' | 'path' | 'principal' | 'remoteAddress'>, status: number, patients: string[]): Promise<void> => {
+    await recordAudit(store, {
+      interaction: req.method === 'GET' ? (/\/[^/]+\/[^/]+$/.test(req.path) && !req.path.endsWith('/messages') ? 'read' : 'search-type') : req.method === 'POST' && !req.path.includes('$') ? 'create' : 'operation',
+      outcome: status < 400 ? '0' : status < 500 ? '4' : '8',
+      outcomeDesc: status >= 400 ? `HTTP ${status}` : undefined,
+      principal: req.principal,
+      query: req.path,
+      patients,
+      address: req.remoteAddress,
+    }).catch((e: unknown) => opts.logger.error('audit write failed', { error: e instanceof Error ? e.message : String(e) }));
+  };
+
+  /** A request refused before it reached its handler (e.g. a body over the limit): audited too, naming the caller if its token is good. */
+  const auditRefusal = async (req: http.IncomingMessage, status: number): Promise<void> => {
+    if (!opts.security) return;
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/healthz' || path === '/readyz') return;
+    const headers: Record<string, string | undefined> = {};
+    for (const [k, v] of Object.entries(req.headers)) headers[k] = Array.isArray(v) ? v.join(', ') : v;
+    const principal = await opts.security.authenticate(headers).catch(() => undefined);
+    await audit({ method: req.method ?? 'GET', path, principal, remoteAddress: req.socket.remoteAddress ?? '' }, status, []);
   };
 
   const server = http.createServer((req, res) => {
@@ -128,8 +161,11 @@ export async function startHttpServer(store: Store, opts: HttpOptions): Promise<
           remoteAddress: req.socket.remoteAddress ?? '',
         });
       })
-      .then(done, (err) => {
-        if (err instanceof OutcomeError && err.category === 'too-large') res.setHeader('Connection', 'close');
+      .then(done, async (err) => {
+        if (err instanceof OutcomeError && err.category === 'too-large') {
+          res.setHeader('Connection', 'close');
+          await auditRefusal(req, 413);
+        }
         fail(err);
       });
   });

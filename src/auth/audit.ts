@@ -13,6 +13,7 @@ import type { AuditEvent, Resource } from '@medplum/fhirtypes';
 import type { Store } from '../store/index.js';
 import { canonicalJson } from '../store/repository.js';
 import type { Principal } from './jwt.js';
+import type { Disclosure } from './access.js';
 
 export const CHAIN_EXTENSION = 'https://care-gateway.ee/fhir/StructureDefinition/audit-chain';
 const GENESIS = '0'.repeat(64);
@@ -28,6 +29,8 @@ export interface AuditInput {
   /** other resources addressed (Type/id) */
   what?: string[];
   address?: string;
+  /** data disclosed across sectors in this request, each with its legal basis */
+  disclosures?: Disclosure[];
 }
 
 const ACTION: Record<AuditInput['interaction'], AuditEvent['action']> = {
@@ -57,6 +60,9 @@ export async function recordAudit(store: Store, a: AuditInput): Promise<void> {
     action: ACTION[a.interaction],
     recorded: now,
     outcome: a.outcome,
+    ...(a.disclosures?.length
+      ? { purposeOfEvent: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActReason', code: 'COC', display: 'coordination of care' }] }] }
+      : {}),
     ...(a.outcomeDesc ? { outcomeDesc: a.outcomeDesc } : {}),
     agent: [
       {
@@ -73,6 +79,16 @@ export async function recordAudit(store: Store, a: AuditInput): Promise<void> {
     entity: [
       ...a.patients.map((p) => ({ what: { reference: `Patient/${p}` }, type: { system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type', code: '1', display: 'Person' }, role: { system: 'http://terminology.hl7.org/CodeSystem/object-role', code: '1', display: 'Patient' } })),
       ...(a.what ?? []).map((w) => ({ what: { reference: w }, type: { system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type', code: '2', display: 'System Object' } })),
+      ...(a.disclosures ?? []).map((d) => ({
+        what: { reference: `Patient/${d.patient}` },
+        type: { system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type', code: '1', display: 'Person' },
+        role: { system: 'http://terminology.hl7.org/CodeSystem/object-role', code: '1', display: 'Patient' },
+        description: `${d.dataClass} data disclosed across sectors`,
+        detail: [
+          { type: 'data-class', valueString: d.dataClass },
+          { type: 'legal-basis', valueString: d.basis },
+        ],
+      })),
       ...(a.query ? [{ type: { system: 'http://terminology.hl7.org/CodeSystem/audit-entity-type', code: '2' }, role: { system: 'http://terminology.hl7.org/CodeSystem/object-role', code: '24', display: 'Query' }, query: Buffer.from(a.query).toString('base64') }] : []),
     ],
   };

@@ -9,6 +9,9 @@
  *   organization       the calling organisation's Business Register code (8 digits)
  *   organization_kind  hospital | gp | municipality | coordinator
  *   sub                the client (or user) id; `name` / `user` optional, for the audit trail
+ *   clearance          optional: confidentiality codes (v3-Confidentiality) the caller is cleared for, e.g. `R`;
+ *                      an array or a space-separated string. Data labelled `R` (restricted: child protection,
+ *                      special welfare) is seen only with `R` or `V`, data labelled `V` only with `V`.
  *
  * @see https://hl7.org/fhir/smart-app-launch/backend-services.html, RFC 7515, RFC 7517, RFC 7519
  */
@@ -26,6 +29,8 @@ export interface Principal {
   kind: OrgKind;
   scopes: Scope[];
   issuer: string;
+  /** confidentiality codes the caller is cleared for (claim `clearance`) */
+  clearance: string[];
 }
 
 export interface Scope {
@@ -158,6 +163,7 @@ export class TokenVerifier {
       kind,
       scopes: parseScopes(String(claims.scope ?? '')),
       issuer: String(claims.iss),
+      clearance: (Array.isArray(claims.clearance) ? claims.clearance.map(String) : String(claims.clearance ?? '').split(/\s+/)).filter(Boolean),
     };
   }
 }

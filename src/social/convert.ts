@@ -27,6 +27,7 @@ import { EHAK_EXTENSIONS, municipalities, municipalityOrganization } from '../ca
 import { ROLES, role, type RoleCode } from '../careplan/roles.js';
 import type { Contribution, TeamChange } from '../careplan/assemble.js';
 import { PROFILE_BASE } from '../fhir/profiles.js';
+import { CONFIDENTIALITY } from '../auth/access.js';
 import { fold, type Field, type SocialMapping } from './mapping.js';
 import type { RawRecord } from './records.js';
 
@@ -53,7 +54,7 @@ export interface Decision {
   birthDate: string;
   gender: 'male' | 'female';
   v: Partial<Record<Field, string>>;
-  service: { code: string; display: string; displayEt?: string };
+  service: { code: string; display: string; displayEt?: string; confidentiality?: string };
   status: ServiceRequest['status'];
   start: string;
   end?: string;
@@ -64,6 +65,8 @@ export interface Decision {
 interface ServiceConcept {
   display: string;
   displayEt?: string;
+  /** v3-Confidentiality label every decision for this service carries (CodeSystem property `confidentiality`) */
+  confidentiality?: string;
 }
 let services: Map<string, ServiceConcept> | undefined;
 
@@ -73,7 +76,14 @@ export function serviceCodes(): Map<string, ServiceConcept> {
   const file = path.join(path.dirname(mappingsDir()), 'profiles', 'CodeSystem-social-services.json');
   const cs = JSON.parse(fs.readFileSync(file, 'utf8')) as CodeSystem;
   services = new Map(
-    (cs.concept ?? []).map((c) => [c.code, { display: c.display ?? c.code, displayEt: c.designation?.find((d) => d.language === 'et')?.value }]),
+    (cs.concept ?? []).map((c) => [
+      c.code,
+      {
+        display: c.display ?? c.code,
+        displayEt: c.designation?.find((d) => d.language === 'et')?.value,
+        confidentiality: c.property?.find((p) => p.code === 'confidentiality')?.valueCode,
+      },
+    ]),
   );
   return services;
 }
@@ -336,7 +346,11 @@ export function contributionFor(mapping: SocialMapping, d: Decision, inboxId: st
   const sr: ServiceRequest = {
     resourceType: 'ServiceRequest',
     id: deterministicId('ServiceRequest', 'social-decision', ehak, d.decisionId),
-    meta: { profile: [`${PROFILE_BASE}social-service-request`] },
+    meta: {
+      profile: [`${PROFILE_BASE}social-service-request`],
+      // child protection and special welfare: restricted, seen only by callers cleared for it
+      ...(d.service.confidentiality ? { security: [{ system: CONFIDENTIALITY, code: d.service.confidentiality }] } : {}),
+    },
     identifier: [{ system: `${DECISION_SYSTEM}/${ehak}`, value: d.decisionId }],
     status: d.status,
     intent: 'order',

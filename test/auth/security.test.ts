@@ -71,7 +71,7 @@ describe.each(backends())('security on %s', (_name, makeBackend) => {
     // Elva's registry code comes with its (test) export mapping, as onboarding a municipality does
     fs.writeFileSync(
       path.join(dir, 'maps', 'elva-test.yaml'),
-      `municipality: { ehak: "0171", registryCode: "${ELVA}" }\nfields: { decisionId: a, isikukood: b, service: c, start: d }\nmaps: { services: { x: home-care } }\n`,
+      `municipality: { ehak: "0171", registryCode: "${ELVA}" }\nfields: { decisionId: a, isikukood: b, service: c, start: d, note: e }\nmaps: { services: { x: home-care, y: child-case-management } }\n`,
     );
     backend = makeBackend();
     await backend.open().then((s) => s.close());
@@ -206,8 +206,108 @@ describe.each(backends())('security on %s', (_name, makeBackend) => {
       expect(JSON.stringify(((await res.json()) as Bundle).entry ?? [])).not.toContain(A);
     }
     expect((await bundle(`/Patient?_count=5`, tokens.coordinator)).entry!.length).toBeGreaterThan(0); // the table is still there
+    const t0 = new Date().toISOString();
     const big = await call(`/Patient`, tokens.coordinator, { method: 'POST', body: 'x'.repeat(11 * 1024 * 1024) });
     expect(big.status).toBe(413);
+    const refusal = (await audits()).filter((e) => e.recorded! >= t0 && e.outcomeDesc === 'HTTP 413');
+    expect(refusal.map((e) => e.agent![0].who!.identifier?.value)).toEqual([COUNTY]);
+  });
+
+  test('minimum necessary: health providers get no case notes; restricted items only with clearance; legal basis audited', async () => {
+    const t0 = new Date().toISOString();
+    const a = await patientIdOf(A);
+    // Elva (municipality B, A's municipality of residence) records home care and child case management for A
+    const csv = `a,b,c,d,e\nMN-1,${A},x,2026-11-15,lives alone; refuses help on Mondays\nMN-2,${A},y,2026-11-16,child protection case notes\n`;
+    const imp = await fetch(`${url}/social-care/elva-test`, { method: 'POST', headers: { 'Content-Type': 'text/csv', Authorization: `Bearer ${tokens.muniB}` }, body: csv });
+    expect(imp.status).toBe(200);
+    const srs = async (who: string) =>
+      (await bundle(`/ServiceRequest?subject=Patient/${a}&_count=50`, who)).entry!.map((e) => e.resource as Resource & { code?: { coding?: { code?: string }[] }; note?: unknown; meta?: Resource['meta'] });
+    const service = (r: { code?: { coding?: { code?: string }[] } }) => r.code?.coding?.[0]?.code;
+    const social = (rs: Awaited<ReturnType<typeof srs>>) => rs.filter((r) => ['home-care', 'child-case-management'].includes(service(r) ?? ''));
+    // the hospital and the GP: home care's type, provider, period — never the note; child case management not at all
+    for (const who of [tokens.hospital, tokens.gp]) {
+      const seen = social(await srs(who));
+      expect(seen.map(service)).toEqual(['home-care']);
+      expect(seen[0].note).toBeUndefined();
+      expect(seen[0].meta!.security).toEqual(expect.arrayContaining([expect.objectContaining({ code: 'REDACTED' })]));
+      expect(JSON.stringify(seen)).not.toContain('Mondays');
+    }
+    const homeCare = social(await srs(tokens.muniB)).find((r) => service(r) === 'home-care')!;
+    const read = (await (await call(`/ServiceRequest/${homeCare.id}`, tokens.hospital)).json()) as { note?: unknown };
+    expect(read.note).toBeUndefined();
+    // the municipality sees its own notes, but the restricted item only with a cleared token
+    expect(social(await srs(tokens.muniB)).map(service)).toEqual(['home-care']);
+    expect(JSON.stringify(await srs(tokens.muniB))).toContain('Mondays');
+    expect(social(await srs(tokens.coordinator)).map(service)).toEqual(['home-care']);
+    const cleared = sign(claims(ELVA, 'municipality', 'system/*.cruds', { clearance: 'R', user: 'Lastekaitsespetsialist' }));
+    const withClearance = social(await srs(cleared));
+    expect(withClearance.map(service).sort()).toEqual(['child-case-management', 'home-care']);
+    const restricted = withClearance.find((r) => service(r) === 'child-case-management')!;
+    expect(restricted.meta!.security).toEqual([{ system: 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality', code: 'R' }]);
+    const byId = await call(`/ServiceRequest/${restricted.id}`, tokens.muniB);
+    expect(byId.status).toBe(403);
+    expect(JSON.stringify(await byId.json())).not.toContain('child protection');
+    expect((await call(`/ServiceRequest/${restricted.id}`, tokens.hospital)).status).toBe(403);
+    expect(JSON.stringify(await bundle(`/Patient/${a}/$everything?_count=500`, tokens.coordinator))).not.toContain('child protection');
+    expect(JSON.stringify(await bundle(`/ServiceRequest/${restricted.id}/_history`, tokens.muniB))).not.toContain('child protection');
+    // each cross-sector disclosure (social data to the hospital, clinical data to the municipality) names its legal basis
+    await bundle(`/Condition?subject=Patient/${a}`, tokens.muniB);
+    const events = (await audits()).filter((e) => e.recorded! >= t0);
+    const basis = (org: string, cls: string) =>
+      events.filter((e) => e.agent![0].who!.identifier?.value === org).flatMap((e) => e.entity ?? []).filter((x) => x.detail?.some((d) => d.type === 'data-class' && d.valueString === cls));
+    const toHospital = basis(HOSPITAL, 'social-care');
+    expect(toHospital.length).toBeGreaterThan(0);
+    expect(toHospital[0].what!.reference).toBe(`Patient/${a}`);
+    expect(toHospital[0].detail!.find((d) => d.type === 'legal-basis')!.valueString).toMatch(/GDPR art\. 9\(2\)\(h\)/);
+    expect(basis(ELVA, 'clinical').length).toBeGreaterThan(0);
+    // the import itself is audited: municipality B wrote through /social-care
+    expect(events.some((e) => e.agent![0].who!.identifier?.value === ELVA && e.action === 'C' && e.outcome === '0' && Buffer.from(e.entity!.find((x) => x.query)!.query!, 'base64').toString() === '/social-care/elva-test')).toBe(true);
+  });
+
+  test("consent: a person closes social-care data to health providers and clinical data to municipalities", async () => {
+    const a = await patientIdOf(A);
+    const consent = (id: string, actorKind: string, dataClass: string) => ({
+      resourceType: 'Consent',
+      id,
+      status: 'active',
+      scope: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/consentscope', code: 'patient-privacy' }] },
+      category: [{ coding: [{ system: 'http://loinc.org', code: '59284-0', display: 'Patient Consent' }] }],
+      patient: { reference: `Patient/${a}` },
+      dateTime: '2026-11-20',
+      policyRule: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'OPTOUT' }] },
+      provision: {
+        type: 'permit',
+        provision: [
+          {
+            type: 'deny',
+            actor: [{ role: { coding: [{ system: 'https://care-gateway.ee/fhir/CodeSystem/organisation-kind', code: actorKind }] }, reference: { display: `every ${actorKind}` } }],
+            class: [{ system: 'https://care-gateway.ee/fhir/CodeSystem/data-class', code: dataClass }],
+          },
+        ],
+      },
+    });
+    const socialOf = async (who: string) =>
+      ((await bundle(`/ServiceRequest?subject=Patient/${a}&_count=50`, who)).entry ?? []).filter((e) => JSON.stringify(e.resource).includes('social-services'));
+    expect((await socialOf(tokens.hospital)).length).toBe(1);
+    const put = await call(`/Consent/closed-social-${a}`.slice(0, 64 + 8), tokens.coordinator, { method: 'PUT', body: JSON.stringify(consent(`closed-social-${a}`.slice(0, 64), 'health-provider', 'social-care')) });
+    expect(put.status).toBe(201);
+    expect(await socialOf(tokens.hospital)).toHaveLength(0);
+    expect(await socialOf(tokens.gp)).toHaveLength(0);
+    expect((await socialOf(tokens.muniB)).length).toBe(1); // the municipality still sees its own decision
+    const sr = (await socialOf(tokens.muniB))[0].resource!;
+    const refused = await call(`/ServiceRequest/${sr.id}`, tokens.hospital);
+    expect(refused.status).toBe(403);
+    expect(JSON.stringify(await refused.json())).toMatch(/consent/);
+    expect((await call(`/Patient/${a}`, tokens.hospital)).status).toBe(200); // the person and the plan stay shared
+    // clinical data closed to municipalities
+    expect((await bundle(`/Condition?subject=Patient/${a}`, tokens.muniB)).entry?.length ?? 0).toBeGreaterThan(0);
+    expect((await call(`/Consent`, tokens.coordinator, { method: 'POST', body: JSON.stringify({ ...consent('x', 'municipality', 'clinical'), id: undefined }) })).status).toBe(201);
+    expect((await bundle(`/Condition?subject=Patient/${a}`, tokens.muniB)).entry ?? []).toHaveLength(0);
+    const enc = (await bundle(`/Encounter?subject=Patient/${a}`, tokens.hospital)).entry![0].resource!;
+    expect((await call(`/Encounter/${enc.id}`, tokens.muniB)).status).toBe(403);
+    expect(JSON.stringify(await bundle(`/Patient/${a}/$everything?_count=500`, tokens.muniB))).not.toContain('"resourceType":"Condition"');
+    expect((await bundle(`/Condition?subject=Patient/${a}`, tokens.hospital)).entry!.length).toBeGreaterThan(0);
+    expect((await call(`/CarePlan?patient=Patient/${a}`, tokens.muniB)).status).toBe(200);
   });
 
   test('"who looked at my data": the patient\'s audit query; tampering with a stored AuditEvent is detected', async () => {
