@@ -2,6 +2,7 @@
  * Assembles a gateway from its parts: store → HL7 v2 receiver (MLLP and HTTP) → HTTP (FHIR API, admin) →
  * inbox worker. main.ts runs it as a process; tests start several of these in one process on port 0.
  */
+import fs from 'node:fs';
 import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import { openStore, type Store } from './store/index.js';
@@ -19,6 +20,8 @@ import { setSocialMappingsDir, socialMapping, socialSources } from './social/map
 import { socialProcessor } from './social/import.js';
 import { conformanceResources } from './fhir/profiles.js';
 import { Security, isLoopback } from './auth/security.js';
+import { SenderAllowList, parseSenderRules } from './mllp/senders.js';
+import { OutcomeError } from './fhir/outcome.js';
 import { verifyAuditChain } from './auth/audit.js';
 import { json } from './api/fhir.js';
 
@@ -50,6 +53,17 @@ export async function startGateway(config: Config, logger: Logger, opts: Gateway
         'Set AUTH_JWKS and AUTH_ISSUERS (see README "Security"), or bind to 127.0.0.1 for a local trial.',
     );
   }
+  const mllpOn = config.mllpPort !== 0 || !!opts.mllpEphemeral;
+  if (mllpOn && !config.mllpAllowedSenders && !isLoopback(config.host)) {
+    throw new Error(
+      `refusing to start: HOST=${config.host} is not a loopback address and the MLLP listener would accept any sender. ` +
+        'Set MLLP_ALLOWED_SENDERS (see README "Security"), or MLLP_PORT=0 to turn MLLP off.',
+    );
+  }
+  const senders = config.mllpAllowedSenders ? new SenderAllowList(parseSenderRules(config.mllpAllowedSenders)) : undefined;
+  const mllpTls = config.mllpTls
+    ? { cert: fs.readFileSync(config.mllpTls.cert), key: fs.readFileSync(config.mllpTls.key), ...(config.mllpTls.ca ? { ca: fs.readFileSync(config.mllpTls.ca) } : {}) }
+    : undefined;
   if (!config.auth) logger.warn('AUTHENTICATION IS OFF: anyone who can reach this machine\'s loopback interface can read and write all data. Set AUTH_JWKS and AUTH_ISSUERS before real use.');
   const securityConfig = config.auth ? { ...config.auth, audience: config.auth.audience ?? config.baseUrl ?? '' } : undefined;
   const security = securityConfig ? new Security(securityConfig) : undefined;
@@ -63,7 +77,22 @@ export async function startGateway(config: Config, logger: Logger, opts: Gateway
   await store.repo.transaction((w) => w.updateMany(conformanceResources()));
   const rerun = reprocessHl7(store, config.hl7DefaultCharset);
   const worker = new InboxWorker(store, { mllp: rerun, 'hl7v2-http': rerun, 'social-care': socialProcessor(store) }, logger);
-  const receiver = new Hl7Receiver(store, hl7Processor(store), { defaultCharset: config.hl7DefaultCharset, logger: logger.child({ channel: 'hl7v2' }) });
+  const receiver = new Hl7Receiver(store, hl7Processor(store), {
+    defaultCharset: config.hl7DefaultCharset,
+    logger: logger.child({ channel: 'hl7v2' }),
+    // MLLP senders are known by MSH-3/4 and address; over HTTP the bearer token says who sends
+    admit: senders
+      ? (msh, channel, peer) => {
+          if (channel !== 'mllp') return undefined;
+          const address = peer ? peer.slice(0, peer.lastIndexOf(':')) : '';
+          const app = msh.sendingApp.split(msh.delimiters.component)[0];
+          const facility = msh.sendingFacility.split(msh.delimiters.component)[0];
+          return senders.allows(app, facility, address)
+            ? undefined
+            : new OutcomeError('forbidden', `sender ${app}|${facility} is not allowed to send from ${address} (MLLP_ALLOWED_SENDERS)`, 'MSH-3');
+        }
+      : undefined,
+  });
   const http = await startHttpServer(store, {
     host: config.host,
     port: config.port,
@@ -83,8 +112,10 @@ export async function startGateway(config: Config, logger: Logger, opts: Gateway
   // tokens are for this server: the audience is BASE_URL, or the base the server actually bound to
   if (securityConfig && !securityConfig.audience) securityConfig.audience = http.baseUrl;
   let mllp: MllpServer | undefined;
-  if (config.mllpPort !== 0 || opts.mllpEphemeral) {
+  if (mllpOn) {
     mllp = await startMllpServer({
+      tls: mllpTls,
+      allowAddress: senders ? (a) => senders.allowsAddress(a) : undefined,
       host: config.host,
       port: config.mllpPort,
       maxMessageBytes: config.mllpMaxMessageBytes,

@@ -27,6 +27,10 @@ export interface Config {
   hl7DefaultTimezone: string;
   /** bearer-token authentication (SMART Backend Services); undefined = off (allowed on loopback only) */
   auth?: { jwks: string; issuers: string[]; audience?: string; ratePerSecond: number };
+  /** MLLP senders allowed (MLLP_ALLOWED_SENDERS: APP|FACILITY@ADDRESS,…); undefined = any (loopback only) */
+  mllpAllowedSenders?: string;
+  /** MLLP over TLS: PEM files (MLLP_TLS_CERT, MLLP_TLS_KEY; MLLP_TLS_CA turns on client certificates) */
+  mllpTls?: { cert: string; key: string; ca?: string };
   /** page size when a search names no _count */
   defaultPageSize: number;
   maxPageSize: number;
@@ -67,9 +71,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
           ratePerSecond: int(env, 'RATE_LIMIT', 50),
         }
       : undefined,
+    mllpAllowedSenders: env.MLLP_ALLOWED_SENDERS || undefined,
+    mllpTls: env.MLLP_TLS_CERT || env.MLLP_TLS_KEY ? mllpTls(env) : undefined,
     defaultPageSize: int(env, 'DEFAULT_PAGE_SIZE', 20),
     maxPageSize: int(env, 'MAX_PAGE_SIZE', 1000),
   };
+}
+
+function mllpTls(env: NodeJS.ProcessEnv): Config['mllpTls'] {
+  if (!env.MLLP_TLS_CERT || !env.MLLP_TLS_KEY) throw new Error('MLLP over TLS needs both MLLP_TLS_CERT and MLLP_TLS_KEY (PEM files)');
+  return { cert: path.resolve(env.MLLP_TLS_CERT), key: path.resolve(env.MLLP_TLS_KEY), ...(env.MLLP_TLS_CA ? { ca: path.resolve(env.MLLP_TLS_CA) } : {}) };
 }
 
 /** The default FHIR base, http://HOST:PORT/fhir, with the port the server really listens on. */

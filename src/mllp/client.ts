@@ -5,6 +5,7 @@
  * @see HL7 v2.5.1 Appendix C.4 (MLLP release 2)
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import { Deframer, frame } from './framing.js';
 
 export interface MllpClient {
@@ -19,10 +20,13 @@ export interface MllpClient {
   socket: net.Socket;
 }
 
-/** Opens one MLLP connection. Strings are sent as UTF-8; pass a Buffer for another charset. */
-export function connectMllp(host: string, port: number): Promise<MllpClient> {
+/**
+ * Opens one MLLP connection (over TLS when `opts.tls` is given: CA, client certificate and key).
+ * Strings are sent as UTF-8; pass a Buffer for another charset.
+ */
+export function connectMllp(host: string, port: number, opts: { tls?: tls.ConnectionOptions } = {}): Promise<MllpClient> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect(port, host);
+    const socket: net.Socket = opts.tls ? tls.connect({ host, port, ...opts.tls }) : net.connect(port, host);
     socket.setNoDelay(true);
     const deframer = new Deframer(64 * 1024 * 1024);
     const received: Buffer[] = [];
@@ -42,7 +46,7 @@ export function connectMllp(host: string, port: number): Promise<MllpClient> {
     socket.on('close', () => fail(new Error('MLLP connection closed before the ACK arrived')));
     socket.on('error', (e) => fail(e));
     socket.once('error', reject);
-    socket.once('connect', () => {
+    socket.once(opts.tls ? 'secureConnect' : 'connect', () => {
       socket.off('error', reject);
       const next = (): Promise<Buffer> =>
         new Promise((res, rej) => {

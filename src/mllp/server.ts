@@ -12,10 +12,14 @@
  *   that never completed are discarded and logged (they were never acknowledged, so the sender still owns them).
  * - `close()`: stop accepting, stop reading, let queued messages finish and be acknowledged, then end sockets.
  * - Logs carry peer, control id, sizes and timings — never message content above debug.
+ * - Optional TLS (MLLP over TLS, as IHE ATNA secure node): a certificate and key, and with a CA bundle mutual TLS
+ *   (the sender must present a certificate that CA signed). Optional address allow-list: a connection from an
+ *   address no sender rule names is closed before anything is read (senders.ts).
  *
  * @see HL7 v2.5.1 Appendix C.4 (MLLP release 2), ch. 2 §2.9 (acknowledgment rules)
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Logger } from '../log.js';
 import { OutcomeError } from '../fhir/outcome.js';
 import { buildAck, readMsh } from '../ingest/hl7v2/ack.js';
@@ -45,6 +49,10 @@ export interface MllpOptions {
   maxMessageBytes: number;
   handler: MllpHandler;
   logger: Logger;
+  /** MLLP over TLS; with `ca`, client certificates signed by it are required */
+  tls?: { cert: Buffer; key: Buffer; ca?: Buffer };
+  /** a connection from an address this refuses is closed at once */
+  allowAddress?: (address: string) => boolean;
 }
 
 export interface MllpServer {
@@ -76,7 +84,8 @@ export async function startMllpServer(opts: MllpOptions): Promise<MllpServer> {
   const connections = new Set<Connection>();
   let closing = false;
 
-  const server = net.createServer((socket) => {
+  const onSocket = (socket: net.Socket): void => {
+    if (socket.destroyed) return; // refused by the address check
     socket.setNoDelay(true); // an ACK is one small write: do not let Nagle hold it back
     const peer: Peer = { remoteAddress: socket.remoteAddress ?? '', remotePort: socket.remotePort ?? 0, localPort: socket.localPort ?? 0 };
     const log = opts.logger.child({ peer: `${peer.remoteAddress}:${peer.remotePort}` });
@@ -156,7 +165,21 @@ export async function startMllpServer(opts: MllpOptions): Promise<MllpServer> {
       log.info('mllp connection closed', { messages: received });
     });
     socket.on('error', (err) => log.debug('mllp socket error', { error: err.message }));
+  };
+  const server: net.Server = opts.tls
+    ? tls.createServer({ cert: opts.tls.cert, key: opts.tls.key, ...(opts.tls.ca ? { ca: opts.tls.ca, requestCert: true, rejectUnauthorized: true } : {}) }, onSocket)
+    : net.createServer(onSocket);
+  // the address check comes first, on the raw TCP connection (before a TLS handshake)
+  server.prependListener('connection', (socket: net.Socket) => {
+    const address = socket.remoteAddress ?? '';
+    if (opts.allowAddress && !opts.allowAddress(address)) {
+      opts.logger.warn('mllp connection from an address no sender rule allows; closed', { peer: address });
+      socket.destroy();
+    }
   });
+  if (opts.tls) {
+    server.on('tlsClientError', (err, socket) => opts.logger.warn('mllp TLS handshake failed', { peer: socket.remoteAddress ?? '', error: err.message }));
+  }
   server.on('error', (err) => opts.logger.error('mllp listener error', { error: err.message }));
 
   await new Promise<void>((resolve, reject) => {
@@ -167,7 +190,7 @@ export async function startMllpServer(opts: MllpOptions): Promise<MllpServer> {
     });
   });
   const port = (server.address() as net.AddressInfo).port;
-  opts.logger.info('mllp listening', { host: opts.host, port });
+  opts.logger.info('mllp listening', { host: opts.host, port, tls: !!opts.tls, mutualTls: !!opts.tls?.ca });
 
   return {
     port,

@@ -75,6 +75,8 @@ export interface Hl7ReceiverDeps {
   logger: Logger;
   /** our application and facility for MSH-3/4 of an ACK to a message that named no receiver */
   self?: { application: string; facility: string };
+  /** may this sender send on this channel from this peer (`address:port`)? an error refuses the message (stored, AR) */
+  admit?: (msh: RawMsh, channel: Hl7Channel, peer?: string) => OutcomeError | undefined;
 }
 
 export interface Received {
@@ -121,6 +123,7 @@ export function createHl7Receiver(deps: Hl7ReceiverDeps): Hl7Receive {
     const text = decoded?.text ?? rawMsh(payload);
     const msh: RawMsh | undefined = readMsh(text);
     if (!msh && !refusal) refusal = new OutcomeError('structure', 'not an HL7 v2 message: it must start with an MSH segment', 'MSH');
+    if (msh && !refusal && deps.admit) refusal = deps.admit(msh, channel, peer);
     const charset = decoded?.charset ?? charsetFor(declaredCharset(payload)) ?? charsetFor(deps.defaultCharset, true) ?? 'utf-8';
     const controlId = msh?.controlId ?? '';
     const log = deps.logger.child({ channel, controlId, ...(peer ? { peer } : {}) });
@@ -209,12 +212,13 @@ export class Hl7Receiver {
   constructor(
     private readonly store: Store,
     processor: Hl7Processor,
-    opts: { defaultCharset: string; logger: Logger; self?: { application: string; facility: string } },
+    opts: { defaultCharset: string; logger: Logger; self?: { application: string; facility: string }; admit?: Hl7ReceiverDeps['admit'] },
   ) {
     this.receiveFn = createHl7Receiver({
       defaultCharset: opts.defaultCharset,
       logger: opts.logger,
       self: opts.self,
+      admit: opts.admit,
       store: async (raw, meta) => {
         const r = await this.store.inbox.receive({
           channel: meta.channel === 'http' ? 'hl7v2-http' : 'mllp',
@@ -245,6 +249,11 @@ export class Hl7Receiver {
         await this.store.inbox.saveAck(id, decodeAs(ack, this.pending.get(id)?.charset ?? 'utf-8'));
       },
     });
+  }
+
+  /** A stored inbox entry (what a message produced), for the audit trail. */
+  entry(id: string): Promise<InboxEntry | undefined> {
+    return this.store.inbox.get(id);
   }
 
   /** Receives one payload from MLLP or HTTP (`hl7v2-http`, the inbox channel name, is accepted for HTTP). */
