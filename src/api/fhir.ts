@@ -5,7 +5,7 @@
  * @see https://hl7.org/fhir/R4/http.html
  */
 import type { Bundle, BundleEntry, OperationOutcome, Resource } from '../fhir/types.js';
-import { OutcomeError, toOutcomeError, CATEGORIES, informational } from '../fhir/outcome.js';
+import { asQueryError, OutcomeError, toOutcomeError, CATEGORIES, informational } from '../fhir/outcome.js';
 import { isResourceType } from '../fhir/definitions.js';
 import type { Store } from '../store/index.js';
 import { encodeHistoryCursor, type HistoryEntry, type WriteResult } from '../store/repository.js';
@@ -99,6 +99,15 @@ export class FhirApi {
     return res;
   }
 
+  /** Errors in a query's values are bad requests (400), not unprocessable content. */
+  private async asQuery(p: Promise<FhirResponse>): Promise<FhirResponse> {
+    try {
+      return await p;
+    } catch (err) {
+      throw asQueryError(err);
+    }
+  }
+
   /** Scope check (SMART): 403 unless the token's scopes allow `op` on `type`. */
   private authorize(req: FhirRequest, type: string, op: 'c' | 'r' | 'u' | 'd' | 's'): void {
     if (!req.principal) return;
@@ -183,25 +192,25 @@ export class FhirApi {
     if (parts[0] === 'metadata' && parts.length === 1 && m === 'GET') {
       return json(200, capabilityStatement(this.opts.baseUrl));
     }
-    if (parts[0] === '_history' && parts.length === 1 && m === 'GET') return this.history(req);
+    if (parts[0] === '_history' && parts.length === 1 && m === 'GET') return this.asQuery(this.history(req));
     const type = parts[0];
     if (!isResourceType(type)) throw new OutcomeError('not-found', `"${type}" is not a FHIR R4 resource type`, 'url');
     const rest = parts.slice(1);
     this.appendOnly(type, m);
 
     if (rest.length === 0) {
-      if (m === 'GET') return this.search(type, req.query, req);
+      if (m === 'GET') return this.asQuery(this.search(type, req.query, req));
       if (m === 'POST') return this.create(type, req);
       if (m === 'PUT' && req.query.size > 0) return this.conditionalUpdate(type, req);
     } else if (rest.length === 1 && rest[0] === '_search' && m === 'POST') {
       const form = new URLSearchParams(req.body?.toString('utf8') ?? '');
       for (const [k, v] of req.query) form.append(k, v);
-      return this.search(type, form, req);
+      return this.asQuery(this.search(type, form, req));
     } else if ((rest.length === 1 && rest[0] === '$validate') || (rest.length === 2 && rest[1] === '$validate')) {
       if (m !== 'POST') throw new OutcomeError('unsupported', '$validate takes POST with the resource (or Parameters) in the body');
       return this.validate(type, req, rest.length === 2 ? rest[0] : undefined);
     } else if (rest.length === 1 && rest[0] === '_history' && m === 'GET') {
-      return this.history(req, type);
+      return this.asQuery(this.history(req, type));
     } else if (rest.length === 1) {
       const id = rest[0];
       if (m === 'GET') return this.read(type, id, req);
@@ -212,9 +221,9 @@ export class FhirApi {
         return this.delete(type, id);
       }
     } else if (type === 'Patient' && rest.length === 2 && rest[1] === '$everything' && m === 'GET') {
-      return this.everything(rest[0], req);
+      return this.asQuery(this.everything(rest[0], req));
     } else if (rest.length === 2 && rest[1] === '_history' && m === 'GET') {
-      return this.history(req, type, rest[0]);
+      return this.asQuery(this.history(req, type, rest[0]));
     } else if (rest.length === 3 && rest[1] === '_history' && m === 'GET') {
       this.authorize(req, type, 'r');
       const r = await this.store.repo.vread(type, rest[0], rest[2]);

@@ -13,6 +13,7 @@ import type { OperationOutcome, OperationOutcomeIssue } from './types.js';
 /** A closed set of error categories; everything that can go wrong is one of these. */
 export type Category =
   | 'invalid' // content is wrong: a bad field, a failed checksum, a schema violation
+  | 'invalid-query' // a search or operation query that cannot be processed (unknown parameter under strict handling, bad value)
   | 'structure' // cannot be parsed at all: malformed JSON, no MSH, broken framing
   | 'unsupported' // well-formed but of a kind we do not handle: message type, media type, interaction
   | 'not-found'
@@ -43,6 +44,7 @@ export interface CategoryRow {
 /** The one table. README.md's error table is checked against it by test/fhir/outcome.test.ts. */
 export const CATEGORIES: Record<Category, CategoryRow> = {
   invalid: { http: 422, issueCode: 'invalid', msa1: 'AE', err3: '207', code: 'CG-INVALID' },
+  'invalid-query': { http: 400, issueCode: 'invalid', msa1: 'AE', err3: '207', code: 'CG-INVALID-QUERY' },
   structure: { http: 400, issueCode: 'structure', msa1: 'AR', err3: '100', code: 'CG-STRUCTURE' },
   unsupported: { http: 400, issueCode: 'not-supported', msa1: 'AR', err3: '200', code: 'CG-UNSUPPORTED' },
   'not-found': { http: 404, issueCode: 'not-found', msa1: 'AE', err3: '204', code: 'CG-NOT-FOUND' },
@@ -109,6 +111,18 @@ export class OutcomeError extends Error {
   get status(): number {
     return CATEGORIES[this.category].http;
   }
+}
+
+/** A content error raised while reading a query (search, history, $everything) is a bad request: 400, not 422. */
+export function asQueryError(err: unknown): unknown {
+  if (!(err instanceof OutcomeError) || err.category !== 'invalid') return err;
+  const from = CATEGORIES.invalid.code;
+  const to = CATEGORIES['invalid-query'].code;
+  const issues = err.outcome.issue.map((i) => ({
+    ...i,
+    ...(i.details ? { details: { ...i.details, coding: (i.details.coding ?? []).map((c) => (c.code === from ? { ...c, code: to } : c)) } } : {}),
+  }));
+  return new OutcomeError('invalid-query', { ...err.outcome, issue: issues });
 }
 
 /** Canned outcomes, named after what happened. */

@@ -273,13 +273,19 @@ function addValue(out: SearchValues, def: SearchParamDef, tv: TypedValue): void 
       return;
     }
     case 'string': {
+      // each value twice: normalised (case and accents folded) for the default match and :contains, and as written
+      // under `{param}:exact` for :exact, which is case- and accent-sensitive
+      const push = (text: string): void => {
+        out.string.push({ param, value: normalizeString(text) });
+        out.string.push({ param: `${param}:exact`, value: text.normalize('NFC') });
+      };
       if (typeof v === 'string') {
-        out.string.push({ param, value: normalizeString(v) });
+        push(v);
         return;
       }
       const o = v as Obj;
       const parts: unknown[] = [o.text, o.family, o.given, o.prefix, o.suffix, o.line, o.city, o.district, o.state, o.postalCode, o.country];
-      for (const p of parts.flat()) if (typeof p === 'string' && p) out.string.push({ param, value: normalizeString(p) });
+      for (const p of parts.flat()) if (typeof p === 'string' && p) push(p);
       return;
     }
     case 'quantity':

@@ -268,7 +268,9 @@ class ConditionBuilder {
     if (modifier && !supportsModifier(def.type, modifier)) return this.unsupported(`modifier ":${modifier}" is not supported on ${def.type} parameter "${name}"`, where);
 
     const x = this.alias();
-    const owner = `${x}.resource_type = ${typeExpr} AND ${x}.resource_id = ${idExpr} AND ${x}.param = ${q.p(name)}`;
+    // :exact on a string compares the value as written, kept in rows of its own (searchparams.ts addValue)
+    const rowParam = def.type === 'string' && modifier === 'exact' ? `${name}:exact` : name;
+    const owner = `${x}.resource_type = ${typeExpr} AND ${x}.resource_id = ${idExpr} AND ${x}.param = ${q.p(rowParam)}`;
     const table = tableFor(def.type);
     if (modifier === 'missing') {
       const exists = `EXISTS (SELECT 1 FROM ${table} ${x} WHERE ${owner})`;
@@ -298,8 +300,8 @@ class ConditionBuilder {
           return dateCondition(prefix, `${x}.low`, `${x}.high`, dateRange(v, where), q);
         }
         case 'string': {
+          if (modifier === 'exact') return `${x}.value = ${q.p(value.normalize('NFC'))}`;
           const norm = normalizeString(value);
-          if (modifier === 'exact') return `${x}.value = ${q.p(norm)}`;
           if (modifier === 'contains') return `${x}.value LIKE ${q.p('%' + escapeLike(norm) + '%')}`;
           return `${x}.value LIKE ${q.p(escapeLike(norm) + '%')}`;
         }
