@@ -148,7 +148,9 @@ export async function benchApi(opts: { label: string; databaseUrl?: string }): P
     u.searchParams.set('options', `-c search_path=${schema}`);
     env = { DATABASE_URL: u.toString() };
   }
-  const child = spawn(process.execPath, [path.resolve('dist/src/main.js')], { env: { ...process.env, ...env, PORT: '0', MLLP_PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  // BENCH_NODE_ARGS: extra node flags for the gateway, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile it
+  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, path.resolve('dist/src/main.js')], { env: { ...process.env, ...env, PORT: '0', MLLP_PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'inherit'] });
   try {
     const port = await new Promise<number>((resolve, reject) => {
       let buf = '';

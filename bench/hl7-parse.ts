@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HL7Message } from 'hl7v2';
-import { parseHl7 } from '../src/ingest/hl7v2/parse.js';
+import { loadHl7v2Engine, parseHl7 } from '../src/ingest/hl7v2/parse.js';
 import { line, opsPerSecond } from './timing.js';
 
 /** The fixture sits in bench/fixtures whether this runs from bench/ (ts) or dist/bench/ (compiled). */
@@ -23,7 +23,8 @@ function fixture(): string {
   throw new Error('bench/fixtures/adt-a03-25seg.hl7 not found');
 }
 
-export function benchHl7Parse(): void {
+export async function benchHl7Parse(): Promise<void> {
+  await loadHl7v2Engine();
   const text = fixture();
   const kb = (Buffer.byteLength(text) / 1024).toFixed(1);
   const segs = text.split('\r').filter(Boolean).length;
@@ -35,4 +36,4 @@ export function benchHl7Parse(): void {
   line(`parse ADT^A03 ${segs} segments ${kb} KB: hl7v2 raw`, { 'msgs/s': raw.ops, 'µs/msg': raw.usPerOp, 'x slower': (split.ops / raw.ops).toFixed(1) });
 }
 
-if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) benchHl7Parse();
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) await benchHl7Parse();

@@ -24,6 +24,10 @@ import { SenderAllowList, parseSenderRules } from './mllp/senders.js';
 import { OutcomeError } from './fhir/outcome.js';
 import { verifyAuditChain } from './auth/audit.js';
 import { json } from './api/fhir.js';
+import { releaseDefinitions, resourceTypes } from './fhir/definitions.js';
+import { prepareValidation } from './fhir/validate.js';
+import { summaryElements } from './api/shape.js';
+import { searchParamsFor } from './fhir/searchparams.js';
 
 export interface Gateway {
   config: Config;
@@ -71,6 +75,12 @@ export async function startGateway(config: Config, logger: Logger, opts: Gateway
   setSocialMappingsDir(config.socialMappingsDir);
   for (const source of socialSources()) socialMapping(source);
   setDefaultZone(config.hl7DefaultTimezone);
+  // everything derived from the R4 definitions is built now, then the parsed files are let go (memory)
+  resourceTypes();
+  prepareValidation();
+  summaryElements('Patient');
+  searchParamsFor('Patient');
+  releaseDefinitions();
   const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, schema: opts.schema, ...writeChecks });
   logger.info('store open', { kind: store.db.kind, ms: Math.round(performance.now() - t0), restoredFromJournal: store.restored });
   // the project's profiles, CodeSystems and ValueSets are served like any resource (unchanged ones make no version)

@@ -15,7 +15,7 @@ const ALWAYS = ['resourceType', 'id', 'meta'];
 let summaryIndex: Map<string, Set<string>> | undefined;
 
 /** Top-level element names flagged isSummary for a resource type (choice types by their [x] stem). */
-function summaryElements(type: string): Set<string> {
+export function summaryElements(type: string): Set<string> {
   if (!summaryIndex) {
     summaryIndex = new Map();
     const bundle = readDefinitions<{ entry: { resource: StructureDefinition }[] }>('profiles-resources.json');

@@ -19,6 +19,14 @@ export function readDefinitions<T = unknown>(file: string): T {
   return v as T;
 }
 
+/**
+ * Drops the parsed files (profiles-resources.json alone is 35 MB of JSON, well over 100 MB as objects). Call it once
+ * what was derived from them is built (app.ts, at start); a later reader parses its file again.
+ */
+export function releaseDefinitions(): void {
+  cache.clear();
+}
+
 let types: Set<string> | undefined;
 
 /** The 147 concrete R4 resource types (Patient, CarePlan, …). */

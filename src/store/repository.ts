@@ -225,7 +225,12 @@ export class Writer {
   /** Search inside this transaction. */
   async search<T extends Resource = Resource>(req: SearchRequest): Promise<SearchResult<T>> {
     const built = buildSearch(req);
-    const rows = await this.tx.query<{ content: string; seq: string }>(built.sql, built.params);
+    let rows: { content: string; seq: string }[] | undefined;
+    if (built.probeSql) {
+      const probe = await this.tx.query<{ content: string; seq: string; window_rows: number }>(built.probeSql, built.params);
+      if (probe.length > built.limit || Number(probe[0]?.window_rows ?? built.probeWindow) < built.probeWindow!) rows = probe;
+    }
+    rows ??= await this.tx.query<{ content: string; seq: string }>(built.sql, built.params);
     const more = rows.length > built.limit;
     const page = more ? rows.slice(0, built.limit) : rows;
     let total: number | undefined;

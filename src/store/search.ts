@@ -50,6 +50,34 @@ export interface BuiltSearch {
   issues: OperationOutcomeIssue[];
   /** how many _sort keys the page rows carry (k0, k1, …), for the next cursor */
   sortKeys: number;
+  /**
+   * For broad searches in creation order (see `isBroad`): the same page looked for in a window of the next
+   * `probeWindow` resources of the type only. It answers when the window holds a whole page (limit + 1 matches) or
+   * is the last of the type (`window_rows` < probeWindow); otherwise `sql` runs.
+   */
+  probeSql?: string;
+  probeWindow?: number;
+}
+
+/**
+ * A condition that matches a large share of a type (a status, a category, a reference to a shared Organization or
+ * Practitioner) rather than one person's or one record's data. PostgreSQL misjudges how many rows such EXISTS
+ * conditions keep (multi-column index rows, correlated values) and then fetches every match to sort them by seq:
+ * 12,500 CareTeams for a municipality's page of 50. Walking the type in seq order and testing each row stops after
+ * about a page's worth instead.
+ */
+function isBroad(resourceType: string, name: string, value: string): boolean {
+  if (name.startsWith('_') || name.includes('.')) return false; // _id, _lastUpdated, _has, chains: selective or indexed
+  const [base, modifier] = name.split(':');
+  if (modifier && modifier !== 'not') return false;
+  const def = searchParamsFor(resourceType)?.get(base);
+  if (!def) return false;
+  if (def.type === 'token') return base !== 'identifier';
+  if (def.type === 'reference') {
+    if (['patient', 'subject', 'beneficiary', 'encounter', 'context'].includes(base)) return false;
+    return value.split(',').every((v) => /^(Organization|Practitioner|PractitionerRole|Location|HealthcareService)\//.test(v));
+  }
+  return def.type === 'date' || def.type === 'quantity' || def.type === 'number';
 }
 
 /** Result-shaping and paging parameters: handled by the API layer or here, never as filters. */
@@ -421,9 +449,13 @@ export function buildSearch(req: SearchRequest): BuiltSearch {
   const builder = new ConditionBuilder(q, issues, req.strict ?? false);
   const where: string[] = [`r.resource_type = ${q.p(req.resourceType)}`, `r.deleted = false`];
   let sortParam: string | undefined;
+  let filters = 0;
+  let broad = true;
   for (const [rawName, rawValue] of req.params) {
     if (rawName === '_sort') sortParam = rawValue;
     if (CONTROL.has(rawName) || rawName.startsWith('_include') || rawName.startsWith('_revinclude')) continue;
+    filters++;
+    broad &&= isBroad(req.resourceType, rawName, rawValue);
     const cond = builder.build(req.resourceType, 'r.resource_type', 'r.id', rawName, rawValue, rawName);
     if (cond) where.push(cond);
   }
@@ -433,6 +465,7 @@ export function buildSearch(req: SearchRequest): BuiltSearch {
   const limit = Math.max(0, req.count ?? 20);
 
   let pageFilter = filter;
+  let seqAfter = ''; // the cursor's seq placeholder
   if (req.cursor) {
     const c = decodeCursor(req.cursor);
     if ((c.k?.length ?? 0) !== keys.length) throw new OutcomeError('invalid', 'the paging cursor does not belong to this search', '_cursor');
@@ -440,7 +473,8 @@ export function buildSearch(req: SearchRequest): BuiltSearch {
     const ors: string[] = [];
     for (let i = 0; i <= keys.length; i++) {
       const eqs = keys.slice(0, i).map((k, j) => `${k.expr} = ${q.p(c.k![j])}::${k.cast}`);
-      const step = i < keys.length ? `${keys[i].expr} ${keys[i].desc ? '<' : '>'} ${q.p(c.k![i])}::${keys[i].cast}` : `r.seq > ${q.p(c.s)}::bigint`;
+      if (i === keys.length) seqAfter = q.p(c.s);
+      const step = i < keys.length ? `${keys[i].expr} ${keys[i].desc ? '<' : '>'} ${q.p(c.k![i])}::${keys[i].cast}` : `r.seq > ${seqAfter}::bigint`;
       ors.push(`(${[...eqs, step].join(' AND ')})`);
     }
     pageFilter += ` AND (${ors.join(' OR ')})`;
@@ -449,6 +483,14 @@ export function buildSearch(req: SearchRequest): BuiltSearch {
   const order = [...keys.map((k) => `${k.expr} ${k.desc ? 'DESC' : 'ASC'}`), 'r.seq ASC'].join(', ');
   const sql = `SELECT r.content, r.seq::text AS seq${keyCols} FROM resource r WHERE ${pageFilter} ORDER BY ${order} LIMIT ${limit + 1}`;
   const built: BuiltSearch = { sql, params: q.params, limit, issues, sortKeys: keys.length };
+  if (broad && filters > 0 && keys.length === 0 && limit > 0) {
+    const window = Math.max(500, 10 * (limit + 1));
+    const after = seqAfter ? ` AND seq > ${seqAfter}::bigint` : '';
+    built.probeWindow = window;
+    built.probeSql =
+      `WITH w AS MATERIALIZED (SELECT * FROM resource WHERE resource_type = $1 AND deleted = false${after} ORDER BY seq LIMIT ${window}) ` +
+      `SELECT r.content, r.seq::text AS seq, (SELECT count(*) FROM w)::int AS window_rows FROM w r WHERE ${pageFilter} ORDER BY r.seq ASC LIMIT ${limit + 1}`;
+  }
   if (req.total === 'accurate' || req.total === 'estimate') {
     built.countSql = `SELECT count(*)::text AS n FROM resource r WHERE ${filter}`;
     built.countParams = filterParams;

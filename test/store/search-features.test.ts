@@ -129,4 +129,38 @@ describe.each(backends())('search features on %s', (_name, makeBackend) => {
     });
     expect(ids(r.included)).toEqual(['CareTeam/st-0']);
   });
+
+  test('broad searches in creation order page the same whether a window holds the page or not', async () => {
+    // 1,200 Practitioners: 30 active ones spread thinly (for pages of 50 a window holds fewer than a page, so the
+    // ordinary query answers) and a dense inactive majority (a window holds each page)
+    const active = new Set(Array.from({ length: 30 }, (_, i) => i * 40 + 7));
+    const practitioners = Array.from({ length: 1200 }, (_, i) => ({
+      resourceType: 'Practitioner' as const,
+      id: `wp-${String(i).padStart(4, '0')}`,
+      active: active.has(i),
+      name: [{ family: `P${i}` }],
+    }));
+    await store.repo.transaction((w) => w.updateMany(practitioners));
+    const pageAll = async (params: [string, string][], count: number): Promise<string[]> => {
+      const out: string[] = [];
+      let cursor: string | undefined;
+      do {
+        const r = await search('Practitioner', params, { count, cursor });
+        expect(r.resources.length).toBeLessThanOrEqual(count);
+        out.push(...r.resources.map((x) => x.id!));
+        cursor = r.nextCursor;
+      } while (cursor);
+      return out;
+    };
+    const want = (on: boolean) => practitioners.filter((p) => p.active === on).map((p) => p.id);
+    expect(await pageAll([['active', 'true']], 10)).toEqual(want(true)); // windows of 500 hold 11 matches or end the type
+    expect(await pageAll([['active', 'true']], 50)).toEqual(want(true)); // the window of 510 holds 13 of 51: ordinary query
+    expect(await pageAll([['active', 'true']], 29)).toEqual(want(true));
+    expect(await pageAll([['active', 'false']], 100)).toEqual(want(false));
+    expect(await pageAll([['active:not', 'true']], 250)).toEqual(want(false));
+    // a page in the middle: exactly the next 100 after the cursor
+    const first = await search('Practitioner', [['active', 'false']], { count: 100 });
+    const second = await search('Practitioner', [['active', 'false']], { count: 100, cursor: first.nextCursor });
+    expect(second.resources.map((x) => x.id)).toEqual(want(false).slice(100, 200));
+  });
 });

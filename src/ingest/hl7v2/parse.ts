@@ -14,8 +14,8 @@
  *
  * @see HL7 v2.5.1 §2.5 (message construction), §2.7 (escape sequences), table 0354 (message structure)
  */
-import { HL7Message } from 'hl7v2';
-import { dictionaries as hl7Dictionaries, type HL7Dictionary } from 'hl7v2-dictionary';
+import type { HL7Message } from 'hl7v2';
+import type { HL7Dictionary } from 'hl7v2-dictionary';
 import { OutcomeError } from '../../fhir/outcome.js';
 import { normaliseSegments } from './decode.js';
 import type { Hl7Delimiters, Hl7Field, Hl7Message, Hl7Segment } from './message.js';
@@ -168,6 +168,17 @@ function splitSegments(text: string, d: Hl7Delimiters, enc: string): Hl7Segment[
 const HIDDEN_ESCAPE = '\uE000';
 /** Stands in for a literal backslash when the message's escape character is another one. */
 const HIDDEN_BACKSLASH = '\uE001';
+// the library costs ~70 MB of memory and ~0.7 s to load: it is loaded only for the `hl7v2` engine
+let lib: { HL7Message: typeof HL7Message; dictionaries: Record<string, HL7Dictionary> } | undefined;
+
+/** Loads the npm `hl7v2` engine; `parseHl7(…, { engine: 'hl7v2' })` needs this awaited once before. */
+export async function loadHl7v2Engine(): Promise<void> {
+  if (lib) return;
+  const m = await import('hl7v2'); // one after the other: they share modules (and Jest's ESM loader trips otherwise)
+  const d = await import('hl7v2-dictionary');
+  lib = { HL7Message: m.HL7Message, dictionaries: d.dictionaries as Record<string, HL7Dictionary> };
+}
+
 let rawDictionaries: Record<string, HL7Dictionary> | undefined;
 
 /** The library's dictionaries with every decoder removed, so each value stays the text the sender wrote. */
@@ -180,7 +191,7 @@ function dictionariesWithoutDecoders(): Record<string, HL7Dictionary> {
     return fields ? { ...rest, fields: Object.fromEntries(Object.entries(fields).map(([k, f]) => [k, strip(f)])) } : rest;
   };
   const out: Record<string, HL7Dictionary> = {};
-  for (const [version, dict] of Object.entries(hl7Dictionaries as Record<string, HL7Dictionary>)) {
+  for (const [version, dict] of Object.entries(lib!.dictionaries)) {
     const map = (o: object): Record<string, Def> => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, strip(v as Def)]));
     out[version] = { ...dict, types: map(dict.types), segments: map(dict.segments) } as unknown as HL7Dictionary;
   }
@@ -191,16 +202,17 @@ function libSegments(text: string, d: Hl7Delimiters, enc: string): Hl7Segment[] 
   const lines = text.split('\r');
   lines.forEach((line, i) => checkSegmentId(line, i, d));
   const hidden = d.escape === '\\' ? text.replaceAll('\\', HIDDEN_ESCAPE) : text.replaceAll('\\', HIDDEN_BACKSLASH).replaceAll(d.escape, HIDDEN_ESCAPE);
-  let lib: HL7Message;
+  if (!lib) throw new Error('the hl7v2 parse engine is not loaded: await loadHl7v2Engine() first');
+  let parsed: HL7Message;
   try {
-    lib = HL7Message.parse(hidden, { dictionaries: dictionariesWithoutDecoders() });
+    parsed = lib.HL7Message.parse(hidden, { dictionaries: dictionariesWithoutDecoders() });
   } catch (err) {
     throw new OutcomeError('structure', `the message cannot be parsed: ${(err as Error).message}`, 'MSH');
   }
   // every value back to its raw text, then our own escape decoding
   const raw = (v: unknown): string => (v === null ? '""' : v === undefined ? '' : String(v).replaceAll(HIDDEN_ESCAPE, d.escape).replaceAll(HIDDEN_BACKSLASH, '\\'));
   const leaf = (v: unknown): string[] => raw(v).split(d.subcomponent).map((x) => unescape(x, d));
-  return lib.segments.map((s, index) => {
+  return parsed.segments.map((s, index) => {
     const fields: Hl7Field[] = [[]];
     const start = s.segmentType === 'MSH' ? 3 : 1;
     if (s.segmentType === 'MSH') fields.push([[[d.field]]], [[[enc]]]);

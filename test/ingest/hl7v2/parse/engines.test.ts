@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { decodeHl7 } from '../../../../src/ingest/hl7v2/decode.js';
-import { parseHl7 } from '../../../../src/ingest/hl7v2/parse.js';
+import { loadHl7v2Engine, parseHl7 } from '../../../../src/ingest/hl7v2/parse.js';
 import type { Hl7Field } from '../../../../src/ingest/hl7v2/message.js';
 
 const ROOT = path.resolve(process.cwd(), '../shared/corpus/hl7v2');
@@ -23,6 +23,8 @@ const trim = (fields: Hl7Field[]): unknown[] => {
  * as written by the split engine; the library splits it into two subcomponents. Not worth a workaround.
  */
 const KNOWN_DIFFERENT = new Set(['linuxforhealth-hl7v2-fhir-converter/sample_unix.hl7']);
+
+beforeAll(() => loadHl7v2Engine());
 
 test.each(files.filter((f) => !KNOWN_DIFFERENT.has(f)))('%s: split and hl7v2 engines agree', (file) => {
   const { text } = decodeHl7(fs.readFileSync(path.join(ROOT, file)), 'utf-8');
