@@ -135,6 +135,26 @@ export class FhirApi {
     throw new OutcomeError('forbidden', why);
   }
 
+  /**
+   * Changing or deleting a stored resource needs the right to see all of it: 403 for a person the caller may not
+   * see, for data closed to it, and for a resource it sees only redacted (it would overwrite what it cannot see).
+   */
+  private async mayChange(req: FhirRequest, existing: Resource): Promise<void> {
+    if (!req.access) return;
+    const shown = await this.mayRead(req, existing);
+    if (shown !== existing) throw new OutcomeError('forbidden', `${req.principal!.kind} ${req.principal!.organization} sees only part of this resource and may not change it`);
+  }
+
+  /** The stored resource a write would replace, or undefined when there is none (or it is deleted). */
+  private async stored(type: string, id: string): Promise<Resource | undefined> {
+    try {
+      return await this.store.repo.read(type, id);
+    } catch (err) {
+      if (err instanceof OutcomeError && (err.category === 'not-found' || err.category === 'gone')) return undefined;
+      throw err;
+    }
+  }
+
   /** Writes only as oneself: an organisation named as requester or provider must be the caller. */
   private async asOneself(req: FhirRequest, r: Resource): Promise<void> {
     if (!req.access || req.principal!.kind === 'coordinator') return;
@@ -166,6 +186,13 @@ export class FhirApi {
       this.appendOnly(type, method);
       this.authorize(req, type, method === 'GET' ? 'r' : method === 'DELETE' ? 'd' : method === 'PUT' ? 'u' : 'c');
       if (e.resource) await this.asOneself(req, e.resource);
+      const patient = e.resource ? Access.patientOf(e.resource) : null;
+      if (patient && !patient.startsWith('urn:')) req.audit?.patients.add(patient);
+      const addressed = /^([A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(e.request?.url ?? '');
+      if ((method === 'PUT' || method === 'DELETE') && addressed && isResourceType(addressed[1])) {
+        const existing = await this.stored(addressed[1], addressed[2]);
+        if (existing) await this.mayChange(req, existing);
+      }
     }
   }
 
@@ -217,7 +244,7 @@ export class FhirApi {
       if (m === 'PUT') return this.update(type, id, req);
       if (m === 'DELETE') {
         this.authorize(req, type, 'd');
-        if (req.access) await this.mayRead(req, await this.store.repo.read(type, id));
+        if (req.access) await this.mayChange(req, await this.store.repo.read(type, id));
         return this.delete(type, id);
       }
     } else if (type === 'Patient' && rest.length === 2 && rest[1] === '$everything' && m === 'GET') {
@@ -388,6 +415,8 @@ export class FhirApi {
       if (resource.id !== undefined && resource.id !== id) {
         throw new OutcomeError('invalid', `Resource.id "${resource.id}" does not match the id in the URL "${id}"`, `${type}.id`);
       }
+      const existing = req.access ? await this.stored(type, id) : undefined;
+      if (existing) await this.mayChange(req, existing);
       const r = await this.store.repo.transaction(async (w) => {
         await checkReferencesExist(w, { ...resource, id });
         return w.update({ ...resource, id }, { ifMatch });
@@ -409,6 +438,7 @@ export class FhirApi {
       await this.asOneself(req, resource);
       const r = await this.store.repo.transaction(async (w) => {
         const found = await w.conditionalMatch(type, req.query.toString());
+        if (found) await this.mayChange(req, found);
         if (found && resource.id !== undefined && resource.id !== found.id) {
           throw new OutcomeError('invalid', `Resource.id "${resource.id}" is not the id of the resource the criteria match (${found.id})`, `${type}.id`);
         }
@@ -428,6 +458,8 @@ export class FhirApi {
 
   private writeResponse(res: WriteResult, req: FhirRequest): FhirResponse {
     const r = res.resource;
+    const patient = Access.patientOf(r);
+    if (patient) req.audit?.patients.add(patient); // the audit trail names whose data was written
     const status = res.outcome === 'created' ? 201 : 200;
     const headers: Record<string, string> = {
       ...versionHeaders(r),

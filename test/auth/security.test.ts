@@ -128,6 +128,57 @@ describe.each(backends())('security on %s', (_name, makeBackend) => {
     expect((await call(`/metadata`)).status).toBe(200); // the CapabilityStatement stays public (SMART discovery)
   });
 
+  test('role matrix over every interaction: read, vread, search, _include/_revinclude, chain, history, $everything, write', async () => {
+    const a = await patientIdOf(A);
+    const b = await patientIdOf(B);
+    const planOf = async (p: string) => (await bundle(`/CarePlan?patient=Patient/${p}`, tokens.coordinator)).entry![0].resource as CarePlan;
+    const plans = { [a]: await planOf(a), [b]: await planOf(b) };
+    const t0 = new Date().toISOString();
+    // what each role may see: [person A (Elva), person B (Tartu linn)]
+    const sees: Record<string, [boolean, boolean]> = { hospital: [true, true], gp: [true, true], muniA: [false, true], muniB: [true, false], coordinator: [true, true] };
+    for (const [role, [seesA, seesB]] of Object.entries(sees)) {
+      for (const [p, ok, ik] of [[a, seesA, A], [b, seesB, B]] as const) {
+        const plan = plans[p];
+        const tag = `${role} → ${p === a ? 'A' : 'B'}`;
+        const status = (path: string) => call(path, tokens[role]).then((r) => [tag, path.split('?')[0], r.status]);
+        const want = ok ? 200 : 403;
+        expect(await status(`/Patient/${p}`)).toEqual([tag, `/Patient/${p}`, want]);
+        expect(await status(`/CarePlan/${plan.id}/_history/${plan.meta!.versionId}`)).toEqual([tag, `/CarePlan/${plan.id}/_history/${plan.meta!.versionId}`, want]);
+        expect(await status(`/Patient/${p}/$everything`)).toEqual([tag, `/Patient/${p}/$everything`, want]);
+        // searches answer 200 and simply hold nothing of a person the caller may not see
+        const found = async (path: string) => JSON.stringify((await bundle(path, tokens[role])).entry ?? []).includes(`Patient/${p}`);
+        expect([tag, 'search', await found(`/CarePlan?patient=Patient/${p}`)]).toEqual([tag, 'search', ok]);
+        expect([tag, 'chain', await found(`/CarePlan?patient.identifier=${NI}|${ik}`)]).toEqual([tag, 'chain', ok]);
+        expect([tag, '_include', await found(`/CarePlan?_include=CarePlan:subject&_include=CarePlan:care-team&_count=100`)]).toEqual([tag, '_include', ok]);
+        expect([tag, '_revinclude', await found(`/Patient?_id=${p}&_revinclude=CareTeam:subject&_revinclude=Provenance:target`)]).toEqual([tag, '_revinclude', ok]);
+        expect([tag, 'history', await found(`/CarePlan/${plan.id}/_history`)]).toEqual([tag, 'history', ok]);
+        // a write about the person: a Goal (as oneself, no other organisation named)
+        const goal = { resourceType: 'Goal', lifecycleStatus: 'proposed', description: { text: 'walks to the shop' }, subject: { reference: `Patient/${p}` } };
+        const created = await call(`/Goal`, tokens[role], { method: 'POST', body: JSON.stringify(goal) });
+        expect([tag, 'create', created.status]).toEqual([tag, 'create', 201]);
+        const id = ((await created.json()) as Resource).id!;
+        // … but reading it back, or changing it, follows the person
+        expect([tag, 'read own write', (await call(`/Goal/${id}`, tokens[role])).status]).toEqual([tag, 'read own write', want]);
+        const upd = await call(`/Goal/${id}`, tokens[role], { method: 'PUT', body: JSON.stringify({ ...goal, id, lifecycleStatus: 'accepted' }) });
+        expect([tag, 'update', upd.status]).toEqual([tag, 'update', ok ? 200 : 403]);
+        expect([tag, 'delete', (await call(`/Goal/${id}`, tokens[role], { method: 'DELETE' })).status]).toEqual([tag, 'delete', ok ? 200 : 403]);
+      }
+    }
+    for (const path of [`/Patient/${a}`, `/CarePlan?patient=Patient/${a}`, `/Patient/${a}/$everything`, `/CarePlan/${plans[a].id}/_history`]) {
+      expect([path, (await call(path)).status]).toEqual([path, 401]);
+    }
+    // "who looked at my data": every request above that touched A's data is in A's audit trail, by organisation —
+    // 12 for a role that sees A, plus the unfiltered _include search of B's round (it showed A's plan too); 7 for a
+    // role that does not see A (its refused reads and writes; its searches showed nothing of A)
+    const trail = ((await bundle(`/AuditEvent?patient=Patient/${a}&date=ge${t0}&_count=1000`, tokens.coordinator)).entry ?? []).map((e) => e.resource as AuditEvent);
+    const orgOf: Record<string, string> = { hospital: HOSPITAL, gp: GP, muniA: TARTU, muniB: ELVA, coordinator: COUNTY };
+    for (const [role, [seesA]] of Object.entries(sees)) {
+      const mine = trail.filter((e) => e.agent![0].who!.identifier?.value === orgOf[role]);
+      expect([role, mine.length]).toEqual([role, seesA ? 13 : 7]);
+      expect([role, mine.filter((e) => e.outcome === '4').length]).toEqual([role, seesA ? 0 : 6]);
+    }
+  });
+
   test('includes, chains, history and $everything leak nothing of people the caller may not see', async () => {
     const a = await patientIdOf(A);
     const b = await patientIdOf(B);
@@ -233,8 +284,15 @@ describe.each(backends())('security on %s', (_name, makeBackend) => {
       expect(JSON.stringify(seen)).not.toContain('Mondays');
     }
     const homeCare = social(await srs(tokens.muniB)).find((r) => service(r) === 'home-care')!;
-    const read = (await (await call(`/ServiceRequest/${homeCare.id}`, tokens.hospital)).json()) as { note?: unknown };
+    const read = (await (await call(`/ServiceRequest/${homeCare.id}`, tokens.hospital)).json()) as Resource & { note?: unknown };
     expect(read.note).toBeUndefined();
+    // what a caller sees only redacted it may not write back (it would erase the notes), alone or in a Bundle
+    const { meta: _m, ...redacted } = read;
+    expect((await call(`/ServiceRequest/${homeCare.id}`, tokens.hospital, { method: 'PUT', body: JSON.stringify(redacted) })).status).toBe(403);
+    const tx = { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: redacted, request: { method: 'PUT', url: `ServiceRequest/${homeCare.id}` } }] };
+    expect((await call(``, tokens.hospital, { method: 'POST', body: JSON.stringify(tx) })).status).toBe(403);
+    expect((await call(`/ServiceRequest/${homeCare.id}`, tokens.hospital, { method: 'DELETE' })).status).toBe(403);
+    expect(JSON.stringify(await (await call(`/ServiceRequest/${homeCare.id}`, tokens.muniB)).json())).toContain('Mondays');
     // the municipality sees its own notes, but the restricted item only with a cleared token
     expect(social(await srs(tokens.muniB)).map(service)).toEqual(['home-care']);
     expect(JSON.stringify(await srs(tokens.muniB))).toContain('Mondays');
