@@ -9,7 +9,7 @@ import { openStore, type Store } from './store/index.js';
 import { startHttpServer, type HttpServer } from './api/http.js';
 import { hl7v2Route } from './api/hl7v2.js';
 import { InboxWorker } from './ingest/worker.js';
-import { Hl7Receiver } from './ingest/hl7v2/receive.js';
+import { Hl7Receiver, type ReceiveResult } from './ingest/hl7v2/receive.js';
 import { hl7Processor, reprocessHl7 } from './ingest/hl7v2/process.js';
 import { loadMappings } from './mapping/hl7v2.js';
 import { setDefaultZone } from './mapping/datatypes.js';
@@ -22,7 +22,9 @@ import { conformanceResources } from './fhir/profiles.js';
 import { Security, isLoopback } from './auth/security.js';
 import { SenderAllowList, parseSenderRules } from './mllp/senders.js';
 import { OutcomeError } from './fhir/outcome.js';
-import { verifyAuditChain } from './auth/audit.js';
+import { recordAudit, verifyAuditChain } from './auth/audit.js';
+import { readMsh } from './ingest/hl7v2/ack.js';
+import { rawMsh } from './ingest/hl7v2/decode.js';
 import { json } from './api/fhir.js';
 import { releaseDefinitions, resourceTypes } from './fhir/definitions.js';
 import { prepareValidation } from './fhir/validate.js';
@@ -46,6 +48,21 @@ export interface GatewayOptions {
   schema?: string;
   /** listen for MLLP on an ephemeral port even though MLLP_PORT says 0 (tests) */
   mllpEphemeral?: boolean;
+}
+
+/** The AuditEvent of one MLLP message: the sender by MSH-3/4 and address, the person it was about, the outcome. */
+async function auditMllp(store: Store, receiver: Hl7Receiver, r: ReceiveResult, payload: Buffer, address: string): Promise<void> {
+  const msh = readMsh(rawMsh(payload));
+  const entry = r.inboxId ? await receiver.entry(r.inboxId) : undefined;
+  await recordAudit(store, {
+    interaction: 'create',
+    outcome: r.code === 'AA' || r.code === 'CA' ? '0' : '4',
+    outcomeDesc: r.code === 'AA' || r.code === 'CA' ? undefined : `HL7 ${r.code}`,
+    sender: `MLLP sender ${msh?.sendingApp ?? '?'}|${msh?.sendingFacility ?? '?'}`,
+    query: `MLLP ${msh?.messageType ?? ''} ${msh?.controlId ?? ''}`.trim(),
+    patients: (entry?.produced ?? []).filter((x) => x.startsWith('Patient/')).map((x) => x.split('/')[1]),
+    address,
+  });
 }
 
 export async function startGateway(config: Config, logger: Logger, opts: GatewayOptions = {}): Promise<Gateway> {
@@ -130,7 +147,12 @@ export async function startGateway(config: Config, logger: Logger, opts: Gateway
       port: config.mllpPort,
       maxMessageBytes: config.mllpMaxMessageBytes,
       logger: logger.child({ channel: 'mllp' }),
-      handler: async (payload, peer) => (await receiver.receive(payload, 'mllp', `${peer.remoteAddress}:${peer.remotePort}`)).ack,
+      handler: async (payload, peer) => {
+        const r = await receiver.receive(payload, 'mllp', `${peer.remoteAddress}:${peer.remotePort}`);
+        // with an allow-list (MLLP's access control) every message is audited like an HTTP write, refusals too
+        if (senders) await auditMllp(store, receiver, r, payload, peer.remoteAddress).catch((e: unknown) => logger.error('audit write failed', { error: e instanceof Error ? e.message : String(e) }));
+        return r.ack;
+      },
     });
   }
   // messages stored but not processed before a crash are processed now, then whatever arrives later

@@ -29,6 +29,8 @@ export interface AuditInput {
   /** other resources addressed (Type/id) */
   what?: string[];
   address?: string;
+  /** the caller when it has no token (an MLLP sender: MSH-3/4 and address) */
+  sender?: string;
   /** data disclosed across sectors in this request, each with its legal basis */
   disclosures?: Disclosure[];
 }
@@ -69,7 +71,7 @@ export async function recordAudit(store: Store, a: AuditInput): Promise<void> {
         type: { coding: [{ system: 'http://dicom.nema.org/resources/ontology/DCM', code: '110153', display: 'Source Role ID' }] },
         who: a.principal
           ? { identifier: { system: 'https://fhir.ee/sid/org/est/br', value: a.principal.organization }, display: `${a.principal.kind} ${a.principal.organization}${a.principal.clientId ? ` (client ${a.principal.clientId})` : ''}` }
-          : { display: 'unauthenticated caller' },
+          : { display: a.sender ?? 'unauthenticated caller' },
         requestor: true,
         ...(a.address ? { network: { address: a.address, type: '2' as const } } : {}),
       },

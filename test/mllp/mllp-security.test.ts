@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import type { AuditEvent } from '@medplum/fhirtypes';
 import type { Gateway } from '../../src/app.js';
 import { connectMllp } from '../../src/mllp/client.js';
 import { frame } from '../../src/mllp/framing.js';
@@ -127,6 +128,20 @@ describe.each(backends().slice(0, 1))('MLLP senders and TLS on %s', (_name, make
     const rejected = JSON.stringify(await (await fetch(`${url}/admin/messages?status=rejected`)).json());
     expect(rejected).toContain('TLS-2');
     expect(rejected).toContain('OTHER_HIS');
+  });
+
+  test('with an allow-list every MLLP message is audited: sender, address, the person, the outcome', async () => {
+    const b = (await (await fetch(`${url}/fhir/AuditEvent?_count=100`)).json()) as { entry?: { resource: AuditEvent }[] };
+    const events = (b.entry ?? []).map((e) => e.resource);
+    const query = (e: AuditEvent) => Buffer.from(e.entity?.find((x) => x.query)?.query ?? '', 'base64').toString();
+    const ok = events.find((e) => query(e) === 'MLLP ADT^A03^ADT_A03 TLS-1')!;
+    expect(ok).toMatchObject({ action: 'C', outcome: '0' });
+    expect(ok.agent![0].who!.display).toBe('MLLP sender ELVA_HIS|ELVA_HAIGLA');
+    expect(ok.agent![0].network!.address).toBe('127.0.0.1');
+    expect(ok.entity!.some((x) => x.what?.reference?.startsWith('Patient/'))).toBe(true);
+    const refused = events.find((e) => query(e) === 'MLLP ADT^A03^ADT_A03 TLS-2')!;
+    expect(refused).toMatchObject({ outcome: '4', outcomeDesc: 'HL7 AR' });
+    expect(refused.agent![0].who!.display).toBe('MLLP sender OTHER_HIS|OTHER_HOSPITAL');
   });
 
   test('without a client certificate, with one from another CA, or in plain TCP: no message gets through', async () => {
