@@ -18,8 +18,24 @@ export const SUPPORTED_SEARCH_TYPES = new Set(['token', 'reference', 'date', 'st
 let cached: CapabilityStatement | undefined;
 let cachedBase: string | undefined;
 
+/** What the IHE care-planning service actors ask of these types, all of which the generic interactions give. */
+const IHE: Record<string, string> = {
+  CarePlan:
+    'IHE PCC Dynamic Care Planning (DCP), Care Plan Service: create, update, read, search (patient, patient.identifier, status, category, date) with _include CarePlan:care-team / goal / activity-reference and _revinclude Provenance:target, history.',
+  CareTeam:
+    'IHE PCC Dynamic Care Team Management (DCTM), Care Team Service: create, update, read, search (patient, participant, participant chained by identifier, status, date) with _include CareTeam:participant, history.',
+};
+
 export function capabilityStatement(baseUrl: string): CapabilityStatement {
   if (cached && cachedBase === baseUrl) return cached;
+  // _revinclude: every reference parameter of any type that may point at this type
+  const revIncludes = new Map<string, string[]>();
+  for (const source of resourceTypes()) {
+    for (const p of searchParamsFor(source)?.values() ?? []) {
+      if (p.type !== 'reference') continue;
+      for (const t of p.targets) revIncludes.set(t, [...(revIncludes.get(t) ?? []), `${source}:${p.code}`]);
+    }
+  }
   const resource: CapabilityStatementRestResource[] = [...resourceTypes()].sort().map((type) => {
     const params = [...(searchParamsFor(type)?.values() ?? [])]
       .filter((p) => SUPPORTED_SEARCH_TYPES.has(p.type) && !p.code.startsWith('_'))
@@ -32,8 +48,10 @@ export function capabilityStatement(baseUrl: string): CapabilityStatement {
     const supportedProfile = conformanceResources()
       .filter((r): r is StructureDefinition => r.resourceType === 'StructureDefinition' && r.kind === 'resource' && r.type === type)
       .map((r) => r.url!);
+    const includes = params.filter((p) => p.type === ('reference' as string)).map((p) => `${type}:${p.name}`);
     return {
       type: type as CapabilityStatementRestResource['type'],
+      ...(IHE[type] ? { documentation: IHE[type] } : {}),
       ...(supportedProfile.length ? { supportedProfile } : {}),
       interaction: TYPE_INTERACTIONS.map((code) => ({ code })),
       operation: [
@@ -47,6 +65,8 @@ export function capabilityStatement(baseUrl: string): CapabilityStatement {
       conditionalRead: 'not-supported' as const,
       conditionalUpdate: true,
       conditionalDelete: 'not-supported' as const,
+      searchInclude: ['*', ...includes],
+      searchRevInclude: ['*', ...(revIncludes.get(type) ?? []).sort()],
       searchParam: [
         { name: '_id', type: 'token' as const, definition: 'http://hl7.org/fhir/SearchParameter/Resource-id' },
         { name: '_lastUpdated', type: 'date' as const, definition: 'http://hl7.org/fhir/SearchParameter/Resource-lastUpdated' },
@@ -66,6 +86,12 @@ export function capabilityStatement(baseUrl: string): CapabilityStatement {
     rest: [
       {
         mode: 'server',
+        // SMART Backend Services bearer tokens when AUTH_JWKS is set (README "Security")
+        security: {
+          service: [{ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/restful-security-service', code: 'SMART-on-FHIR' }] }],
+          description:
+            'OAuth 2.0 bearer JWTs as in SMART Backend Services (system/ scopes, v1 and v2), with the claims organization and organization_kind; access is scoped to the people the organisation cares for, consent and minimum-necessary rules apply.',
+        },
         resource,
         // transaction: all or nothing, urn:uuid references resolved; batch: entry by entry (src/api/bundle.ts)
         interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],

@@ -29,15 +29,23 @@ export function releaseDefinitions(): void {
 
 let types: Set<string> | undefined;
 
-/** The 147 concrete R4 resource types (Patient, CarePlan, …). */
+/**
+ * The 146 concrete R4 resource types (Patient, CarePlan, …): the StructureDefinitions of resources that are also codes
+ * of the R4 resource-types CodeSystem (the package carries SubscriptionStatus, which is R4B/R5, not R4).
+ */
 export function resourceTypes(): Set<string> {
   if (!types) {
+    const valueSets = readDefinitions<{ entry: { resource: { resourceType: string; url?: string; concept?: { code: string }[] } }[] }>('valuesets.json');
+    const r4 = new Set(
+      (valueSets.entry.find((e) => e.resource.resourceType === 'CodeSystem' && e.resource.url === 'http://hl7.org/fhir/resource-types')?.resource.concept ?? []).map((c) => c.code),
+    );
     const bundle = readDefinitions<{ entry: { resource: StructureDefinition }[] }>('profiles-resources.json');
     types = new Set(
       bundle.entry
         .map((e) => e.resource)
         .filter((r) => r.resourceType === 'StructureDefinition' && r.kind === 'resource' && !r.abstract && r.derivation !== 'constraint')
-        .map((r) => r.type as string),
+        .map((r) => r.type as string)
+        .filter((t) => r4.has(t)),
     );
   }
   return types;

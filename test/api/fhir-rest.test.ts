@@ -53,6 +53,16 @@ describe.each(backends())('FHIR REST on %s', (_name, makeBackend) => {
     expect(p.interaction!.map((i) => i.code)).toEqual(expect.arrayContaining(['read', 'vread', 'update', 'create', 'search-type', 'history-instance']));
     expect(p.searchParam!.map((s) => s.name)).toEqual(expect.arrayContaining(['_id', '_lastUpdated', 'identifier', 'name', 'birthdate']));
     expect(p.searchParam!.map((s) => s.name)).not.toContain('phonetic-composite-does-not-exist');
+    // the includes the GP pull and the municipality query use, the IHE care-planning actors, the security service
+    const plan = cs.rest![0].resource!.find((r) => r.type === 'CarePlan')!;
+    expect(plan.searchInclude).toEqual(expect.arrayContaining(['CarePlan:care-team', 'CarePlan:subject', 'CarePlan:goal']));
+    expect(plan.searchRevInclude).toEqual(expect.arrayContaining(['Provenance:target']));
+    expect(plan.documentation).toMatch(/Dynamic Care Planning/);
+    expect(cs.rest![0].resource!.find((r) => r.type === 'CareTeam')!.documentation).toMatch(/Care Team Management/);
+    expect(cs.rest![0].security!.service![0].coding![0].code).toBe('SMART-on-FHIR');
+    // and the statement itself is valid R4
+    const v = await post('/CapabilityStatement/$validate', cs);
+    expect(JSON.stringify(await v.json())).not.toContain('"severity":"error"');
   });
 
   test('a Patient can be created, read, updated, searched by identifier and its history read', async () => {
