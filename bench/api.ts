@@ -14,6 +14,8 @@
  *
  *   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test npm run bench -- api     (PostgreSQL, own schema)
  *   BENCH_PEOPLE=20000 npm run bench -- api-pglite                                          (embedded store)
+ *   BENCH_REUSE_SCHEMA=cg_… reruns on an earlier seed (PostgreSQL); BENCH_NODE_ARGS passes node flags to the
+ *   gateway (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`, `--max-semi-space-size=4`).
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
