@@ -493,7 +493,7 @@ export class FhirApi {
         }
       : undefined;
     if (query.get('_summary') === 'count') {
-      const counted = await this.store.repo.search({ resourceType: type, params, count: 0, total: 'accurate', strict });
+      const counted = await this.store.repo.search({ resourceType: type, params, count: 0, total: 'accurate', strict, hiddenLabels: access?.hiddenLabels() });
       return json(200, { resourceType: 'Bundle', type: 'searchset', total: counted.total, link: [{ relation: 'self', url: self }] } satisfies Bundle);
     }
     const count = pageSize(query.get('_count'), this.opts.defaultPageSize, this.opts.maxPageSize);
@@ -507,6 +507,7 @@ export class FhirApi {
       total: counts ? ((total ?? undefined) as 'none' | 'estimate' | 'accurate' | undefined) : undefined,
       strict,
       access: filter,
+      hiddenLabels: access?.hiddenLabels(),
     });
     const link: Bundle['link'] = [{ relation: 'self', url: self }];
     if (result.nextCursor) {

@@ -178,6 +178,13 @@ export class Access {
     });
   }
 
+  /** The confidentiality labels the caller is not cleared for (for search criteria: chains and _has). */
+  hiddenLabels(): string[] {
+    const c = this.principal.clearance ?? [];
+    if (c.includes('V')) return [];
+    return c.includes('R') ? ['V'] : ['R', 'V'];
+  }
+
   /** Security labels: R needs clearance R or V, V needs V. */
   private cleared(r: Resource): boolean {
     const labels = (r.meta?.security ?? []).filter((s) => s.system === CONFIDENTIALITY).map((s) => s.code);

@@ -29,6 +29,11 @@ export interface SearchRequest {
    * resources of a page (or a round of includes) the caller may see, in order; the others are left out.
    */
   access?: (rs: Resource[]) => Promise<Resource[]>;
+  /**
+   * Confidentiality labels (v3-Confidentiality codes) the caller is not cleared for: resources carrying them do not
+   * count as the far end of a chain or `_has`, so search criteria cannot tell who has such a resource.
+   */
+  hiddenLabels?: string[];
 }
 
 export interface SearchResult<T extends Resource = Resource> {
@@ -79,6 +84,8 @@ function isBroad(resourceType: string, name: string, value: string): boolean {
   }
   return def.type === 'date' || def.type === 'quantity' || def.type === 'number';
 }
+
+const CONFIDENTIALITY_SYSTEM = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
 
 /** Result-shaping and paging parameters: handled by the API layer or here, never as filters. */
 const CONTROL = new Set(['_count', '_cursor', '_total', '_format', '_pretty', '_summary', '_elements', '_sort', '_include', '_revinclude']);
@@ -251,7 +258,15 @@ class ConditionBuilder {
     private readonly q: Sql,
     private readonly issues: OperationOutcomeIssue[],
     private readonly strict: boolean,
+    private readonly hiddenLabels: string[] = [],
   ) {}
+
+  /** `AND NOT (the resource carries a hidden label)`, for the far end of a chain or _has; '' when nothing is hidden. */
+  notHidden(typeExpr: string, idExpr: string): string {
+    if (this.hiddenLabels.length === 0) return '';
+    const s = this.alias();
+    return ` AND NOT EXISTS (SELECT 1 FROM idx_token ${s} WHERE ${s}.resource_type = ${typeExpr} AND ${s}.resource_id = ${idExpr} AND ${s}.param = '_security' AND ${s}.system = ${this.q.p(CONFIDENTIALITY_SYSTEM)} AND ${s}.code = ANY(${this.q.p(this.hiddenLabels)}::text[]))`;
+  }
 
   private alias(): string {
     return `x${++this.n}`;
@@ -370,7 +385,7 @@ class ConditionBuilder {
       if (inner) perType.push(`(${x}.target_type = ${this.q.p(t)} AND ${inner})`);
     }
     if (perType.length === 0) return undefined;
-    return `EXISTS (SELECT 1 FROM idx_reference ${x} WHERE ${x}.resource_type = ${typeExpr} AND ${x}.resource_id = ${idExpr} AND ${x}.param = ${this.q.p(name)} AND (${perType.join(' OR ')}))`;
+    return `EXISTS (SELECT 1 FROM idx_reference ${x} WHERE ${x}.resource_type = ${typeExpr} AND ${x}.resource_id = ${idExpr} AND ${x}.param = ${this.q.p(name)} AND (${perType.join(' OR ')})${this.notHidden(`${x}.target_type`, `${x}.target_id`)})`;
   }
 
   /** `_has:Observation:patient:code=…`: resources that some Observation with that code references through `patient`. */
@@ -383,7 +398,7 @@ class ConditionBuilder {
     const x = this.alias();
     const inner = this.build(type, `${x}.resource_type`, `${x}.resource_id`, rest, value, where);
     if (!inner) return undefined;
-    return `EXISTS (SELECT 1 FROM idx_reference ${x} WHERE ${x}.resource_type = ${this.q.p(type)} AND ${x}.param = ${this.q.p(refParam)} AND ${x}.target_type = ${typeExpr} AND ${x}.target_id = ${idExpr} AND ${inner})`;
+    return `EXISTS (SELECT 1 FROM idx_reference ${x} WHERE ${x}.resource_type = ${this.q.p(type)} AND ${x}.param = ${this.q.p(refParam)} AND ${x}.target_type = ${typeExpr} AND ${x}.target_id = ${idExpr} AND ${inner}${this.notHidden(`${x}.resource_type`, `${x}.resource_id`)})`;
   }
 }
 
@@ -446,7 +461,7 @@ function sortKeys(resourceType: string, raw: string | undefined, q: Sql, builder
 export function buildSearch(req: SearchRequest): BuiltSearch {
   const q = new Sql();
   const issues: OperationOutcomeIssue[] = [];
-  const builder = new ConditionBuilder(q, issues, req.strict ?? false);
+  const builder = new ConditionBuilder(q, issues, req.strict ?? false, req.hiddenLabels);
   const where: string[] = [`r.resource_type = ${q.p(req.resourceType)}`, `r.deleted = false`];
   let sortParam: string | undefined;
   let filters = 0;
@@ -459,6 +474,9 @@ export function buildSearch(req: SearchRequest): BuiltSearch {
     const cond = builder.build(req.resourceType, 'r.resource_type', 'r.id', rawName, rawValue, rawName);
     if (cond) where.push(cond);
   }
+  // resources with a label the caller is not cleared for are no match either (and are not counted)
+  const hidden = builder.notHidden('r.resource_type', 'r.id');
+  if (hidden) where.push(hidden.replace(/^ AND /, ''));
   const keys = sortKeys(req.resourceType, sortParam, q, { strict: req.strict ?? false, issues });
   const filterParams = [...q.params];
   const filter = where.join(' AND ');

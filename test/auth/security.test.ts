@@ -306,6 +306,17 @@ describe.each(backends())('security on %s', (_name, makeBackend) => {
     expect(byId.status).toBe(403);
     expect(JSON.stringify(await byId.json())).not.toContain('child protection');
     expect((await call(`/ServiceRequest/${restricted.id}`, tokens.hospital)).status).toBe(403);
+    // nor can search criteria tell who has a restricted item: reverse chains, chains, counts
+    const hasRestricted = `/Patient?_has:ServiceRequest:subject:code=https://care-gateway.ee/fhir/CodeSystem/social-services|child-case-management`;
+    for (const who of [tokens.hospital, tokens.muniB, tokens.coordinator]) expect((await bundle(hasRestricted, who)).entry ?? []).toHaveLength(0);
+    expect((await bundle(hasRestricted, cleared)).entry!.map((e) => e.resource!.id)).toEqual([a]);
+    const byCode = `/ServiceRequest?code=https://care-gateway.ee/fhir/CodeSystem/social-services|child-case-management&_summary=count`;
+    expect((await bundle(byCode, tokens.coordinator)).total).toBe(0);
+    const clearedCoordinator = sign(claims(COUNTY, 'coordinator', 'system/*.cruds', { clearance: ['R'] }));
+    expect((await bundle(byCode, clearedCoordinator)).total).toBe(1);
+    const provenance = `/Provenance?target:ServiceRequest.code=https://care-gateway.ee/fhir/CodeSystem/social-services|child-case-management`;
+    expect((await bundle(provenance, tokens.muniB)).entry ?? []).toHaveLength(0);
+    expect((await bundle(provenance, cleared)).entry!.length).toBeGreaterThan(0);
     expect(JSON.stringify(await bundle(`/Patient/${a}/$everything?_count=500`, tokens.coordinator))).not.toContain('child protection');
     expect(JSON.stringify(await bundle(`/ServiceRequest/${restricted.id}/_history`, tokens.muniB))).not.toContain('child protection');
     // each cross-sector disclosure (social data to the hospital, clinical data to the municipality) names its legal basis
