@@ -48,15 +48,59 @@ export function parseIncludes(params: [string, string][], strict: boolean, issue
   return out;
 }
 
+/** A row of include SQL: the included resource and the frontier resource it was reached from. */
+export type IncludedRow = {
+  content: string;
+  src_type: string;
+  src_id: string;
+};
+
+/**
+ * One statement's worth of include SQL for the specs of a round: rows `content`, `src_type`, `src_id` (the frontier
+ * resource each was reached from). `frontier` is a row source of (type, id) pairs, e.g. `SELECT * FROM unnest($1, $2)`;
+ * spec values are appended to `params`.
+ */
+export function includeSql(specs: IncludeSpec[], frontier: string, params: unknown[]): string {
+  return specs
+    .map((spec) => {
+      // include: the resources the frontier points at; revinclude: the resources pointing at the frontier
+      const [from, to] = spec.kind === 'include' ? ['target', 'resource'] : ['resource', 'target'];
+      params.push(spec.sourceType, spec.param, spec.targetType ?? null);
+      const [src, param, target] = [params.length - 2, params.length - 1, params.length];
+      return `SELECT t.content, x.${to}_type AS src_type, x.${to}_id AS src_id FROM idx_reference x
+         JOIN resource t ON t.resource_type = x.${from}_type AND t.id = x.${from}_id AND NOT t.deleted
+         WHERE (x.${to}_type, x.${to}_id) IN (${frontier})
+           AND ($${src}::text = '*' OR (x.resource_type = $${src}::text AND x.param = $${param}::text))
+           AND ($${target}::text IS NULL OR x.target_type = $${target}::text)`;
+    })
+    .join('\n UNION \n');
+}
+
+/** Included rows → resources: parsed once, without the matches and duplicates, only those reached from `from`. */
+export function includedRows(rows: IncludedRow[], seen: Set<string>, from?: Set<string>): Resource[] {
+  const out: Resource[] = [];
+  for (const row of rows) {
+    if (from && !from.has(`${row.src_type}/${row.src_id}`)) continue;
+    const r = JSON.parse(row.content) as Resource;
+    const key = `${r.resourceType}/${r.id}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push(r);
+  }
+  return out;
+}
+
 /**
  * The included resources for a page of matches, deduplicated and without the matches themselves.
  * `allow` is the per-request access decision: an included resource it refuses is left out.
+ * `firstRound`: the candidates of round 0, when the caller read them together with the page (repository.search).
  */
 export async function resolveIncludes(
   tx: Queryable,
   matches: Resource[],
   specs: IncludeSpec[],
   allow: (rs: Resource[]) => Promise<Resource[]> = async (rs) => rs,
+  firstRound?: { rows: IncludedRow[] },
 ): Promise<Resource[]> {
   if (specs.length === 0 || matches.length === 0) return [];
   const seen = new Set(matches.map((r) => `${r.resourceType}/${r.id}`));
@@ -65,29 +109,16 @@ export async function resolveIncludes(
   for (let round = 0; round < MAX_ROUNDS && frontier.length > 0 && included.length < MAX_INCLUDED; round++) {
     const active = specs.filter((s) => round === 0 || s.iterate);
     if (active.length === 0) break;
-    const types = frontier.map((r) => r.resourceType);
-    const ids = frontier.map((r) => r.id as string);
-    const candidates: Resource[] = [];
-    // every spec of the round in one statement (a round trip costs more than the query): include = the resources
-    // the frontier points at; revinclude = the resources pointing at the frontier
-    const params: unknown[] = [types, ids];
-    const parts = active.map((spec) => {
-      const [from, to] = spec.kind === 'include' ? ['target', 'resource'] : ['resource', 'target'];
-      params.push(spec.sourceType, spec.param, spec.targetType ?? null);
-      const [src, param, target] = [params.length - 2, params.length - 1, params.length];
-      return `SELECT t.content FROM idx_reference x
-         JOIN resource t ON t.resource_type = x.${from}_type AND t.id = x.${from}_id AND NOT t.deleted
-         WHERE (x.${to}_type, x.${to}_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-           AND ($${src}::text = '*' OR (x.resource_type = $${src}::text AND x.param = $${param}::text))
-           AND ($${target}::text IS NULL OR x.target_type = $${target}::text)`;
-    });
-    const rows = await tx.query<{ content: string }>(`${parts.join('\n UNION \n')} LIMIT ${MAX_INCLUDED}`, params);
-    for (const row of rows) {
-      const r = JSON.parse(row.content) as Resource;
-      const key = `${r.resourceType}/${r.id}`;
-      if (seen.has(key)) continue;
-      seen.add(key);
-      candidates.push(r);
+    let candidates: Resource[];
+    if (round === 0 && firstRound) {
+      // only what the visible matches reach (the page was read before the access decision)
+      candidates = includedRows(firstRound.rows, seen, new Set(matches.map((r) => `${r.resourceType}/${r.id}`)));
+    } else {
+      // every spec of the round in one statement (a round trip costs more than the query)
+      const params: unknown[] = [frontier.map((r) => r.resourceType), frontier.map((r) => r.id as string)];
+      const sql = includeSql(active, 'SELECT * FROM unnest($1::text[], $2::text[])', params);
+      const rows = await tx.query<IncludedRow>(`${sql} LIMIT ${MAX_INCLUDED}`, params);
+      candidates = includedRows(rows, seen);
     }
     const found = await allow(candidates);
     included.push(...found);

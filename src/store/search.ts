@@ -499,7 +499,8 @@ export function buildSearch(req: SearchRequest): BuiltSearch {
   }
   const keyCols = keys.map((k, i) => `, (${k.expr})::text AS k${i}`).join('');
   const order = [...keys.map((k) => `${k.expr} ${k.desc ? 'DESC' : 'ASC'}`), 'r.seq ASC'].join(', ');
-  const sql = `SELECT r.content, r.seq::text AS seq${keyCols} FROM resource r WHERE ${pageFilter} ORDER BY ${order} LIMIT ${limit + 1}`;
+  // rt, rid: for the first round of includes read in the same statement (repository.search)
+  const sql = `SELECT r.content, r.seq::text AS seq${keyCols}, r.resource_type AS rt, r.id AS rid FROM resource r WHERE ${pageFilter} ORDER BY ${order} LIMIT ${limit + 1}`;
   const built: BuiltSearch = { sql, params: q.params, limit, issues, sortKeys: keys.length };
   if (broad && filters > 0 && keys.length === 0 && limit > 0) {
     const window = Math.max(500, 10 * (limit + 1));

@@ -130,6 +130,24 @@ describe.each(backends())('search features on %s', (_name, makeBackend) => {
     expect(ids(r.included)).toEqual(['CareTeam/st-0']);
   });
 
+  test('a page and its first round of includes read together: includes of the next page\'s first match stay out', async () => {
+    // (_lastUpdated is not a broad condition: the ordinary page query, with the includes in the same statement)
+    const r = await search('CarePlan', [['_lastUpdated', 'gt2000-01-01'], ['_include', 'CarePlan:care-team']], { count: 1 });
+    expect(ids(r.resources)).toEqual(['CarePlan/sc-0']);
+    expect(ids(r.included)).toEqual(['CareTeam/st-0']);
+    const next = await search('CarePlan', [['_lastUpdated', 'gt2000-01-01'], ['_include', 'CarePlan:care-team']], { count: 1, cursor: r.nextCursor });
+    expect(ids(next.resources)).toEqual(['CarePlan/sc-1']);
+    expect(ids(next.included)).toEqual(['CareTeam/st-1']);
+    // with an access decision that hides the match, nothing it reaches is included either
+    const hidden = await store.repo.search({
+      resourceType: 'CarePlan',
+      params: [['_id', 'sc-0'], ['_include', 'CarePlan:care-team'], ['_include', 'CarePlan:subject']],
+      access: async (rs) => rs.filter((x) => x.resourceType !== 'CarePlan'),
+    });
+    expect(hidden.resources).toEqual([]);
+    expect(hidden.included).toEqual([]);
+  });
+
   test('broad searches in creation order page the same whether a window holds the page or not', async () => {
     // 1,200 Practitioners: 30 active ones spread thinly (for pages of 50 a window holds fewer than a page, so the
     // ordinary query answers) and a dense inactive majority (a window holds each page)
