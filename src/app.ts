@@ -53,14 +53,14 @@ export interface GatewayOptions {
 /** The AuditEvent of one MLLP message: the sender by MSH-3/4 and address, the person it was about, the outcome. */
 async function auditMllp(store: Store, receiver: Hl7Receiver, r: ReceiveResult, payload: Buffer, address: string): Promise<void> {
   const msh = readMsh(rawMsh(payload));
-  const entry = r.inboxId ? await receiver.entry(r.inboxId) : undefined;
+  const patient = await receiver.patientOf(r);
   await recordAudit(store, {
     interaction: 'create',
     outcome: r.code === 'AA' || r.code === 'CA' ? '0' : '4',
     outcomeDesc: r.code === 'AA' || r.code === 'CA' ? undefined : `HL7 ${r.code}`,
     sender: `MLLP sender ${msh?.sendingApp ?? '?'}|${msh?.sendingFacility ?? '?'}`,
     query: `MLLP ${msh?.messageType ?? ''} ${msh?.controlId ?? ''}`.trim(),
-    patients: (entry?.produced ?? []).filter((x) => x.startsWith('Patient/')).map((x) => x.split('/')[1]),
+    patients: patient ? [patient] : [],
     address,
   });
 }

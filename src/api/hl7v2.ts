@@ -17,9 +17,9 @@ export function hl7v2Route(receiver: Hl7Receiver): { method: string; pattern: Re
       if (!TYPES.has(ct)) throw new OutcomeError('unsupported', `Content-Type ${ct} is not HL7 v2; send x-application/hl7-v2+er7 or text/plain`, 'Content-Type');
       if (req.body.length === 0) throw new OutcomeError('structure', 'the body is empty; send one HL7 v2 message', 'MSH');
       const r = await receiver.receive(req.body, 'hl7v2-http');
-      const entry = r.inboxId ? await receiver.entry(r.inboxId) : undefined;
+      const patient = await receiver.patientOf(r);
       return {
-        auditPatients: (entry?.produced ?? []).filter((x) => x.startsWith('Patient/')).map((x) => x.split('/')[1]),
+        auditPatients: patient ? [patient] : [],
         status: r.status,
         headers: { 'Content-Type': 'x-application/hl7-v2+er7; charset=utf-8', ...(r.inboxId ? { 'X-Inbox-Id': r.inboxId } : {}) },
         body: r.ackText,

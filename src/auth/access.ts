@@ -25,13 +25,12 @@ import type { CareTeam, Coding, Consent, ConsentProvision, Patient, Resource } f
 import type { Queryable } from '../store/db.js';
 import { indexRows } from '../store/indexer.js';
 import { municipalities, municipalityOfResidence } from '../careplan/directory.js';
-import { deterministicId, SYSTEMS } from '../fhir/identifiers.js';
+import { CONFIDENTIALITY_SYSTEM, deterministicId, SYSTEMS } from '../fhir/identifiers.js';
 import type { OrgKind, Principal } from './jwt.js';
 
 export const ORG_KIND_SYSTEM = 'https://care-gateway.ee/fhir/CodeSystem/organisation-kind';
 export const DATA_CLASS_SYSTEM = 'https://care-gateway.ee/fhir/CodeSystem/data-class';
 const RESOURCE_TYPES = 'http://hl7.org/fhir/resource-types';
-export const CONFIDENTIALITY = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
 const OBSERVATION_VALUE = 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue';
 const SOCIAL_PROFILE = 'https://care-gateway.ee/fhir/StructureDefinition/social-service-request';
 const SOCIAL_CATEGORY = '410606002';
@@ -110,17 +109,17 @@ export class Access {
   }
 
   private async decide(patientIds: string[]): Promise<void> {
-    const todo = [...new Set(patientIds)].filter((p) => !this.visible.has(p));
-    if (todo.length === 0) return;
+    const undecided = [...new Set(patientIds)].filter((p) => !this.visible.has(p));
+    if (undecided.length === 0) return;
     if (this.principal.kind === 'coordinator') {
-      for (const p of todo) this.visible.set(p, true);
+      for (const p of undecided) this.visible.set(p, true);
       return;
     }
     const orgs = await this.orgRefs();
-    for (const p of todo) this.visible.set(p, false);
+    for (const p of undecided) this.visible.set(p, false);
     const rows = await this.db.query<{ content: string }>(
       `SELECT content FROM resource WHERE NOT deleted AND resource_type IN ('Patient', 'CareTeam') AND patient_key = ANY($1::text[])`,
-      [todo],
+      [undecided],
     );
     for (const row of rows) {
       const r = JSON.parse(row.content) as Patient | CareTeam;
@@ -185,22 +184,19 @@ export class Access {
     return c.includes('R') ? ['V'] : ['R', 'V'];
   }
 
-  /** Security labels: R needs clearance R or V, V needs V. */
+  /** Security labels: R needs clearance R or V, V needs V (hiddenLabels). */
   private cleared(r: Resource): boolean {
-    const labels = (r.meta?.security ?? []).filter((s) => s.system === CONFIDENTIALITY).map((s) => s.code);
-    const c = this.principal.clearance ?? [];
-    if (labels.includes('V') && !c.includes('V')) return false;
-    if (labels.includes('R') && !c.includes('R') && !c.includes('V')) return false;
-    return true;
+    const hidden = this.hiddenLabels();
+    return !(r.meta?.security ?? []).some((s) => s.system === CONFIDENTIALITY_SYSTEM && hidden.includes(s.code ?? ''));
   }
 
   private async loadConsents(people: string[]): Promise<void> {
-    const todo = people.filter((p) => !this.consents.has(p));
-    if (todo.length === 0) return;
-    for (const p of todo) this.consents.set(p, []);
+    const unloaded = people.filter((p) => !this.consents.has(p));
+    if (unloaded.length === 0) return;
+    for (const p of unloaded) this.consents.set(p, []);
     const rows = await this.db.query<{ content: string }>(
       `SELECT content FROM resource WHERE NOT deleted AND resource_type = 'Consent' AND patient_key = ANY($1::text[])`,
-      [todo],
+      [unloaded],
     );
     const now = new Date().toISOString();
     for (const row of rows) {

@@ -20,6 +20,9 @@ export const SYSTEMS = {
   ehak: 'https://fhir.ee/sid/ehak',
 } as const;
 
+/** Security labels of confidentiality (R restricted, V very restricted) in `meta.security`. */
+export const CONFIDENTIALITY_SYSTEM = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
+
 /** Older or inconsistent system URIs found in the wild, accepted on input and written in canonical form. */
 export const SYSTEM_ALIASES: Record<string, string> = {
   'https://fhir.ee/sid/org/est/xx': SYSTEMS.organisation,

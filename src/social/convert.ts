@@ -20,14 +20,13 @@ import type {
   Resource,
   ServiceRequest,
 } from '@medplum/fhirtypes';
-import { checkIsikukood, checkRegistryCode, deterministicId, SYSTEMS } from '../fhir/identifiers.js';
+import { checkIsikukood, checkRegistryCode, CONFIDENTIALITY_SYSTEM, deterministicId, SYSTEMS } from '../fhir/identifiers.js';
 import { patientIdFor } from '../mapping/hl7v2.js';
 import { mappingsDir } from '../mapping/files.js';
 import { EHAK_EXTENSIONS, municipalities, municipalityOrganization } from '../careplan/directory.js';
 import { ROLES, role, type RoleCode } from '../careplan/roles.js';
 import type { Contribution, TeamChange } from '../careplan/assemble.js';
 import { PROFILE_BASE } from '../fhir/profiles.js';
-import { CONFIDENTIALITY } from '../auth/access.js';
 import { fold, type Field, type SocialMapping } from './mapping.js';
 import type { RawRecord } from './records.js';
 
@@ -349,7 +348,7 @@ export function contributionFor(mapping: SocialMapping, d: Decision, inboxId: st
     meta: {
       profile: [`${PROFILE_BASE}social-service-request`],
       // child protection and special welfare: restricted, seen only by callers cleared for it
-      ...(d.service.confidentiality ? { security: [{ system: CONFIDENTIALITY, code: d.service.confidentiality }] } : {}),
+      ...(d.service.confidentiality ? { security: [{ system: CONFIDENTIALITY_SYSTEM, code: d.service.confidentiality }] } : {}),
     },
     identifier: [{ system: `${DECISION_SYSTEM}/${ehak}`, value: d.decisionId }],
     status: d.status,

@@ -183,6 +183,12 @@ export class Inbox {
     await this.db.query(`UPDATE inbox SET ack = $2 WHERE id = $1`, [id, ack]);
   }
 
+  /** The person an entry's processing was about (null until processed, or when it named nobody). */
+  async patientOf(id: string): Promise<string | null> {
+    const rows = await this.db.query<{ patient_key: string | null }>(`SELECT patient_key FROM inbox WHERE id = $1`, [id]);
+    return rows[0]?.patient_key ?? null;
+  }
+
   async get(id: string): Promise<(InboxEntry & { payload: Buffer }) | undefined> {
     const rows = await this.db.query(`SELECT ${COLUMNS}, payload FROM inbox WHERE id = $1`, [id]);
     if (rows.length === 0) return undefined;

@@ -13,6 +13,7 @@
 import { OutcomeError, issue } from '../fhir/outcome.js';
 import type { OperationOutcomeIssue, Resource } from '../fhir/types.js';
 import { searchParamsFor, normalizeString } from '../fhir/searchparams.js';
+import { CONFIDENTIALITY_SYSTEM } from '../fhir/identifiers.js';
 
 export interface SearchRequest {
   resourceType: string;
@@ -84,8 +85,6 @@ function isBroad(resourceType: string, name: string, value: string): boolean {
   }
   return def.type === 'date' || def.type === 'quantity' || def.type === 'number';
 }
-
-const CONFIDENTIALITY_SYSTEM = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
 
 /** Result-shaping and paging parameters: handled by the API layer or here, never as filters. */
 const CONTROL = new Set(['_count', '_cursor', '_total', '_format', '_pretty', '_summary', '_elements', '_sort', '_include', '_revinclude']);

@@ -251,9 +251,9 @@ export class Hl7Receiver {
     });
   }
 
-  /** A stored inbox entry (what a message produced), for the audit trail. */
-  entry(id: string): Promise<InboxEntry | undefined> {
-    return this.store.inbox.get(id);
+  /** The person a received message was about (for the audit trail); null when none. */
+  async patientOf(r: ReceiveResult): Promise<string | null> {
+    return r.inboxId ? this.store.inbox.patientOf(r.inboxId) : null;
   }
 
   /** Receives one payload from MLLP or HTTP (`hl7v2-http`, the inbox channel name, is accepted for HTTP). */
