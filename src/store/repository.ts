@@ -32,6 +32,16 @@ export interface WriteResult<T extends Resource = Resource> {
   outcome: 'created' | 'updated' | 'unchanged' | 'existing';
 }
 
+export interface UpdateOptions {
+  /** refuse unless the current version is this one (412) */
+  ifMatch?: string;
+  /**
+   * The ids are new (e.g. Provenance ids derived from the versions they point at): a unit of work does not read
+   * them first; its flush still verifies, under lock, that none exists.
+   */
+  expectNew?: boolean;
+}
+
 export interface RepositoryOptions {
   /** throws an OutcomeError when a resource is not valid; called before every write */
   validate?: (resource: Resource) => void;
@@ -42,7 +52,7 @@ export interface RepositoryOptions {
 const ID = /^[A-Za-z0-9\-.]{1,64}$/;
 const INDEX_TABLES = ['idx_token', 'idx_string', 'idx_reference', 'idx_date', 'idx_quantity'];
 
-interface BatchItem {
+export interface BatchItem {
   r: Resource;
   content: string;
   index: IndexRows;
@@ -53,7 +63,7 @@ export function assertId(id: string, where = 'id'): void {
 }
 
 /** Content without meta.versionId/lastUpdated, for "did anything change" comparisons. */
-function stableContent(r: Resource): string {
+export function stableContent(r: Resource): string {
   const { meta, ...rest } = r;
   const m = meta ? { ...meta } : undefined;
   if (m) {
@@ -73,10 +83,33 @@ export function canonicalJson(v: unknown): string {
 
 /** Writes and reads inside one transaction. Several writes through one Writer commit together. */
 export class Writer {
+  /** advisory locks this transaction holds (they are released at its end) */
+  private readonly held = new Set<string>();
+
   constructor(
     readonly tx: Queryable,
-    private readonly opts: RepositoryOptions,
+    protected readonly opts: RepositoryOptions,
   ) {}
+
+  /**
+   * Takes transaction-scoped advisory locks on several keys in one statement, in sorted order (two transactions
+   * locking overlapping sets cannot deadlock on them); keys already held are skipped.
+   */
+  async lockKeys(keys: string[]): Promise<void> {
+    const todo = [...new Set(keys)].filter((k) => !this.held.has(k)).sort();
+    if (todo.length === 0) return;
+    await this.tx.query(`SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k`, [todo]);
+    for (const k of todo) this.held.add(k);
+  }
+
+  /** The current resources that reference `type/id` (any parameter), as [type, id]. */
+  async referencesTo(targetType: string, targetId: string): Promise<[string, string][]> {
+    const rows = await this.tx.query<{ resource_type: string; resource_id: string }>(
+      `SELECT DISTINCT resource_type, resource_id FROM idx_reference WHERE target_type = $1 AND target_id = $2`,
+      [targetType, targetId],
+    );
+    return rows.map((r) => [r.resource_type, r.resource_id]);
+  }
 
   async read<T extends Resource = Resource>(resourceType: string, id: string): Promise<T> {
     const rows = await this.tx.query<{ content: string; deleted: boolean }>(
@@ -120,9 +153,9 @@ export class Writer {
    * update (PUT): creates the resource when the id is new ("update as create"); with `ifMatch`, refuses with
    * 412 unless the current version is that one. Identical content makes no new version.
    */
-  async update<T extends Resource>(resource: T, opts: { ifMatch?: string } = {}): Promise<WriteResult<T>> {
+  async update<T extends Resource>(resource: T, opts: UpdateOptions = {}): Promise<WriteResult<T>> {
     if (!resource.id) throw new OutcomeError('invalid', 'update needs Resource.id', `${resource.resourceType}.id`);
-    return (await this.updateMany([resource], opts.ifMatch))[0] as WriteResult<T>;
+    return (await this.updateMany([resource], opts))[0] as WriteResult<T>;
   }
 
   /**
@@ -130,7 +163,8 @@ export class Writer {
    * per table): a converted message writes its twenty-odd resources this way. Results are in input order;
    * a resource listed twice is written once (its first occurrence).
    */
-  async updateMany(resources: Resource[], ifMatch?: string): Promise<WriteResult[]> {
+  async updateMany(resources: Resource[], opts: UpdateOptions = {}): Promise<WriteResult[]> {
+    const ifMatch = opts.ifMatch;
     const keyOf = (r: Resource): string => `${r.resourceType}/${r.id}`;
     const unique = new Map<string, Resource>();
     for (const r of resources) {
@@ -160,8 +194,7 @@ export class Writer {
     };
     const toWrite = list.filter((r) => !unchanged(r));
     if (toWrite.length) {
-      const lockKeys = toWrite.map((r) => `res|${r.resourceType}|${r.id}`).sort();
-      await this.tx.query(`SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k`, [lockKeys]);
+      await this.lockKeys(toWrite.map((r) => `res|${r.resourceType}|${r.id}`));
       const fresh = await selectCurrent(toWrite);
       current = new Map([...current].filter(([k]) => !toWrite.some((r) => keyOf(r) === k)));
       for (const [k, v] of fresh) current.set(k, v);
@@ -200,7 +233,7 @@ export class Writer {
   /** delete: a new, empty version marks the resource deleted; history keeps every earlier version. */
   async delete(resourceType: string, id: string): Promise<{ versionId?: string }> {
     assertId(id);
-    await this.lock(`res|${resourceType}|${id}`);
+    await this.lockKeys([`res|${resourceType}|${id}`]);
     const rows = await this.tx.query<{ version_id: number; deleted: boolean; patient_key: string | null }>(
       `SELECT version_id, deleted, patient_key FROM resource WHERE resource_type = $1 AND id = $2`,
       [resourceType, id],
@@ -276,7 +309,7 @@ export class Writer {
       .map(([k, v]) => `${k}=${v}`)
       .sort()
       .join('&');
-    await this.lock(`cond|${resourceType}|${key}`);
+    await this.lockKeys([`cond|${resourceType}|${key}`]);
     const res = await this.search({ resourceType, params: query, count: 2, strict: true });
     if (res.resources.length > 1) {
       throw new OutcomeError('precondition', `conditional criteria "${criteria}" match more than one ${resourceType}`);
@@ -284,15 +317,13 @@ export class Writer {
     return res.resources[0];
   }
 
-  private async lock(key: string): Promise<void> {
-    await this.tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [key]);
-  }
-
   /**
    * Every row of a batch in ONE statement (data-modifying CTEs): new and changed resources, their versions,
    * and their index rows (old ones of changed resources deleted). One round trip, whatever the batch size.
+   * `inserts` and `updates` are the resources' new current versions; `versions` every version to keep in history
+   * (a unit of work may write several versions of one resource; by default the current ones).
    */
-  private async writeBatch(inserts: BatchItem[], updates: BatchItem[]): Promise<void> {
+  protected async writeBatch(inserts: BatchItem[], updates: BatchItem[], versions?: BatchItem[]): Promise<void> {
     const written = [...inserts, ...updates];
     const params: unknown[] = [];
     const p = (v: unknown): string => `$${params.push(v)}`;
@@ -317,7 +348,7 @@ export class Writer {
       for (const t of INDEX_TABLES) ctes.push(`del_${t} AS (DELETE FROM ${t} WHERE ${owners})`);
     }
     ctes.push(`ver AS (INSERT INTO resource_version (resource_type, id, version_id, last_updated, deleted, patient_key, content)
-      SELECT t, i, v, lu, false, pk, c FROM unnest(${cols(written)}) AS u(t, i, v, lu, pk, c))`);
+      SELECT t, i, v, lu, false, pk, c FROM unnest(${cols(versions ?? written)}) AS u(t, i, v, lu, pk, c))`);
     const flat = <R>(pick: (x: IndexRows) => R[]) => written.flatMap((it) => pick(it.index).map((row) => ({ it, row })));
     const owner = (xs: { it: BatchItem }[]) => `${p(xs.map((x) => x.it.r.resourceType))}::text[], ${p(xs.map((x) => x.it.r.id))}::text[]`;
     const pks = (xs: { it: BatchItem }[]) => `${p(xs.map((x) => x.it.index.patientKey))}::text[]`;
@@ -363,6 +394,11 @@ export class Repository {
     readonly db: Db,
     private readonly opts: RepositoryOptions = {},
   ) {}
+
+  /** validation and update checks every write of this repository runs */
+  get options(): RepositoryOptions {
+    return this.opts;
+  }
 
   transaction<T>(fn: (w: Writer) => Promise<T>): Promise<T> {
     return this.db.transaction((tx) => fn(new Writer(tx, this.opts)));
