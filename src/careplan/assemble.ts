@@ -29,7 +29,8 @@ import type {
   Task,
 } from '@medplum/fhirtypes';
 import type { Writer } from '../store/repository.js';
-import { OutcomeError } from '../fhir/outcome.js';
+import { OutcomeError, toOutcomeError } from '../fhir/outcome.js';
+import type { UnitOfWork } from '../store/unit-of-work.js';
 import { deterministicId } from '../fhir/identifiers.js';
 import { municipalityOfResidence, municipalityOrganization } from './directory.js';
 import { ruleBook, type Party, type PlanEvent, type RuleAction, type RuleFacts } from './rules.js';
@@ -116,8 +117,7 @@ function addRef(list: Reference[] | undefined, ref: Reference): Reference[] {
 export async function assemble(w: Writer, c: Contribution): Promise<AssemblyResult> {
   const patientId = c.patient.id;
   if (!patientId) throw new OutcomeError('fault', 'contribution without a patient id');
-  const lockIds = [patientId, c.merge?.retiredPatientId].filter((x): x is string => !!x).sort();
-  for (const id of lockIds) await w.tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`plan|${id}`]);
+  await w.lockKeys(planLocks(c));
 
   const created: Resource[] = [];
   const updated: Resource[] = [];
@@ -278,9 +278,59 @@ export async function assemble(w: Writer, c: Contribution): Promise<AssemblyResu
     };
     provenances.push(prov);
   }
-  for (const res of await w.updateMany(provenances)) if (res.outcome !== 'unchanged') created.push(res.resource);
+  for (const res of await w.updateMany(provenances, { expectNew: true })) if (res.outcome !== 'unchanged') created.push(res.resource);
 
   return { patientId, planId, teamId, written: [...created, ...updated].map(versionRef) };
+}
+
+/** The per-person locks a contribution takes (its patient, and the retired one of a merge). */
+function planLocks(c: Contribution): string[] {
+  return [c.patient.id, c.merge?.retiredPatientId].filter((x): x is string => !!x).map((id) => `plan|${id}`);
+}
+
+/** What assembling a contribution will read: read for a whole batch in one statement beforehand. */
+export function prefetchKeys(c: Contribution): [string, string][] {
+  const patientId = c.patient.id!;
+  const keys: [string, string][] = [
+    ['Patient', patientId],
+    ['CarePlan', planIdFor(patientId)],
+    ['CareTeam', teamIdFor(patientId)],
+  ];
+  if (c.organization?.id) keys.push(['Organization', c.organization.id]);
+  for (const r of c.resources) if (r.id) keys.push([r.resourceType, r.id]);
+  const m = municipalityOfResidence(c.patient);
+  if (m) keys.push(['Organization', municipalityOrganization(m).id!]);
+  if (c.event !== 'discharge-cancelled' && c.event !== 'admission-cancelled') {
+    const { applicable, idFor } = rulePlan(c);
+    for (const rule of applicable) for (const [i, a] of rule.add.entries()) keys.push([a.resource, idFor(rule.id, i, a)]);
+  }
+  return keys;
+}
+
+/**
+ * Assembles several contributions in one unit of work: every person's plan locked and everything the batch reads
+ * fetched in one statement each, then each contribution in memory, then one flush. A contribution whose content is
+ * refused (validation, a state rule) is undone alone and returned as its error; the others are kept. Errors of
+ * the store itself ('fault', 'busy': e.g. a concurrent change found at flush) fail the whole unit.
+ */
+export async function assembleMany(w: UnitOfWork, cs: Contribution[]): Promise<(AssemblyResult | OutcomeError)[]> {
+  await w.lockKeys(cs.flatMap(planLocks));
+  await w.prefetch(cs.flatMap(prefetchKeys));
+  const out: (AssemblyResult | OutcomeError)[] = [];
+  for (const c of cs) {
+    const m = w.mark();
+    try {
+      out.push(await assemble(w, c));
+      w.release(m);
+    } catch (err) {
+      const e = toOutcomeError(err);
+      if (e.category === 'fault' || e.category === 'busy') throw err;
+      w.restore(m);
+      out.push(e);
+    }
+  }
+  await w.flush();
+  return out;
 }
 
 /** Resources whose state follows events (demographics, the visit) carry the time of the event that set it. */
@@ -330,6 +380,26 @@ async function byEventTime(w: Writer, batch: Resource[], occurredAt: string | un
   });
 }
 
+/** The rules a contribution triggers, the facts they saw, and the ids the resources they add get. */
+function rulePlan(c: Contribution) {
+  const book = ruleBook();
+  const encounter = c.encounterId ? (c.resources.find((r) => r.resourceType === 'Encounter' && r.id === c.encounterId) as Encounter | undefined) : undefined;
+  const key = c.encounterId ?? c.inboxId;
+  const idFor = (ruleId: string, i: number, a: RuleAction, generation = ''): string =>
+    deterministicId(a.resource, 'rule', ruleId, String(i), key, generation);
+  const facts: RuleFacts = {
+    dispositionCodes: (encounter?.hospitalization?.dischargeDisposition?.coding ?? []).map((x) => x.code ?? '').filter(Boolean),
+    conditionCodes: c.resources
+      .filter((r): r is Condition => r.resourceType === 'Condition')
+      .flatMap((r) => (r.code?.coding ?? []).map((x) => x.code ?? ''))
+      .filter(Boolean),
+    segments: c.segments ?? [],
+    flags: c.flags ?? [],
+  };
+  const applicable = book.rules.filter((r) => r.on === c.event && r.applies(facts));
+  return { book, encounter, idFor, applicable };
+}
+
 /** Adds the requests the rules call for, or revokes what a cancelled discharge had added. */
 async function applyRules(
   w: Writer,
@@ -339,14 +409,10 @@ async function applyRules(
   put: <T extends Resource>(r: T) => Promise<T>,
   defer: <T extends Resource>(r: T) => T,
 ): Promise<{ added: Resource[]; revoked: Resource[] }> {
-  const book = ruleBook();
+  const { book, encounter, idFor, applicable } = rulePlan(c);
   const added: Resource[] = [];
   const revoked: Resource[] = [];
-  const encounter = c.encounterId ? c.resources.find((r) => r.resourceType === 'Encounter' && r.id === c.encounterId) as Encounter | undefined : undefined;
   const encounterRef = c.encounterId ? `Encounter/${c.encounterId}` : undefined;
-  const key = c.encounterId ?? c.inboxId;
-  const idFor = (ruleId: string, i: number, a: RuleAction, generation = ''): string =>
-    deterministicId(a.resource, 'rule', ruleId, String(i), key, generation);
 
   if (c.event === 'discharge-cancelled' || c.event === 'admission-cancelled') {
     // Revoke what the cancelled event's rules added for this encounter: their open requests and tasks.
@@ -363,17 +429,7 @@ async function applyRules(
     return { added, revoked };
   }
 
-  const facts: RuleFacts = {
-    dispositionCodes: (encounter?.hospitalization?.dischargeDisposition?.coding ?? []).map((x) => x.code ?? '').filter(Boolean),
-    conditionCodes: c.resources
-      .filter((r): r is Condition => r.resourceType === 'Condition')
-      .flatMap((r) => (r.code?.coding ?? []).map((x) => x.code ?? ''))
-      .filter(Boolean),
-    segments: c.segments ?? [],
-    flags: c.flags ?? [],
-  };
   const start = c.occurredAt ?? new Date().toISOString();
-  const applicable = book.rules.filter((r) => r.on === c.event && r.applies(facts));
   const existing = await w.readMany(applicable.flatMap((rule) => rule.add.map((a, i) => [a.resource, idFor(rule.id, i, a)] as [string, string])));
   for (const rule of applicable) {
     const made: Resource[] = [];
@@ -509,14 +565,10 @@ async function mergeInto(
   const to = `Patient/${survivor.id}`;
   const retiredPlanId = planIdFor(retiredId);
   const retiredTeamId = teamIdFor(retiredId);
-  const rows = await w.tx.query<{ resource_type: string; resource_id: string }>(
-    `SELECT DISTINCT resource_type, resource_id FROM idx_reference WHERE target_type = 'Patient' AND target_id = $1`,
-    [retiredId],
-  );
-  for (const row of rows) {
-    if (row.resource_type === 'Provenance' || row.resource_type === 'Patient') continue;
-    if (row.resource_id === retiredPlanId || row.resource_id === retiredTeamId) continue;
-    const r = await w.readOptional(row.resource_type, row.resource_id);
+  for (const [type, id] of await w.referencesTo('Patient', retiredId)) {
+    if (type === 'Provenance' || type === 'Patient') continue;
+    if (id === retiredPlanId || id === retiredTeamId) continue;
+    const r = await w.readOptional(type, id);
     if (r) await put(repoint(r, from, to) as Resource);
   }
   const oldPlan = await w.readOptional<CarePlan>('CarePlan', retiredPlanId);
