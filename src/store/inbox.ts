@@ -94,66 +94,124 @@ export class Inbox {
    * journal), so the caller may acknowledge.
    */
   async receive(input: InboxInput): Promise<ReceiveResult> {
-    const id = crypto.randomUUID();
-    const contentHash = sha256(input.payload);
+    return (await this.receiveMany([input]))[0];
+  }
+
+  /**
+   * Stores several payloads in one transaction (group commit: the HL7 receiver gathers the messages that arrive
+   * together). Retransmissions are recognised against stored entries and within the batch.
+   */
+  async receiveMany(inputs: InboxInput[]): Promise<ReceiveResult[]> {
     const receivedAt = new Date().toISOString();
-    const sender = input.sender ?? null;
-    const controlId = input.controlId ?? null;
+    const prepared = inputs.map((input) => ({
+      input,
+      id: crypto.randomUUID(),
+      contentHash: sha256(input.payload),
+      sender: input.sender ?? null,
+      controlId: input.controlId ?? null,
+    }));
+    const keyOf = (p: (typeof prepared)[number]): string | undefined =>
+      p.input.dedupe && p.sender && p.controlId ? `${p.sender}\u0000${p.controlId}` : undefined;
 
     return this.db.transaction(async (tx) => {
-      let duplicate: ReceiveResult['duplicate'] = 'none';
-      let original: InboxEntry | undefined;
-      if (input.dedupe && sender && controlId) {
-        await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`inbox|${sender}|${controlId}`]);
+      const earlier = new Map<string, InboxEntry>();
+      const keyed = prepared.filter((p) => keyOf(p) !== undefined);
+      if (keyed.length > 0) {
+        const locks = [...new Set(keyed.map((p) => `inbox|${p.sender}|${p.controlId}`))].sort();
+        await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k`, [locks]);
         const rows = await tx.query(
-          `SELECT ${COLUMNS} FROM inbox WHERE sender = $1 AND control_id = $2 AND duplicate_of IS NULL ORDER BY received_at LIMIT 1`,
-          [sender, controlId],
+          `SELECT DISTINCT ON (sender, control_id) ${COLUMNS} FROM inbox
+           WHERE (sender, control_id) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND duplicate_of IS NULL
+           ORDER BY sender, control_id, received_at`,
+          [keyed.map((p) => p.sender), keyed.map((p) => p.controlId)],
         );
-        if (rows.length > 0) {
-          original = toEntry(rows[0]);
-          duplicate = original.contentHash === contentHash ? 'same' : 'different';
+        for (const r of rows) earlier.set(`${r.sender}\u0000${r.control_id}`, toEntry(r));
+      }
+      const results: ReceiveResult[] = [];
+      const rows: { rec: JournalRecord; status: InboxStatus }[] = [];
+      for (const p of prepared) {
+        const key = keyOf(p);
+        const original = key ? earlier.get(key) : undefined;
+        const duplicate: ReceiveResult['duplicate'] = original ? (original.contentHash === p.contentHash ? 'same' : 'different') : 'none';
+        if (duplicate === 'same' && original) {
+          results.push({ entry: original, duplicate, original });
+          continue;
         }
+        let status: InboxStatus = p.input.claim === false ? 'received' : 'processing';
+        let reason: string | null = null;
+        if (p.input.rejectReason) {
+          status = 'rejected';
+          reason = p.input.rejectReason;
+        }
+        if (duplicate === 'different') {
+          status = 'rejected';
+          reason = `duplicate control id ${p.controlId} from ${p.sender} with different content (first received as ${original?.id})`;
+        }
+        const rec: JournalRecord = {
+          id: p.id,
+          channel: p.input.channel,
+          sender: p.sender,
+          controlId: p.controlId,
+          contentHash: p.contentHash,
+          contentType: p.input.contentType ?? null,
+          receivedAt,
+          status: status === 'processing' ? 'received' : status,
+          reason,
+          duplicateOf: duplicate === 'different' ? (original?.id ?? null) : null,
+          payload: this.journal ? p.input.payload.toString('base64') : '',
+        };
+        const entry: InboxEntry = {
+          id: p.id,
+          channel: p.input.channel,
+          sender: p.sender,
+          controlId: p.controlId,
+          contentHash: p.contentHash,
+          contentType: rec.contentType,
+          receivedAt,
+          status,
+          reason,
+          ack: null,
+          outcome: null,
+          produced: [],
+          attempts: status === 'processing' ? 1 : 0,
+          processedAt: status === 'rejected' ? receivedAt : null,
+          duplicateOf: rec.duplicateOf,
+        };
+        // a later message of this batch with the same key is a retransmission of this one
+        if (key && duplicate === 'none') earlier.set(key, entry);
+        rows.push({ rec, status });
+        results.push({ entry, duplicate, original });
       }
-      if (duplicate === 'same' && original) return { entry: original, duplicate, original };
-
-      let status: InboxStatus = input.claim === false ? 'received' : 'processing';
-      let reason: string | null = null;
-      if (input.rejectReason) {
-        status = 'rejected';
-        reason = input.rejectReason;
-      }
-      if (duplicate === 'different') {
-        status = 'rejected';
-        reason = `duplicate control id ${controlId} from ${sender} with different content (first received as ${original?.id})`;
-      }
-      const rec: JournalRecord = {
-        id,
-        channel: input.channel,
-        sender,
-        controlId,
-        contentHash,
-        contentType: input.contentType ?? null,
-        receivedAt,
-        status: status === 'processing' ? 'received' : status,
-        reason,
-        duplicateOf: duplicate === 'different' ? (original?.id ?? null) : null,
-        payload: input.payload.toString('base64'),
-      };
+      if (rows.length === 0) return results;
       // Journal first: once it is on disk the payload survives anything; the row below is its index.
       if (this.journal) {
-        await this.journal.append(rec);
+        await Promise.all(rows.map((r) => this.journal!.append(r.rec)));
         this.afterJournalAppend?.();
       }
-      const rows = await tx.query(
+      const payloads = new Map<string, Buffer>(prepared.map((p) => [p.id, p.input.payload]));
+      await tx.query(
         `INSERT INTO inbox (id, channel, sender, control_id, content_hash, content_type, received_at, status, reason,
            payload, duplicate_of, attempts, lease_until, processed_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-           CASE WHEN $8 = 'processing' THEN now() + make_interval(secs => ${LEASE_SECONDS}) END,
-           CASE WHEN $8 = 'rejected' THEN now() END)
-         RETURNING ${COLUMNS}`,
-        [id, input.channel, sender, controlId, contentHash, rec.contentType, receivedAt, status, reason, input.payload, rec.duplicateOf, status === 'processing' ? 1 : 0],
+         SELECT id, ch, snd, cid, hash, ct, $7::timestamptz, st, rsn, pl, dup, CASE WHEN st = 'processing' THEN 1 ELSE 0 END,
+           CASE WHEN st = 'processing' THEN now() + make_interval(secs => ${LEASE_SECONDS}) END,
+           CASE WHEN st = 'rejected' THEN now() END
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $8::text[], $9::text[], $10::bytea[], $11::text[])
+           AS u(id, ch, snd, cid, hash, ct, st, rsn, pl, dup)`,
+        [
+          rows.map((r) => r.rec.id),
+          rows.map((r) => r.rec.channel),
+          rows.map((r) => r.rec.sender),
+          rows.map((r) => r.rec.controlId),
+          rows.map((r) => r.rec.contentHash),
+          rows.map((r) => r.rec.contentType),
+          receivedAt,
+          rows.map((r) => r.status),
+          rows.map((r) => r.rec.reason),
+          rows.map((r) => payloads.get(r.rec.id)!),
+          rows.map((r) => r.rec.duplicateOf),
+        ],
       );
-      return { entry: toEntry(rows[0]), duplicate, original };
+      return results;
     });
   }
 
@@ -176,6 +234,37 @@ export class Inbox {
         result.patientKey ?? null,
       ],
     );
+  }
+
+  /** Records the outcomes of several entries in one statement (a batch of HL7 messages). */
+  async finishMany(
+    results: { id: string; status: Exclude<InboxStatus, 'received' | 'processing'>; reason?: string; outcome?: unknown; produced?: string[]; patientKey?: string }[],
+    tx: Queryable = this.db,
+  ): Promise<void> {
+    if (results.length === 0) return;
+    await tx.query(
+      `UPDATE inbox SET status = u.st, reason = u.rsn, outcome = u.oc, produced = u.pr, patient_key = u.pk,
+         processed_at = now(), lease_until = NULL
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) AS u(id, st, rsn, oc, pr, pk)
+       WHERE inbox.id = u.id`,
+      [
+        results.map((r) => r.id),
+        results.map((r) => r.status),
+        results.map((r) => r.reason ?? null),
+        results.map((r) => (r.outcome === undefined ? null : JSON.stringify(r.outcome))),
+        results.map((r) => JSON.stringify(r.produced ?? [])),
+        results.map((r) => r.patientKey ?? null),
+      ],
+    );
+  }
+
+  /** Saves the ACKs sent for several entries in one statement. */
+  async saveAcks(acks: { id: string; ack: string }[]): Promise<void> {
+    if (acks.length === 0) return;
+    await this.db.query(`UPDATE inbox SET ack = u.ack FROM unnest($1::text[], $2::text[]) AS u(id, ack) WHERE inbox.id = u.id`, [
+      acks.map((a) => a.id),
+      acks.map((a) => a.ack),
+    ]);
   }
 
   /** Saves the ACK sent for an entry, so a retransmission gets the same answer. */
