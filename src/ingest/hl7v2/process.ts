@@ -10,7 +10,8 @@ import type { OperationOutcomeIssue } from '../../fhir/types.js';
 import { OutcomeError, toOutcomeError } from '../../fhir/outcome.js';
 import type { Store } from '../../store/index.js';
 import type { InboxEntry } from '../../store/inbox.js';
-import { assemble, type Contribution } from '../../careplan/assemble.js';
+import { assembleMany, type Contribution } from '../../careplan/assemble.js';
+import { inUnitOfWork } from '../../store/unit-of-work.js';
 import { convertHl7, type Conversion } from '../../mapping/hl7v2.js';
 import { parseHl7 } from './parse.js';
 import { decodeHl7 } from './decode.js';
@@ -35,43 +36,116 @@ export function contributionOf(conv: Conversion, inboxId: string, description: s
   };
 }
 
-export function hl7Processor(store: Store): Hl7Processor {
-  return async (entry: InboxEntry, text: string): Promise<ProcessOutcome> => {
-    let conv: Conversion;
-    try {
-      const msg = parseHl7(text);
-      conv = convertHl7(msg);
-    } catch (err) {
-      const e = toOutcomeError(err);
-      if (e.category === 'fault') throw err;
-      await store.inbox.finish(entry.id, { status: 'rejected', reason: e.message, outcome: e.outcome });
-      return { code: e.category === 'invalid' ? 'AE' : 'AR', errors: [e], issues: [] };
-    }
-    const errors = conv.issues.filter((i) => i.severity === 'error' || i.severity === 'fatal');
-    const notes: OperationOutcomeIssue[] = conv.issues.filter((i) => i.severity === 'warning');
-    if (errors.length) {
-      const e = OutcomeError.fromIssues('invalid', errors);
-      await store.inbox.finish(entry.id, { status: 'rejected', reason: e.message, outcome: { resourceType: 'OperationOutcome', issue: conv.issues } });
-      return { code: 'AE', errors: [e], issues: notes };
-    }
-    const description = `HL7 v2 ${conv.event.type}^${conv.event.trigger} control id ${entry.controlId ?? '?'} from ${entry.sender ?? '?'}`;
-    try {
-      await store.repo.transaction(async (w) => {
-        const result = await assemble(w, contributionOf(conv, entry.id, description));
-        await store.inbox.finish(
-          entry.id,
-          { status: 'processed', produced: result.written, patientKey: result.patientId, outcome: { resourceType: 'OperationOutcome', issue: conv.issues } },
-          w.tx,
-        );
+/** A stored, decoded message waiting to be processed. */
+export interface Hl7Item {
+  entry: InboxEntry;
+  text: string;
+}
+
+type Finish = Parameters<Store['inbox']['finishMany']>[0][number];
+
+/** How often a message alone is tried again when another writer changed what it writes meanwhile. */
+const CONFLICT_RETRIES = 3;
+
+/**
+ * Processes several stored messages together: each is parsed and converted on its own; those that convert are
+ * assembled into the shared plans in ONE unit of work (one transaction, a handful of statements whatever the
+ * batch size) that also finishes every entry. When the batch as a whole fails (a concurrent change, a deadlock,
+ * a database error), each message is processed alone, so one message can never hold back the others.
+ * Results are in input order; an Error is a message that could not be processed now (the receiver answers AR and
+ * the entry is marked failed).
+ */
+export function hl7BatchProcessor(store: Store): (items: Hl7Item[]) => Promise<(ProcessOutcome | Error)[]> {
+  const run = async (items: Hl7Item[]): Promise<(ProcessOutcome | Error)[]> => {
+    const out: (ProcessOutcome | Error | undefined)[] = items.map(() => undefined);
+    const finishes: Finish[] = [];
+    const todo: { i: number; conv: Conversion; notes: OperationOutcomeIssue[] }[] = [];
+    items.forEach(({ entry, text }, i) => {
+      let conv: Conversion;
+      try {
+        conv = convertHl7(parseHl7(text));
+      } catch (err) {
+        const e = toOutcomeError(err);
+        if (e.category === 'fault') {
+          out[i] = err instanceof Error ? err : new Error(String(err));
+          return;
+        }
+        finishes.push({ id: entry.id, status: 'rejected', reason: e.message, outcome: e.outcome });
+        out[i] = { code: e.category === 'invalid' ? 'AE' : 'AR', errors: [e], issues: [] };
+        return;
+      }
+      const errors = conv.issues.filter((x) => x.severity === 'error' || x.severity === 'fatal');
+      const notes = conv.issues.filter((x) => x.severity === 'warning');
+      if (errors.length) {
+        const e = OutcomeError.fromIssues('invalid', errors);
+        finishes.push({ id: entry.id, status: 'rejected', reason: e.message, outcome: { resourceType: 'OperationOutcome', issue: conv.issues } });
+        out[i] = { code: 'AE', errors: [e], issues: notes };
+        return;
+      }
+      todo.push({ i, conv, notes });
+    });
+
+    const commit = async (group: typeof todo, rejected: Finish[]): Promise<void> => {
+      await inUnitOfWork(store.repo, async (w) => {
+        const contributions = group.map(({ i, conv }) => {
+          const entry = items[i].entry;
+          return contributionOf(conv, entry.id, `HL7 v2 ${conv.event.type}^${conv.event.trigger} control id ${entry.controlId ?? '?'} from ${entry.sender ?? '?'}`);
+        });
+        const results = await assembleMany(w, contributions);
+        const done: Finish[] = [...rejected];
+        results.forEach((r, k) => {
+          const { i, conv, notes } = group[k];
+          const id = items[i].entry.id;
+          if (r instanceof OutcomeError) {
+            // the converted resources failed validation or a state rule: the content is wrong
+            done.push({ id, status: 'rejected', reason: r.message, outcome: r.outcome });
+            out[i] = { code: 'AE', errors: [r], issues: notes };
+          } else {
+            done.push({ id, status: 'processed', produced: r.written, patientKey: r.patientId, outcome: { resourceType: 'OperationOutcome', issue: conv.issues } });
+            out[i] = { code: 'AA', errors: [], issues: notes };
+          }
+        });
+        await w.flush();
+        await store.inbox.finishMany(done, w.tx);
       });
+    };
+
+    try {
+      await commit(todo, finishes);
     } catch (err) {
-      const e = toOutcomeError(err);
-      if (e.category === 'fault' || e.category === 'busy') throw err;
-      // the converted resources failed validation or a state rule: the content is wrong
-      await store.inbox.finish(entry.id, { status: 'rejected', reason: e.message, outcome: e.outcome });
-      return { code: 'AE', errors: [e], issues: notes };
+      if (todo.length <= 1 && finishes.length === 0) {
+        // one message alone: a concurrent change is worth another try; anything else fails the message
+        let last = err;
+        for (let attempt = 1; attempt <= CONFLICT_RETRIES && toOutcomeError(last).category === 'busy' && todo.length === 1; attempt++) {
+          try {
+            await commit(todo, []);
+            last = undefined;
+            break;
+          } catch (e) {
+            last = e;
+          }
+        }
+        if (last !== undefined) for (const { i } of todo) out[i] = last instanceof Error ? last : new Error(String(last));
+      } else {
+        await store.inbox.finishMany(finishes);
+        for (const one of todo) {
+          const [r] = await run([items[one.i]]);
+          out[one.i] = r;
+        }
+      }
     }
-    return { code: 'AA', errors: [], issues: notes };
+    return out.map((o) => o ?? new Error('message was not processed'));
+  };
+  return run;
+}
+
+/** One message at a time (start-up recovery, $reprocess): a batch of one; it finishes the entry itself. */
+export function hl7Processor(store: Store): Hl7Processor {
+  const batch = hl7BatchProcessor(store);
+  return async (entry: InboxEntry, text: string): Promise<ProcessOutcome> => {
+    const [r] = await batch([{ entry, text }]);
+    if (r instanceof Error) throw r;
+    return r;
   };
 }
 

@@ -21,7 +21,8 @@ import { CATEGORIES, OutcomeError, toOutcomeError } from '../../fhir/outcome.js'
 import type { OperationOutcomeIssue } from '../../fhir/types.js';
 import type { Logger } from '../../log.js';
 import type { Store } from '../../store/index.js';
-import type { InboxEntry } from '../../store/inbox.js';
+import type { InboxEntry, InboxInput, ReceiveResult as InboxReceiveResult } from '../../store/inbox.js';
+import { Batcher } from '../batcher.js';
 import { ackToSend, buildAck, readMsh, type AckCode, type RawMsh } from './ack.js';
 import { charsetFor, decodeAs, decodeHl7, declaredCharset, encode, rawMsh, type Decoded } from './decode.js';
 
@@ -198,29 +199,61 @@ export function createHl7Receiver(deps: Hl7ReceiverDeps): Hl7Receive {
 /** Processes one stored, decoded inbox entry (process.ts); finishes the entry itself. */
 export type Hl7Processor = (entry: InboxEntry, text: string) => Promise<ProcessOutcome>;
 
+/** Processes several stored, decoded entries together; one result per item, in order (an Error: not processed now). */
+export type Hl7BatchProcessor = (items: { entry: InboxEntry; text: string }[]) => Promise<(ProcessOutcome | Error)[]>;
+
 /** Result of `Hl7Receiver.receive`. */
 export interface ReceiveResult extends Received {
   inboxId?: string;
 }
 
-/** `createHl7Receiver` wired to the store's inbox (committed transaction before resolve) and a processor. */
+/**
+ * `createHl7Receiver` wired to the store's inbox (committed transaction before resolve) and a processor.
+ *
+ * Messages arriving together — many MLLP connections, or HTTP clients — share transactions (group commit,
+ * batcher.ts): one to store a batch, one to process it, one to save its ACKs. Each message still gets its own
+ * ACK, only after its own bytes are committed; a batch that fails is retried message by message (process.ts).
+ */
 export class Hl7Receiver {
   private readonly receiveFn: Hl7Receive;
   /** entries stored by calls still in progress, by id (the processor wants the whole entry) */
   private readonly pending = new Map<string, { entry: InboxEntry; charset: string }>();
+  private readonly storing: Batcher<InboxInput, InboxReceiveResult>;
+  private readonly processing: Batcher<{ entry: InboxEntry; text: string }, ProcessOutcome>;
+  private readonly acking: Batcher<{ id: string; ack: string }, undefined>;
 
   constructor(
     private readonly store: Store,
-    processor: Hl7Processor,
-    opts: { defaultCharset: string; logger: Logger; self?: { application: string; facility: string }; admit?: Hl7ReceiverDeps['admit'] },
+    processBatch: Hl7BatchProcessor,
+    opts: {
+      defaultCharset: string;
+      logger: Logger;
+      self?: { application: string; facility: string };
+      admit?: Hl7ReceiverDeps['admit'];
+      /** largest number of messages in one transaction (default 64) */
+      maxBatch?: number;
+      /** batches at the database at the same time (default: 1 on the embedded store, 2 on PostgreSQL) */
+      lanes?: number;
+    },
   ) {
+    const maxBatch = opts.maxBatch ?? 64;
+    const lanes = opts.lanes ?? (store.db.kind === 'pglite' ? 1 : 2);
+    this.storing = new Batcher((inputs) => store.inbox.receiveMany(inputs), { maxBatch, lanes });
+    this.processing = new Batcher(processBatch, { maxBatch, lanes });
+    this.acking = new Batcher(
+      async (acks) => {
+        await store.inbox.saveAcks(acks);
+        return acks.map(() => undefined);
+      },
+      { maxBatch: maxBatch * 2, lanes: 1 },
+    );
     this.receiveFn = createHl7Receiver({
       defaultCharset: opts.defaultCharset,
       logger: opts.logger,
       self: opts.self,
       admit: opts.admit,
       store: async (raw, meta) => {
-        const r = await this.store.inbox.receive({
+        const r = await this.storing.submit({
           channel: meta.channel === 'http' ? 'hl7v2-http' : 'mllp',
           payload: raw,
           sender: meta.sender || undefined,
@@ -238,7 +271,7 @@ export class Hl7Receiver {
         const entry = this.pending.get(id)?.entry ?? (await this.store.inbox.get(id));
         if (!entry) throw new OutcomeError('fault', `inbox entry ${id} not found`);
         try {
-          return await processor(entry, text);
+          return await this.processing.submit({ entry, text });
         } catch (err) {
           const e = toOutcomeError(err);
           await this.store.inbox.finish(id, { status: 'failed', reason: err instanceof Error ? err.message : String(err), outcome: e.outcome }).catch(() => undefined);
@@ -246,7 +279,7 @@ export class Hl7Receiver {
         }
       },
       saveAck: async (id, ack) => {
-        await this.store.inbox.saveAck(id, decodeAs(ack, this.pending.get(id)?.charset ?? 'utf-8'));
+        await this.acking.submit({ id, ack: decodeAs(ack, this.pending.get(id)?.charset ?? 'utf-8') });
       },
     });
   }
