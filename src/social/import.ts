@@ -8,7 +8,8 @@
 import { OutcomeError, toOutcomeError } from '../fhir/outcome.js';
 import type { Store } from '../store/index.js';
 import type { Writer } from '../store/repository.js';
-import { assemble } from '../careplan/assemble.js';
+import { assemble, assembleMany } from '../careplan/assemble.js';
+import { inUnitOfWork } from '../store/unit-of-work.js';
 import { checkRecord, contributionFor, type Decision, type RowError } from './convert.js';
 import { readRecords } from './records.js';
 import { socialMapping, type SocialMapping } from './mapping.js';
@@ -60,15 +61,16 @@ export async function importStored(store: Store, mapping: SocialMapping, inboxId
   const lanes = Array.from({ length: store.db.kind === 'postgres' ? LANES : 1 }, () => ({ batch: [] as Decision[], busy: Promise.resolve() }));
   const commit = async (rows: Decision[]): Promise<void> => {
     try {
-      const changed = await store.repo.transaction(async (w) => {
-        let n = 0;
-        for (const d of rows) n += await importOne(w, mapping, d, inboxId);
-        return n;
+      // one unit of work per batch: every person's plan read ahead in one statement, all writes in one batch;
+      // a row whose content the store refuses (a state rule, validation) is undone alone and reported
+      const results = await inUnitOfWork(store.repo, (w) => assembleMany(w, rows.map((d) => contributionFor(mapping, d, inboxId))));
+      results.forEach((r, k) => {
+        if (r instanceof OutcomeError) return rowFailed(rows[k], r);
+        report.rows.accepted++;
+        if (r.written.length > 0) report.rows.changed++;
       });
-      report.rows.accepted += rows.length;
-      report.rows.changed += changed;
     } catch (err) {
-      // one row's content (or a deadlock on a shared resource) failed the batch: each row alone, so only bad rows fail
+      // the batch as a whole failed (a concurrent change, a deadlock on a shared resource): each row alone
       if (rows.length === 1) return rowFailed(rows[0], err);
       for (const d of rows) {
         try {

@@ -20,7 +20,7 @@
 import type { Resource } from '../fhir/types.js';
 import { OutcomeError, notFound } from '../fhir/outcome.js';
 import type { Queryable } from './db.js';
-import { indexRows } from './indexer.js';
+import { patientKeyOf } from './indexer.js';
 import type { SearchRequest, SearchResult } from './search.js';
 import { assertId, stableContent, Writer, type BatchItem, type Repository, type RepositoryOptions, type UpdateOptions, type WriteResult } from './repository.js';
 
@@ -159,7 +159,6 @@ export class UnitOfWork extends Writer {
       if (!unique.has(keyOf(r.resourceType, r.id))) unique.set(keyOf(r.resourceType, r.id), r);
     }
     const list = [...unique.values()];
-    for (const r of list) this.opts.validate?.(r);
     if (opts.expectNew) {
       for (const r of list) {
         const k = keyOf(r.resourceType, r.id!);
@@ -172,7 +171,9 @@ export class UnitOfWork extends Writer {
       await this.prefetch(list.map((r) => [r.resourceType, r.id!]));
     }
     const results = new Map<string, WriteResult>();
-    const lastUpdated = new Date().toISOString();
+    // checks first, for every resource that changes (an unchanged one was checked when it was written), so a
+    // refused list leaves nothing behind; then the versions
+    const changed: Resource[] = [];
     for (const r of list) {
       const k = keyOf(r.resourceType, r.id!);
       const cur = this.known.get(k);
@@ -182,13 +183,20 @@ export class UnitOfWork extends Writer {
           results.set(k, { resource: cur.resource, outcome: 'unchanged' });
           continue;
         }
+        this.opts.validate?.(r);
         this.opts.checkUpdate?.(cur.resource, r);
-      }
+      } else this.opts.validate?.(r);
+      changed.push(r);
+    }
+    const lastUpdated = new Date().toISOString();
+    for (const r of changed) {
+      const k = keyOf(r.resourceType, r.id!);
+      const cur = this.known.get(k);
       const versionId = cur ? cur.version + 1 : 1;
       const stored = { ...r, meta: { ...r.meta, versionId: String(versionId), lastUpdated } } as Resource;
       this.touch(k);
       this.known.set(k, { version: versionId, deleted: false, resource: stored });
-      this.pending.set(k, [...(this.pending.get(k) ?? []), { r: stored, content: JSON.stringify(stored), index: indexRows(stored) }]);
+      this.pending.set(k, [...(this.pending.get(k) ?? []), { r: stored, content: JSON.stringify(stored), patientKey: patientKeyOf(stored) }]);
       results.set(k, { resource: stored, outcome: cur && !cur.deleted ? 'updated' : 'created' });
     }
     return resources.map((r) => results.get(keyOf(r.resourceType, r.id!))!);
@@ -261,12 +269,29 @@ export class UnitOfWork extends Writer {
   }
 }
 
-/** Runs fn in one transaction with a unit of work, flushed before the commit. */
-export function inUnitOfWork<T>(repo: Repository, fn: (w: UnitOfWork) => Promise<T>): Promise<T> {
-  return repo.db.transaction(async (tx) => {
-    const w = new UnitOfWork(tx, repo.options);
-    const result = await fn(w);
-    await w.flush();
-    return result;
-  });
+/** A failure that running the same work again can cure: another writer changed what was read, or a deadlock. */
+export function isTransient(err: unknown): boolean {
+  if (err instanceof OutcomeError) return err.category === 'busy';
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === '40P01' || code === '40001';
+}
+
+/**
+ * Runs fn in one transaction with a unit of work, flushed before the commit. When another writer changed a
+ * resource the work read (or the database chose it as a deadlock victim), the transaction is rolled back and the
+ * work run again from the start, up to `attempts` times in all: fn must only compute from its inputs.
+ */
+export async function inUnitOfWork<T>(repo: Repository, fn: (w: UnitOfWork) => Promise<T>, attempts = 4): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await repo.db.transaction(async (tx) => {
+        const w = new UnitOfWork(tx, repo.options);
+        const result = await fn(w);
+        await w.flush();
+        return result;
+      });
+    } catch (err) {
+      if (attempt >= attempts || !isTransient(err)) throw err;
+    }
+  }
 }

@@ -44,9 +44,6 @@ export interface Hl7Item {
 
 type Finish = Parameters<Store['inbox']['finishMany']>[0][number];
 
-/** How often a message alone is tried again when another writer changed what it writes meanwhile. */
-const CONFLICT_RETRIES = 3;
-
 /**
  * Processes several stored messages together: each is parsed and converted on its own; those that convert are
  * assembled into the shared plans in ONE unit of work (one transaction, a handful of statements whatever the
@@ -111,22 +108,12 @@ export function hl7BatchProcessor(store: Store): (items: Hl7Item[]) => Promise<(
     };
 
     try {
-      await commit(todo, finishes);
+      await commit(todo, finishes); // a concurrent change or deadlock is retried inside (inUnitOfWork)
     } catch (err) {
       if (todo.length <= 1 && finishes.length === 0) {
-        // one message alone: a concurrent change is worth another try; anything else fails the message
-        let last = err;
-        for (let attempt = 1; attempt <= CONFLICT_RETRIES && toOutcomeError(last).category === 'busy' && todo.length === 1; attempt++) {
-          try {
-            await commit(todo, []);
-            last = undefined;
-            break;
-          } catch (e) {
-            last = e;
-          }
-        }
-        if (last !== undefined) for (const { i } of todo) out[i] = last instanceof Error ? last : new Error(String(last));
+        for (const { i } of todo) out[i] = err instanceof Error ? err : new Error(String(err));
       } else {
+        // one message alone must not hold back the others: each on its own
         await store.inbox.finishMany(finishes);
         for (const one of todo) {
           const [r] = await run([items[one.i]]);
