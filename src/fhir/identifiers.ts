@@ -101,9 +101,12 @@ export function checkRegistryCode(code: string): boolean {
 /** The UUID namespace of care-gateway's name-based ids (a fixed random UUID; never change it: ids would move). */
 export const ID_NAMESPACE = '6f1c7f0e-3b8a-4d2e-9c55-0b7d2a61c4e9';
 
+const ID_NAMESPACE_BYTES = Buffer.from(ID_NAMESPACE.replaceAll('-', ''), 'hex');
+
 /** An RFC 4122 §4.3 name-based UUID, version 5 (SHA-1), of a name within a namespace UUID. */
 export function uuidV5(namespace: string, name: string): string {
-  const h = crypto.createHash('sha1').update(Buffer.from(namespace.replaceAll('-', ''), 'hex')).update(name, 'utf8').digest();
+  const ns = namespace === ID_NAMESPACE ? ID_NAMESPACE_BYTES : Buffer.from(namespace.replaceAll('-', ''), 'hex');
+  const h = crypto.createHash('sha1').update(ns).update(name, 'utf8').digest();
   h[6] = (h[6] & 0x0f) | 0x50;
   h[8] = (h[8] & 0x3f) | 0x80;
   const x = h.subarray(0, 16).toString('hex');
@@ -123,5 +126,15 @@ export function normaliseIdPart(part: string): string {
  * @example deterministicId('Patient', SYSTEMS.isikukood, '37302102711')
  */
 export function deterministicId(resourceType: string, ...parts: string[]): string {
-  return uuidV5(ID_NAMESPACE, [resourceType, ...parts.map(normaliseIdPart)].join('\u001f'));
+  // the same organisations, practitioners and people come again and again: a bounded memo saves the hashing
+  const key = `${resourceType}\u001f${parts.join('\u001f')}`;
+  let id = idMemo.get(key);
+  if (id === undefined) {
+    id = uuidV5(ID_NAMESPACE, [resourceType, ...parts.map(normaliseIdPart)].join('\u001f'));
+    if (idMemo.size >= ID_MEMO_SIZE) idMemo.clear();
+    idMemo.set(key, id);
+  }
+  return id;
 }
+const ID_MEMO_SIZE = 20_000;
+const idMemo = new Map<string, string>();

@@ -315,9 +315,10 @@ function addValue(out: SearchValues, def: SearchParamDef, tv: TypedValue): void 
  * (partial dates expand to their whole range; no offset means UTC; an open Period end is `infinity`), normalised
  * strings (each part of a HumanName or Address on its own), quantities, numbers and URIs. `_id`, `_lastUpdated`
  * and composite/special parameters are not extracted (the store has columns for the first two).
- * `fhirPathOnly` evaluates plain paths with the FHIRPath engine too (slower; the tests compare both).
+ * `fhirPathOnly` evaluates plain paths with the FHIRPath engine too (slower; the tests compare both); `only`
+ * restricts extraction to the named parameters.
  */
-export function extractSearchValues(resource: Resource, options: { fhirPathOnly?: boolean } = {}): SearchValues {
+export function extractSearchValues(resource: Resource, options: { fhirPathOnly?: boolean; only?: ReadonlySet<string> } = {}): SearchValues {
   ensureTypeInfo();
   const out: SearchValues = { token: [], string: [], reference: [], date: [], quantity: [], number: [], uri: [] };
   const defs = searchParamsFor(resource.resourceType);
@@ -326,6 +327,7 @@ export function extractSearchValues(resource: Resource, options: { fhirPathOnly?
   const inputOf = (): TypedValue[] => (typed ??= [toTypedValue(resource)]);
   for (const def of defs.values()) {
     if (!def.expression || def.type === 'composite' || def.type === 'special' || def.code === '_id' || def.code === '_lastUpdated') continue;
+    if (options.only && !options.only.has(def.code)) continue;
     if (def.heads && !hasHead(resource as unknown as Record<string, unknown>, def.heads)) continue;
     const values: TypedValue[] = [];
     for (const part of compile(def.expression)) {

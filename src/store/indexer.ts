@@ -10,21 +10,26 @@ export type IndexRows = Omit<SearchValues, 'uri' | 'number'> & { patientKey: str
 
 /** Search parameters whose Patient target makes a resource part of that Patient's compartment. */
 const PATIENT_PARAMS = ['patient', 'subject', 'beneficiary', 'for'];
+const PATIENT_PARAM_SET: ReadonlySet<string> = new Set(PATIENT_PARAMS);
+
+function patientOf(resource: Resource, reference: SearchValues['reference']): string | null {
+  if (resource.resourceType === 'Patient') return resource.id ?? null;
+  for (const p of PATIENT_PARAMS) {
+    const ref = reference.find((r) => r.param === p && r.targetType === 'Patient');
+    if (ref) return ref.targetId;
+  }
+  return null;
+}
 
 export function indexRows(resource: Resource): IndexRows {
   const v = extractSearchValues(resource);
   const token = [...v.token, ...v.uri.map((u) => ({ param: u.param, system: null, code: u.value }))];
   const quantity = [...v.quantity, ...v.number.map((n) => ({ param: n.param, value: n.value, system: null, code: null }))];
-  let patientKey: string | null = null;
-  if (resource.resourceType === 'Patient') patientKey = resource.id ?? null;
-  else {
-    for (const p of PATIENT_PARAMS) {
-      const ref = v.reference.find((r) => r.param === p && r.targetType === 'Patient');
-      if (ref) {
-        patientKey = ref.targetId;
-        break;
-      }
-    }
-  }
-  return { token, string: v.string, reference: v.reference, date: v.date, quantity, patientKey };
+  return { token, string: v.string, reference: v.reference, date: v.date, quantity, patientKey: patientOf(resource, v.reference) };
+}
+
+/** The Patient compartment of a resource alone (what a stored version needs), without the whole index. */
+export function patientKeyOf(resource: Resource): string | null {
+  if (resource.resourceType === 'Patient') return resource.id ?? null;
+  return patientOf(resource, extractSearchValues(resource, { only: PATIENT_PARAM_SET }).reference);
 }

@@ -55,7 +55,10 @@ const INDEX_TABLES = ['idx_token', 'idx_string', 'idx_reference', 'idx_date', 'i
 export interface BatchItem {
   r: Resource;
   content: string;
-  index: IndexRows;
+  /** the Patient compartment of this version */
+  patientKey: string | null;
+  /** the search index rows; computed when the version is written as the current row (writeBatch) */
+  index?: IndexRows;
 }
 
 export function assertId(id: string, where = 'id'): void {
@@ -221,7 +224,8 @@ export class Writer {
       }
       const versionId = cur ? Number(cur.version_id) + 1 : 1;
       const stored = { ...r, meta: { ...r.meta, versionId: String(versionId), lastUpdated } } as Resource;
-      const entry = { r: stored, content: JSON.stringify(stored), index: indexRows(stored) };
+      const index = indexRows(stored);
+      const entry: BatchItem = { r: stored, content: JSON.stringify(stored), patientKey: index.patientKey, index };
       (cur ? updates : inserts).push(entry);
       results.set(keyOf(r), { resource: stored, outcome: cur && !cur.deleted ? 'updated' : 'created' });
     }
@@ -325,6 +329,7 @@ export class Writer {
    */
   protected async writeBatch(inserts: BatchItem[], updates: BatchItem[], versions?: BatchItem[]): Promise<void> {
     const written = [...inserts, ...updates];
+    for (const it of written) it.index ??= indexRows(it.r);
     const params: unknown[] = [];
     const p = (v: unknown): string => `$${params.push(v)}`;
     const cols = (xs: BatchItem[]) =>
@@ -333,7 +338,7 @@ export class Writer {
         `${p(xs.map((x) => x.r.id))}::text[]`,
         `${p(xs.map((x) => Number(x.r.meta!.versionId)))}::int[]`,
         `${p(xs.map((x) => x.r.meta!.lastUpdated))}::timestamptz[]`,
-        `${p(xs.map((x) => x.index.patientKey))}::text[]`,
+        `${p(xs.map((x) => x.patientKey))}::text[]`,
         `${p(xs.map((x) => x.content))}::text[]`,
       ].join(', ');
     const ctes: string[] = [];
@@ -349,9 +354,9 @@ export class Writer {
     }
     ctes.push(`ver AS (INSERT INTO resource_version (resource_type, id, version_id, last_updated, deleted, patient_key, content)
       SELECT t, i, v, lu, false, pk, c FROM unnest(${cols(versions ?? written)}) AS u(t, i, v, lu, pk, c))`);
-    const flat = <R>(pick: (x: IndexRows) => R[]) => written.flatMap((it) => pick(it.index).map((row) => ({ it, row })));
+    const flat = <R>(pick: (x: IndexRows) => R[]) => written.flatMap((it) => pick(it.index!).map((row) => ({ it, row })));
     const owner = (xs: { it: BatchItem }[]) => `${p(xs.map((x) => x.it.r.resourceType))}::text[], ${p(xs.map((x) => x.it.r.id))}::text[]`;
-    const pks = (xs: { it: BatchItem }[]) => `${p(xs.map((x) => x.it.index.patientKey))}::text[]`;
+    const pks = (xs: { it: BatchItem }[]) => `${p(xs.map((x) => x.it.patientKey))}::text[]`;
     const token = flat((x) => x.token);
     if (token.length) {
       ctes.push(`i_token AS (INSERT INTO idx_token (resource_type, resource_id, param, system, code, patient_key)
