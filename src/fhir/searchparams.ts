@@ -120,23 +120,58 @@ function ensureTypeInfo(): void {
  * directly through the JSON (choice elements included); anything else (`where(…)`, `as`, functions) is parsed once
  * with @medplum/core and evaluated with its FHIRPath engine.
  */
-type Compiled = { path: string[] } | { atom: Atom };
+type Compiled = { path: string[]; refType?: string; where?: [string, string]; atom?: Atom } | { atom: Atom };
 const compiled = new Map<string, Compiled[]>();
+
+const PLAIN = /^[A-Z][A-Za-z]*(\.[a-z][A-Za-z]*)+$/;
+/** `(X.a.b as T)` with an optional plain tail, or `X.a.b.as(T)`: the choice element `bT` */
+const AS_CAST = /^\(([A-Z][A-Za-z]*(?:\.[a-z][A-Za-z]*)+) as ([A-Za-z]+)\)((?:\.[a-z][A-Za-z]*)*)$/;
+const AS_FN = /^([A-Z][A-Za-z]*(?:\.[a-z][A-Za-z]*)+)\.as\(([A-Za-z]+)\)$/;
+/** `X.a.where(resolve() is T)` and `X.a.where(system='v')` */
+const WHERE_IS = /^([A-Z][A-Za-z]*(?:\.[a-z][A-Za-z]*)+)\.where\(resolve\(\) is ([A-Z][A-Za-z]*)\)$/;
+const WHERE_EQ = /^([A-Z][A-Za-z]*(?:\.[a-z][A-Za-z]*)+)\.where\(([a-z][A-Za-z]*)='([^']*)'\)$/;
+
+/** The common FHIRPath shapes of the R4 parameters as direct walks; the engine's parse is kept to compare. */
+function fastPath(part: string): { path: string[]; refType?: string; where?: [string, string] } | undefined {
+  if (PLAIN.test(part)) return { path: part.split('.').slice(1) };
+  let m = AS_CAST.exec(part) ?? AS_FN.exec(part);
+  if (m) {
+    const path = m[1].split('.').slice(1);
+    path[path.length - 1] += m[2][0].toUpperCase() + m[2].slice(1);
+    return { path: [...path, ...(m[3] ? m[3].split('.').slice(1) : [])] };
+  }
+  if ((m = WHERE_IS.exec(part))) return { path: m[1].split('.').slice(1), refType: m[2] };
+  if ((m = WHERE_EQ.exec(part))) return { path: m[1].split('.').slice(1), where: [m[2], m[3]] };
+  return undefined;
+}
 
 function compile(expression: string): Compiled[] {
   let c = compiled.get(expression);
   if (!c) {
     c = [];
     for (const part of splitUnion(expression)) {
-      if (/^[A-Z][A-Za-z]*(\.[a-z][A-Za-z]*)+$/.test(part)) c.push({ path: part.split('.').slice(1) });
-      else {
-        const a = atom(part);
-        if (a) c.push({ atom: a });
-      }
+      const fast = fastPath(part);
+      const a = fast && PLAIN.test(part) ? undefined : atom(part);
+      if (fast) c.push(a ? { ...fast, atom: a } : fast);
+      else if (a) c.push({ atom: a });
     }
     compiled.set(expression, c);
   }
   return c;
+}
+
+/** Keeps the values a `where(…)` of a fast path lets through. */
+function filterWhere(part: { refType?: string; where?: [string, string] }, values: TypedValue[], from: number): void {
+  if (!part.refType && !part.where) return;
+  let j = from;
+  for (let i = from; i < values.length; i++) {
+    const v = values[i].value as Record<string, unknown> | null;
+    const keep = part.refType
+      ? typeof v?.reference === 'string' && splitReference(v.reference)?.[0] === part.refType
+      : typeof v === 'object' && v !== null && v[part.where![0]] === part.where![1];
+    if (keep) values[j++] = values[i];
+  }
+  values.length = j;
 }
 
 /** The values at a plain path; `effective` also finds `effectiveDateTime`, `effectivePeriod`, … */
@@ -331,11 +366,14 @@ export function extractSearchValues(resource: Resource, options: { fhirPathOnly?
     if (def.heads && !hasHead(resource as unknown as Record<string, unknown>, def.heads)) continue;
     const values: TypedValue[] = [];
     for (const part of compile(def.expression)) {
-      if ('path' in part && !options.fhirPathOnly) follow(resource, part.path, 0, values);
-      else if ('path' in part) values.push(...evalFhirPathTyped(atom(`${resource.resourceType}.${part.path.join('.')}`)!, inputOf()));
+      if ('path' in part && !options.fhirPathOnly) {
+        const from = values.length;
+        follow(resource, part.path, 0, values);
+        filterWhere(part, values, from);
+      } else if ('path' in part && !part.atom) values.push(...evalFhirPathTyped(atom(`${resource.resourceType}.${part.path.join('.')}`)!, inputOf()));
       else {
         try {
-          values.push(...evalFhirPathTyped(part.atom, inputOf()));
+          values.push(...evalFhirPathTyped(part.atom!, inputOf()));
         } catch {
           // an expression that cannot be evaluated on this resource leaves its parameter unindexed
         }

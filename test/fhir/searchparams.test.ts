@@ -166,3 +166,42 @@ test('the direct path walk and the FHIRPath engine give the same rows (corpus an
     expect(Object.values(fast).flat().length).toBeGreaterThan(0);
   }
 });
+
+test('the FHIRPath shapes walked directly: where(resolve() is T), where(system=…), as(T) and (x as T) pick only their own values', () => {
+  const person: Patient = {
+    ...patient,
+    telecom: [
+      { system: 'phone', value: '+3725551234' },
+      { system: 'email', value: 'tonu@example.ee' },
+    ],
+    deceasedDateTime: '2026-11-20T08:00:00Z',
+  };
+  const p = extractSearchValues(person);
+  expect(rows(p, 'token', 'email')).toEqual([{ system: 'email', code: 'tonu@example.ee' }]);
+  expect(rows(p, 'token', 'phone')).toEqual([{ system: 'phone', code: '+3725551234' }]);
+  expect(rows(p, 'date', 'death-date')).toEqual([{ low: '2026-11-20T08:00:00.000Z', high: '2026-11-20T08:00:00.999Z' }]);
+
+  // onset[x]: a dateTime is a date, not also an "onset-info" string or a second date row
+  const withDate = extractSearchValues({ resourceType: 'Condition', id: 'c1', subject: { reference: 'Patient/p1' }, onsetDateTime: '2026-11-01' } as Resource);
+  expect(rows(withDate, 'date', 'onset-date')).toEqual([{ low: '2026-11-01T00:00:00.000Z', high: '2026-11-01T23:59:59.999Z' }]);
+  expect(rows(withDate, 'string', 'onset-info')).toEqual([]);
+  expect(rows(withDate, 'reference', 'patient')).toEqual([{ targetType: 'Patient', targetId: 'p1' }]);
+  const withText = extractSearchValues({ resourceType: 'Condition', id: 'c2', subject: { reference: 'Group/g1' }, onsetString: 'Lapsepõlves' } as Resource);
+  expect(rows(withText, 'string', 'onset-info').map((r) => r.value)).toContain('lapsepolves');
+  expect(rows(withText, 'date', 'onset-date')).toEqual([]);
+  // the subject is a Group: `patient` (subject.where(resolve() is Patient)) has no row, `subject` has
+  expect(rows(withText, 'reference', 'patient')).toEqual([]);
+  expect(rows(withText, 'reference', 'subject')).toEqual([{ targetType: 'Group', targetId: 'g1' }]);
+
+  const obs = extractSearchValues({
+    resourceType: 'Observation',
+    id: 'o1',
+    status: 'final',
+    code: { coding: [{ system: 'http://loinc.org', code: '8867-4' }] },
+    valueQuantity: { value: 72, unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' },
+    component: [{ code: { text: 'x' }, valueCodeableConcept: { text: 'Normaalne', coding: [{ system: 'urn:x', code: 'N' }] } }],
+  } as Resource);
+  expect(rows(obs, 'quantity', 'value-quantity')).toEqual([{ value: 72, system: 'http://unitsofmeasure.org', code: '/min' }]);
+  expect(rows(obs, 'token', 'component-value-concept')).toEqual([{ system: 'urn:x', code: 'N' }]);
+  expect(rows(obs, 'token', 'value-concept')).toEqual([]);
+});
