@@ -47,6 +47,33 @@ describe.each(backends())('inbox on %s', (_name, makeBackend) => {
     expect((await store.inbox.get(second.entry.id))?.payload.equals(b)).toBe(true);
   });
 
+  test('receiveMany stores a batch in one go; retransmissions inside the batch are recognised like later ones', async () => {
+    const msg = (n: string, pid: string) => Buffer.from(`MSH|^~\\&|A|B|C|D|20260101||ADT^A03|${n}|P|2.5\rPID|||${pid}`);
+    const results = await store.inbox.receiveMany([
+      { channel: 'mllp', payload: msg('b-1', '1'), sender: 'A^B', controlId: 'b-1', dedupe: true },
+      { channel: 'mllp', payload: msg('b-2', '2'), sender: 'A^B', controlId: 'b-2', dedupe: true },
+      { channel: 'mllp', payload: msg('b-1', '1'), sender: 'A^B', controlId: 'b-1', dedupe: true }, // same again
+      { channel: 'mllp', payload: msg('b-2', '9'), sender: 'A^B', controlId: 'b-2', dedupe: true }, // other content
+      { channel: 'mllp', payload: Buffer.from('not hl7'), rejectReason: 'no MSH' },
+    ]);
+    expect(results.map((r) => r.duplicate)).toEqual(['none', 'none', 'same', 'different', 'none']);
+    expect(results[2].entry.id).toBe(results[0].entry.id);
+    expect(results[3].entry).toMatchObject({ status: 'rejected', duplicateOf: results[1].entry.id });
+    expect(results[4].entry.status).toBe('rejected');
+    // every distinct payload is stored, byte for byte; the in-batch retransmission is not stored twice
+    for (const i of [0, 1, 3, 4]) expect((await store.inbox.get(results[i].entry.id))?.payload.equals([msg('b-1', '1'), msg('b-2', '2'), null, msg('b-2', '9'), Buffer.from('not hl7')][i]!)).toBe(true);
+    const listed = (await store.inbox.list({ limit: 500 })).filter((e) => e.controlId === 'b-1');
+    expect(listed).toHaveLength(1);
+    await store.inbox.finishMany([
+      { id: results[0].entry.id, status: 'processed', produced: ['Patient/x'], patientKey: 'x' },
+      { id: results[1].entry.id, status: 'rejected', reason: 'bad isikukood' },
+    ]);
+    await store.inbox.saveAcks([{ id: results[0].entry.id, ack: 'ACK-b1' }]);
+    const again = await store.inbox.receive({ channel: 'mllp', payload: msg('b-1', '1'), sender: 'A^B', controlId: 'b-1', dedupe: true });
+    expect(again).toMatchObject({ duplicate: 'same', entry: { id: results[0].entry.id, ack: 'ACK-b1', status: 'processed' } });
+    expect((await store.inbox.get(results[1].entry.id))).toMatchObject({ status: 'rejected', reason: 'bad isikukood' });
+  });
+
   test('the worker claims waiting entries and records what the processor produced', async () => {
     const { entry } = await store.inbox.receive({ channel: 'fhir', payload: Buffer.from('{}'), claim: false });
     const worker = new InboxWorker(store, { fhir: async () => ({ status: 'processed', produced: ['Patient/x/_history/1'] }) }, silentLogger);

@@ -9,7 +9,7 @@ import { parseHl7 } from '../../../src/ingest/hl7v2/parse.js';
 import { value, segmentsNamed } from '../../../src/ingest/hl7v2/message.js';
 import { patientIdFor } from '../../../src/mapping/hl7v2.js';
 import { planIdFor } from '../../../src/careplan/assemble.js';
-import { SYSTEMS } from '../../../src/fhir/identifiers.js';
+import { SYSTEMS, isikukoodCheckDigit } from '../../../src/fhir/identifiers.js';
 import { backends, type Backend } from '../../helpers/backends.js';
 import { startTestGateway } from '../../helpers/gateway.js';
 import { eeDischarge, eeMerge, gpReferral } from '../../fixtures/hl7v2/messages.js';
@@ -119,6 +119,47 @@ describe.each(backends())('HL7 v2 through the gateway on %s', (_name, makeBacken
     await c.close();
     const p = await get<Patient>(`/Patient/${patientIdFor(SYSTEMS.isikukood, '38001010015')}`);
     expect(p.name?.[0]).toMatchObject({ family: 'Šõmer', given: ['Žanna'] });
+  });
+
+  test('many MLLP connections at once: messages share transactions, yet each gets its own ACK and every person one plan', async () => {
+    // 12 connections × 4 messages for 6 people: a person's visits arrive on different connections at the same time
+    const people = Array.from({ length: 6 }, (_, n) => {
+      const ten = `3850505${String(200 + n).padStart(3, '0')}`;
+      return ten + isikukoodCheckDigit(ten);
+    });
+    const sent: { controlId: string; ik: string; visit: string }[][] = Array.from({ length: 12 }, (_, c) =>
+      Array.from({ length: 4 }, (_, k) => ({ controlId: `CONC-${c}-${k}`, ik: people[(c + k) % people.length], visit: `VC-${c}-${k}` })),
+    );
+    const bad = { controlId: 'CONC-BAD', ik: '38505052001', visit: 'VC-BAD' }; // checksum fails: AE, alone
+    sent[5].splice(2, 0, bad);
+    const acks = await Promise.all(
+      sent.map(async (list) => {
+        const c = await connectMllp('127.0.0.1', mllpPort);
+        const out: { controlId: string; code: string }[] = [];
+        for (const m of list) {
+          const ack = parseHl7((await c.send(eeDischarge({ controlId: m.controlId, isikukood: m.ik, visit: m.visit }))).toString('utf8'));
+          const msa = segmentsNamed(ack, 'MSA')[0];
+          out.push({ controlId: value(msa, 2), code: value(msa, 1) });
+        }
+        await c.close();
+        return out;
+      }),
+    );
+    // each ACK answers its own message (MSA-2), in order, on its own connection
+    acks.forEach((list, c) => expect(list.map((a) => a.controlId)).toEqual(sent[c].map((m) => m.controlId)));
+    const codes = acks.flat();
+    expect(codes.filter((a) => a.code === 'AA')).toHaveLength(48);
+    expect(codes.find((a) => a.controlId === 'CONC-BAD')?.code).toBe('AE');
+    for (const ik of people) {
+      const pid = patientIdFor(SYSTEMS.isikukood, ik);
+      const plans = await get<Bundle>(`/CarePlan?patient=Patient/${pid}`);
+      expect(plans.entry ?? []).toHaveLength(1);
+      const visits = sent.flat().filter((m) => m.ik === ik).length;
+      const encounters = await get<Bundle>(`/Encounter?patient=Patient/${pid}&_count=100`);
+      expect(encounters.entry ?? []).toHaveLength(visits);
+    }
+    const nobody = await get<Bundle>(`/Patient?identifier=${SYSTEMS.isikukood}|38505052001`);
+    expect(nobody.entry ?? []).toHaveLength(0);
   });
 
   test('enhanced mode (MSH-15 AL, MSH-16 NE) gets a commit accept CA once the message is stored', async () => {
