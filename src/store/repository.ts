@@ -330,30 +330,31 @@ export class Writer {
   protected async writeBatch(inserts: BatchItem[], updates: BatchItem[], versions?: BatchItem[]): Promise<void> {
     const written = [...inserts, ...updates];
     for (const it of written) it.index ??= indexRows(it.r);
+    // Every version goes over the wire once: the current rows (inserts, updates) are picked from the version
+    // arrays by position, so a resource's content is not sent twice.
+    const all = versions ?? written;
+    const position = new Map(all.map((x, i) => [x, i + 1]));
+    const pos = (xs: BatchItem[]) => {
+      const ns = xs.map((x) => position.get(x));
+      if (ns.some((n) => n === undefined)) throw new Error('writeBatch: a current row that is not among the versions');
+      return ns;
+    };
     const params: unknown[] = [];
     const p = (v: unknown): string => `$${params.push(v)}`;
-    const cols = (xs: BatchItem[]) =>
-      [
-        `${p(xs.map((x) => x.r.resourceType))}::text[]`,
-        `${p(xs.map((x) => x.r.id))}::text[]`,
-        `${p(xs.map((x) => Number(x.r.meta!.versionId)))}::int[]`,
-        `${p(xs.map((x) => x.r.meta!.lastUpdated))}::timestamptz[]`,
-        `${p(xs.map((x) => x.patientKey))}::text[]`,
-        `${p(xs.map((x) => x.content))}::text[]`,
-      ].join(', ');
-    const ctes: string[] = [];
+    const source = `unnest(${p(all.map((x) => x.r.resourceType))}::text[], ${p(all.map((x) => x.r.id))}::text[], ${p(all.map((x) => Number(x.r.meta!.versionId)))}::int[], ${p(all.map((x) => x.r.meta!.lastUpdated))}::timestamptz[], ${p(all.map((x) => x.patientKey))}::text[], ${p(all.map((x) => x.content))}::text[]) WITH ORDINALITY AS u(t, i, v, lu, pk, c, n)`;
+    const ctes: string[] = [`src AS MATERIALIZED (SELECT * FROM ${source})`];
     if (inserts.length) {
       ctes.push(`ins AS (INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, patient_key, content)
-        SELECT t, i, v, lu, false, pk, c FROM unnest(${cols(inserts)}) AS u(t, i, v, lu, pk, c))`);
+        SELECT t, i, v, lu, false, pk, c FROM src JOIN unnest(${p(pos(inserts))}::int[]) AS k(n) USING (n))`);
     }
     if (updates.length) {
       ctes.push(`upd AS (UPDATE resource r SET version_id = u.v, last_updated = u.lu, deleted = false, patient_key = u.pk, content = u.c
-        FROM unnest(${cols(updates)}) AS u(t, i, v, lu, pk, c) WHERE r.resource_type = u.t AND r.id = u.i)`);
+        FROM src u JOIN unnest(${p(pos(updates))}::int[]) AS k(n) USING (n) WHERE r.resource_type = u.t AND r.id = u.i)`);
       const owners = `(resource_type, resource_id) IN (SELECT * FROM unnest(${p(updates.map((x) => x.r.resourceType))}::text[], ${p(updates.map((x) => x.r.id))}::text[]))`;
       for (const t of INDEX_TABLES) ctes.push(`del_${t} AS (DELETE FROM ${t} WHERE ${owners})`);
     }
     ctes.push(`ver AS (INSERT INTO resource_version (resource_type, id, version_id, last_updated, deleted, patient_key, content)
-      SELECT t, i, v, lu, false, pk, c FROM unnest(${cols(versions ?? written)}) AS u(t, i, v, lu, pk, c))`);
+      SELECT t, i, v, lu, false, pk, c FROM src)`);
     const flat = <R>(pick: (x: IndexRows) => R[]) => written.flatMap((it) => pick(it.index!).map((row) => ({ it, row })));
     const owner = (xs: { it: BatchItem }[]) => `${p(xs.map((x) => x.it.r.resourceType))}::text[], ${p(xs.map((x) => x.it.r.id))}::text[]`;
     const pks = (xs: { it: BatchItem }[]) => `${p(xs.map((x) => x.it.patientKey))}::text[]`;
