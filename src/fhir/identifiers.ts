@@ -131,7 +131,7 @@ export function deterministicId(resourceType: string, ...parts: string[]): strin
   let id = idMemo.get(key);
   if (id === undefined) {
     id = uuidV5(ID_NAMESPACE, [resourceType, ...parts.map(normaliseIdPart)].join('\u001f'));
-    if (idMemo.size >= ID_MEMO_SIZE) idMemo.clear();
+    if (idMemo.size >= ID_MEMO_SIZE) idMemo.delete(idMemo.keys().next().value!); // oldest first
     idMemo.set(key, id);
   }
   return id;

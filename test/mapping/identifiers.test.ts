@@ -3,7 +3,7 @@
  * canonical systems and aliases) and deterministic ids (RFC 4122 §4.3 UUID v5).
  */
 import {
-  checkIsikukood, checkRegistryCode, canonicalSystem, deterministicId, patientRecordSystem, uuidV5, SYSTEMS,
+  checkIsikukood, checkRegistryCode, canonicalSystem, deterministicId, patientRecordSystem, uuidV5, SYSTEMS, ID_NAMESPACE,
 } from '../../src/fhir/identifiers.js';
 
 test.each([
@@ -66,4 +66,10 @@ test('deterministic ids: stable, per type, normalised (whitespace, alias systems
   expect(a).not.toBe(deterministicId('Patient', SYSTEMS.isikukood, '38001010015'));
   expect(a).toMatch(/^[A-Za-z0-9\-.]{1,64}$/); // FHIR id
   expect(a).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  // ids are memoised: the same inputs give the same id from the memo, and again after it has moved on
+  const name = [ID_NAMESPACE, ['Patient', SYSTEMS.isikukood, '37302102711'].join('\u001f')] as const;
+  expect(a).toBe(uuidV5(...name));
+  for (let i = 0; i < 25_000; i++) deterministicId('Encounter', 'urn:x', String(i));
+  expect(deterministicId('Patient', SYSTEMS.isikukood, '37302102711')).toBe(a);
+  expect(deterministicId('Encounter', 'urn:x', '0')).toBe(uuidV5(ID_NAMESPACE, ['Encounter', 'urn:x', '0'].join('\u001f')));
 });
