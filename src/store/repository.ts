@@ -65,15 +65,44 @@ export function assertId(id: string, where = 'id'): void {
   if (!ID.test(id)) throw new OutcomeError('invalid', `"${id}" is not a valid FHIR id ([A-Za-z0-9-.]{1,64})`, where);
 }
 
-/** Content without meta.versionId/lastUpdated, for "did anything change" comparisons. */
-export function stableContent(r: Resource): string {
-  const { meta, ...rest } = r;
-  const m = meta ? { ...meta } : undefined;
-  if (m) {
-    delete m.versionId;
-    delete m.lastUpdated;
+/**
+ * Whether two versions have the same content apart from meta.versionId/lastUpdated ("did anything change"):
+ * the canonical JSON of both would be equal — key order and undefined members do not count — without building it.
+ */
+export function sameContent(a: Resource, b: Resource): boolean {
+  const { meta: ma, ...ra } = a;
+  const { meta: mb, ...rb } = b;
+  return jsonEqual(ra, rb) && jsonEqual(stableMeta(ma), stableMeta(mb));
+}
+
+function stableMeta(meta: Resource['meta']): Record<string, unknown> {
+  if (!meta) return {};
+  const { versionId: _v, lastUpdated: _l, ...rest } = meta;
+  return rest;
+}
+
+/** Deep equality of JSON values: object member order and members whose value is undefined do not count. */
+function jsonEqual(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) {
+    return typeof a === 'number' && typeof b === 'number' ? JSON.stringify(a) === JSON.stringify(b) : false;
   }
-  return canonicalJson(m && Object.keys(m).length ? { ...rest, meta: m } : rest);
+  if (Array.isArray(a) || Array.isArray(b)) {
+    if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!jsonEqual(a[i], b[i])) return false;
+    return true;
+  }
+  const oa = a as Record<string, unknown>;
+  const ob = b as Record<string, unknown>;
+  let na = 0;
+  for (const k in oa) {
+    if (oa[k] === undefined) continue;
+    na++;
+    if (!jsonEqual(oa[k], ob[k])) return false;
+  }
+  let nb = 0;
+  for (const k in ob) if (ob[k] !== undefined) nb++;
+  return na === nb;
 }
 
 export function canonicalJson(v: unknown): string {
@@ -193,7 +222,7 @@ export class Writer {
     let current = await selectCurrent(list);
     const unchanged = (r: Resource): boolean => {
       const cur = current.get(keyOf(r));
-      return ifMatch === undefined && !!cur && !cur.deleted && stableContent(JSON.parse(cur.content) as Resource) === stableContent(r);
+      return ifMatch === undefined && !!cur && !cur.deleted && sameContent(JSON.parse(cur.content) as Resource, r);
     };
     const toWrite = list.filter((r) => !unchanged(r));
     if (toWrite.length) {
@@ -216,7 +245,7 @@ export class Writer {
       const cur = current.get(keyOf(r));
       if (cur && !cur.deleted) {
         const old = JSON.parse(cur.content) as Resource;
-        if (stableContent(old) === stableContent(r)) {
+        if (sameContent(old, r)) {
           results.set(keyOf(r), { resource: old, outcome: 'unchanged' });
           continue;
         }

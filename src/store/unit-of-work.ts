@@ -22,15 +22,13 @@ import { OutcomeError, notFound } from '../fhir/outcome.js';
 import type { Queryable } from './db.js';
 import { patientKeyOf } from './indexer.js';
 import type { SearchRequest, SearchResult } from './search.js';
-import { assertId, stableContent, Writer, type BatchItem, type Repository, type RepositoryOptions, type UpdateOptions, type WriteResult } from './repository.js';
+import { assertId, sameContent, Writer, type BatchItem, type Repository, type RepositoryOptions, type UpdateOptions, type WriteResult } from './repository.js';
 
 interface Known {
   version: number;
   deleted: boolean;
   /** the current content (absent for deletions) */
   resource?: Resource;
-  /** stableContent(resource), computed when first compared */
-  stable?: string;
 }
 
 /** What a key looked like before the work since a mark touched it (undefined: it was not there). */
@@ -178,8 +176,7 @@ export class UnitOfWork extends Writer {
       const k = keyOf(r.resourceType, r.id!);
       const cur = this.known.get(k);
       if (cur && !cur.deleted && cur.resource) {
-        cur.stable ??= stableContent(cur.resource);
-        if (cur.stable === stableContent(r)) {
+        if (sameContent(cur.resource, r)) {
           results.set(k, { resource: cur.resource, outcome: 'unchanged' });
           continue;
         }
