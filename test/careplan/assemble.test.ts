@@ -5,7 +5,9 @@
  * Specifications: https://hl7.org/fhir/R4/careplan.html, careteam.html, provenance.html; IHE DCP/DCTM; MCC eCare Plan.
  */
 import type { CarePlan, CareTeam, Condition, Encounter, Organization, Patient, Practitioner, Provenance, RelatedPerson, Resource, ServiceRequest, Task } from '@medplum/fhirtypes';
-import { assemble, planIdFor, teamIdFor, type Contribution } from '../../src/careplan/assemble.js';
+import { assemble, assembleMany, planIdFor, teamIdFor, type Contribution } from '../../src/careplan/assemble.js';
+import { OutcomeError } from '../../src/fhir/outcome.js';
+import { inUnitOfWork } from '../../src/store/unit-of-work.js';
 import type { Store } from '../../src/store/index.js';
 import { backends, useStore } from '../helpers/backends.js';
 
@@ -221,5 +223,31 @@ describe.each(backends())('shared care plan on %s', (_name, makeBackend) => {
     expect(new Set(plans[0].activity?.map((a) => a.reference?.reference))).toEqual(new Set(contributions.map((_, i) => `ServiceRequest/sr-cc-${i}`)));
     const teams = await store.repo.search<CareTeam>({ resourceType: 'CareTeam', params: [['patient', `Patient/${pid}`]] });
     expect(teams.resources).toHaveLength(1);
+  });
+
+  test('assembleMany: a batch in one unit of work; a contribution whose content is refused is undone alone', async () => {
+    const bad = discharge('p-batch-2', 'inbox-batch-2');
+    // an Encounter without its required status: refused by validation when the contribution writes it
+    bad.resources = bad.resources.map((r) => (r.resourceType === 'Encounter' ? ({ ...r, status: undefined } as unknown as Resource) : r));
+    const batch = [discharge('p-batch-1', 'inbox-batch-1'), bad, discharge('p-batch-3', 'inbox-batch-3'), discharge('p-batch-1', 'inbox-batch-1b', 'enc-p-batch-1-b')];
+    const results = await inUnitOfWork(store.repo, (w) => assembleMany(w, batch));
+    expect(results.map((r) => (r instanceof OutcomeError ? r.category : 'ok'))).toEqual(['ok', 'invalid', 'ok', 'ok']);
+    expect((results[1] as OutcomeError).message).toMatch(/status/);
+    expect(await plansOf('p-batch-1')).toHaveLength(1);
+    expect(await plansOf('p-batch-3')).toHaveLength(1);
+    expect(await plansOf('p-batch-2')).toHaveLength(0);
+    // nothing of the refused contribution was written: not its patient, not its encounter, not its Provenance
+    await expect(store.repo.read('Patient', 'p-batch-2')).rejects.toMatchObject({ category: 'not-found' });
+    await expect(store.repo.read('Encounter', 'enc-p-batch-2')).rejects.toMatchObject({ category: 'not-found' });
+    // the same person twice in one batch: both visits in the one plan, each contribution with its own Provenance
+    const plan = (await plansOf('p-batch-1'))[0];
+    const encounters = (plan.supportingInfo ?? []).map((r) => r.reference);
+    expect(encounters).toEqual(expect.arrayContaining(['Encounter/enc-p-batch-1', 'Encounter/enc-p-batch-1-b']));
+    const provs = await store.repo.search<Provenance>({ resourceType: 'Provenance', params: [['target', `CarePlan/${plan.id}`]], count: 50 });
+    const first = results[0] as Exclude<(typeof results)[number], OutcomeError>;
+    const fourth = results[3] as Exclude<(typeof results)[number], OutcomeError>;
+    expect(first.written).toContain(`CarePlan/${plan.id}/_history/1`);
+    expect(fourth.written).toContain(`CarePlan/${plan.id}/_history/2`); // the second version made in the same batch
+    expect(provs.resources.length).toBeGreaterThanOrEqual(2);
   });
 });
