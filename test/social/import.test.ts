@@ -146,6 +146,27 @@ describe.each(backends())('social-care import on %s', (_name, makeBackend) => {
     expect(latest.entity![0].what!.display).toContain('row 2');
   });
 
+  test('a row the store refuses (a finished service cannot become active again) is rejected alone within its batch', async () => {
+    const ended = [HEADER, good(1, { 'Otsuse nr': 'FIN-1', Isikukood: '46003170009', Algus: '01.01.2025', Lõpp: '31.03.2025' })].join('\n');
+    expect((await post('tartu-linn', ended)).report.rows).toMatchObject({ accepted: 1, rejected: 0 });
+    const sr = (await search<ServiceRequest>(`ServiceRequest?identifier=https://care-gateway.ee/fhir/sid/social-decision/0793|FIN-1`))[0];
+    expect(sr.status).toBe('completed');
+    // the same decision again without an end date (active), between two good rows of other people
+    const csv = [
+      HEADER,
+      good(1, { 'Otsuse nr': 'FIN-2', Isikukood: '35811300009' }),
+      good(2, { 'Otsuse nr': 'FIN-1', Isikukood: '46003170009', Algus: '01.01.2025' }),
+      good(3, { 'Otsuse nr': 'FIN-3', Isikukood: '36207110014' }),
+    ].join('\n');
+    const { status, report } = await post('tartu-linn', csv);
+    expect(status).toBe(200);
+    expect(report.rows).toMatchObject({ total: 3, accepted: 2, rejected: 1 });
+    expect(report.rejected).toEqual([expect.objectContaining({ row: 2, field: 'row', reason: expect.stringMatching(/status cannot change from "completed" to "active"/) })]);
+    for (const ik of ['35811300009', '36207110014']) await planOf(ik); // one plan each
+    const again = (await search<ServiceRequest>(`ServiceRequest?identifier=https://care-gateway.ee/fhir/sid/social-decision/0793|FIN-1`))[0];
+    expect(again).toMatchObject({ status: 'completed', meta: { versionId: sr.meta!.versionId } });
+  });
+
   test('every rejection rule names row, field and reason; the good rows are still imported', async () => {
     const rows = [
       good(10, { 'Otsuse nr': 'OK-1' }),
