@@ -370,8 +370,11 @@ export class Writer {
     };
     const params: unknown[] = [];
     const p = (v: unknown): string => `$${params.push(v)}`;
-    const source = `unnest(${p(all.map((x) => x.r.resourceType))}::text[], ${p(all.map((x) => x.r.id))}::text[], ${p(all.map((x) => Number(x.r.meta!.versionId)))}::int[], ${p(all.map((x) => x.r.meta!.lastUpdated))}::timestamptz[], ${p(all.map((x) => x.patientKey))}::text[], ${p(all.map((x) => x.content))}::text[]) WITH ORDINALITY AS u(t, i, v, lu, pk, c, n)`;
-    const ctes: string[] = [`src AS MATERIALIZED (SELECT * FROM ${source})`];
+    // The contents travel as one JSON array spliced from the JSON texts (no per-element escaping, which costs more
+    // than the rest of the statement); each element's text is stored exactly as it was serialised.
+    const source = `unnest(${p(all.map((x) => x.r.resourceType))}::text[], ${p(all.map((x) => x.r.id))}::text[], ${p(all.map((x) => Number(x.r.meta!.versionId)))}::int[], ${p(all.map((x) => x.r.meta!.lastUpdated))}::timestamptz[], ${p(all.map((x) => x.patientKey))}::text[]) WITH ORDINALITY AS u(t, i, v, lu, pk, n)
+      JOIN json_array_elements(${p(`[${all.map((x) => x.content).join(',')}]`)}::json) WITH ORDINALITY AS j(c, n) ON j.n = u.n`;
+    const ctes: string[] = [`src AS MATERIALIZED (SELECT u.t, u.i, u.v, u.lu, u.pk, j.c::text AS c, u.n FROM ${source})`];
     if (inserts.length) {
       ctes.push(`ins AS (INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, patient_key, content)
         SELECT t, i, v, lu, false, pk, c FROM src JOIN unnest(${p(pos(inserts))}::int[]) AS k(n) USING (n))`);

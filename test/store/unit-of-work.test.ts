@@ -60,6 +60,18 @@ describe.each(backends())('unit of work on %s', (name, makeBackend) => {
     expect(await byFamily('Kask')).toEqual([]); // the search index holds the current version only
   });
 
+  test('content is stored exactly as serialised: quotes, backslashes, line breaks, escapes, õäöüšž, emoji', async () => {
+    // (a FHIR string admits no control characters other than CR, LF and TAB)
+    const tricky = 'Õie "Šmidt" \\ C:\\x\n\ttab \\u0041 žürii 😀 </script> {"a":[1]}';
+    const p = { ...person('uow-raw', 'Kõiv'), name: [{ family: tricky, given: ['Ülle'] }] } as Patient;
+    const [w1] = await inUnitOfWork(store.repo, (w) => w.updateMany([p]));
+    const [w2] = await store.repo.transaction((w) => w.updateMany([{ ...p, gender: 'female' }]));
+    const raw = await store.repo.readRaw('Patient', 'uow-raw');
+    expect(raw.content).toBe(JSON.stringify(w2.resource));
+    expect((await store.repo.vread<Patient>('Patient', 'uow-raw', '1'))).toEqual(w1.resource);
+    expect((await store.repo.read<Patient>('Patient', 'uow-raw')).name?.[0].family).toBe(tricky);
+  });
+
   test('an unchanged resource makes no version; restore undoes everything since the mark', async () => {
     await store.repo.update(person('uow-2', 'Tamm'));
     await inUnitOfWork(store.repo, async (w) => {
