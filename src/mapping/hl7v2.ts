@@ -9,7 +9,8 @@
  *
  * The rule language (no code in YAML). A message file lists routes `{ rule, segment, repeat?, with?: [companions
  * right after it], context?: [nearest before it], when? }`. A resource file has `resourceType`, an `id` recipe
- * (`recipe: patient` | `key: [locations]`, `scope: patient|facility`, `else`, `within`) and `elements`, each
+ * (`recipe: patient` | `key: [locations]`, `scope: patient|facility`, `else`, `within`) — or, instead of an id, `part:
+ * contact[]` (one element of the subject built from PID, one per segment) — and `elements`, each
  * `Element.path[]: rule | [rules]` where a rule is one of:
  *   `{ from: PID-5, type: XPN|CX|XAD|XTN|CWE|XCN|XON|string|integer|decimal|boolean|date|dateTime|instant, all?,
  *      table?: <mappings/codes value set>, as?: code|Coding|CodeableConcept, fallback?, default?, into?, add? }`
@@ -107,6 +108,11 @@ interface CompiledElement {
 
 interface ResourceFile {
   resourceType: string;
+  /**
+   * Not a resource of its own but one element of the message's subject (the resourceType built from PID), e.g.
+   * `contact[]`: the elements build one object per segment, appended there (NK1 employer rows → Patient.contact).
+   */
+  part?: string;
   /** other segments of the group this rule reads (PRD for a referral, OBX for a document body) */
   uses?: string[];
   id?: { recipe?: 'patient'; from?: string; key?: string[]; scope?: 'patient' | 'facility'; else?: string[]; elseScope?: 'patient' | 'facility'; within?: string };
@@ -191,6 +197,8 @@ export function loadMappings(dir = mappingsDir()): Compiled {
       }
     }
     for (const k of r.id?.key ?? []) mark(k);
+    if (r.part && !r.part.endsWith('[]')) throw new Error(`hl7v2/resources/${f}: part must name an array element (e.g. contact[])`);
+    if (r.part && compiledElements.some((e) => e.late || e.choice)) throw new Error(`hl7v2/resources/${f}: a part cannot hold references to other resources or value[x]`);
     if (r.role) for (const k of [r.role.from, r.role.member, r.role.start, r.role.end]) mark(k);
     rules.set(path.basename(f, '.yaml'), { ...r, used, compiled: compiledElements });
   }
@@ -314,14 +322,25 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
         team.push(...roleChange(rule, scope, ctx));
         continue;
       }
+      // fields of this segment (and its companions) that no element reads
+      const unusedFields = (): void => {
+        for (const s of [seg, ...withSegs]) {
+          const used = rule.used.get(s.name);
+          for (let n = 1; n < s.fields.length; n++) if (!used?.has(n) && hasContent(s.fields[n])) unused.push(`${s.name}-${n}`);
+        }
+      };
+      if (rule.part) {
+        const subject = built.find((b) => b.resource.resourceType === rule.resourceType && b.segment.name === 'PID')?.resource;
+        const part: Record<string, unknown> = {};
+        for (const el of rule.compiled) for (const v of el.run(scope, ctx, built)) setPath(part, el.target, v);
+        if (subject && Object.keys(part).length) setPath(subject as unknown as Record<string, unknown>, rule.part, part);
+        unusedFields();
+        continue;
+      }
       const r = buildResource(route.rule, rule, scope, ctx, built, pending);
       if (!r) continue;
       built.push({ resource: r, segment: seg });
-      // fields of this segment (and its companions) that no element reads
-      for (const s of [seg, ...withSegs]) {
-        const used = rule.used.get(s.name);
-        for (let n = 1; n < s.fields.length; n++) if (!used?.has(n) && hasContent(s.fields[n])) unused.push(`${s.name}-${n}`);
-      }
+      unusedFields();
       for (const name of rule.uses ?? []) group.filter((s) => s.name === name).forEach((s) => usedSegments.add(s.index));
     }
   }

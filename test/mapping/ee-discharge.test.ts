@@ -8,6 +8,7 @@ import { parseHl7 } from '../../src/ingest/hl7v2/parse.js';
 import { convertHl7, type Conversion } from '../../src/mapping/hl7v2.js';
 import { deterministicId, SYSTEMS } from '../../src/fhir/identifiers.js';
 import { CATEGORIES } from '../../src/fhir/outcome.js';
+import { checkResource } from '../../src/write-checks.js';
 import { eeDischarge, type DischargeOptions } from '../fixtures/hl7v2/messages.js';
 
 const convert = (o: DischargeOptions = {}): Conversion => convertHl7(parseHl7(eeDischarge(o)));
@@ -50,6 +51,35 @@ describe('ADT^A03 discharge from Elva hospital', () => {
     expect(rp.relationship?.[0].coding?.[0]).toMatchObject({ system: 'http://terminology.hl7.org/CodeSystem/v3-RoleCode', code: 'DAUC' }); // NK1-3 DAU
     expect(rp.relationship?.[1].coding?.[0]).toMatchObject({ code: 'CGV' }); // NK1-7 caregiver
     expect(rp.telecom?.[0].value).toBe('+3725559876'); // NK1-5
+  });
+
+  test('an NK1 employer row → Patient.contact (relationship, name, phone, organisation), not a RelatedPerson', () => {
+    const employer = 'NK1|2|Kask^Mari|EMR^Employer^HL70063|Ringtee 5^^Tartu^^50105^EE|^WPN^PH^^^^^^^^^+3727300000||E^Employer^HL70131|20200101|||||Tartu Bussijaam AS^^10000001'; // NK1-13 organisation
+    const text = eeDischarge().replace(/(NK1\|1\|[^\r]*)/, `$1\r${employer}`);
+    const withEmployer = convertHl7(parseHl7(text));
+    expect(withEmployer.resources.filter((r) => r.resourceType === 'RelatedPerson')).toHaveLength(1); // the daughter only
+    expect(withEmployer.patient.contact).toEqual([
+      {
+        relationship: [
+          {
+            coding: [
+              { system: 'http://terminology.hl7.org/CodeSystem/v2-0131', code: 'E', display: 'Employer' }, // 0063 EMR → 0131 E
+              { system: 'http://terminology.hl7.org/CodeSystem/v2-0063', code: 'EMR', display: 'Employer' }, // the code as sent
+            ],
+            text: 'Employer',
+          },
+          { coding: [expect.objectContaining({ code: 'E' })], text: 'Employer' },
+        ],
+        name: expect.objectContaining({ family: 'Kask', given: ['Mari'] }),
+        telecom: [expect.objectContaining({ system: 'phone', value: '+3727300000', use: 'work' })],
+        address: expect.objectContaining({ line: ['Ringtee 5'], city: 'Tartu', postalCode: '50105', country: 'EE' }),
+        organization: { display: 'Tartu Bussijaam AS' },
+        period: { start: '2020-01-01' },
+      },
+    ]);
+    expect(withEmployer.unused).not.toContain('NK1-13');
+    expect(checkResource(withEmployer.patient).filter((i) => i.severity === 'error')).toEqual([]); // R4 and the profile
+    expect(c.patient.contact).toBeUndefined(); // the plain discharge has no employer row
   });
 
   test('PV1 → Encounter: finished, inpatient, period in Tallinn time, discharged home, with its diagnosis', () => {
