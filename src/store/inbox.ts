@@ -128,7 +128,7 @@ export class Inbox {
         for (const r of rows) earlier.set(`${r.sender}\u0000${r.control_id}`, toEntry(r));
       }
       const results: ReceiveResult[] = [];
-      const rows: { rec: JournalRecord; status: InboxStatus }[] = [];
+      const rows: { rec: JournalRecord; status: InboxStatus; payload: Buffer }[] = [];
       for (const p of prepared) {
         const key = keyOf(p);
         const original = key ? earlier.get(key) : undefined;
@@ -179,7 +179,7 @@ export class Inbox {
         };
         // a later message of this batch with the same key is a retransmission of this one
         if (key && duplicate === 'none') earlier.set(key, entry);
-        rows.push({ rec, status });
+        rows.push({ rec, status, payload: p.input.payload });
         results.push({ entry, duplicate, original });
       }
       if (rows.length === 0) return results;
@@ -188,7 +188,6 @@ export class Inbox {
         await Promise.all(rows.map((r) => this.journal!.append(r.rec)));
         this.afterJournalAppend?.();
       }
-      const payloads = new Map<string, Buffer>(prepared.map((p) => [p.id, p.input.payload]));
       await tx.query(
         `INSERT INTO inbox (id, channel, sender, control_id, content_hash, content_type, received_at, status, reason,
            payload, duplicate_of, attempts, lease_until, processed_at)
@@ -207,7 +206,7 @@ export class Inbox {
           receivedAt,
           rows.map((r) => r.status),
           rows.map((r) => r.rec.reason),
-          rows.map((r) => payloads.get(r.rec.id)!),
+          rows.map((r) => r.payload),
           rows.map((r) => r.rec.duplicateOf),
         ],
       );
@@ -258,18 +257,13 @@ export class Inbox {
     );
   }
 
-  /** Saves the ACKs sent for several entries in one statement. */
+  /** Saves the ACKs sent for entries (one statement for all), so a retransmission gets the same answer. */
   async saveAcks(acks: { id: string; ack: string }[]): Promise<void> {
     if (acks.length === 0) return;
     await this.db.query(`UPDATE inbox SET ack = u.ack FROM unnest($1::text[], $2::text[]) AS u(id, ack) WHERE inbox.id = u.id`, [
       acks.map((a) => a.id),
       acks.map((a) => a.ack),
     ]);
-  }
-
-  /** Saves the ACK sent for an entry, so a retransmission gets the same answer. */
-  async saveAck(id: string, ack: string): Promise<void> {
-    await this.db.query(`UPDATE inbox SET ack = $2 WHERE id = $1`, [id, ack]);
   }
 
   /** The person an entry's processing was about (null until processed, or when it named nobody). */

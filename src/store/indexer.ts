@@ -30,6 +30,5 @@ export function indexRows(resource: Resource): IndexRows {
 
 /** The Patient compartment of a resource alone (what a stored version needs), without the whole index. */
 export function patientKeyOf(resource: Resource): string | null {
-  if (resource.resourceType === 'Patient') return resource.id ?? null;
-  return patientOf(resource, extractSearchValues(resource, { only: PATIENT_PARAM_SET }).reference);
+  return patientOf(resource, resource.resourceType === 'Patient' ? [] : extractSearchValues(resource, { only: PATIENT_PARAM_SET }).reference);
 }

@@ -65,6 +65,18 @@ export function assertId(id: string, where = 'id'): void {
   if (!ID.test(id)) throw new OutcomeError('invalid', `"${id}" is not a valid FHIR id ([A-Za-z0-9-.]{1,64})`, where);
 }
 
+/** The resources of an update list, each with a valid id, a resource listed twice only once (its first occurrence). */
+export function uniqueById(resources: Resource[]): Resource[] {
+  const unique = new Map<string, Resource>();
+  for (const r of resources) {
+    if (!r.id) throw new OutcomeError('invalid', 'update needs Resource.id', `${r.resourceType}.id`);
+    assertId(r.id, `${r.resourceType}.id`);
+    const k = `${r.resourceType}/${r.id}`;
+    if (!unique.has(k)) unique.set(k, r);
+  }
+  return [...unique.values()];
+}
+
 /**
  * Whether two versions have the same content apart from meta.versionId/lastUpdated ("did anything change"):
  * the canonical JSON of both would be equal — key order and undefined members do not count — without building it.
@@ -128,10 +140,10 @@ export class Writer {
    * locking overlapping sets cannot deadlock on them); keys already held are skipped.
    */
   async lockKeys(keys: string[]): Promise<void> {
-    const todo = [...new Set(keys)].filter((k) => !this.held.has(k)).sort();
-    if (todo.length === 0) return;
-    await this.tx.query(`SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k`, [todo]);
-    for (const k of todo) this.held.add(k);
+    const toLock = [...new Set(keys)].filter((k) => !this.held.has(k)).sort();
+    if (toLock.length === 0) return;
+    await this.tx.query(`SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k`, [toLock]);
+    for (const k of toLock) this.held.add(k);
   }
 
   /** The current resources that reference `type/id` (any parameter), as [type, id]. */
@@ -198,13 +210,7 @@ export class Writer {
   async updateMany(resources: Resource[], opts: UpdateOptions = {}): Promise<WriteResult[]> {
     const ifMatch = opts.ifMatch;
     const keyOf = (r: Resource): string => `${r.resourceType}/${r.id}`;
-    const unique = new Map<string, Resource>();
-    for (const r of resources) {
-      if (!r.id) throw new OutcomeError('invalid', 'update needs Resource.id', `${r.resourceType}.id`);
-      assertId(r.id, `${r.resourceType}.id`);
-      if (!unique.has(keyOf(r))) unique.set(keyOf(r), r);
-    }
-    const list = [...unique.values()];
+    const list = uniqueById(resources);
     for (const r of list) this.opts.validate?.(r);
     const selectCurrent = async (rs: Resource[]) =>
       new Map(

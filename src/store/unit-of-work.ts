@@ -22,7 +22,7 @@ import { OutcomeError, notFound } from '../fhir/outcome.js';
 import type { Queryable } from './db.js';
 import { patientKeyOf } from './indexer.js';
 import type { SearchRequest, SearchResult } from './search.js';
-import { assertId, sameContent, Writer, type BatchItem, type Repository, type RepositoryOptions, type UpdateOptions, type WriteResult } from './repository.js';
+import { sameContent, uniqueById, Writer, type BatchItem, type Repository, type RepositoryOptions, type UpdateOptions, type WriteResult } from './repository.js';
 
 interface Known {
   version: number;
@@ -150,13 +150,7 @@ export class UnitOfWork extends Writer {
       for (const res of results) this.forget(res.resource.resourceType, res.resource.id!);
       return results;
     }
-    const unique = new Map<string, Resource>();
-    for (const r of resources) {
-      if (!r.id) throw new OutcomeError('invalid', 'update needs Resource.id', `${r.resourceType}.id`);
-      assertId(r.id, `${r.resourceType}.id`);
-      if (!unique.has(keyOf(r.resourceType, r.id))) unique.set(keyOf(r.resourceType, r.id), r);
-    }
-    const list = [...unique.values()];
+    const list = uniqueById(resources);
     if (opts.expectNew) {
       for (const r of list) {
         const k = keyOf(r.resourceType, r.id!);
@@ -267,7 +261,7 @@ export class UnitOfWork extends Writer {
 }
 
 /** A failure that running the same work again can cure: another writer changed what was read, or a deadlock. */
-export function isTransient(err: unknown): boolean {
+function isTransient(err: unknown): boolean {
   if (err instanceof OutcomeError) return err.category === 'busy';
   const code = (err as { code?: unknown } | null)?.code;
   return code === '40P01' || code === '40001';

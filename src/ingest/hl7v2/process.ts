@@ -15,7 +15,7 @@ import { inUnitOfWork } from '../../store/unit-of-work.js';
 import { convertHl7, type Conversion } from '../../mapping/hl7v2.js';
 import { parseHl7 } from './parse.js';
 import { decodeHl7 } from './decode.js';
-import type { Hl7Processor, ProcessOutcome } from './receive.js';
+import type { Hl7BatchProcessor, Hl7Item, Hl7Processor, ProcessOutcome } from './receive.js';
 
 /** The contribution a converted message makes to the shared plan. */
 export function contributionOf(conv: Conversion, inboxId: string, description: string): Contribution {
@@ -36,12 +36,6 @@ export function contributionOf(conv: Conversion, inboxId: string, description: s
   };
 }
 
-/** A stored, decoded message waiting to be processed. */
-export interface Hl7Item {
-  entry: InboxEntry;
-  text: string;
-}
-
 type Finish = Parameters<Store['inbox']['finishMany']>[0][number];
 
 /**
@@ -52,11 +46,11 @@ type Finish = Parameters<Store['inbox']['finishMany']>[0][number];
  * Results are in input order; an Error is a message that could not be processed now (the receiver answers AR and
  * the entry is marked failed).
  */
-export function hl7BatchProcessor(store: Store): (items: Hl7Item[]) => Promise<(ProcessOutcome | Error)[]> {
+export function hl7BatchProcessor(store: Store): Hl7BatchProcessor {
   const run = async (items: Hl7Item[]): Promise<(ProcessOutcome | Error)[]> => {
     const out: (ProcessOutcome | Error | undefined)[] = items.map(() => undefined);
     const finishes: Finish[] = [];
-    const todo: { i: number; conv: Conversion; notes: OperationOutcomeIssue[] }[] = [];
+    const converted: { i: number; conv: Conversion; notes: OperationOutcomeIssue[] }[] = [];
     items.forEach(({ entry, text }, i) => {
       let conv: Conversion;
       try {
@@ -79,19 +73,20 @@ export function hl7BatchProcessor(store: Store): (items: Hl7Item[]) => Promise<(
         out[i] = { code: 'AE', errors: [e], issues: notes };
         return;
       }
-      todo.push({ i, conv, notes });
+      converted.push({ i, conv, notes });
     });
 
-    const commit = async (group: typeof todo, rejected: Finish[]): Promise<void> => {
-      await inUnitOfWork(store.repo, async (w) => {
-        const contributions = group.map(({ i, conv }) => {
+    // one unit of work for the batch; a concurrent change or deadlock is rerun inside (inUnitOfWork)
+    const commit = (): Promise<void> =>
+      inUnitOfWork(store.repo, async (w) => {
+        const contributions = converted.map(({ i, conv }) => {
           const entry = items[i].entry;
           return contributionOf(conv, entry.id, `HL7 v2 ${conv.event.type}^${conv.event.trigger} control id ${entry.controlId ?? '?'} from ${entry.sender ?? '?'}`);
         });
         const results = await assembleMany(w, contributions);
-        const done: Finish[] = [...rejected];
+        const done: Finish[] = [...finishes];
         results.forEach((r, k) => {
-          const { i, conv, notes } = group[k];
+          const { i, conv, notes } = converted[k];
           const id = items[i].entry.id;
           if (r instanceof OutcomeError) {
             // the converted resources failed validation or a state rule: the content is wrong
@@ -102,20 +97,18 @@ export function hl7BatchProcessor(store: Store): (items: Hl7Item[]) => Promise<(
             out[i] = { code: 'AA', errors: [], issues: notes };
           }
         });
-        await w.flush();
-        await store.inbox.finishMany(done, w.tx);
+        await store.inbox.finishMany(done, w.tx); // assembleMany has flushed: same transaction, after the writes
       });
-    };
 
     try {
-      await commit(todo, finishes); // a concurrent change or deadlock is retried inside (inUnitOfWork)
+      await commit();
     } catch (err) {
-      if (todo.length <= 1 && finishes.length === 0) {
-        for (const { i } of todo) out[i] = err instanceof Error ? err : new Error(String(err));
+      if (converted.length <= 1 && finishes.length === 0) {
+        for (const { i } of converted) out[i] = err instanceof Error ? err : new Error(String(err));
       } else {
         // one message alone must not hold back the others: each on its own
         await store.inbox.finishMany(finishes);
-        for (const one of todo) {
+        for (const one of converted) {
           const [r] = await run([items[one.i]]);
           out[one.i] = r;
         }

@@ -199,8 +199,14 @@ export function createHl7Receiver(deps: Hl7ReceiverDeps): Hl7Receive {
 /** Processes one stored, decoded inbox entry (process.ts); finishes the entry itself. */
 export type Hl7Processor = (entry: InboxEntry, text: string) => Promise<ProcessOutcome>;
 
+/** A stored, decoded message waiting to be processed. */
+export interface Hl7Item {
+  entry: InboxEntry;
+  text: string;
+}
+
 /** Processes several stored, decoded entries together; one result per item, in order (an Error: not processed now). */
-export type Hl7BatchProcessor = (items: { entry: InboxEntry; text: string }[]) => Promise<(ProcessOutcome | Error)[]>;
+export type Hl7BatchProcessor = (items: Hl7Item[]) => Promise<(ProcessOutcome | Error)[]>;
 
 /** Result of `Hl7Receiver.receive`. */
 export interface ReceiveResult extends Received {
@@ -219,7 +225,7 @@ export class Hl7Receiver {
   /** entries stored by calls still in progress, by id (the processor wants the whole entry) */
   private readonly pending = new Map<string, { entry: InboxEntry; charset: string }>();
   private readonly storing: Batcher<InboxInput, InboxReceiveResult>;
-  private readonly processing: Batcher<{ entry: InboxEntry; text: string }, ProcessOutcome>;
+  private readonly processing: Batcher<Hl7Item, ProcessOutcome>;
   private readonly acking: Batcher<{ id: string; ack: string }, undefined>;
 
   constructor(
