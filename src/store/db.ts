@@ -4,6 +4,7 @@
  * Everything above this file (repository, search, inbox) speaks only `Queryable` and `Db`, with PostgreSQL
  * SQL and `$1` parameters — the same schema and migrations run on both. Only this file knows the drivers.
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
@@ -55,8 +56,9 @@ async function openPostgres(url: string, schema: string | undefined, max: number
   u.searchParams.delete('options');
   const pool = new pg.Pool({ connectionString: u.toString(), max, options });
   pool.on('error', () => undefined); // idle client errors surface on the next query
+  const statements = new PreparedStatements();
   const q = async <T extends Row>(client: pg.Pool | pg.PoolClient, sql: string, params?: unknown[]): Promise<T[]> =>
-    (await client.query(sql, params as unknown[])).rows as T[];
+    (await client.query({ text: sql, values: params as unknown[], name: statements.nameFor(sql, params) })).rows as T[];
   return {
     kind: 'postgres',
     query: (sql, params) => q(pool, sql, params),
@@ -104,6 +106,37 @@ async function openPglite(dataDir: string): Promise<Db> {
       if (!inMemory) fsyncTree(path.join(dataDir, 'pgdata'));
     },
   };
+}
+
+/**
+ * Server-side prepared statements, as JDBC drivers (and so HAPI FHIR) use them: a statement with parameters runs
+ * under a name derived from its text, so each connection parses it once and PostgreSQL may keep a generic plan
+ * after five executions instead of planning every call. For the GP pull, planning took twice as long as executing
+ * (0.57 ms against 0.26 ms); named, the statement costs 0.34 ms a call instead of 1.4 ms (bench/api.ts).
+ * Search SQL keeps values in parameters and only the query's shape in its text, so few texts recur; still, a
+ * client inventing new shapes must not grow every backend's memory without end: past `max` distinct texts (500) in this
+ * process, new ones run unnamed (as before), and the named ones stay.
+ */
+export class PreparedStatements {
+  private readonly names = new Map<string, string>();
+
+  constructor(private readonly max = 500) {}
+
+  /** The statement name for sql, or undefined to run it unnamed (no parameters, or the cap reached). */
+  nameFor(sql: string, params?: unknown[]): string | undefined {
+    if (!params || params.length === 0) return undefined; // BEGIN, COMMIT, DDL: nothing to reuse
+    let name = this.names.get(sql);
+    if (name === undefined) {
+      if (this.names.size >= this.max) return undefined;
+      name = 'cg_' + crypto.createHash('sha1').update(sql).digest('base64url');
+      this.names.set(sql, name);
+    }
+    return name;
+  }
+
+  get size(): number {
+    return this.names.size;
+  }
 }
 
 /** fsync every file and directory below dir: PGlite never syncs, so a clean close makes its files durable here. */

@@ -1,0 +1,51 @@
+/**
+ * Named (server-side prepared) statements on PostgreSQL: one name per statement text, none for statements
+ * without parameters, a bounded number per process — and the same answers as unnamed statements, also once
+ * PostgreSQL has switched a statement to its generic plan (after five executions).
+ */
+import crypto from 'node:crypto';
+import pg from 'pg';
+import { PreparedStatements, openDb } from '../../src/store/db.js';
+import { PG_URL } from '../helpers/backends.js';
+
+test('a statement text keeps its name; no name without parameters or past the cap', () => {
+  const ps = new PreparedStatements(2);
+  const a = ps.nameFor('SELECT $1::int', [1]);
+  expect(a).toMatch(/^cg_[A-Za-z0-9_-]+$/);
+  expect(ps.nameFor('SELECT $1::int', [2])).toBe(a);
+  expect(ps.nameFor('BEGIN')).toBeUndefined();
+  expect(ps.nameFor('SELECT 1', [])).toBeUndefined();
+  const b = ps.nameFor('SELECT $1::text', ['x']);
+  expect(b).not.toBe(a);
+  expect(ps.nameFor('SELECT $1::bigint', [3])).toBeUndefined(); // the third text: over the cap, runs unnamed
+  expect(ps.nameFor('SELECT $1::text', ['y'])).toBe(b); // the named ones stay
+  expect(ps.size).toBe(2);
+});
+
+(PG_URL ? test : test.skip)('on PostgreSQL, repeated named statements give the answers of their values', async () => {
+  const schema = `cg_test_${crypto.randomBytes(5).toString('hex')}`;
+  const db = await openDb({ databaseUrl: PG_URL!, schema, poolSize: 2 });
+  try {
+    await db.query(`CREATE TABLE t (k text, v int)`);
+    await db.query(`INSERT INTO t SELECT 'k' || (i % 10), i FROM generate_series(1, 1000) i`);
+    for (let round = 0; round < 12; round++) {
+      const k = `k${round % 10}`;
+      const rows = await db.query<{ n: string }>(`SELECT count(*)::text AS n FROM t WHERE k = $1 AND v > $2`, [k, round * 50]);
+      const expected = Array.from({ length: 1000 }, (_, i) => i + 1).filter((i) => `k${i % 10}` === k && i > round * 50).length;
+      expect(Number(rows[0].n)).toBe(expected);
+    }
+    // inside a transaction too (its own connection), where the server lists it as prepared under its name
+    const [inTx, prepared] = await db.transaction(async (tx) => [
+      await tx.query<{ n: string }>(`SELECT count(*)::text AS n FROM t WHERE k = $1 AND v > $2`, ['k3', 0]),
+      await tx.query<{ name: string; statement: string }>(`SELECT name, statement FROM pg_prepared_statements`),
+    ]);
+    expect(Number(inTx[0].n)).toBe(100);
+    expect(prepared).toContainEqual({ name: expect.stringMatching(/^cg_/), statement: `SELECT count(*)::text AS n FROM t WHERE k = $1 AND v > $2` });
+  } finally {
+    await db.close();
+    const c = new pg.Client({ connectionString: PG_URL });
+    await c.connect();
+    await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+    await c.end();
+  }
+});
