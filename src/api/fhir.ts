@@ -11,6 +11,7 @@ import type { Store } from '../store/index.js';
 import { encodeHistoryCursor, type HistoryEntry, type WriteResult } from '../store/repository.js';
 import { capabilityStatement } from './capability.js';
 import { shaper } from './shape.js';
+import { storedText } from '../store/stored.js';
 import { processBundle, processMessage, type Submission } from '../ingest/fhir/process.js';
 import { checkResource } from '../write-checks.js';
 import { checkReferencesExist, identityId } from './bundle.js';
@@ -526,7 +527,7 @@ export class FhirApi {
     }
     const bundle: Bundle = { resourceType: 'Bundle', type: 'searchset', link, entry };
     if (result.total !== undefined) bundle.total = result.total;
-    return json(200, bundle);
+    return { status: 200, headers: { 'Content-Type': JSON_TYPE }, body: bundleJson(bundle) };
   }
 
   private async history(req: FhirRequest, resourceType?: string, id?: string): Promise<FhirResponse> {
@@ -612,6 +613,23 @@ function pageSize(raw: string | null, dflt: number, max: number): number {
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 0) throw new OutcomeError('invalid', `_count must be a non-negative integer`, '_count');
   return Math.min(n, max);
+}
+
+/**
+ * A Bundle's JSON with each unchanged stored resource spliced in as the text it was stored as (store/stored.ts);
+ * the same document JSON.stringify would give, without serialising the resources again.
+ */
+export function bundleJson(bundle: Bundle): string {
+  const { entry, ...rest } = bundle;
+  if (!entry?.length) return JSON.stringify(bundle);
+  const parts = entry.map((e) => {
+    const text = e.resource && storedText(e.resource);
+    if (text === undefined) return JSON.stringify(e);
+    const { resource: _, ...others } = e;
+    const tail = JSON.stringify(others);
+    return `{"resource":${text}${tail === '{}' ? '' : ',' + tail.slice(1, -1)}}`;
+  });
+  return `${JSON.stringify(rest).slice(0, -1)},"entry":[${parts.join(',')}]}`;
 }
 
 export function json(status: number, body: unknown, headers: Record<string, string> = {}): FhirResponse {

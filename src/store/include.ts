@@ -9,6 +9,7 @@ import { OutcomeError, issue } from '../fhir/outcome.js';
 import type { OperationOutcomeIssue } from '../fhir/types.js';
 import { searchParamsFor } from '../fhir/searchparams.js';
 import type { Queryable } from './db.js';
+import { parseStored } from './stored.js';
 
 export interface IncludeSpec {
   kind: 'include' | 'revinclude';
@@ -81,7 +82,7 @@ export function includedRows(rows: IncludedRow[], seen: Set<string>, from?: Set<
   const out: Resource[] = [];
   for (const row of rows) {
     if (from && !from.has(`${row.src_type}/${row.src_id}`)) continue;
-    const r = JSON.parse(row.content) as Resource;
+    const r = parseStored(row.content);
     const key = `${r.resourceType}/${r.id}`;
     if (seen.has(key)) continue;
     seen.add(key);

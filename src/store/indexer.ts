@@ -25,7 +25,27 @@ export function indexRows(resource: Resource): IndexRows {
   const v = extractSearchValues(resource);
   const token = [...v.token, ...v.uri.map((u) => ({ param: u.param, system: null, code: u.value }))];
   const quantity = [...v.quantity, ...v.number.map((n) => ({ param: n.param, value: n.value, system: null, code: null }))];
-  return { token, string: v.string, reference: v.reference, date: v.date, quantity, patientKey: patientOf(resource, v.reference) };
+  return {
+    token: unique(token, (t) => `${t.param}|${t.system}|${t.code}`),
+    string: unique(v.string, (t) => `${t.param}|${t.value}`),
+    // one row per (param, target): a search anchored on a reference walks these rows and must meet each resource once
+    reference: unique(v.reference, (t) => `${t.param}|${t.targetType}|${t.targetId}`),
+    date: v.date,
+    quantity,
+    patientKey: patientOf(resource, v.reference),
+  };
+}
+
+/** Identical rows of one resource add nothing to a search: the first of each is kept. */
+function unique<T>(rows: T[], key: (row: T) => string): T[] {
+  if (rows.length < 2) return rows;
+  const seen = new Set<string>();
+  return rows.filter((row) => {
+    const k = key(row);
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
 }
 
 /** The Patient compartment of a resource alone (what a stored version needs), without the whole index. */

@@ -11,6 +11,7 @@ import type { Resource } from '../fhir/types.js';
 import { OutcomeError, notFound } from '../fhir/outcome.js';
 import type { Db, Queryable } from './db.js';
 import { buildSearch, cursorAfter, type SearchRequest, type SearchResult, parseSearchQuery } from './search.js';
+import { parseStored } from './stored.js';
 import { indexRows, type IndexRows } from './indexer.js';
 import { includeSql, MAX_INCLUDED, parseIncludes, resolveIncludes, type IncludedRow } from './include.js';
 
@@ -325,7 +326,7 @@ export class Writer {
     let total: number | undefined;
     if (built.countSql) total = Number((await this.tx.query<{ n: string }>(built.countSql, built.countParams))[0].n);
     const allow = req.access ?? (async (rs: Resource[]) => rs);
-    const resources = (await allow(page.map((r) => JSON.parse(r.content) as Resource))) as T[];
+    const resources = (await allow(page.map((r) => parseStored(r.content)))) as T[];
     const included = await resolveIncludes(this.tx, resources, specs, allow, firstRound);
     return {
       resources,
@@ -383,11 +384,13 @@ export class Writer {
     const ctes: string[] = [`src AS MATERIALIZED (SELECT u.t, u.i, u.v, u.lu, u.pk, j.c::text AS c, u.n FROM ${source})`];
     if (inserts.length) {
       ctes.push(`ins AS (INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, patient_key, content)
-        SELECT t, i, v, lu, false, pk, c FROM src JOIN unnest(${p(pos(inserts))}::int[]) AS k(n) USING (n))`);
+        SELECT t, i, v, lu, false, pk, c FROM src JOIN unnest(${p(pos(inserts))}::int[]) AS k(n) USING (n)
+        RETURNING resource_type, id, seq)`);
     }
     if (updates.length) {
       ctes.push(`upd AS (UPDATE resource r SET version_id = u.v, last_updated = u.lu, deleted = false, patient_key = u.pk, content = u.c
-        FROM src u JOIN unnest(${p(pos(updates))}::int[]) AS k(n) USING (n) WHERE r.resource_type = u.t AND r.id = u.i)`);
+        FROM src u JOIN unnest(${p(pos(updates))}::int[]) AS k(n) USING (n) WHERE r.resource_type = u.t AND r.id = u.i
+        RETURNING r.resource_type, r.id, r.seq)`);
       const owners = `(resource_type, resource_id) IN (SELECT * FROM unnest(${p(updates.map((x) => x.r.resourceType))}::text[], ${p(updates.map((x) => x.r.id))}::text[]))`;
       for (const t of INDEX_TABLES) ctes.push(`del_${t} AS (DELETE FROM ${t} WHERE ${owners})`);
     }
@@ -408,8 +411,11 @@ export class Writer {
     }
     const ref = flat((x) => x.reference);
     if (ref.length) {
-      ctes.push(`i_ref AS (INSERT INTO idx_reference (resource_type, resource_id, param, target_type, target_id, patient_key)
-        SELECT * FROM unnest(${owner(ref)}, ${p(ref.map((x) => x.row.param))}::text[], ${p(ref.map((x) => x.row.targetType))}::text[], ${p(ref.map((x) => x.row.targetId))}::text[], ${pks(ref)}))`);
+      // each row carries its resource's seq (assigned by the insert above, kept by an update): schema migration 3
+      const seqs = [inserts.length ? 'SELECT resource_type, id, seq FROM ins' : '', updates.length ? 'SELECT resource_type, id, seq FROM upd' : ''].filter(Boolean).join(' UNION ALL ');
+      ctes.push(`i_ref AS (INSERT INTO idx_reference (resource_type, resource_id, param, target_type, target_id, patient_key, resource_seq)
+        SELECT x.*, s.seq FROM unnest(${owner(ref)}, ${p(ref.map((x) => x.row.param))}::text[], ${p(ref.map((x) => x.row.targetType))}::text[], ${p(ref.map((x) => x.row.targetId))}::text[], ${pks(ref)}) AS x(t, i, param, tt, ti, pk)
+        JOIN (${seqs}) s ON s.resource_type = x.t AND s.id = x.i)`);
     }
     const date = flat((x) => x.date);
     if (date.length) {

@@ -10,6 +10,8 @@
  *   can later be distributed by patient (e.g. Citus) without a schema change.
  * - `inbox` keeps every inbound payload raw, before anything is acknowledged.
  * - `seq` is an immutable creation order: search pages are keyset cursors on it, stable under concurrent writes.
+ *   Reference index rows carry it too (`resource_seq`), so a page of the resources referring to one target is an
+ *   ordered index range.
  */
 import type { Queryable } from './db.js';
 
@@ -122,6 +124,22 @@ CREATE TABLE audit_chain (
   prev text NOT NULL,
   hash text NOT NULL
 );
+`,
+  },
+  {
+    version: 3,
+    name: 'reference index rows carry the referring resource\'s seq (pages in creation order straight from the index)',
+    // A search anchored on one reference (`CareTeam?participant=Organization/…`) walks the index of that target in
+    // seq order and stops after a page, instead of testing resources of the type one by one or sorting every
+    // match. Identical rows of one resource (two participants naming the same Organization) are merged, so each
+    // resource appears once in that walk; the indexer no longer writes them.
+    sql: `
+DELETE FROM idx_reference a USING idx_reference b
+  WHERE a.ctid > b.ctid AND a.resource_type = b.resource_type AND a.resource_id = b.resource_id
+    AND a.param = b.param AND a.target_type = b.target_type AND a.target_id = b.target_id;
+ALTER TABLE idx_reference ADD COLUMN resource_seq bigint;
+UPDATE idx_reference x SET resource_seq = r.seq FROM resource r WHERE r.resource_type = x.resource_type AND r.id = x.resource_id;
+CREATE INDEX idx_reference_target_seq ON idx_reference (resource_type, param, target_type, target_id, resource_seq) INCLUDE (resource_id);
 `,
   },
 ];

@@ -86,6 +86,30 @@ function isBroad(resourceType: string, name: string, value: string): boolean {
   return def.type === 'date' || def.type === 'quantity' || def.type === 'number';
 }
 
+/**
+ * A reference condition a page can be read from in creation order: one plain value naming its target's type
+ * (`participant=Organization/ehak-0796`, `subject:Patient=123`). The reference index keeps the referring
+ * resource's seq (schema migration 3), so the page is an ordered range of that index, stopped after `limit + 1`
+ * resources that pass the other conditions — however many resources refer to the target.
+ */
+function keysWanted(params: [string, string][]): number {
+  return params.some(([k, v]) => k === '_sort' && v.trim() !== '') ? 1 : 0;
+}
+
+function anchorOf(resourceType: string, name: string, value: string): { param: string; targetType: string; targetId: string } | undefined {
+  if (name.startsWith('_') || name.includes('.')) return undefined;
+  const [base, modifier] = name.split(':');
+  const def = searchParamsFor(resourceType)?.get(base);
+  if (!def || def.type !== 'reference') return undefined;
+  if (modifier !== undefined && !/^[A-Z][A-Za-z]+$/.test(modifier)) return undefined; // :missing, :identifier, :not …
+  const values = splitValues(value);
+  if (values.length !== 1 || !values[0]) return undefined;
+  const [type, id] = parseReferenceValue(values[0]);
+  const targetType = modifier ?? type ?? (def.targets.length === 1 ? def.targets[0] : undefined);
+  if (!targetType || (type && modifier && type !== modifier)) return undefined;
+  return { param: base, targetType, targetId: id };
+}
+
 /** Result-shaping and paging parameters: handled by the API layer or here, never as filters. */
 const CONTROL = new Set(['_count', '_cursor', '_total', '_format', '_pretty', '_summary', '_elements', '_sort', '_include', '_revinclude']);
 
@@ -465,11 +489,13 @@ export function buildSearch(req: SearchRequest): BuiltSearch {
   let sortParam: string | undefined;
   let filters = 0;
   let broad = true;
+  let anchor: ReturnType<typeof anchorOf>;
   for (const [rawName, rawValue] of req.params) {
     if (rawName === '_sort') sortParam = rawValue;
     if (CONTROL.has(rawName) || rawName.startsWith('_include') || rawName.startsWith('_revinclude')) continue;
     filters++;
     broad &&= isBroad(req.resourceType, rawName, rawValue);
+    if (!anchor && keysWanted(req.params) === 0 && (anchor = anchorOf(req.resourceType, rawName, rawValue))) continue; // the join below is the condition
     const cond = builder.build(req.resourceType, 'r.resource_type', 'r.id', rawName, rawValue, rawName);
     if (cond) where.push(cond);
   }
@@ -477,6 +503,8 @@ export function buildSearch(req: SearchRequest): BuiltSearch {
   const hidden = builder.notHidden('r.resource_type', 'r.id');
   if (hidden) where.push(hidden.replace(/^ AND /, ''));
   const keys = sortKeys(req.resourceType, sortParam, q, { strict: req.strict ?? false, issues });
+  // the anchor's own condition: the page joins its index rows (below); a count tests it like any other
+  const anchored = anchor && `a.param = ${q.p(anchor.param)} AND a.target_type = ${q.p(anchor.targetType)} AND a.target_id = ${q.p(anchor.targetId)}`;
   const filterParams = [...q.params];
   const filter = where.join(' AND ');
   const limit = Math.max(0, req.count ?? 20);
@@ -499,9 +527,20 @@ export function buildSearch(req: SearchRequest): BuiltSearch {
   const keyCols = keys.map((k, i) => `, (${k.expr})::text AS k${i}`).join('');
   const order = [...keys.map((k) => `${k.expr} ${k.desc ? 'DESC' : 'ASC'}`), 'r.seq ASC'].join(', ');
   // rt, rid: for the first round of includes read in the same statement (repository.search)
-  const sql = `SELECT r.content, r.seq::text AS seq${keyCols}, r.resource_type AS rt, r.id AS rid FROM resource r WHERE ${pageFilter} ORDER BY ${order} LIMIT ${limit + 1}`;
+  let sql = `SELECT r.content, r.seq::text AS seq${keyCols}, r.resource_type AS rt, r.id AS rid FROM resource r WHERE ${pageFilter} ORDER BY ${order} LIMIT ${limit + 1}`;
+  if (anchored) {
+    // The page in creation order straight from the reference index: a walk along the target's index rows, one
+    // `ORDER BY resource_seq LIMIT 1` step at a time (always an index descent, whatever the planner believes about
+    // how many rows refer to the target — it misjudges that by 60× for a municipality), each row tested against
+    // the other conditions, stopped once a page (and one more) has passed. LATERAL keeps the walk's order.
+    const step = (after: string) => `SELECT a.resource_id AS id, a.resource_seq AS s FROM idx_reference a WHERE a.resource_type = $1 AND ${anchored}${after} ORDER BY a.resource_seq LIMIT 1`;
+    sql =
+      `WITH RECURSIVE walk(id, s) AS ((${step(seqAfter ? ` AND a.resource_seq > ${seqAfter}::bigint` : '')}) ` +
+      `UNION ALL SELECT n.id, n.s FROM walk w CROSS JOIN LATERAL (${step(' AND a.resource_seq > w.s')}) n) ` +
+      `SELECT m.* FROM walk w CROSS JOIN LATERAL (SELECT r.content, r.seq::text AS seq, r.resource_type AS rt, r.id AS rid FROM resource r WHERE r.id = w.id AND ${pageFilter}) m LIMIT ${limit + 1}`;
+  }
   const built: BuiltSearch = { sql, params: q.params, limit, issues, sortKeys: keys.length };
-  if (broad && filters > 0 && keys.length === 0 && limit > 0) {
+  if (broad && !anchor && filters > 0 && keys.length === 0 && limit > 0) {
     const window = Math.max(500, 10 * (limit + 1));
     const after = seqAfter ? ` AND seq > ${seqAfter}::bigint` : '';
     built.probeWindow = window;
@@ -510,7 +549,8 @@ export function buildSearch(req: SearchRequest): BuiltSearch {
       `SELECT r.content, r.seq::text AS seq, (SELECT count(*) FROM w)::int AS window_rows FROM w r WHERE ${pageFilter} ORDER BY r.seq ASC LIMIT ${limit + 1}`;
   }
   if (req.total === 'accurate' || req.total === 'estimate') {
-    built.countSql = `SELECT count(*)::text AS n FROM resource r WHERE ${filter}`;
+    const anchorCond = anchored ? ` AND EXISTS (SELECT 1 FROM idx_reference a WHERE a.resource_type = r.resource_type AND a.resource_id = r.id AND ${anchored})` : '';
+    built.countSql = `SELECT count(*)::text AS n FROM resource r WHERE ${filter}${anchorCond}`;
     built.countParams = filterParams;
   }
   return built;

@@ -7,6 +7,7 @@
 import type { CarePlan, CareTeam, Organization, Patient, Provenance, Resource } from '@medplum/fhirtypes';
 import type { Store } from '../../src/store/index.js';
 import { backends, useStore } from '../helpers/backends.js';
+import { buildSearch } from '../../src/store/search.js';
 
 const NI = 'https://fhir.ee/sid/pid/est/ni';
 const BR = 'https://fhir.ee/sid/org/est/br';
@@ -180,5 +181,49 @@ describe.each(backends())('search features on %s', (_name, makeBackend) => {
     const first = await search('Practitioner', [['active', 'false']], { count: 100 });
     const second = await search('Practitioner', [['active', 'false']], { count: 100, cursor: first.nextCursor });
     expect(second.resources.map((x) => x.id)).toEqual(want(false).slice(100, 200));
+  });
+  test('a search anchored on one reference pages in creation order from the reference index, each resource once', async () => {
+    // 30 teams of one municipality among others' teams; some inactive, one deleted, one naming the municipality twice
+    const teams: CareTeam[] = Array.from({ length: 45 }, (_, i) => ({
+      resourceType: 'CareTeam',
+      id: `anchor-${String(i).padStart(2, '0')}`,
+      status: i % 7 === 3 ? 'inactive' : 'active',
+      participant: [
+        { member: { reference: i % 3 === 2 ? 'Organization/tartu' : 'Organization/elva' } },
+        ...(i === 4 ? [{ member: { reference: 'Organization/elva' } }] : []),
+      ],
+      note: [{ text: 'anchor test' }],
+    }));
+    // created in an order that is not the id order, so creation order is what is checked
+    const order = [...teams].sort((a, b) => ((a.id!.charCodeAt(8) * 7 + a.id!.charCodeAt(7)) % 45) - ((b.id!.charCodeAt(8) * 7 + b.id!.charCodeAt(7)) % 45) || a.id!.localeCompare(b.id!));
+    for (const t of order) await store.repo.update(t);
+    await store.repo.delete('CareTeam', 'anchor-06');
+    // an update keeps its place (seq), and its new index rows carry it
+    await store.repo.update({ ...teams[1], note: [{ text: 'changed' }] });
+    const elvaActive = order.filter((t) => t.id !== 'anchor-06' && t.status === 'active' && t.participant!.some((p) => p.member!.reference === 'Organization/elva')).map((t) => t.id);
+    const pageAll = async (params: [string, string][], count: number): Promise<string[]> => {
+      const out: string[] = [];
+      let cursor: string | undefined;
+      do {
+        const r = await search('CareTeam', params, { count, cursor });
+        expect(r.resources.length).toBeLessThanOrEqual(count);
+        out.push(...r.resources.map((x) => x.id!));
+        cursor = r.nextCursor;
+      } while (cursor);
+      return out.filter((id) => id.startsWith('anchor-'));
+    };
+    const want = elvaActive.filter((id) => id!.startsWith('anchor-'));
+    // the walk is taken for one typed reference value without _sort, not for several values or a sort
+    const built = (params: [string, string][]) => buildSearch({ resourceType: 'CareTeam', params, count: 4 }).sql;
+    expect(built([['participant', 'Organization/elva'], ['status', 'active']])).toContain('WITH RECURSIVE walk');
+    expect(built([['participant', 'Organization/elva,Organization/tartu']])).not.toContain('walk');
+    expect(built([['participant', 'Organization/elva'], ['_sort', 'date']])).not.toContain('walk');
+    expect(want.length).toBeGreaterThan(20);
+    expect(await pageAll([['participant', 'Organization/elva'], ['status', 'active']], 4)).toEqual(want);
+    expect(await pageAll([['status', 'active'], ['participant:Organization', 'elva']], 7)).toEqual(want);
+    expect(await pageAll([['participant', 'Organization/elva'], ['status', 'active']], 100)).toEqual(want);
+    // the anchor's own condition still counts in a total
+    const counted = await store.repo.search({ resourceType: 'CareTeam', params: [['participant', 'Organization/elva'], ['status', 'active']], count: 1, total: 'accurate' });
+    expect(counted.total).toBe(elvaActive.length + 1); // st-0 of the seed, too
   });
 });
