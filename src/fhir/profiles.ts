@@ -24,7 +24,7 @@ export function profilesDir(): string {
 
 function baseDefinition(url: string): StructureDefinition {
   for (const file of ['profiles-resources.json', 'profiles-types.json']) {
-    const hit = readDefinitions<{ entry: { resource: StructureDefinition }[] }>(file).entry.find((e) => e.resource.url === url);
+    const hit = readDefinitions<{ entry: { resource: StructureDefinition }[] }>(file, { full: true }).entry.find((e) => e.resource.url === url);
     if (hit) return hit.resource;
   }
   throw new Error(`base definition ${url} not found in the R4 definitions`);
