@@ -10,7 +10,7 @@ import { isResourceType } from '../fhir/definitions.js';
 import type { Store } from '../store/index.js';
 import { encodeHistoryCursor, type HistoryEntry, type WriteResult } from '../store/repository.js';
 import { capabilityStatement } from './capability.js';
-import { shaper } from './shape.js';
+import { reshapes, shaper } from './shape.js';
 import { storedText } from '../store/stored.js';
 import { processBundle, processMessage, type Submission } from '../ingest/fhir/process.js';
 import { checkResource } from '../write-checks.js';
@@ -509,6 +509,8 @@ export class FhirApi {
       strict,
       access: filter,
       hiddenLabels: access?.hiddenLabels(),
+      // nothing reads the matches but the Bundle writer: they stay the stored texts (no parse, no serialisation)
+      textsOnly: !filter && !reshapes(query),
     });
     const link: Bundle['link'] = [{ relation: 'self', url: self }];
     if (result.nextCursor) {

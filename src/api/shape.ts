@@ -40,6 +40,12 @@ function keep(r: Resource, allowed: (key: string) => boolean): Resource {
   return out as unknown as Resource;
 }
 
+/** Whether the request's _summary / _elements change the returned resources at all. */
+export function reshapes(query: URLSearchParams): boolean {
+  const summary = query.get('_summary');
+  return !!query.get('_elements') || (!!summary && summary !== 'false');
+}
+
 /** A function that shapes each returned resource per the request's _summary / _elements. */
 export function shaper(query: URLSearchParams): (r: Resource) => Resource {
   const summary = query.get('_summary');

@@ -11,7 +11,7 @@ import type { Resource } from '../fhir/types.js';
 import { OutcomeError, notFound } from '../fhir/outcome.js';
 import type { Db, Queryable } from './db.js';
 import { buildSearch, cursorAfter, type SearchRequest, type SearchResult, parseSearchQuery } from './search.js';
-import { parseStored } from './stored.js';
+import { parseStored, textOnly } from './stored.js';
 import { indexRows, type IndexRows } from './indexer.js';
 import { includeSql, MAX_INCLUDED, parseIncludes, resolveIncludes, type IncludedRow } from './include.js';
 
@@ -299,10 +299,10 @@ export class Writer {
   async search<T extends Resource = Resource>(req: SearchRequest): Promise<SearchResult<T>> {
     const built = buildSearch(req);
     const specs = parseIncludes(req.params, req.strict ?? false, built.issues);
-    let rows: { content: string; seq: string }[] | undefined;
+    let rows: { content: string; seq: string; rt: string; rid: string }[] | undefined;
     let firstRound: { rows: IncludedRow[] } | undefined;
     if (built.probeSql) {
-      const probe = await this.tx.query<{ content: string; seq: string; window_rows: number }>(built.probeSql, built.params);
+      const probe = await this.tx.query<{ content: string; seq: string; rt: string; rid: string; window_rows: number }>(built.probeSql, built.params);
       if (probe.length > built.limit || Number(probe[0]?.window_rows ?? built.probeWindow) < built.probeWindow!) rows = probe;
     }
     if (!rows && specs.length > 0 && built.sortKeys === 0 && built.limit > 0) {
@@ -311,22 +311,25 @@ export class Writer {
       const inc = includeSql(specs, 'SELECT rt, rid FROM page', params);
       const combined = await this.tx.query<{ part: number; content: string; seq: string | null; src_type: string; src_id: string }>(
         `WITH page AS MATERIALIZED (${built.sql})
-         SELECT 0 AS part, content, seq, NULL::text AS src_type, NULL::text AS src_id FROM page
+         SELECT 0 AS part, content, seq, rt AS src_type, rid AS src_id FROM page
          UNION ALL
          SELECT 1 AS part, i.content, NULL::text, i.src_type, i.src_id FROM (${inc} LIMIT ${MAX_INCLUDED}) i`,
         params,
       );
-      rows = combined.filter((r) => Number(r.part) === 0).map((r) => ({ content: r.content, seq: r.seq! }));
+      // page rows carry their own type and id in src_type, src_id
+      rows = combined.filter((r) => Number(r.part) === 0).map((r) => ({ content: r.content, seq: r.seq!, rt: r.src_type, rid: r.src_id }));
       rows.sort((a, b) => (BigInt(a.seq) < BigInt(b.seq) ? -1 : 1)); // the page's order: seq ascending (no _sort)
       firstRound = { rows: combined.filter((r) => Number(r.part) === 1) };
     }
-    rows ??= await this.tx.query<{ content: string; seq: string }>(built.sql, built.params);
+    rows ??= await this.tx.query<{ content: string; seq: string; rt: string; rid: string }>(built.sql, built.params);
     const more = rows.length > built.limit;
     const page = more ? rows.slice(0, built.limit) : rows;
     let total: number | undefined;
     if (built.countSql) total = Number((await this.tx.query<{ n: string }>(built.countSql, built.countParams))[0].n);
     const allow = req.access ?? (async (rs: Resource[]) => rs);
-    const resources = (await allow(page.map((r) => parseStored(r.content)))) as T[];
+    const resources = (
+      req.textsOnly && !req.access ? page.map((r) => textOnly(r.rt, r.rid, r.content)) : await allow(page.map((r) => parseStored(r.content)))
+    ) as T[];
     const included = await resolveIncludes(this.tx, resources, specs, allow, firstRound);
     return {
       resources,

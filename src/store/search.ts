@@ -35,6 +35,11 @@ export interface SearchRequest {
    * count as the far end of a chain or `_has`, so search criteria cannot tell who has such a resource.
    */
   hiddenLabels?: string[];
+  /**
+   * The caller only serialises the matches (a search Bundle, api/fhir.ts bundleJson) and makes no access decision:
+   * they come back as `{ resourceType, id }` stubs carrying their stored JSON text (store/stored.ts), not parsed.
+   */
+  textsOnly?: boolean;
 }
 
 export interface SearchResult<T extends Resource = Resource> {
@@ -546,7 +551,7 @@ export function buildSearch(req: SearchRequest): BuiltSearch {
     built.probeWindow = window;
     built.probeSql =
       `WITH w AS MATERIALIZED (SELECT * FROM resource WHERE resource_type = $1 AND deleted = false${after} ORDER BY seq LIMIT ${window}) ` +
-      `SELECT r.content, r.seq::text AS seq, (SELECT count(*) FROM w)::int AS window_rows FROM w r WHERE ${pageFilter} ORDER BY r.seq ASC LIMIT ${limit + 1}`;
+      `SELECT r.content, r.seq::text AS seq, r.resource_type AS rt, r.id AS rid, (SELECT count(*) FROM w)::int AS window_rows FROM w r WHERE ${pageFilter} ORDER BY r.seq ASC LIMIT ${limit + 1}`;
   }
   if (req.total === 'accurate' || req.total === 'estimate') {
     const anchorCond = anchored ? ` AND EXISTS (SELECT 1 FROM idx_reference a WHERE a.resource_type = r.resource_type AND a.resource_id = r.id AND ${anchored})` : '';

@@ -20,3 +20,13 @@ export function parseStored<T extends Resource = Resource>(content: string): T {
 export function storedText(r: object): string | undefined {
   return texts.get(r);
 }
+
+/**
+ * A stand-in for a stored resource that is only going to be serialised: its type and id, and its stored text.
+ * Nothing but bundleJson may read it (search with `textsOnly`).
+ */
+export function textOnly(resourceType: string, id: string, content: string): Resource {
+  const r = { resourceType, id } as Resource;
+  texts.set(r, content);
+  return r;
+}

@@ -8,6 +8,7 @@ import type { CarePlan, CareTeam, Organization, Patient, Provenance, Resource } 
 import type { Store } from '../../src/store/index.js';
 import { backends, useStore } from '../helpers/backends.js';
 import { buildSearch } from '../../src/store/search.js';
+import { storedText } from '../../src/store/stored.js';
 
 const NI = 'https://fhir.ee/sid/pid/est/ni';
 const BR = 'https://fhir.ee/sid/org/est/br';
@@ -225,5 +226,20 @@ describe.each(backends())('search features on %s', (_name, makeBackend) => {
     // the anchor's own condition still counts in a total
     const counted = await store.repo.search({ resourceType: 'CareTeam', params: [['participant', 'Organization/elva'], ['status', 'active']], count: 1, total: 'accurate' });
     expect(counted.total).toBe(elvaActive.length + 1); // st-0 of the seed, too
+  });
+  test('textsOnly: matches come as stubs carrying their stored text, unless an access decision needs them parsed', async () => {
+    const params: [string, string][] = [['participant', 'Organization/elva'], ['_include', 'CareTeam:subject']];
+    const full = await store.repo.search({ resourceType: 'CareTeam', params, count: 50 });
+    const texts = await store.repo.search({ resourceType: 'CareTeam', params, count: 50, textsOnly: true });
+    expect(ids(texts.resources)).toEqual(ids(full.resources));
+    expect(ids(texts.included)).toEqual(ids(full.included)); // includes are found from the stubs' type and id
+    texts.resources.forEach((stub, i) => {
+      expect(Object.keys(stub).sort()).toEqual(['id', 'resourceType']);
+      expect(JSON.parse(storedText(stub)!)).toEqual(full.resources[i]);
+    });
+    const seen: string[] = [];
+    const guarded = await store.repo.search({ resourceType: 'CareTeam', params, count: 50, textsOnly: true, access: async (rs) => (seen.push(...ids(rs)), rs) });
+    expect(guarded.resources).toEqual(full.resources); // parsed for the access decision
+    expect(seen).toEqual(expect.arrayContaining(ids(full.resources)));
   });
 });
