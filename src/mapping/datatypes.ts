@@ -64,11 +64,20 @@ export function cwe(r: Hl7Repetition | undefined): CodeableConcept | undefined {
     const code = comp(r, c);
     if (!present(code)) continue;
     const system = codingSystem(comp(r, s));
-    coding.push({ ...(system ? { system } : {}), code, ...(present(comp(r, t)) ? { display: comp(r, t) } : {}) });
+    const display = comp(r, t);
+    // properties set one by one (no spread of temporary objects: this runs for every coded field)
+    const one: Coding = {};
+    if (system) one.system = system;
+    one.code = code;
+    if (present(display)) one.display = display;
+    coding.push(one);
   }
   const text = present(comp(r, 9)) ? comp(r, 9) : present(comp(r, 2)) ? comp(r, 2) : undefined;
   if (!coding.length && !text) return undefined;
-  return { ...(coding.length ? { coding } : {}), ...(text ? { text } : {}) };
+  const cc: CodeableConcept = {};
+  if (coding.length) cc.coding = coding;
+  if (text) cc.text = text;
+  return cc;
 }
 
 export interface IdentifierContext {
