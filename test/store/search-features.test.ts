@@ -60,6 +60,18 @@ describe.each(backends())('search features on %s', (_name, makeBackend) => {
   const search = (type: string, params: [string, string][], extra: { count?: number; cursor?: string } = {}) =>
     store.repo.search({ resourceType: type, params, count: extra.count ?? 50, cursor: extra.cursor });
   const ids = (rs: Resource[]) => rs.map((r) => `${r.resourceType}/${r.id}`);
+  /** every id a search returns, page by page through its cursors (no page longer than count) */
+  const pageIds = async (type: string, params: [string, string][], count: number): Promise<string[]> => {
+    const out: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const r = await search(type, params, { count, cursor });
+      expect(r.resources.length).toBeLessThanOrEqual(count);
+      out.push(...r.resources.map((x) => x.id!));
+      cursor = r.nextCursor;
+    } while (cursor);
+    return out;
+  };
 
   test('the GP pull: CarePlan by the patient’s isikukood, with its CareTeam and Provenance in one call', async () => {
     const r = await search('CarePlan', [
@@ -161,17 +173,7 @@ describe.each(backends())('search features on %s', (_name, makeBackend) => {
       name: [{ family: `P${i}` }],
     }));
     await store.repo.transaction((w) => w.updateMany(practitioners));
-    const pageAll = async (params: [string, string][], count: number): Promise<string[]> => {
-      const out: string[] = [];
-      let cursor: string | undefined;
-      do {
-        const r = await search('Practitioner', params, { count, cursor });
-        expect(r.resources.length).toBeLessThanOrEqual(count);
-        out.push(...r.resources.map((x) => x.id!));
-        cursor = r.nextCursor;
-      } while (cursor);
-      return out;
-    };
+    const pageAll = (params: [string, string][], count: number) => pageIds('Practitioner', params, count);
     const want = (on: boolean) => practitioners.filter((p) => p.active === on).map((p) => p.id);
     expect(await pageAll([['active', 'true']], 10)).toEqual(want(true)); // windows of 500 hold 11 matches or end the type
     expect(await pageAll([['active', 'true']], 50)).toEqual(want(true)); // the window of 510 holds 13 of 51: ordinary query
@@ -202,17 +204,7 @@ describe.each(backends())('search features on %s', (_name, makeBackend) => {
     // an update keeps its place (seq), and its new index rows carry it
     await store.repo.update({ ...teams[1], note: [{ text: 'changed' }] });
     const elvaActive = order.filter((t) => t.id !== 'anchor-06' && t.status === 'active' && t.participant!.some((p) => p.member!.reference === 'Organization/elva')).map((t) => t.id);
-    const pageAll = async (params: [string, string][], count: number): Promise<string[]> => {
-      const out: string[] = [];
-      let cursor: string | undefined;
-      do {
-        const r = await search('CareTeam', params, { count, cursor });
-        expect(r.resources.length).toBeLessThanOrEqual(count);
-        out.push(...r.resources.map((x) => x.id!));
-        cursor = r.nextCursor;
-      } while (cursor);
-      return out.filter((id) => id.startsWith('anchor-'));
-    };
+    const pageAll = async (params: [string, string][], count: number) => (await pageIds('CareTeam', params, count)).filter((id) => id.startsWith('anchor-'));
     const want = elvaActive.filter((id) => id!.startsWith('anchor-'));
     // the walk is taken for one typed reference value without _sort, not for several values or a sort
     const built = (params: [string, string][]) => buildSearch({ resourceType: 'CareTeam', params, count: 4 }).sql;
