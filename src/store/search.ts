@@ -97,10 +97,6 @@ function isBroad(resourceType: string, name: string, value: string): boolean {
  * resource's seq (schema migration 3), so the page is an ordered range of that index, stopped after `limit + 1`
  * resources that pass the other conditions — however many resources refer to the target.
  */
-function keysWanted(params: [string, string][]): number {
-  return params.some(([k, v]) => k === '_sort' && v.trim() !== '') ? 1 : 0;
-}
-
 function anchorOf(resourceType: string, name: string, value: string): { param: string; targetType: string; targetId: string } | undefined {
   if (name.startsWith('_') || name.includes('.')) return undefined;
   const [base, modifier] = name.split(':');
@@ -495,12 +491,17 @@ export function buildSearch(req: SearchRequest): BuiltSearch {
   let filters = 0;
   let broad = true;
   let anchor: ReturnType<typeof anchorOf>;
+  // a page read from the reference index comes in creation order only: not for a sorted search
+  const sorted = req.params.some(([k, v]) => k === '_sort' && v.trim() !== '');
   for (const [rawName, rawValue] of req.params) {
     if (rawName === '_sort') sortParam = rawValue;
     if (CONTROL.has(rawName) || rawName.startsWith('_include') || rawName.startsWith('_revinclude')) continue;
     filters++;
     broad &&= isBroad(req.resourceType, rawName, rawValue);
-    if (!anchor && keysWanted(req.params) === 0 && (anchor = anchorOf(req.resourceType, rawName, rawValue))) continue; // the join below is the condition
+    if (!anchor && !sorted) {
+      anchor = anchorOf(req.resourceType, rawName, rawValue);
+      if (anchor) continue; // the walk below is this condition
+    }
     const cond = builder.build(req.resourceType, 'r.resource_type', 'r.id', rawName, rawValue, rawName);
     if (cond) where.push(cond);
   }
