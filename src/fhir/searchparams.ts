@@ -29,6 +29,12 @@ export interface SearchParamDef {
    * none of them cannot have a value, and the expression is not evaluated. Undefined when it cannot be told.
    */
   heads?: string[];
+  /**
+   * Set when another parameter of the same type has the same type and expression (`phonetic` and `name` on
+   * Patient, Practitioner and RelatedPerson): the values are indexed once, under that parameter's code, and a
+   * search on this one reads those rows.
+   */
+  indexedAs?: string;
 }
 
 type Atom = ReturnType<typeof parseFhirPath>;
@@ -96,7 +102,38 @@ function buildIndex(): Map<string, Map<string, SearchParamDef>> {
       }
     }
   }
+  // identical parameters of a type share their rows: the alphabetically first code holds them
+  for (const m of idx.values()) {
+    const first = new Map<string, string>();
+    for (const code of [...m.keys()].sort()) {
+      const def = m.get(code)!;
+      if (!def.expression || def.type === 'composite' || def.type === 'special') continue;
+      const key = `${def.type}|${def.expression}`;
+      const holder = first.get(key);
+      if (holder === undefined) first.set(key, code);
+      else def.indexedAs = holder;
+    }
+  }
   return idx;
+}
+
+/** The param name a search parameter's rows are stored under (itself, or the identical parameter holding them). */
+export function rowParam(resourceType: string, code: string): string {
+  return searchParamsFor(resourceType)?.get(code)?.indexedAs ?? code;
+}
+
+/** Every (resource type, reference parameter) whose rows may point at one of `targetTypes` (rows held by an alias excluded). */
+export function referenceParamsTo(targetTypes: Iterable<string>): [string, string][] {
+  index ??= buildIndex();
+  const wanted = new Set(targetTypes);
+  const out: [string, string][] = [];
+  for (const [type, defs] of index) {
+    for (const def of defs.values()) {
+      if (def.type !== 'reference' || def.indexedAs || !def.expression) continue;
+      if (def.targets.some((t) => wanted.has(t))) out.push([type, def.code]);
+    }
+  }
+  return out;
 }
 
 /**
@@ -221,7 +258,8 @@ export function normalizeString(s: string): string {
 
 export interface SearchValues {
   token: { param: string; system?: string | null; code?: string | null }[];
-  string: { param: string; value: string }[];
+  /** `value` normalised (case and accents folded) for the default match and :contains; `exact` as written (NFC), for :exact */
+  string: { param: string; value: string; exact: string }[];
   reference: { param: string; targetType: string; targetId: string }[];
   date: { param: string; low: string; high: string }[];
   quantity: { param: string; value: number; system?: string | null; code?: string | null }[];
@@ -308,11 +346,9 @@ function addValue(out: SearchValues, def: SearchParamDef, tv: TypedValue): void 
       return;
     }
     case 'string': {
-      // each value twice: normalised (case and accents folded) for the default match and :contains, and as written
-      // under `{param}:exact` for :exact, which is case- and accent-sensitive
+      // normalised for the default match and :contains, and as written for :exact (case- and accent-sensitive)
       const push = (text: string): void => {
-        out.string.push({ param, value: normalizeString(text) });
-        out.string.push({ param: `${param}:exact`, value: text.normalize('NFC') });
+        out.string.push({ param, value: normalizeString(text), exact: text.normalize('NFC') });
       };
       if (typeof v === 'string') {
         push(v);
@@ -361,7 +397,7 @@ export function extractSearchValues(resource: Resource, options: { fhirPathOnly?
   let typed: TypedValue[] | undefined;
   const inputOf = (): TypedValue[] => (typed ??= [toTypedValue(resource)]);
   for (const def of defs.values()) {
-    if (!def.expression || def.type === 'composite' || def.type === 'special' || def.code === '_id' || def.code === '_lastUpdated') continue;
+    if (!def.expression || def.indexedAs || def.type === 'composite' || def.type === 'special' || def.code === '_id' || def.code === '_lastUpdated') continue;
     if (options.only && !options.only.has(def.code)) continue;
     if (def.heads && !hasHead(resource as unknown as Record<string, unknown>, def.heads)) continue;
     const values: TypedValue[] = [];

@@ -27,7 +27,7 @@ export function indexRows(resource: Resource): IndexRows {
   const quantity = [...v.quantity, ...v.number.map((n) => ({ param: n.param, value: n.value, system: null, code: null }))];
   return {
     token: unique(token, (t) => `${t.param}|${t.system}|${t.code}`),
-    string: unique(v.string, (t) => `${t.param}|${t.value}`),
+    string: unique(v.string, (t) => `${t.param}|${t.value}|${t.exact}`),
     // one row per (param, target): a search anchored on a reference walks these rows and must meet each resource once
     reference: unique(v.reference, (t) => `${t.param}|${t.targetType}|${t.targetId}`),
     date: v.date,

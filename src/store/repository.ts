@@ -379,7 +379,7 @@ export class Writer {
       return ns;
     };
     const params: unknown[] = [];
-    const p = (v: unknown): string => `$${params.push(v)}`;
+    const p = (v: unknown): string => `$${params.push(Array.isArray(v) ? arrayLiteral(v) : v)}`;
     // The contents travel as one JSON array spliced from the JSON texts (no per-element escaping, which costs more
     // than the rest of the statement); each element's text is stored exactly as it was serialised.
     const source = `unnest(${p(all.map((x) => x.r.resourceType))}::text[], ${p(all.map((x) => x.r.id))}::text[], ${p(all.map((x) => Number(x.r.meta!.versionId)))}::int[], ${p(all.map((x) => x.r.meta!.lastUpdated))}::timestamptz[], ${p(all.map((x) => x.patientKey))}::text[]) WITH ORDINALITY AS u(t, i, v, lu, pk, n)
@@ -409,8 +409,9 @@ export class Writer {
     }
     const str = flat((x) => x.string);
     if (str.length) {
-      ctes.push(`i_string AS (INSERT INTO idx_string (resource_type, resource_id, param, value, patient_key)
-        SELECT * FROM unnest(${owner(str)}, ${p(str.map((x) => x.row.param))}::text[], ${p(str.map((x) => x.row.value))}::text[], ${pks(str)}))`);
+      // `exact` only where the value as written differs from the normalised one (schema migration 4)
+      ctes.push(`i_string AS (INSERT INTO idx_string (resource_type, resource_id, param, value, exact, patient_key)
+        SELECT * FROM unnest(${owner(str)}, ${p(str.map((x) => x.row.param))}::text[], ${p(str.map((x) => x.row.value))}::text[], ${p(str.map((x) => (x.row.exact === x.row.value ? null : x.row.exact)))}::text[], ${pks(str)}))`);
     }
     const ref = flat((x) => x.reference);
     if (ref.length) {
@@ -440,6 +441,28 @@ export class Writer {
   }
 
 }
+
+/**
+ * A PostgreSQL array literal (`{"a",NULL,"b"}`) of strings and numbers, every string quoted. Built here because
+ * the driver's own conversion escapes each element with two regular-expression replacements, and a batch sends
+ * thousands of elements (index rows).
+ */
+export function arrayLiteral(values: unknown[]): string {
+  let out = '{';
+  for (let i = 0; i < values.length; i++) {
+    if (i > 0) out += ',';
+    const v = values[i];
+    if (v === null || v === undefined) out += 'NULL';
+    else if (typeof v === 'number') out += String(v);
+    else {
+      const text = String(v);
+      out += NEEDS_ESCAPE.test(text) ? `"${text.replace(ESCAPED, '\\$&')}"` : `"${text}"`;
+    }
+  }
+  return out + '}';
+}
+const NEEDS_ESCAPE = /[\\"]/;
+const ESCAPED = /[\\"]/g;
 
 /** A row of a search page: the stored text, its seq (for the cursor), its type and id. */
 type PageRow = { content: string; seq: string; rt: string; rid: string };

@@ -19,6 +19,8 @@ export interface Migration {
   version: number;
   name: string;
   sql: string;
+  /** runs after `sql`, in the same transaction: a step SQL alone cannot do (recomputing index rows) */
+  run?: (tx: Queryable) => Promise<unknown>;
 }
 
 export const MIGRATIONS: Migration[] = [
@@ -142,6 +144,20 @@ UPDATE idx_reference x SET resource_seq = r.seq FROM resource r WHERE r.resource
 CREATE INDEX idx_reference_target_seq ON idx_reference (resource_type, param, target_type, target_id, resource_seq) INCLUDE (resource_id);
 `,
   },
+  {
+    version: 4,
+    name: 'one string row per value (the value as written in `exact`), identical parameters share rows, one reference lookup index fewer',
+    // Every index row costs a B-tree insert per index at write time, most of the database's work when a message
+    // is stored. String values were written twice (normalised, and `{param}:exact` as written); now one row holds
+    // both (`exact` NULL when equal). `phonetic` had rows identical to `name` (same expression): now read from
+    // `name`'s. `idx_reference_lookup` (…, target_id, target_type) duplicated `idx_reference_target_seq`
+    // (…, target_type, target_id, …): a search on a plain id probes each target type of the parameter instead.
+    sql: `
+ALTER TABLE idx_string ADD COLUMN exact text;
+DROP INDEX idx_reference_lookup;
+`,
+    run: async (tx) => (await import('./reindex.js')).rebuildStringIndex(tx),
+  },
 ];
 
 /**
@@ -158,6 +174,7 @@ export async function migrate(db: { transaction<T>(fn: (tx: Queryable) => Promis
     for (const m of MIGRATIONS) {
       if (done.has(m.version)) continue;
       for (const stmt of m.sql.split(/;\s*\n/).map((s) => s.trim()).filter(Boolean)) await tx.query(stmt);
+      if (m.run) await m.run(tx);
       await tx.query(`INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, [m.version, m.name]);
       applied.push(m.version);
     }

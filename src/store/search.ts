@@ -14,6 +14,7 @@ import { OutcomeError, issue } from '../fhir/outcome.js';
 import type { OperationOutcomeIssue, Resource } from '../fhir/types.js';
 import { searchParamsFor, normalizeString } from '../fhir/searchparams.js';
 import { CONFIDENTIALITY_SYSTEM } from '../fhir/identifiers.js';
+import { resourceTypes } from '../fhir/definitions.js';
 
 export interface SearchRequest {
   resourceType: string;
@@ -108,7 +109,7 @@ function anchorOf(resourceType: string, name: string, value: string): { param: s
   const [type, id] = parseReferenceValue(values[0]);
   const targetType = modifier ?? type ?? (def.targets.length === 1 ? def.targets[0] : undefined);
   if (!targetType || (type && modifier && type !== modifier)) return undefined;
-  return { param: base, targetType, targetId: id };
+  return { param: def.indexedAs ?? base, targetType, targetId: id };
 }
 
 /** Result-shaping and paging parameters: handled by the API layer or here, never as filters. */
@@ -335,9 +336,8 @@ class ConditionBuilder {
     if (modifier && !supportsModifier(def.type, modifier)) return this.unsupported(`modifier ":${modifier}" is not supported on ${def.type} parameter "${name}"`, where);
 
     const x = this.alias();
-    // :exact on a string compares the value as written, kept in rows of its own (searchparams.ts addValue)
-    const rowParam = def.type === 'string' && modifier === 'exact' ? `${name}:exact` : name;
-    const owner = `${x}.resource_type = ${typeExpr} AND ${x}.resource_id = ${idExpr} AND ${x}.param = ${q.p(rowParam)}`;
+    // rows of a parameter identical to another are stored under that one's code (`phonetic` → `name`)
+    const owner = `${x}.resource_type = ${typeExpr} AND ${x}.resource_id = ${idExpr} AND ${x}.param = ${q.p(def.indexedAs ?? name)}`;
     const table = tableFor(def.type);
     if (modifier === 'missing') {
       const exists = `EXISTS (SELECT 1 FROM ${table} ${x} WHERE ${owner})`;
@@ -359,15 +359,23 @@ class ConditionBuilder {
         }
         case 'reference': {
           const [type, id] = parseReferenceValue(value);
+          // a plain id may point at any of the parameter's target types: each is probed in the reference index
+          // (type before id, as every lookup of it is ordered)
           const targetType = modifier ?? type;
-          return `${x}.target_id = ${q.p(id)}` + (targetType ? ` AND ${x}.target_type = ${q.p(targetType)}` : '');
+          const types = targetType ? [targetType] : def.targets.length ? def.targets : [...resourceTypes()];
+          return `${x}.target_id = ${q.p(id)} AND ` + (types.length === 1 ? `${x}.target_type = ${q.p(types[0])}` : `${x}.target_type = ANY(${q.p(types)}::text[])`);
         }
         case 'date': {
           const [prefix, v] = splitPrefix(value);
           return dateCondition(prefix, `${x}.low`, `${x}.high`, dateRange(v, where), q);
         }
         case 'string': {
-          if (modifier === 'exact') return `${x}.value = ${q.p(value.normalize('NFC'))}`;
+          if (modifier === 'exact') {
+            // the row's value as written (`exact`, NULL when it equals the normalised `value`); the normalised value
+            // is compared too, so the lookup index finds the rows
+            const written = value.normalize('NFC');
+            return `${x}.value = ${q.p(normalizeString(written))} AND COALESCE(${x}.exact, ${x}.value) = ${q.p(written)}`;
+          }
           const norm = normalizeString(value);
           if (modifier === 'contains') return `${x}.value LIKE ${q.p('%' + escapeLike(norm) + '%')}`;
           return `${x}.value LIKE ${q.p(escapeLike(norm) + '%')}`;
@@ -409,7 +417,7 @@ class ConditionBuilder {
       if (inner) perType.push(`(${x}.target_type = ${this.q.p(t)} AND ${inner})`);
     }
     if (perType.length === 0) return undefined;
-    return `EXISTS (SELECT 1 FROM idx_reference ${x} WHERE ${x}.resource_type = ${typeExpr} AND ${x}.resource_id = ${idExpr} AND ${x}.param = ${this.q.p(name)} AND (${perType.join(' OR ')})${this.notHidden(`${x}.target_type`, `${x}.target_id`)})`;
+    return `EXISTS (SELECT 1 FROM idx_reference ${x} WHERE ${x}.resource_type = ${typeExpr} AND ${x}.resource_id = ${idExpr} AND ${x}.param = ${this.q.p(def.indexedAs ?? name)} AND (${perType.join(' OR ')})${this.notHidden(`${x}.target_type`, `${x}.target_id`)})`;
   }
 
   /** `_has:Observation:patient:code=…`: resources that some Observation with that code references through `patient`. */
@@ -422,7 +430,7 @@ class ConditionBuilder {
     const x = this.alias();
     const inner = this.build(type, `${x}.resource_type`, `${x}.resource_id`, rest, value, where);
     if (!inner) return undefined;
-    return `EXISTS (SELECT 1 FROM idx_reference ${x} WHERE ${x}.resource_type = ${this.q.p(type)} AND ${x}.param = ${this.q.p(refParam)} AND ${x}.target_type = ${typeExpr} AND ${x}.target_id = ${idExpr} AND ${inner}${this.notHidden(`${x}.resource_type`, `${x}.resource_id`)})`;
+    return `EXISTS (SELECT 1 FROM idx_reference ${x} WHERE ${x}.resource_type = ${this.q.p(type)} AND ${x}.param = ${this.q.p(def.indexedAs ?? refParam)} AND ${x}.target_type = ${typeExpr} AND ${x}.target_id = ${idExpr} AND ${inner}${this.notHidden(`${x}.resource_type`, `${x}.resource_id`)})`;
   }
 }
 
@@ -443,7 +451,7 @@ function sortKeys(resourceType: string, raw: string | undefined, q: Sql, builder
       continue;
     }
     const def = searchParamsFor(resourceType)?.get(name);
-    const owner = `s.resource_type = r.resource_type AND s.resource_id = r.id AND s.param = ${def ? q.p(name) : "''"}`;
+    const owner = `s.resource_type = r.resource_type AND s.resource_id = r.id AND s.param = ${def ? q.p(def.indexedAs ?? name) : "''"}`;
     switch (def?.type) {
       case 'date':
         keys.push({

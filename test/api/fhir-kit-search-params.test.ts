@@ -74,7 +74,7 @@ describe.each(backends())('every search parameter type through fhir-kit-client o
       name: [{ family: 'Tamm', given: ['Jüri'] }],
       gender: 'male',
       birthDate: '1973-02-10',
-      address: [{ city: 'Elva', country: 'EE' }],
+      address: [{ city: 'Elva', country: 'EE', postalCode: '61507' }],
     },
     P2: {
       resourceType: 'Patient',
@@ -281,6 +281,22 @@ describe.each(backends())('every search parameter type through fhir-kit-client o
     test(':exact is case- and accent-sensitive', async () => {
       expect(await q('Patient', { 'family:exact': 'tamm' })).toEqual([]);
       expect(await q('Patient', { 'family:exact': 'Ounapuu' })).toEqual([]);
+      expect(await q('Patient', { 'address-country:exact': 'EE' })).toEqual(['P1', 'P2', 'P3', 'P4']);
+      expect(await q('Patient', { 'address-country:exact': 'ee' })).toEqual([]);
+    });
+
+    test(':exact on a value that normalising leaves as it is (stored once, without a separate written form)', async () => {
+      expect(await q('Patient', { 'address-postalcode:exact': '61507' })).toEqual(['P1']);
+      expect(await q('Patient', { 'address-postalcode:exact': '6150' })).toEqual([]);
+      expect(await q('Patient', { 'address-postalcode': '615' })).toEqual(['P1']);
+    });
+
+    test('phonetic reads the rows of name (the same expression in R4)', async () => {
+      expect(await q('Patient', { phonetic: 'tamm' })).toEqual(['P1', 'P2']);
+      expect(await q('Patient', { phonetic: 'ulle' })).toEqual(['P3']);
+      expect(await q('Patient', { 'phonetic:exact': 'Ülle' })).toEqual(['P3']);
+      // lowest name part of each: juri, kask, mari, ounapuu, peeter
+      expect(ordered(await search('Patient', { _sort: 'phonetic' }))).toEqual(['P1', 'P5', 'P2', 'P3', 'P4']);
     });
 
     test(':contains matches anywhere in the value', async () => {

@@ -49,10 +49,27 @@ test('searchParamsFor splits multi-type expressions and adds the Resource-level 
   expect(searchParamsFor('NotAType')).toBeUndefined();
 });
 
+test('a parameter identical to another (phonetic = name) is indexed once, under the first code', () => {
+  for (const t of ['Patient', 'Practitioner', 'RelatedPerson']) {
+    const defs = searchParamsFor(t)!;
+    expect(defs.get('phonetic')!.expression).toBe(defs.get('name')!.expression);
+    expect(defs.get('phonetic')!.indexedAs).toBe('name');
+    expect(defs.get('name')!.indexedAs).toBeUndefined();
+  }
+  // different expressions keep their own rows
+  expect(searchParamsFor('Patient')!.get('family')!.indexedAs).toBeUndefined();
+  expect(searchParamsFor('CarePlan')!.get('patient')!.indexedAs).toBeUndefined();
+  const v = extractSearchValues(patient);
+  expect(rows(v, 'string', 'phonetic')).toEqual([]);
+  expect(rows(v, 'string', 'name').length).toBe(4);
+});
+
 test('Patient: identifier, name, family, birthdate, gender, general-practitioner', () => {
   const v = extractSearchValues(patient);
   expect(rows(v, 'token', 'identifier')).toEqual([{ system: 'https://fhir.ee/sid/pid/est/ni', code: '37302102711' }]);
-  expect(rows(v, 'string', 'family')).toEqual([{ value: 'ounapuu' }]);
+  // one row per value: normalised for the default match, as written (NFC) for :exact
+  expect(rows(v, 'string', 'family')).toEqual([{ value: 'ounapuu', exact: 'Õunapuu' }]);
+  expect(v.string.filter((r) => r.param.endsWith(':exact'))).toEqual([]);
   expect(rows(v, 'string', 'given').map((r) => r.value)).toEqual(['tonu', 'juri']);
   expect(rows(v, 'string', 'name').map((r) => r.value).sort()).toEqual(['hr', 'juri', 'ounapuu', 'tonu']);
   expect(rows(v, 'string', 'address').map((r) => r.value).sort()).toEqual(['61507', 'ee', 'elva', 'kesk tn 1']);

@@ -1,11 +1,13 @@
 /**
  * Schema migrations on a store written by an older version: migration 3 gives every reference index row its
- * resource's seq and merges identical rows of one resource, without touching anything else.
+ * resource's seq and merges identical rows of one resource, without touching anything else; migration 4 rebuilds
+ * the string index with one row per value (the written form in `exact`) and no rows of its own for `phonetic`.
  */
 import crypto from 'node:crypto';
 import pg from 'pg';
 import { openDb, type Db } from '../../src/store/db.js';
 import { MIGRATIONS, migrate } from '../../src/store/schema.js';
+import { Repository } from '../../src/store/repository.js';
 import { PG_URL } from '../helpers/backends.js';
 
 const targets: [string, () => Promise<{ db: Db; drop: () => Promise<void> }>][] = [
@@ -55,6 +57,64 @@ describe.each(targets)('migration 3 on %s', (_name, open) => {
       );
       expect(rows.map((r) => `${r.resource_id}>${r.target_id}`)).toEqual(['t1>elva', 't1>tartu', 't2>elva']);
       for (const r of rows) expect(r.resource_seq).toBe(r.seq);
+    } finally {
+      await db.close();
+      await drop();
+    }
+  });
+});
+
+/** The schema as the migrations up to `version` left it. */
+async function schemaAt(db: Db, version: number): Promise<void> {
+  await db.transaction(async (tx) => {
+    await tx.query(`CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+    for (const m of MIGRATIONS.filter((x) => x.version <= version)) {
+      for (const stmt of m.sql.split(/;\s*\n/).map((s) => s.trim()).filter(Boolean)) await tx.query(stmt);
+      await tx.query(`INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, [m.version, m.name]);
+    }
+  });
+}
+
+describe.each(targets)('migration 4 on %s', (_name, open) => {
+  test('string rows are rebuilt from the resources: one per value with its written form, no :exact or phonetic rows', async () => {
+    const { db, drop } = await open();
+    try {
+      await schemaAt(db, 3);
+      const patient = { resourceType: 'Patient', id: 'p1', meta: { versionId: '2' }, name: [{ family: 'Õunapuu', given: ['Tõnu'] }], address: [{ postalCode: '61507' }] };
+      await db.query(`INSERT INTO resource (resource_type, id, version_id, last_updated, patient_key, content) VALUES ('Patient', 'p1', 2, now(), 'p1', $1)`, [JSON.stringify(patient)]);
+      await db.query(`INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, content) VALUES ('Patient', 'gone', 2, now(), true, '{"resourceType":"Patient","id":"gone","name":[{"family":"Kask"}]}')`);
+      // rows as the old indexer wrote them, and one left over from version 1 of p1 (Tamm)
+      const row = `INSERT INTO idx_string (resource_type, resource_id, param, value, patient_key) VALUES ('Patient', $1, $2, $3, $1)`;
+      for (const [param, value] of [['family', 'ounapuu'], ['family:exact', 'Õunapuu'], ['phonetic', 'ounapuu'], ['phonetic:exact', 'Õunapuu'], ['family', 'tamm']]) {
+        await db.query(row, ['p1', param, value]);
+      }
+      await db.query(row, ['gone', 'family', 'kask']);
+      await db.query(`INSERT INTO idx_reference (resource_type, resource_id, param, target_type, target_id, resource_seq) VALUES ('CarePlan', 'cp', 'subject', 'Patient', 'p1', 1)`);
+
+      expect(await migrate(db)).toEqual(MIGRATIONS.filter((x) => x.version > 3).map((x) => x.version));
+      const rows = await db.query<{ resource_id: string; param: string; value: string; exact: string | null; patient_key: string }>(
+        `SELECT resource_id, param, value, exact, patient_key FROM idx_string ORDER BY param, value`,
+      );
+      expect(rows.map((r) => [r.resource_id, r.param, r.value, r.exact])).toEqual([
+        ['p1', 'address', '61507', null],
+        ['p1', 'address-postalcode', '61507', null],
+        ['p1', 'family', 'ounapuu', 'Õunapuu'],
+        ['p1', 'given', 'tonu', 'Tõnu'],
+        ['p1', 'name', 'ounapuu', 'Õunapuu'],
+        ['p1', 'name', 'tonu', 'Tõnu'],
+      ]);
+      expect(rows.every((r) => r.patient_key === 'p1')).toBe(true);
+      // the indexes are back; the duplicate reference lookup index is gone, its rows are not
+      const indexes = (await db.query<{ indexname: string }>(`SELECT indexname FROM pg_indexes WHERE tablename IN ('idx_string', 'idx_reference') AND schemaname = current_schema()`)).map((r) => r.indexname).sort();
+      expect(indexes).toEqual(['idx_reference_owner', 'idx_reference_target', 'idx_reference_target_seq', 'idx_string_lookup', 'idx_string_owner']);
+      expect(await db.query(`SELECT 1 FROM idx_reference`)).toHaveLength(1);
+
+      const repo = new Repository(db, {});
+      const ids = async (params: [string, string][]): Promise<string[]> => (await repo.search({ resourceType: 'Patient', params })).resources.map((r) => r.id!);
+      expect(await ids([['family:exact', 'Õunapuu']])).toEqual(['p1']);
+      expect(await ids([['phonetic', 'oun']])).toEqual(['p1']);
+      expect(await ids([['family', 'tamm']])).toEqual([]);
+      expect(await migrate(db)).toEqual([]);
     } finally {
       await db.close();
       await drop();
