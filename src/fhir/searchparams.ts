@@ -35,6 +35,11 @@ export interface SearchParamDef {
    * search on this one reads those rows.
    */
   indexedAs?: string;
+  /**
+   * With `indexedAs`: only that parameter's rows pointing at this type are this one's values. `patient`
+   * (`CarePlan.subject.where(resolve() is Patient)`) is `subject` restricted to Patient targets.
+   */
+  indexedTargetType?: string;
 }
 
 type Atom = ReturnType<typeof parseFhirPath>;
@@ -113,6 +118,16 @@ function buildIndex(): Map<string, Map<string, SearchParamDef>> {
       if (holder === undefined) first.set(key, code);
       else def.indexedAs = holder;
     }
+    // `X.a.where(resolve() is T)` next to a reference parameter `X.a`: the latter's rows with target type T
+    for (const def of m.values()) {
+      if (def.type !== 'reference' || def.indexedAs) continue;
+      const w = WHERE_IS.exec(def.expression);
+      const holder = w && first.get(`reference|${w[1]}`);
+      if (holder && holder !== def.code && !m.get(holder)!.indexedAs && m.get(holder)!.targets.includes(w[2])) {
+        def.indexedAs = holder;
+        def.indexedTargetType = w[2];
+      }
+    }
   }
   return idx;
 }
@@ -122,15 +137,18 @@ export function rowParam(resourceType: string, code: string): string {
   return searchParamsFor(resourceType)?.get(code)?.indexedAs ?? code;
 }
 
-/** Every (resource type, reference parameter) whose rows may point at one of `targetTypes` (rows held by an alias excluded). */
-export function referenceParamsTo(targetTypes: Iterable<string>): [string, string][] {
+/**
+ * Every (resource type, reference parameter) whose rows may point at one of `targetTypes` (per the parameters'
+ * declared targets), or every one when `targetTypes` is undefined; parameters whose rows another holds are left out.
+ */
+export function referenceParamsTo(targetTypes?: Iterable<string>): [string, string][] {
   index ??= buildIndex();
-  const wanted = new Set(targetTypes);
+  const wanted = targetTypes ? new Set(targetTypes) : undefined;
   const out: [string, string][] = [];
   for (const [type, defs] of index) {
     for (const def of defs.values()) {
       if (def.type !== 'reference' || def.indexedAs || !def.expression) continue;
-      if (def.targets.some((t) => wanted.has(t))) out.push([type, def.code]);
+      if (!wanted || def.targets.some((t) => wanted.has(t))) out.push([type, def.code]);
     }
   }
   return out;

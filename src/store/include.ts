@@ -7,7 +7,7 @@
 import type { Resource } from '../fhir/types.js';
 import { OutcomeError, issue } from '../fhir/outcome.js';
 import type { OperationOutcomeIssue } from '../fhir/types.js';
-import { searchParamsFor } from '../fhir/searchparams.js';
+import { referenceParamsTo, searchParamsFor } from '../fhir/searchparams.js';
 import type { Queryable } from './db.js';
 import { parseStored } from './stored.js';
 
@@ -61,18 +61,28 @@ export type IncludedRow = {
  * resource each was reached from). `frontier` is a row source of (type, id) pairs, e.g. `SELECT * FROM unnest($1, $2)`;
  * spec values are appended to `params`.
  */
-export function includeSql(specs: IncludeSpec[], frontier: string, params: unknown[]): string {
+export function includeSql(specs: IncludeSpec[], frontier: string, frontierTypes: Iterable<string>, params: unknown[]): string {
+  const p = (v: unknown): string => `$${params.push(v)}`;
   return specs
     .map((spec) => {
       // include: the resources the frontier points at; revinclude: the resources pointing at the frontier
       const [from, to] = spec.kind === 'include' ? ['target', 'resource'] : ['resource', 'target'];
-      params.push(spec.sourceType, spec.param, spec.targetType ?? null);
-      const [src, param, target] = [params.length - 2, params.length - 1, params.length];
+      const conds = [`(x.${to}_type, x.${to}_id) IN (${frontier})`];
+      if (spec.sourceType !== '*') {
+        // a parameter whose rows another holds (`CarePlan:patient` → `subject` rows pointing at a Patient)
+        const def = searchParamsFor(spec.sourceType)?.get(spec.param);
+        const targetType = spec.targetType ?? def?.indexedTargetType;
+        conds.push(`x.resource_type = ${p(spec.sourceType)}::text AND x.param = ${p(def?.indexedAs ?? spec.param)}::text`);
+        if (def?.indexedTargetType && targetType !== def.indexedTargetType) conds.push('FALSE');
+        else if (targetType) conds.push(`x.target_type = ${p(targetType)}::text`);
+      } else if (spec.kind === 'revinclude') {
+        // every reference parameter that can point at the frontier's types, each an ordered range of the index
+        const pairs = referenceParamsTo(frontierTypes);
+        conds.push(`(x.resource_type, x.param) IN (SELECT * FROM unnest(${p(pairs.map((x) => x[0]))}::text[], ${p(pairs.map((x) => x[1]))}::text[]))`);
+      }
       return `SELECT t.content, x.${to}_type AS src_type, x.${to}_id AS src_id FROM idx_reference x
          JOIN resource t ON t.resource_type = x.${from}_type AND t.id = x.${from}_id AND NOT t.deleted
-         WHERE (x.${to}_type, x.${to}_id) IN (${frontier})
-           AND ($${src}::text = '*' OR (x.resource_type = $${src}::text AND x.param = $${param}::text))
-           AND ($${target}::text IS NULL OR x.target_type = $${target}::text)`;
+         WHERE ${conds.join(' AND ')}`;
     })
     .join('\n UNION \n');
 }
@@ -117,7 +127,7 @@ export async function resolveIncludes(
     } else {
       // every spec of the round in one statement (a round trip costs more than the query)
       const params: unknown[] = [frontier.map((r) => r.resourceType), frontier.map((r) => r.id as string)];
-      const sql = includeSql(active, 'SELECT * FROM unnest($1::text[], $2::text[])', params);
+      const sql = includeSql(active, 'SELECT * FROM unnest($1::text[], $2::text[])', new Set(frontier.map((r) => r.resourceType)), params);
       const rows = await tx.query<IncludedRow>(`${sql} LIMIT ${MAX_INCLUDED}`, params);
       candidates = includedRows(rows, seen);
     }

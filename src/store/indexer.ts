@@ -3,18 +3,33 @@
  * (src/fhir/searchparams.ts), and names the Patient compartment the resource belongs to (its `patient_key`).
  */
 import type { Resource } from '../fhir/types.js';
-import { extractSearchValues, type SearchValues } from '../fhir/searchparams.js';
+import { extractSearchValues, searchParamsFor, type SearchValues } from '../fhir/searchparams.js';
 
 /** The rows of the five index tables: uri values are stored as tokens, numbers as quantities without a unit. */
 export type IndexRows = Omit<SearchValues, 'uri' | 'number'> & { patientKey: string | null };
 
 /** Search parameters whose Patient target makes a resource part of that Patient's compartment. */
 const PATIENT_PARAMS = ['patient', 'subject', 'beneficiary', 'for'];
-const PATIENT_PARAM_SET: ReadonlySet<string> = new Set(PATIENT_PARAMS);
+
+/**
+ * Per resource type, the rows those parameters' values are in, in that order: `patient` of a Provenance is held by
+ * `target` rows (searchparams.ts `indexedAs`).
+ */
+const patientRowParams = new Map<string, { list: string[]; set: ReadonlySet<string> }>();
+function rowParamsFor(resourceType: string): { list: string[]; set: ReadonlySet<string> } {
+  let r = patientRowParams.get(resourceType);
+  if (!r) {
+    const defs = searchParamsFor(resourceType);
+    const list = [...new Set(PATIENT_PARAMS.map((p) => defs?.get(p)).flatMap((d) => (d ? [d.indexedAs ?? d.code] : [])))];
+    r = { list, set: new Set(list) };
+    patientRowParams.set(resourceType, r);
+  }
+  return r;
+}
 
 function patientOf(resource: Resource, reference: SearchValues['reference']): string | null {
   if (resource.resourceType === 'Patient') return resource.id ?? null;
-  for (const p of PATIENT_PARAMS) {
+  for (const p of rowParamsFor(resource.resourceType).list) {
     const ref = reference.find((r) => r.param === p && r.targetType === 'Patient');
     if (ref) return ref.targetId;
   }
@@ -50,5 +65,5 @@ function unique<T>(rows: T[], key: (row: T) => string): T[] {
 
 /** The Patient compartment of a resource alone (what a stored version needs), without the whole index. */
 export function patientKeyOf(resource: Resource): string | null {
-  return patientOf(resource, resource.resourceType === 'Patient' ? [] : extractSearchValues(resource, { only: PATIENT_PARAM_SET }).reference);
+  return patientOf(resource, resource.resourceType === 'Patient' ? [] : extractSearchValues(resource, { only: rowParamsFor(resource.resourceType).set }).reference);
 }

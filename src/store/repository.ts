@@ -13,6 +13,7 @@ import type { Db, Queryable } from './db.js';
 import { buildSearch, cursorAfter, type SearchRequest, type SearchResult, parseSearchQuery } from './search.js';
 import { parseStored, textOnly } from './stored.js';
 import { indexRows, type IndexRows } from './indexer.js';
+import { referenceParamsTo } from '../fhir/searchparams.js';
 import { includeSql, MAX_INCLUDED, parseIncludes, resolveIncludes, type IncludedRow } from './include.js';
 
 export interface HistoryEntry {
@@ -149,9 +150,13 @@ export class Writer {
 
   /** The current resources that reference `type/id` (any parameter), as [type, id]. */
   async referencesTo(targetType: string, targetId: string): Promise<[string, string][]> {
+    // one probe of the reference index per reference parameter of any type (the index leads with type and param;
+    // every parameter, not only those declaring the target type, so no referrer is missed); a rare operation (merge)
+    const pairs = referenceParamsTo();
     const rows = await this.tx.query<{ resource_type: string; resource_id: string }>(
-      `SELECT DISTINCT resource_type, resource_id FROM idx_reference WHERE target_type = $1 AND target_id = $2`,
-      [targetType, targetId],
+      `SELECT DISTINCT resource_type, resource_id FROM idx_reference
+       WHERE (resource_type, param) IN (SELECT * FROM unnest($3::text[], $4::text[])) AND target_type = $1 AND target_id = $2`,
+      [targetType, targetId, pairs.map((x) => x[0]), pairs.map((x) => x[1])],
     );
     return rows.map((r) => [r.resource_type, r.resource_id]);
   }
@@ -308,7 +313,7 @@ export class Writer {
     if (!rows && specs.length > 0 && built.sortKeys === 0 && built.limit > 0) {
       // the page and the first round of includes in one statement (the GP pull: plan + team + Provenance)
       const params = [...built.params];
-      const inc = includeSql(specs, 'SELECT rt, rid FROM page', params);
+      const inc = includeSql(specs, 'SELECT rt, rid FROM page', [req.resourceType], params);
       const combined = await this.tx.query<{ part: number; content: string; seq: string | null; src_type: string; src_id: string }>(
         `WITH page AS MATERIALIZED (${built.sql})
          SELECT 0 AS part, content, seq, rt AS src_type, rid AS src_id FROM page

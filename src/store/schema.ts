@@ -146,15 +146,19 @@ CREATE INDEX idx_reference_target_seq ON idx_reference (resource_type, param, ta
   },
   {
     version: 4,
-    name: 'one string row per value (the value as written in `exact`), identical parameters share rows, one reference lookup index fewer',
+    name: 'one string row per value (the value as written in `exact`), parameters with the same values share rows, two reference indexes fewer',
     // Every index row costs a B-tree insert per index at write time, most of the database's work when a message
     // is stored. String values were written twice (normalised, and `{param}:exact` as written); now one row holds
     // both (`exact` NULL when equal). `phonetic` had rows identical to `name` (same expression): now read from
-    // `name`'s. `idx_reference_lookup` (…, target_id, target_type) duplicated `idx_reference_target_seq`
+    // `name`'s; `patient` (`X.subject.where(resolve() is Patient)`) copied `subject` rows: now read from those
+    // pointing at a Patient (searchparams.ts `indexedAs`; the copies are deleted by `run`). `idx_reference_lookup` (…, target_id, target_type) duplicated `idx_reference_target_seq`
     // (…, target_type, target_id, …): a search on a plain id probes each target type of the parameter instead.
+    // `idx_reference_target` (target_type, target_id) served only `_revinclude=*` and a merge's "who refers to the
+    // retired patient": both now probe `idx_reference_target_seq` once per reference parameter.
     sql: `
 ALTER TABLE idx_string ADD COLUMN exact text;
 DROP INDEX idx_reference_lookup;
+DROP INDEX idx_reference_target;
 `,
     run: async (tx) => (await import('./reindex.js')).rebuildStringIndex(tx),
   },

@@ -109,6 +109,7 @@ function anchorOf(resourceType: string, name: string, value: string): { param: s
   const [type, id] = parseReferenceValue(values[0]);
   const targetType = modifier ?? type ?? (def.targets.length === 1 ? def.targets[0] : undefined);
   if (!targetType || (type && modifier && type !== modifier)) return undefined;
+  if (def.indexedTargetType && targetType !== def.indexedTargetType) return undefined; // matches nothing: not a walk
   return { param: def.indexedAs ?? base, targetType, targetId: id };
 }
 
@@ -336,8 +337,11 @@ class ConditionBuilder {
     if (modifier && !supportsModifier(def.type, modifier)) return this.unsupported(`modifier ":${modifier}" is not supported on ${def.type} parameter "${name}"`, where);
 
     const x = this.alias();
-    // rows of a parameter identical to another are stored under that one's code (`phonetic` → `name`)
-    const owner = `${x}.resource_type = ${typeExpr} AND ${x}.resource_id = ${idExpr} AND ${x}.param = ${q.p(def.indexedAs ?? name)}`;
+    // rows of a parameter identical to another are stored under that one's code (`phonetic` → `name`); a
+    // type-restricted one (`patient` → `subject` rows pointing at a Patient) adds its target type
+    const owner =
+      `${x}.resource_type = ${typeExpr} AND ${x}.resource_id = ${idExpr} AND ${x}.param = ${q.p(def.indexedAs ?? name)}` +
+      (def.indexedTargetType ? ` AND ${x}.target_type = ${q.p(def.indexedTargetType)}` : '');
     const table = tableFor(def.type);
     if (modifier === 'missing') {
       const exists = `EXISTS (SELECT 1 FROM ${table} ${x} WHERE ${owner})`;
@@ -362,6 +366,7 @@ class ConditionBuilder {
           // a plain id may point at any of the parameter's target types: each is probed in the reference index
           // (type before id, as every lookup of it is ordered)
           const targetType = modifier ?? type;
+          if (def.indexedTargetType && targetType && targetType !== def.indexedTargetType) return 'FALSE'; // patient=Group/1
           const types = targetType ? [targetType] : def.targets.length ? def.targets : [...resourceTypes()];
           return `${x}.target_id = ${q.p(id)} AND ` + (types.length === 1 ? `${x}.target_type = ${q.p(types[0])}` : `${x}.target_type = ANY(${q.p(types)}::text[])`);
         }
@@ -408,7 +413,9 @@ class ConditionBuilder {
     const def = searchParamsFor(resourceType)?.get(name);
     if (!def || def.type !== 'reference') return this.unsupported(`"${name}" is not a reference parameter of ${resourceType}, so it cannot be chained`, where);
     const tailName = tail.split(/[.:]/)[0];
-    const targets = (typeModifier ? [typeModifier] : def.targets).filter((t) => tailName.startsWith('_') || searchParamsFor(t)?.has(tailName));
+    const targets = (typeModifier ? [typeModifier] : def.targets).filter(
+      (t) => (!def.indexedTargetType || t === def.indexedTargetType) && (tailName.startsWith('_') || searchParamsFor(t)?.has(tailName)),
+    );
     if (targets.length === 0) return this.unsupported(`no target of ${resourceType}.${name} has a search parameter "${tailName}"`, where);
     const x = this.alias();
     const perType: string[] = [];
@@ -430,7 +437,7 @@ class ConditionBuilder {
     const x = this.alias();
     const inner = this.build(type, `${x}.resource_type`, `${x}.resource_id`, rest, value, where);
     if (!inner) return undefined;
-    return `EXISTS (SELECT 1 FROM idx_reference ${x} WHERE ${x}.resource_type = ${this.q.p(type)} AND ${x}.param = ${this.q.p(def.indexedAs ?? refParam)} AND ${x}.target_type = ${typeExpr} AND ${x}.target_id = ${idExpr} AND ${inner}${this.notHidden(`${x}.resource_type`, `${x}.resource_id`)})`;
+    return `EXISTS (SELECT 1 FROM idx_reference ${x} WHERE ${x}.resource_type = ${this.q.p(type)} AND ${x}.param = ${this.q.p(def.indexedAs ?? refParam)}${def.indexedTargetType ? ` AND ${x}.target_type = ${this.q.p(def.indexedTargetType)}` : ''} AND ${x}.target_type = ${typeExpr} AND ${x}.target_id = ${idExpr} AND ${inner}${this.notHidden(`${x}.resource_type`, `${x}.resource_id`)})`;
   }
 }
 

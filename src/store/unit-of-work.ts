@@ -20,7 +20,7 @@
 import type { Resource } from '../fhir/types.js';
 import { OutcomeError, notFound } from '../fhir/outcome.js';
 import type { Queryable } from './db.js';
-import { patientKeyOf } from './indexer.js';
+import { indexRows } from './indexer.js';
 import type { SearchRequest, SearchResult } from './search.js';
 import { sameContent, uniqueById, Writer, type BatchItem, type Repository, type RepositoryOptions, type UpdateOptions, type WriteResult } from './repository.js';
 
@@ -187,7 +187,9 @@ export class UnitOfWork extends Writer {
       const stored = { ...r, meta: { ...r.meta, versionId: String(versionId), lastUpdated } } as Resource;
       this.touch(k);
       this.known.set(k, { version: versionId, deleted: false, resource: stored });
-      this.pending.set(k, [...(this.pending.get(k) ?? []), { r: stored, content: JSON.stringify(stored), patientKey: patientKeyOf(stored) }]);
+      // the whole index now (a version is nearly always the one flushed; its patient key comes from the same rows)
+      const index = indexRows(stored);
+      this.pending.set(k, [...(this.pending.get(k) ?? []), { r: stored, content: JSON.stringify(stored), patientKey: index.patientKey, index }]);
       results.set(k, { resource: stored, outcome: cur && !cur.deleted ? 'updated' : 'created' });
     }
     return resources.map((r) => results.get(keyOf(r.resourceType, r.id!))!);

@@ -366,6 +366,22 @@ describe.each(backends())('every search parameter type through fhir-kit-client o
       expect(await q('CarePlan', { patient: id.P1 })).toEqual(['CP1']); // patient = subject.where(resolve() is Patient)
     });
 
+    test('patient is read from the subject rows that point at a Patient (it has no rows of its own)', async () => {
+      expect(await q('CarePlan', { patient: `Group/${id.P1}` })).toEqual([]);
+      expect(await q('CarePlan', { 'patient:Group': id.P1 })).toEqual([]);
+      expect(await q('CarePlan', { 'patient:Patient': id.P1 })).toEqual(['CP1']);
+      expect(await q('CarePlan', { 'patient:missing': 'true' })).toEqual(['CP4']);
+      expect(await q('CarePlan', { 'patient:missing': 'false' })).toEqual(['CP1', 'CP2', 'CP3']);
+      expect(await q('CarePlan', { 'patient.name': 'tammik' })).toEqual(['CP2']);
+      expect(included(await search('CarePlan', { _id: `${id.CP1},${id.CP4}`, _include: 'CarePlan:patient' }))).toEqual(['P1']);
+      expect(included(await search('CarePlan', { _id: `${id.CP1},${id.CP4}`, _include: 'CarePlan:patient:Group' }))).toEqual([]);
+      expect(included(await search('Group', { _id: id.P1, _revinclude: 'CarePlan:patient' }))).toEqual([]);
+      expect(included(await search('Group', { _id: id.P1, _revinclude: 'CarePlan:subject' }))).toEqual(['CP4']);
+      expect(await q('Group', { '_has:CarePlan:patient:status': 'active' })).toEqual([]);
+      expect(await q('Group', { '_has:CarePlan:subject:status': 'active' })).toEqual(['G1']);
+      expect(await q('Patient', { '_has:CarePlan:patient:status': 'active', _id: id.P1 })).toEqual(['P1']);
+    });
+
     test(':identifier matches the referenced resource by its identifier', async () => {
       expect(await q('CarePlan', { 'patient:identifier': `${NI}|${IK.P2}` })).toEqual(['CP2']);
       expect(await q('CarePlan', { 'subject:identifier': `${NI}|${IK.P1}` })).toEqual(['CP1']);
@@ -531,6 +547,19 @@ describe.each(backends())('every search parameter type through fhir-kit-client o
       const both = await search('CarePlan', { 'patient.identifier': `${NI}|${IK.P1}`, _include: 'CarePlan:care-team', _revinclude: 'Provenance:target' });
       expect(found(both)).toEqual(['CP1']);
       expect(included(both)).toEqual(['CT1', 'PROV1']);
+    });
+
+    test('_include=* and _revinclude=* follow every reference parameter', async () => {
+      expect(included(await search('CarePlan', { _id: id.CP1, _include: '*' }))).toEqual(['CT1', 'P1']);
+      // everything that points at P1 through any parameter; not CP4 (it points at Group/<same id>), nothing of P2
+      const rev = included(await search('Patient', { _id: id.P1, _revinclude: '*' }));
+      expect(rev).toEqual(expect.arrayContaining(['CP1', 'E1', 'E4', 'O1', 'O4', 'R1']));
+      expect(rev).not.toContain('CP4');
+      expect(rev).not.toContain('E2');
+      expect(rev).not.toContain('O2');
+      // from a page of several types' worth of frontier (:iterate): the Provenance that points at CP1
+      const iter = await search('Patient', { _id: id.P1, _revinclude: 'CarePlan:subject', '_revinclude:iterate': '*' });
+      expect(included(iter)).toEqual(expect.arrayContaining(['CP1', 'PROV1']));
     });
   });
 

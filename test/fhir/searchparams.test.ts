@@ -13,6 +13,12 @@ import { extractSearchValues, instantRange, normalizeString, searchParamsFor, sp
 const rows = <K extends keyof SearchValues>(v: SearchValues, kind: K, param: string): Omit<SearchValues[K][number], 'param'>[] =>
   (v[kind] as SearchValues[K][number][]).filter((r) => r.param === param).map(({ param: _p, ...rest }) => rest);
 
+/** The values of `patient`: the rows of the parameter that holds them (`subject`), those pointing at a Patient. */
+const patientValues = (v: SearchValues, resourceType: string): Omit<SearchValues['reference'][number], 'param'>[] => {
+  const def = searchParamsFor(resourceType)!.get('patient')!;
+  return rows(v, 'reference', def.indexedAs ?? 'patient').filter((r) => !def.indexedTargetType || r.targetType === def.indexedTargetType);
+};
+
 const patient: Patient = {
   resourceType: 'Patient',
   id: 'p1',
@@ -58,10 +64,21 @@ test('a parameter identical to another (phonetic = name) is indexed once, under 
   }
   // different expressions keep their own rows
   expect(searchParamsFor('Patient')!.get('family')!.indexedAs).toBeUndefined();
-  expect(searchParamsFor('CarePlan')!.get('patient')!.indexedAs).toBeUndefined();
   const v = extractSearchValues(patient);
   expect(rows(v, 'string', 'phonetic')).toEqual([]);
   expect(rows(v, 'string', 'name').length).toBe(4);
+});
+
+test('patient = subject.where(resolve() is Patient) is read from subject rows pointing at a Patient', () => {
+  for (const t of ['CarePlan', 'CareTeam', 'Observation', 'Condition', 'Encounter', 'ServiceRequest', 'Task']) {
+    expect(searchParamsFor(t)!.get('patient')).toMatchObject({ indexedAs: 'subject', indexedTargetType: 'Patient' });
+  }
+  expect(searchParamsFor('Provenance')!.get('patient')).toMatchObject({ indexedAs: 'target', indexedTargetType: 'Patient' });
+  // AllergyIntolerance.patient is an element of its own, not a restriction of another parameter
+  expect(searchParamsFor('AllergyIntolerance')!.get('patient')!.indexedAs).toBeUndefined();
+  const v = extractSearchValues({ resourceType: 'CarePlan', id: 'x', status: 'active', intent: 'plan', subject: { reference: 'Patient/p1' } } as Resource);
+  expect(rows(v, 'reference', 'patient')).toEqual([]);
+  expect(rows(v, 'reference', 'subject')).toEqual([{ targetType: 'Patient', targetId: 'p1' }]);
 });
 
 test('Patient: identifier, name, family, birthdate, gender, general-practitioner', () => {
@@ -94,7 +111,7 @@ const carePlan: CarePlan = {
 
 test('CarePlan: patient, subject, care-team, status, category, date, activity-reference, activity-date', () => {
   const v = extractSearchValues(carePlan);
-  expect(rows(v, 'reference', 'patient')).toEqual([{ targetType: 'Patient', targetId: 'p1' }]);
+  expect(patientValues(v, 'CarePlan')).toEqual([{ targetType: 'Patient', targetId: 'p1' }]);
   expect(rows(v, 'reference', 'subject')).toEqual([{ targetType: 'Patient', targetId: 'p1' }]);
   expect(rows(v, 'reference', 'care-team')).toEqual([{ targetType: 'CareTeam', targetId: 'ct1' }]);
   expect(rows(v, 'token', 'status')).toEqual([{ system: null, code: 'active' }]);
@@ -106,7 +123,7 @@ test('CarePlan: patient, subject, care-team, status, category, date, activity-re
 
 test('`where(resolve() is Patient)` works on typed references without a server', () => {
   const forGroup = extractSearchValues({ ...carePlan, subject: { reference: 'Group/g1' } });
-  expect(rows(forGroup, 'reference', 'patient')).toEqual([]);
+  expect(patientValues(forGroup, 'CarePlan')).toEqual([]);
   expect(rows(forGroup, 'reference', 'subject')).toEqual([{ targetType: 'Group', targetId: 'g1' }]);
 });
 
@@ -122,7 +139,7 @@ test('CareTeam: participant, patient, status', () => {
     { targetType: 'Practitioner', targetId: 'D12345' },
     { targetType: 'RelatedPerson', targetId: 'kati' },
   ]);
-  expect(rows(v, 'reference', 'patient')).toEqual([{ targetType: 'Patient', targetId: 'p1' }]);
+  expect(patientValues(v, 'CareTeam')).toEqual([{ targetType: 'Patient', targetId: 'p1' }]);
   expect(rows(v, 'token', 'status')).toEqual([{ system: null, code: 'active' }]);
 });
 
@@ -140,7 +157,7 @@ test('Provenance: target, agent, recorded', () => {
   ]);
   expect(rows(v, 'reference', 'agent')).toEqual([{ targetType: 'Device', targetId: 'gateway' }]);
   expect(rows(v, 'date', 'recorded')).toEqual([{ low: '2026-11-10T10:00:00.123Z', high: '2026-11-10T10:00:00.123Z' }]);
-  expect(rows(v, 'reference', 'patient')).toEqual([{ targetType: 'Patient', targetId: 'p1' }]);
+  expect(patientValues(v, 'Provenance')).toEqual([{ targetType: 'Patient', targetId: 'p1' }]);
 });
 
 test('Encounter: patient, status, date, class', () => {
@@ -152,7 +169,7 @@ test('Encounter: patient, status, date, class', () => {
     period: { start: '2026-11-01T10:00:00', end: '2026-11-10T12:00:00Z' },
   };
   const v = extractSearchValues(e);
-  expect(rows(v, 'reference', 'patient')).toEqual([{ targetType: 'Patient', targetId: 'p1' }]);
+  expect(patientValues(v, 'Encounter')).toEqual([{ targetType: 'Patient', targetId: 'p1' }]);
   expect(rows(v, 'token', 'status')).toEqual([{ system: null, code: 'finished' }]);
   expect(rows(v, 'token', 'class')).toEqual([{ system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'IMP' }]);
   // without an offset the time is taken as UTC
@@ -202,12 +219,12 @@ test('the FHIRPath shapes walked directly: where(resolve() is T), where(system=â
   const withDate = extractSearchValues({ resourceType: 'Condition', id: 'c1', subject: { reference: 'Patient/p1' }, onsetDateTime: '2026-11-01' } as Resource);
   expect(rows(withDate, 'date', 'onset-date')).toEqual([{ low: '2026-11-01T00:00:00.000Z', high: '2026-11-01T23:59:59.999Z' }]);
   expect(rows(withDate, 'string', 'onset-info')).toEqual([]);
-  expect(rows(withDate, 'reference', 'patient')).toEqual([{ targetType: 'Patient', targetId: 'p1' }]);
+  expect(patientValues(withDate, 'Condition')).toEqual([{ targetType: 'Patient', targetId: 'p1' }]);
   const withText = extractSearchValues({ resourceType: 'Condition', id: 'c2', subject: { reference: 'Group/g1' }, onsetString: 'LapsepÃµlves' } as Resource);
   expect(rows(withText, 'string', 'onset-info').map((r) => r.value)).toContain('lapsepolves');
   expect(rows(withText, 'date', 'onset-date')).toEqual([]);
   // the subject is a Group: `patient` (subject.where(resolve() is Patient)) has no row, `subject` has
-  expect(rows(withText, 'reference', 'patient')).toEqual([]);
+  expect(patientValues(withText, 'Condition')).toEqual([]);
   expect(rows(withText, 'reference', 'subject')).toEqual([{ targetType: 'Group', targetId: 'g1' }]);
 
   const obs = extractSearchValues({

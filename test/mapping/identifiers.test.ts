@@ -2,6 +2,7 @@
  * Estonian identifiers (domain-specs.md §1.2–1.3: isikukood EVS 585 two-stage mod 11, Business Register codes,
  * canonical systems and aliases) and deterministic ids (RFC 4122 §4.3 UUID v5).
  */
+import crypto from 'node:crypto';
 import {
   checkIsikukood, checkRegistryCode, canonicalSystem, deterministicId, patientRecordSystem, uuidV5, SYSTEMS, ID_NAMESPACE,
 } from '../../src/fhir/identifiers.js';
@@ -56,6 +57,20 @@ test('systems: canonical URIs, prn per registry code, aliases accepted on input'
 test('uuidV5 matches RFC 4122 name-based UUIDs (Python uuid.uuid5 vectors)', () => {
   expect(uuidV5('6ba7b810-9dad-11d1-80b4-00c04fd430c8', 'python.org')).toBe('886313e1-3b8a-5372-9b90-0c9aee199e5d'); // NAMESPACE_DNS
   expect(uuidV5('6ba7b811-9dad-11d1-80b4-00c04fd430c8', 'https://fhir.ee/sid/pid/est/ni')).toBe('0d333d6e-0386-5c66-b6cf-b38a4647fcc2'); // NAMESPACE_URL
+});
+
+test('uuidV5 in our namespace (one-shot hash in a reused buffer) equals the plain SHA-1 construction', () => {
+  const reference = (name: string): string => {
+    const h = crypto.createHash('sha1').update(Buffer.from(ID_NAMESPACE.replaceAll('-', ''), 'hex')).update(name, 'utf8').digest();
+    h[6] = (h[6] & 0x0f) | 0x50;
+    h[8] = (h[8] & 0x3f) | 0x80;
+    const x = h.subarray(0, 16).toString('hex');
+    return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
+  };
+  // a long name first, then shorter ones (nothing of the longer may leak), non-ASCII, and past the buffer's size
+  for (const name of ['x'.repeat(600), 'Patient\u001fa', '', 'Õunapuu Žukova Šmidt', 'ö'.repeat(700), 'y'.repeat(5000)]) {
+    expect(uuidV5(ID_NAMESPACE, name)).toBe(reference(name));
+  }
 });
 
 test('deterministic ids: stable, per type, normalised (whitespace, alias systems), valid FHIR ids', () => {
