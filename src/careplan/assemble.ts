@@ -31,7 +31,7 @@ import type {
 import type { Writer } from '../store/repository.js';
 import { OutcomeError, toOutcomeError } from '../fhir/outcome.js';
 import type { UnitOfWork } from '../store/unit-of-work.js';
-import { deterministicId } from '../fhir/identifiers.js';
+import { deterministicId, oneOffId } from '../fhir/identifiers.js';
 import { municipalityOfResidence, municipalityOrganization } from './directory.js';
 import { ruleBook, type Party, type PlanEvent, type RuleAction, type RuleFacts } from './rules.js';
 import { ROLES, role } from './roles.js';
@@ -263,7 +263,7 @@ export async function assemble(w: Writer, c: Contribution): Promise<AssemblyResu
     const targets = list.map(versionRef);
     const prov: Provenance = {
       resourceType: 'Provenance',
-      id: deterministicId('Provenance', c.inboxId, activityCode, ...targets),
+      id: oneOffId('Provenance', c.inboxId, activityCode, ...targets),
       target: targets.map((reference) => ({ reference })),
       recorded: now,
       activity: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-DataOperation', code: activityCode }] },

@@ -142,7 +142,7 @@ export function deterministicId(resourceType: string, ...parts: string[]): strin
   const key = `${resourceType}\u001f${parts.join('\u001f')}`;
   let id = idMemo.get(key);
   if (id === undefined) {
-    id = idMemoOld.get(key) ?? uuidV5(ID_NAMESPACE, [resourceType, ...parts.map(normaliseIdPart)].join('\u001f'));
+    id = idMemoOld.get(key) ?? oneOffId(resourceType, ...parts);
     // two generations instead of evicting the oldest entry one by one: deleting from the front of a Map leaves
     // tombstones that every `keys().next()` walks again (that eviction was 16 % of a whole HL7 conversion)
     if (idMemo.size >= ID_MEMO_SIZE) {
@@ -152,6 +152,14 @@ export function deterministicId(resourceType: string, ...parts: string[]): strin
     idMemo.set(key, id);
   }
   return id;
+}
+
+/**
+ * The same id as {@link deterministicId}, without the memo: for ids made once and not asked for again (the
+ * Provenance of one write names exact versions), which would only push the recurring ones out of the memo.
+ */
+export function oneOffId(resourceType: string, ...parts: string[]): string {
+  return uuidV5(ID_NAMESPACE, [resourceType, ...parts.map(normaliseIdPart)].join('\u001f'));
 }
 const ID_MEMO_SIZE = 20_000;
 let idMemo = new Map<string, string>();

@@ -3,7 +3,7 @@
  * together as the next batch. Alone, a request runs at once (it waits only for the current turn of the event
  * loop, so requests that arrived together start together); under load, batches grow by themselves and one
  * transaction serves many messages. `lanes` batches may run at the same time (PostgreSQL has a pool; the
- * embedded store one connection).
+ * embedded store one connection); requests waiting together are shared evenly among the lanes that are free.
  */
 export type BatchResult<O> = O | Error;
 
@@ -41,7 +41,10 @@ export class Batcher<I, O> {
 
   private start(): void {
     while (this.running < this.opts.lanes && this.queue.length > 0) {
-      const batch = this.queue.splice(0, this.opts.maxBatch);
+      // what is waiting is shared among the free lanes: one lane's batch is at the database while the next is
+      // being prepared here, instead of every request riding in one batch and the lanes taking turns idling
+      const free = this.opts.lanes - this.running;
+      const batch = this.queue.splice(0, Math.min(this.opts.maxBatch, Math.ceil(this.queue.length / free)));
       this.running++;
       this.run(batch.map((b) => b.item))
         .then(

@@ -48,6 +48,30 @@ test('while a batch is at the database, the next requests gather; maxBatch and l
   expect(most).toBe(2);
 });
 
+test('requests waiting together are shared among the free lanes, not all put in the first', async () => {
+  const runs: number[][] = [];
+  const gates: (() => void)[] = [];
+  const b = new Batcher<number, number>(async (xs) => {
+    runs.push(xs);
+    await new Promise<void>((r) => gates.push(r));
+    return xs;
+  }, { maxBatch: 64, lanes: 2 });
+  const first = Array.from({ length: 8 }, (_, i) => b.submit(i));
+  await tick();
+  expect(runs).toEqual([[0, 1, 2, 3], [4, 5, 6, 7]]);
+  // one lane free again: what waits goes to it whole (up to maxBatch)
+  const more = Array.from({ length: 5 }, (_, i) => b.submit(10 + i));
+  gates.shift()!();
+  await tick();
+  await tick();
+  expect(runs[2]).toEqual([10, 11, 12, 13, 14]);
+  while (gates.length) {
+    gates.shift()!();
+    await tick();
+  }
+  expect(await Promise.all([...first, ...more])).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14]);
+});
+
 test('an Error result fails only its item; a thrown batch fails every item of that batch and not the next', async () => {
   let fail = true;
   const b = new Batcher<number, number>(async (xs) => {

@@ -4,7 +4,7 @@
  */
 import crypto from 'node:crypto';
 import {
-  checkIsikukood, checkRegistryCode, canonicalSystem, deterministicId, patientRecordSystem, uuidV5, SYSTEMS, ID_NAMESPACE,
+  checkIsikukood, checkRegistryCode, canonicalSystem, deterministicId, oneOffId, patientRecordSystem, uuidV5, SYSTEMS, ID_NAMESPACE,
 } from '../../src/fhir/identifiers.js';
 
 test.each([
@@ -84,6 +84,7 @@ test('deterministic ids: stable, per type, normalised (whitespace, alias systems
   // ids are memoised: the same inputs give the same id from the memo, and again after it has moved on
   const name = [ID_NAMESPACE, ['Patient', SYSTEMS.isikukood, '37302102711'].join('\u001f')] as const;
   expect(a).toBe(uuidV5(...name));
+  expect(oneOffId('Patient', ` ${SYSTEMS.isikukood}`, '37302102711')).toBe(a); // the same id, not memoised
   // (the memo keeps two generations of 20,000: 45,000 ids pass through both and out again)
   for (let i = 0; i < 45_000; i++) deterministicId('Encounter', 'urn:x', String(i));
   expect(deterministicId('Patient', SYSTEMS.isikukood, '37302102711')).toBe(a);
