@@ -39,8 +39,11 @@ export function patientRecordSystem(registryCode: string): string {
 
 /** An identifier system as written on output: aliases (old or NamingSystem spellings) → the canonical URI. */
 export function canonicalSystem(system: string): string {
+  // most parts of an id are not aliases at all: no table lookup (which hashes the whole string) unless the length fits
+  if (!ALIAS_LENGTHS.has(system.length)) return system;
   return SYSTEM_ALIASES[system] ?? system;
 }
+const ALIAS_LENGTHS = new Set(Object.keys(SYSTEM_ALIASES).map((k) => k.length));
 
 export interface IsikukoodCheck {
   valid: boolean;

@@ -292,6 +292,15 @@ export function instantRange(v: string): [string, string] | undefined {
   const m = DATE_RE.exec(v);
   if (!m) return undefined;
   const [, y, mo, d, h, mi, s, frac, tz] = m;
+  // the common shapes written as they are (no Date round trip): a whole day, and a UTC instant to the second or
+  // millisecond, on days every month has; anything else goes through Date below
+  if (d !== undefined && y >= '1000' && mo >= '01' && mo <= '12' && d >= '01' && d <= '28') {
+    if (h === undefined) return [`${y}-${mo}-${d}T00:00:00.000Z`, `${y}-${mo}-${d}T23:59:59.999Z`];
+    if (tz === 'Z' && s !== undefined && h <= '23' && mi <= '59' && s <= '59' && (frac === undefined || frac.length === 4)) {
+      const at = `${y}-${mo}-${d}T${h}:${mi}:${s}`;
+      return frac ? [`${at}${frac}Z`, `${at}${frac}Z`] : [`${at}.000Z`, `${at}.999Z`];
+    }
+  }
   const zone = tz ?? 'Z';
   if (h !== undefined) {
     const base = `${y}-${mo}-${d}T${h}:${mi}:${s ?? '00'}${frac ?? ''}${zone}`;

@@ -41,26 +41,33 @@ export function indexRows(resource: Resource): IndexRows {
   const token = [...v.token, ...v.uri.map((u) => ({ param: u.param, system: null, code: u.value }))];
   const quantity = [...v.quantity, ...v.number.map((n) => ({ param: n.param, value: n.value, system: null, code: null }))];
   return {
-    token: unique(token, (t) => `${t.param}|${t.system}|${t.code}`),
-    string: unique(v.string, (t) => `${t.param}|${t.value}|${t.exact}`),
+    token: unique(token, (a, b) => a.code === b.code && a.system === b.system),
+    string: unique(v.string, (a, b) => a.value === b.value && a.exact === b.exact),
     // one row per (param, target): a search anchored on a reference walks these rows and must meet each resource once
-    reference: unique(v.reference, (t) => `${t.param}|${t.targetType}|${t.targetId}`),
+    reference: unique(v.reference, (a, b) => a.targetId === b.targetId && a.targetType === b.targetType),
     date: v.date,
     quantity,
     patientKey: patientOf(resource, v.reference),
   };
 }
 
-/** Identical rows of one resource add nothing to a search: the first of each is kept. */
-function unique<T>(rows: T[], key: (row: T) => string): T[] {
+/**
+ * Identical rows of one resource add nothing to a search: the first of each is kept. Extraction writes a
+ * parameter's rows one after another, so only rows within a run of the same parameter are compared (no keys built).
+ */
+function unique<T extends { param: string }>(rows: T[], same: (a: T, b: T) => boolean): T[] {
   if (rows.length < 2) return rows;
-  const seen = new Set<string>();
-  return rows.filter((row) => {
-    const k = key(row);
-    if (seen.has(k)) return false;
-    seen.add(k);
-    return true;
-  });
+  let out: T[] | undefined;
+  let run = 0;
+  for (let i = 1; i < rows.length; i++) {
+    const r = rows[i];
+    if (rows[i - 1].param !== r.param) run = i;
+    let dup = false;
+    for (let j = run; j < i && !dup; j++) dup = same(rows[j], r);
+    if (dup) out ??= rows.slice(0, i);
+    else out?.push(r);
+  }
+  return out ?? rows;
 }
 
 /** The Patient compartment of a resource alone (what a stored version needs), without the whole index. */

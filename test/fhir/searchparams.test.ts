@@ -239,3 +239,31 @@ test('the FHIRPath shapes walked directly: where(resolve() is T), where(system=â
   expect(rows(obs, 'token', 'component-value-concept')).toEqual([{ system: 'urn:x', code: 'N' }]);
   expect(rows(obs, 'token', 'value-concept')).toEqual([]);
 });
+
+test('instantRange: the written-as-is shapes give exactly what the Date arithmetic gives', () => {
+  // the general path, as a reference: every value through Date.UTC / Date.parse
+  const viaDate = (v: string): [string, string] | undefined => {
+    const m = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2}):(\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2}))?$/.exec(v)!;
+    const [, y, mo, d, h, mi, s, frac, tz] = m;
+    if (h === undefined) {
+      const low = Date.UTC(Number(y), Number(mo) - 1, Number(d));
+      const high = Date.UTC(Number(y), Number(mo) - 1, Number(d) + 1) - 1;
+      return Number.isNaN(low) ? undefined : [new Date(low).toISOString(), new Date(high).toISOString()];
+    }
+    const t = Date.parse(`${y}-${mo}-${d}T${h}:${mi}:${s}${frac ?? ''}${tz}`);
+    return Number.isNaN(t) ? undefined : [new Date(t).toISOString(), new Date(t + (frac ? 0 : 999)).toISOString()];
+  };
+  let checked = 0;
+  for (const y of ['1000', '1973', '2026', '9999']) {
+    for (let mo = 0; mo <= 13; mo++) {
+      for (let d = 0; d <= 32; d++) {
+        for (const t of ['', 'T00:00:00Z', 'T23:59:59Z', 'T12:34:56.789Z', 'T12:34:56.7Z', 'T24:00:00Z', 'T12:60:00Z', 'T12:34:60Z', 'T10:00:00+02:00']) {
+          const v = `${y}-${String(mo).padStart(2, '0')}-${String(d).padStart(2, '0')}${t}`;
+          expect([v, instantRange(v)]).toEqual([v, viaDate(v)]);
+          checked++;
+        }
+      }
+    }
+  }
+  expect(checked).toBe(4 * 14 * 33 * 9);
+});

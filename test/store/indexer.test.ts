@@ -25,3 +25,37 @@ test.each(cases)('%s', (_name, resource, key) => {
   expect(indexRows(resource).patientKey).toBe(key);
   expect(patientKeyOf(resource)).toBe(key);
 });
+
+test('identical rows of one resource are written once; different ones all kept, in order', () => {
+  const team = {
+    resourceType: 'CareTeam',
+    id: 't',
+    participant: [
+      { member: { reference: 'Organization/elva' } },
+      { member: { reference: 'Practitioner/d1' } },
+      { member: { reference: 'Organization/elva' } }, // the same organisation in a second role
+      { member: { reference: 'Organization/tartu' } },
+    ],
+    subject: { reference: 'Patient/p1' },
+  } as Resource;
+  expect(indexRows(team).reference.filter((r) => r.param === 'participant').map((r) => `${r.targetType}/${r.targetId}`)).toEqual([
+    'Organization/elva',
+    'Practitioner/d1',
+    'Organization/tartu',
+  ]);
+  const patient = {
+    resourceType: 'Patient',
+    id: 'p',
+    identifier: [
+      { system: 'urn:a', value: '1' },
+      { system: 'urn:a', value: '1' },
+      { system: 'urn:b', value: '1' },
+      { value: '1' },
+    ],
+    name: [{ family: 'Tamm' }, { family: 'Tamm' }, { family: 'TAMM' }],
+  } as Resource;
+  const rows = indexRows(patient);
+  expect(rows.token.filter((r) => r.param === 'identifier').map((r) => `${r.system}|${r.code}`)).toEqual(['urn:a|1', 'urn:b|1', 'null|1']);
+  // same normalised value, different written forms: both kept (:exact tells them apart)
+  expect(rows.string.filter((r) => r.param === 'family').map((r) => r.exact)).toEqual(['Tamm', 'TAMM']);
+});
