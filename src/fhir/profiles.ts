@@ -150,27 +150,34 @@ function profiles(): Map<string, Compiled> {
   return compiled;
 }
 
-type Node = { value: unknown; path: string };
+/** A node of a resource and how it was reached; its FHIRPath location is only spelled out for an issue. */
+type Node = { value: unknown; up?: Node; key: string; index?: number };
 
-/** The nodes at a dotted element path (`CarePlan.activity.detail`), with FHIRPath locations. */
-function select(root: Resource, elementPath: string): { parents: Node[]; values: (parent: Node) => Node[] } {
-  const steps = elementPath.split('.').slice(1);
-  const last = steps.pop()!;
-  let nodes: Node[] = [{ value: root, path: root.resourceType }];
-  for (const s of steps) nodes = nodes.flatMap((n) => children(n, s));
-  return { parents: nodes, values: (p) => children(p, last) };
+function pathOf(n: Node): string {
+  const here = n.index === undefined ? n.key : `${n.key}[${n.index}]`;
+  return n.up ? `${pathOf(n.up)}.${here}` : here;
 }
 
-function children(n: Node, name: string): Node[] {
-  if (!n.value || typeof n.value !== 'object') return [];
+/** The nodes at an element path's steps (`['activity', 'detail']` of `CarePlan.activity.detail`) below the root. */
+function select(root: Resource, steps: string[]): Node[] {
+  let nodes: Node[] = [{ value: root, key: root.resourceType }];
+  for (const s of steps) {
+    const next: Node[] = [];
+    for (const n of nodes) children(n, s, next);
+    nodes = next;
+  }
+  return nodes;
+}
+
+function children(n: Node, name: string, out: Node[] = []): Node[] {
+  if (!n.value || typeof n.value !== 'object') return out;
   const o = n.value as Record<string, unknown>;
   const keys = name.endsWith('[x]') ? Object.keys(o).filter((k) => k.startsWith(name.slice(0, -3)) && /^[A-Z]/.test(k.slice(name.length - 3))) : [name];
-  const out: Node[] = [];
   for (const k of keys) {
     const v = o[k];
     if (v === undefined) continue;
-    if (Array.isArray(v)) v.forEach((x, i) => out.push({ value: x, path: `${n.path}.${k}[${i}]` }));
-    else out.push({ value: v, path: `${n.path}.${k}` });
+    if (Array.isArray(v)) for (let i = 0; i < v.length; i++) out.push({ value: v[i], up: n, key: k, index: i });
+    else out.push({ value: v, up: n, key: k });
   }
   return out;
 }
@@ -199,19 +206,21 @@ function compileElement(sd: StructureDefinition, e: ElementDefinition, codes: Ma
   const label = e.sliceName ? `${e.path}:${e.sliceName}` : e.path;
   const err = (issues: OperationOutcomeIssue[], where: string, text: string, code: OperationOutcomeIssue['code'] = 'invariant') =>
     issues.push({ severity: 'error', code, diagnostics: `${text} (profile ${name})`, expression: [where] });
+  const steps = e.path.split('.').slice(1);
+  const last = steps.pop()!;
+  const fixedJson = fixed ? JSON.stringify(fixed[1]) : undefined;
   return (r, issues) => {
-    const { parents, values } = select(r, e.path);
-    for (const parent of parents) {
-      let vs = values(parent);
+    for (const parent of select(r, steps)) {
+      let vs = children(parent, last);
       if (sliceTest) vs = vs.filter((v) => sliceTest(v.value));
-      if (vs.length < min) err(issues, `${parent.path}.${e.path.split('.').pop()!.replace('[x]', '')}`, `${label} is required (min ${min}), found ${vs.length}`, 'required');
-      if (vs.length > max) err(issues, vs[max].path, max === 0 ? `${label} is not used in this profile` : `${label} allows at most ${max}, found ${vs.length}`, 'structure');
+      if (vs.length < min) err(issues, `${pathOf(parent)}.${last.replace('[x]', '')}`, `${label} is required (min ${min}), found ${vs.length}`, 'required');
+      if (vs.length > max) err(issues, pathOf(vs[max]), max === 0 ? `${label} is not used in this profile` : `${label} allows at most ${max}, found ${vs.length}`, 'structure');
       for (const v of vs) {
-        if (fixed && JSON.stringify(v.value) !== JSON.stringify(fixed[1])) err(issues, v.path, `${label} must be ${JSON.stringify(fixed[1])}`, 'value');
-        if (pattern && !sliceTest && !matchesPattern(v.value, pattern[1])) err(issues, v.path, `${label} must match ${JSON.stringify(pattern[1])}`, 'value');
+        if (fixedJson !== undefined && JSON.stringify(v.value) !== fixedJson) err(issues, pathOf(v), `${label} must be ${fixedJson}`, 'value');
+        if (pattern && !sliceTest && !matchesPattern(v.value, pattern[1])) err(issues, pathOf(v), `${label} must match ${JSON.stringify(pattern[1])}`, 'value');
         if (binding) {
           const cc = v.value as { coding?: { system?: string; code?: string }[] };
-          if (!(cc.coding ?? []).some((c) => binding.has(`${c.system}|${c.code}`))) err(issues, v.path, `${label} must have a code from ${e.binding!.valueSet}`, 'code-invalid');
+          if (!(cc.coding ?? []).some((c) => binding.has(`${c.system}|${c.code}`))) err(issues, pathOf(v), `${label} must have a code from ${e.binding!.valueSet}`, 'code-invalid');
         }
       }
     }
