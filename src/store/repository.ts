@@ -453,6 +453,18 @@ export class Writer {
  * thousands of elements (index rows).
  */
 export function arrayLiteral(values: unknown[]): string {
+  // Usually JSON's own array text is already a valid literal: PostgreSQL reads `"…"`, `\"`, `\\` and an unquoted
+  // `null` the same way. Not when JSON had to write another escape (a control character: `\n`, `\u0001`), which
+  // PostgreSQL would read as a plain letter, or a number JSON cannot write (NaN): then element by element.
+  let plain = true;
+  for (let i = 0; i < values.length && plain; i++) {
+    const v = values[i];
+    if (typeof v === 'number' ? !Number.isFinite(v) : v !== null && v !== undefined && typeof v !== 'string') plain = false;
+  }
+  if (plain) {
+    const json = JSON.stringify(values);
+    if (!JSON_OTHER_ESCAPE.test(json)) return `{${json.slice(1, -1)}}`;
+  }
   let out = '{';
   for (let i = 0; i < values.length; i++) {
     if (i > 0) out += ',';
@@ -466,6 +478,8 @@ export function arrayLiteral(values: unknown[]): string {
   }
   return out + '}';
 }
+/** an escape other than \" and \\ in JSON text (a false alarm, e.g. an escaped backslash before an n, only costs time) */
+const JSON_OTHER_ESCAPE = /\\[bfnrtu]/;
 const NEEDS_ESCAPE = /[\\"]/;
 const ESCAPED = /[\\"]/g;
 
