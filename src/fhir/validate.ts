@@ -485,8 +485,21 @@ export function invariantTable(): { key: string; context: string; human: string 
   return INVARIANTS.map(({ key, context, human }) => ({ key, context, human }));
 }
 
-function report(ctx: WalkContext, inv: Invariant, at: string, result: boolean | string[]): void {
+/**
+ * Where the walk is: the resource's path, or an element below it. Spelled out (`pathText`) only for an issue — a
+ * valid resource, the usual case, then costs no path strings.
+ */
+type At = string | { up: At; key: string; index?: number };
+
+function pathText(at: At): string {
+  if (typeof at === 'string') return at;
+  const here = at.index === undefined ? at.key : `${at.key}[${at.index}]`;
+  return `${pathText(at.up)}.${here}`;
+}
+
+function report(ctx: WalkContext, inv: Invariant, where: At, result: boolean | string[]): void {
   if (result === true) return;
+  const at = pathText(where);
   const paths = result === false ? [at] : result.map((p) => (p ? `${at}.${p}` : at));
   for (const where of paths) ctx.issues.push(issue({ category: 'invalid', text: `${inv.key}: ${inv.human}`, where }));
 }
@@ -494,11 +507,14 @@ function report(ctx: WalkContext, inv: Invariant, at: string, result: boolean | 
 const URI_TYPES = new Set(['uri', 'url', 'canonical']);
 
 /** One pass over an object of a known type: cardinality, choices, invariants, nested resources; then its children. */
-function walk(obj: Obj, node: TypeNode, at: string, ctx: WalkContext, m: Model, isElement: boolean): void {
+function walk(obj: Obj, node: TypeNode, at: At, ctx: WalkContext, m: Model, isElement: boolean): void {
   for (const req of node.required) {
     let present = false;
     for (const j of req.json) if (obj[j] !== undefined) present = true;
-    if (!present) ctx.issues.push(issue({ category: 'invalid', text: `${at}.${req.name}: missing required element (min 1)`, where: `${at}.${req.name}` }));
+    if (!present) {
+      const where = `${pathText(at)}.${req.name}`;
+      ctx.issues.push(issue({ category: 'invalid', text: `${where}: missing required element (min 1)`, where }));
+    }
   }
   for (const inv of node.invariants) report(ctx, inv, at, inv.check(obj, ctx));
   let stems: Map<string, string> | undefined;
@@ -512,7 +528,7 @@ function walk(obj: Obj, node: TypeNode, at: string, ctx: WalkContext, m: Model, 
       stems ??= new Map();
       const other = stems.get(info.choiceStem);
       if (other !== undefined) {
-        const where = `${at}.${key}`;
+        const where = `${pathText(at)}.${key}`;
         ctx.issues.push(issue({ category: 'invalid', text: `${where}: ${info.choiceStem}[x] has one value, but ${other} and ${key} are both present`, where }));
       } else stems.set(info.choiceStem, key);
     }
@@ -521,7 +537,7 @@ function walk(obj: Obj, node: TypeNode, at: string, ctx: WalkContext, m: Model, 
       const list = Array.isArray(value) ? value : [value];
       for (let i = 0; i < list.length; i++) {
         if (typeof list[i] !== 'string' || codes.has(list[i] as string)) continue;
-        const where = Array.isArray(value) ? `${at}.${key}[${i}]` : `${at}.${key}`;
+        const where = Array.isArray(value) ? `${pathText(at)}.${key}[${i}]` : `${pathText(at)}.${key}`;
         const all = [...codes];
         const text = `${where}: ${JSON.stringify(list[i])} is not in the required value set ${valueSet}; expected one of ${all.slice(0, 10).join(' | ')}${all.length > 10 ? ` | … (${all.length} codes)` : ''}`;
         ctx.issues.push(issue({ category: 'invalid', text, where }));
@@ -539,8 +555,8 @@ function walk(obj: Obj, node: TypeNode, at: string, ctx: WalkContext, m: Model, 
     }
     if (info.type === 'Resource') {
       const nested = key === 'contained';
-      if (Array.isArray(value)) value.forEach((r, i) => nestedResource(r, `${at}.${key}[${i}]`, ctx, nested));
-      else nestedResource(value, `${at}.${key}`, ctx, nested);
+      if (Array.isArray(value)) value.forEach((r, i) => nestedResource(r, `${pathText(at)}.${key}[${i}]`, ctx, nested));
+      else nestedResource(value, `${pathText(at)}.${key}`, ctx, nested);
       continue;
     }
     const child = info.node;
@@ -548,9 +564,9 @@ function walk(obj: Obj, node: TypeNode, at: string, ctx: WalkContext, m: Model, 
     if (Array.isArray(value)) {
       for (let i = 0; i < value.length; i++) {
         const v = value[i];
-        if (v && typeof v === 'object' && !Array.isArray(v)) walk(v as Obj, child, `${at}.${key}[${i}]`, ctx, m, true);
+        if (v && typeof v === 'object' && !Array.isArray(v)) walk(v as Obj, child, { up: at, key, index: i }, ctx, m, true);
       }
-    } else walk(value as Obj, child, `${at}.${key}`, ctx, m, true);
+    } else walk(value as Obj, child, { up: at, key }, ctx, m, true);
   }
   // ele-1 (hasValue() or children), inlined: it is checked on every element
   if (isElement && !children) for (const inv of m.elementInvariants) report(ctx, inv, at, false);
