@@ -5,6 +5,10 @@
  * written under `{param}:exact`, and parameters identical to another (`phonetic` = `name`) had rows of their own.
  * Which normalised row belongs to which written one cannot be told in SQL (accent folding is done here), so the
  * string index is rebuilt from the current resources, a chunk at a time, with its indexes created after the rows.
+ *
+ * The invariant this keeps: the rows stored for a resource are exactly `indexRows` of its current version. Updates
+ * rely on it (they delete and insert only the rows that differ, repository.ts `indexChange`), so any change to
+ * what extraction produces needs a migration that rebuilds the rows it affects, as this one does for strings.
  */
 import { searchParamsFor } from '../fhir/searchparams.js';
 import { resourceTypes } from '../fhir/definitions.js';

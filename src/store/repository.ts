@@ -61,6 +61,43 @@ export interface BatchItem {
   patientKey: string | null;
   /** the search index rows; computed when the version is written as the current row (writeBatch) */
   index?: IndexRows;
+  /**
+   * For an update: the index rows stored now (those of the version being replaced, or none for a deleted one), when
+   * the writer knows them. Then only the rows that differ are deleted and inserted — a plan that gains one activity
+   * changes one row instead of rewriting all of them.
+   */
+  prior?: IndexRows;
+}
+
+type Kind = 'token' | 'string' | 'reference' | 'date' | 'quantity';
+const KINDS: Kind[] = ['token', 'string', 'reference', 'date', 'quantity'];
+const NUL = '\u0000';
+/** What identifies an index row of a resource (the columns a delete matches on). */
+const ROW_KEY: { [K in Kind]: (r: IndexRows[K][number]) => string } = {
+  token: (r) => `${r.param}${NUL}${r.system ?? NUL}${NUL}${r.code ?? NUL}`,
+  string: (r) => `${r.param}${NUL}${r.value}${NUL}${r.exact}`,
+  reference: (r) => `${r.param}${NUL}${r.targetType}${NUL}${r.targetId}`,
+  date: (r) => `${r.param}${NUL}${r.low}${NUL}${r.high}`,
+  quantity: (r) => `${r.param}${NUL}${r.value}${NUL}${r.system ?? NUL}${NUL}${r.code ?? NUL}`,
+};
+
+/**
+ * The rows to delete and to insert to go from `before` to `after`; undefined when a plain rewrite is needed: the
+ * compartment changed (every row carries it), or a list holds the same row twice (a delete by value would take both).
+ */
+function indexChange(before: IndexRows, after: IndexRows): { removed: IndexRows; added: IndexRows } | undefined {
+  if (before.patientKey !== after.patientKey) return undefined;
+  const removed = { patientKey: before.patientKey } as IndexRows;
+  const added = { patientKey: after.patientKey } as IndexRows;
+  for (const kind of KINDS) {
+    const key = ROW_KEY[kind] as (r: unknown) => string;
+    const old = new Set((before[kind] as unknown[]).map(key));
+    const now = new Set((after[kind] as unknown[]).map(key));
+    if (old.size !== before[kind].length || now.size !== after[kind].length) return undefined;
+    (removed[kind] as unknown[]) = (before[kind] as unknown[]).filter((r) => !now.has(key(r)));
+    (added[kind] as unknown[]) = (after[kind] as unknown[]).filter((r) => !old.has(key(r)));
+  }
+  return { removed, added };
 }
 
 export function assertId(id: string, where = 'id'): void {
@@ -399,12 +436,50 @@ export class Writer {
       ctes.push(`upd AS (UPDATE resource r SET version_id = u.v, last_updated = u.lu, deleted = false, patient_key = u.pk, content = u.c
         FROM src u JOIN unnest(${p(pos(updates))}::int[]) AS k(n) USING (n) WHERE r.resource_type = u.t AND r.id = u.i
         RETURNING r.resource_type, r.id, r.seq)`);
-      const owners = `(resource_type, resource_id) IN (SELECT * FROM unnest(${p(updates.map((x) => x.r.resourceType))}::text[], ${p(updates.map((x) => x.r.id))}::text[]))`;
+    }
+    // index rows of updated resources: only what differs where the stored rows are known, else all rewritten
+    const changes = new Map<BatchItem, { removed: IndexRows; added: IndexRows }>();
+    for (const it of updates) {
+      const change = it.prior && indexChange(it.prior, it.index!);
+      if (change) changes.set(it, change);
+    }
+    const rewritten = updates.filter((it) => !changes.has(it));
+    if (rewritten.length) {
+      const owners = `(resource_type, resource_id) IN (SELECT * FROM unnest(${p(rewritten.map((x) => x.r.resourceType))}::text[], ${p(rewritten.map((x) => x.r.id))}::text[]))`;
       for (const t of INDEX_TABLES) ctes.push(`del_${t} AS (DELETE FROM ${t} WHERE ${owners})`);
+    }
+    const gone = <K extends Kind>(kind: K) => [...changes].flatMap(([it, c]) => (c.removed[kind] as IndexRows[K][number][]).map((row) => ({ it, row })));
+    const ownerOf = (xs: { it: BatchItem }[]) => `${p(xs.map((x) => x.it.r.resourceType))}::text[], ${p(xs.map((x) => x.it.r.id))}::text[]`;
+    const match = 't.resource_type = d.rt AND t.resource_id = d.ri AND t.param = d.p';
+    const gToken = gone('token');
+    if (gToken.length) {
+      ctes.push(`g_token AS (DELETE FROM idx_token t USING unnest(${ownerOf(gToken)}, ${p(gToken.map((x) => x.row.param))}::text[], ${p(gToken.map((x) => x.row.system ?? null))}::text[], ${p(gToken.map((x) => x.row.code ?? null))}::text[]) AS d(rt, ri, p, s, c)
+        WHERE ${match} AND t.system IS NOT DISTINCT FROM d.s AND t.code IS NOT DISTINCT FROM d.c)`);
+    }
+    const gString = gone('string');
+    if (gString.length) {
+      ctes.push(`g_string AS (DELETE FROM idx_string t USING unnest(${ownerOf(gString)}, ${p(gString.map((x) => x.row.param))}::text[], ${p(gString.map((x) => x.row.value))}::text[], ${p(gString.map((x) => (x.row.exact === x.row.value ? null : x.row.exact)))}::text[]) AS d(rt, ri, p, v, e)
+        WHERE ${match} AND t.value = d.v AND t.exact IS NOT DISTINCT FROM d.e)`);
+    }
+    const gRef = gone('reference');
+    if (gRef.length) {
+      ctes.push(`g_ref AS (DELETE FROM idx_reference t USING unnest(${ownerOf(gRef)}, ${p(gRef.map((x) => x.row.param))}::text[], ${p(gRef.map((x) => x.row.targetType))}::text[], ${p(gRef.map((x) => x.row.targetId))}::text[]) AS d(rt, ri, p, tt, ti)
+        WHERE ${match} AND t.target_type = d.tt AND t.target_id = d.ti)`);
+    }
+    const gDate = gone('date');
+    if (gDate.length) {
+      ctes.push(`g_date AS (DELETE FROM idx_date t USING unnest(${ownerOf(gDate)}, ${p(gDate.map((x) => x.row.param))}::text[], ${p(gDate.map((x) => x.row.low))}::timestamptz[], ${p(gDate.map((x) => x.row.high))}::timestamptz[]) AS d(rt, ri, p, lo, hi)
+        WHERE ${match} AND t.low = d.lo AND t.high = d.hi)`);
+    }
+    const gQty = gone('quantity');
+    if (gQty.length) {
+      ctes.push(`g_qty AS (DELETE FROM idx_quantity t USING unnest(${ownerOf(gQty)}, ${p(gQty.map((x) => x.row.param))}::text[], ${p(gQty.map((x) => x.row.value))}::numeric[], ${p(gQty.map((x) => x.row.system ?? null))}::text[], ${p(gQty.map((x) => x.row.code ?? null))}::text[]) AS d(rt, ri, p, v, s, c)
+        WHERE ${match} AND t.value = d.v AND t.system IS NOT DISTINCT FROM d.s AND t.code IS NOT DISTINCT FROM d.c)`);
     }
     ctes.push(`ver AS (INSERT INTO resource_version (resource_type, id, version_id, last_updated, deleted, patient_key, content)
       SELECT t, i, v, lu, false, pk, c FROM src)`);
-    const flat = <R>(pick: (x: IndexRows) => R[]) => written.flatMap((it) => pick(it.index!).map((row) => ({ it, row })));
+    // rows to insert: all of a new or rewritten resource's, only the added ones of a changed one
+    const flat = <R>(pick: (x: IndexRows) => R[]) => written.flatMap((it) => pick(changes.get(it)?.added ?? it.index!).map((row) => ({ it, row })));
     const owner = (xs: { it: BatchItem }[]) => `${p(xs.map((x) => x.it.r.resourceType))}::text[], ${p(xs.map((x) => x.it.r.id))}::text[]`;
     const pks = (xs: { it: BatchItem }[]) => `${p(xs.map((x) => x.it.patientKey))}::text[]`;
     const token = flat((x) => x.token);

@@ -53,6 +53,12 @@ export class UnitOfWork extends Writer {
   private readonly base = new Map<string, number | null>();
   /** versions written since the last flush, oldest first */
   private readonly pending = new Map<string, BatchItem[]>();
+  /**
+   * What the database holds now, as far as this unit knows: the current version's JSON text (null: deleted or no
+   * row) — text, so nothing done to the parsed copies can change it. Its index rows are the ones stored, so a flush
+   * changes only the rows that differ.
+   */
+  private readonly stored = new Map<string, string | null>();
   private marks: Mark[] = [];
   private flushes = 0;
 
@@ -110,7 +116,9 @@ export class UnitOfWork extends Writer {
       this.touch(k);
       const version = r ? Number(r.version_id) : null;
       this.base.set(k, version);
-      this.known.set(k, r ? { version: version!, deleted: r.deleted, resource: r.deleted || !r.content ? undefined : (JSON.parse(r.content) as Resource) } : null);
+      const text = r && !r.deleted && r.content ? r.content : null;
+      this.known.set(k, r ? { version: version!, deleted: r.deleted, resource: text === null ? undefined : (JSON.parse(text) as Resource) } : null);
+      this.stored.set(k, text);
     }
   }
 
@@ -201,6 +209,7 @@ export class UnitOfWork extends Writer {
     this.touch(k);
     this.known.delete(k);
     this.base.delete(k);
+    this.stored.delete(k);
   }
 
   override async delete(resourceType: string, id: string): Promise<{ versionId?: string }> {
@@ -250,12 +259,20 @@ export class UnitOfWork extends Writer {
     for (const k of keys) {
       const items = this.pending.get(k)!;
       versions.push(...items);
-      (this.base.get(k) === null ? inserts : updates).push(items[items.length - 1]);
+      const last = items[items.length - 1];
+      if (this.base.get(k) === null) inserts.push(last);
+      else {
+        // the rows stored for the version read (none for a deleted one); unknown: all rows are rewritten
+        const stored = this.stored.get(k);
+        if (stored !== undefined) last.prior = stored !== null ? indexRows(JSON.parse(stored) as Resource) : { token: [], string: [], reference: [], date: [], quantity: [], patientKey: last.patientKey };
+        updates.push(last);
+      }
     }
     await this.writeBatch(inserts, updates, versions);
     for (const k of keys) {
       const items = this.pending.get(k)!;
       this.base.set(k, Number(items[items.length - 1].r.meta!.versionId));
+      this.stored.set(k, items[items.length - 1].content);
     }
     this.pending.clear();
     this.flushes++;
