@@ -74,6 +74,19 @@ export interface IssueInput {
 export const CATEGORY_EXTENSION = 'https://care-gateway.ee/fhir/StructureDefinition/error-category';
 
 /** Build one OperationOutcome issue. */
+/**
+ * Where a check is in a resource: the resource's path, or a step below another place. Validators carry this while
+ * walking and spell it out (`pathText`) only for an issue, so a valid resource costs no path strings.
+ */
+export type At = string | { up: At; key: string; index?: number };
+
+/** The FHIRPath-style location of `at` (`CarePlan.activity[0].detail`). */
+export function pathText(at: At): string {
+  if (typeof at === 'string') return at;
+  const here = at.index === undefined ? at.key : `${at.key}[${at.index}]`;
+  return `${pathText(at.up)}.${here}`;
+}
+
 export function issue(input: IssueInput): OperationOutcomeIssue {
   const category = input.category ?? 'invalid';
   const row = CATEGORIES[category];

@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { CodeSystem, ElementDefinition, OperationOutcomeIssue, Resource, StructureDefinition, ValueSet } from '@medplum/fhirtypes';
 import { readDefinitions } from './definitions.js';
+import { pathText, type At } from './outcome.js';
 import { mappingsDir } from '../mapping/files.js';
 
 export const PROFILE_BASE = 'https://care-gateway.ee/fhir/StructureDefinition/';
@@ -150,17 +151,12 @@ function profiles(): Map<string, Compiled> {
   return compiled;
 }
 
-/** A node of a resource and how it was reached; its FHIRPath location is only spelled out for an issue. */
-type Node = { value: unknown; up?: Node; key: string; index?: number };
-
-function pathOf(n: Node): string {
-  const here = n.index === undefined ? n.key : `${n.key}[${n.index}]`;
-  return n.up ? `${pathOf(n.up)}.${here}` : here;
-}
+/** A node of a resource and where it is (spelled out only for an issue). */
+type Node = { value: unknown; at: At };
 
 /** The nodes at an element path's steps (`['activity', 'detail']` of `CarePlan.activity.detail`) below the root. */
 function select(root: Resource, steps: string[]): Node[] {
-  let nodes: Node[] = [{ value: root, key: root.resourceType }];
+  let nodes: Node[] = [{ value: root, at: root.resourceType }];
   for (const s of steps) {
     const next: Node[] = [];
     for (const n of nodes) children(n, s, next);
@@ -176,8 +172,8 @@ function children(n: Node, name: string, out: Node[] = []): Node[] {
   for (const k of keys) {
     const v = o[k];
     if (v === undefined) continue;
-    if (Array.isArray(v)) for (let i = 0; i < v.length; i++) out.push({ value: v[i], up: n, key: k, index: i });
-    else out.push({ value: v, up: n, key: k });
+    if (Array.isArray(v)) for (let i = 0; i < v.length; i++) out.push({ value: v[i], at: { up: n.at, key: k, index: i } });
+    else out.push({ value: v, at: { up: n.at, key: k } });
   }
   return out;
 }
@@ -213,14 +209,14 @@ function compileElement(sd: StructureDefinition, e: ElementDefinition, codes: Ma
     for (const parent of select(r, steps)) {
       let vs = children(parent, last);
       if (sliceTest) vs = vs.filter((v) => sliceTest(v.value));
-      if (vs.length < min) err(issues, `${pathOf(parent)}.${last.replace('[x]', '')}`, `${label} is required (min ${min}), found ${vs.length}`, 'required');
-      if (vs.length > max) err(issues, pathOf(vs[max]), max === 0 ? `${label} is not used in this profile` : `${label} allows at most ${max}, found ${vs.length}`, 'structure');
+      if (vs.length < min) err(issues, `${pathText(parent.at)}.${last.replace('[x]', '')}`, `${label} is required (min ${min}), found ${vs.length}`, 'required');
+      if (vs.length > max) err(issues, pathText(vs[max].at), max === 0 ? `${label} is not used in this profile` : `${label} allows at most ${max}, found ${vs.length}`, 'structure');
       for (const v of vs) {
-        if (fixedJson !== undefined && JSON.stringify(v.value) !== fixedJson) err(issues, pathOf(v), `${label} must be ${fixedJson}`, 'value');
-        if (pattern && !sliceTest && !matchesPattern(v.value, pattern[1])) err(issues, pathOf(v), `${label} must match ${JSON.stringify(pattern[1])}`, 'value');
+        if (fixedJson !== undefined && JSON.stringify(v.value) !== fixedJson) err(issues, pathText(v.at), `${label} must be ${fixedJson}`, 'value');
+        if (pattern && !sliceTest && !matchesPattern(v.value, pattern[1])) err(issues, pathText(v.at), `${label} must match ${JSON.stringify(pattern[1])}`, 'value');
         if (binding) {
           const cc = v.value as { coding?: { system?: string; code?: string }[] };
-          if (!(cc.coding ?? []).some((c) => binding.has(`${c.system}|${c.code}`))) err(issues, pathOf(v), `${label} must have a code from ${e.binding!.valueSet}`, 'code-invalid');
+          if (!(cc.coding ?? []).some((c) => binding.has(`${c.system}|${c.code}`))) err(issues, pathText(v.at), `${label} must have a code from ${e.binding!.valueSet}`, 'code-invalid');
         }
       }
     }

@@ -132,11 +132,6 @@ function buildIndex(): Map<string, Map<string, SearchParamDef>> {
   return idx;
 }
 
-/** The param name a search parameter's rows are stored under (itself, or the identical parameter holding them). */
-export function rowParam(resourceType: string, code: string): string {
-  return searchParamsFor(resourceType)?.get(code)?.indexedAs ?? code;
-}
-
 /**
  * Every (resource type, reference parameter) whose rows may point at one of `targetTypes` (per the parameters'
  * declared targets), or every one when `targetTypes` is undefined; parameters whose rows another holds are left out.

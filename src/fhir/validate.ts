@@ -19,7 +19,7 @@
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import type { ElementDefinition, StructureDefinition } from '@medplum/fhirtypes';
 import type { OperationOutcomeIssue } from './types.js';
-import { OutcomeError, issue, hasErrors } from './outcome.js';
+import { OutcomeError, issue, hasErrors, pathText, type At } from './outcome.js';
 import { readDefinitions, isResourceType } from './definitions.js';
 
 type Obj = Record<string, unknown>;
@@ -483,18 +483,6 @@ function loadModel(): Model {
 export function invariantTable(): { key: string; context: string; human: string }[] {
   loadModel();
   return INVARIANTS.map(({ key, context, human }) => ({ key, context, human }));
-}
-
-/**
- * Where the walk is: the resource's path, or an element below it. Spelled out (`pathText`) only for an issue — a
- * valid resource, the usual case, then costs no path strings.
- */
-type At = string | { up: At; key: string; index?: number };
-
-function pathText(at: At): string {
-  if (typeof at === 'string') return at;
-  const here = at.index === undefined ? at.key : `${at.key}[${at.index}]`;
-  return `${pathText(at.up)}.${here}`;
 }
 
 function report(ctx: WalkContext, inv: Invariant, where: At, result: boolean | string[]): void {

@@ -5,8 +5,14 @@
 import type { Resource } from '../fhir/types.js';
 import { extractSearchValues, searchParamsFor, type SearchValues } from '../fhir/searchparams.js';
 
-/** The rows of the five index tables: uri values are stored as tokens, numbers as quantities without a unit. */
-export type IndexRows = Omit<SearchValues, 'uri' | 'number'> & { patientKey: string | null };
+/**
+ * The rows of the five index tables: uri values are stored as tokens, numbers as quantities without a unit, and a
+ * string's written form only where it differs from the normalised value (`exact` NULL otherwise, schema migration 4).
+ */
+export type IndexRows = Omit<SearchValues, 'uri' | 'number' | 'string'> & {
+  string: { param: string; value: string; exact: string | null }[];
+  patientKey: string | null;
+};
 
 /** Search parameters whose Patient target makes a resource part of that Patient's compartment. */
 const PATIENT_PARAMS = ['patient', 'subject', 'beneficiary', 'for'];
@@ -42,7 +48,7 @@ export function indexRows(resource: Resource): IndexRows {
   const quantity = [...v.quantity, ...v.number.map((n) => ({ param: n.param, value: n.value, system: null, code: null }))];
   return {
     token: unique(token, (a, b) => a.code === b.code && a.system === b.system),
-    string: unique(v.string, (a, b) => a.value === b.value && a.exact === b.exact),
+    string: unique(v.string, (a, b) => a.value === b.value && a.exact === b.exact).map((t) => (t.exact === t.value ? { param: t.param, value: t.value, exact: null } : t)),
     // one row per (param, target): a search anchored on a reference walks these rows and must meet each resource once
     reference: unique(v.reference, (a, b) => a.targetId === b.targetId && a.targetType === b.targetType),
     date: v.date,

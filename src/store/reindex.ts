@@ -40,7 +40,7 @@ export async function rebuildStringIndex(tx: Queryable): Promise<number> {
         cols[1].push(r.id);
         cols[2].push(s.param);
         cols[3].push(s.value);
-        cols[4].push(s.exact === s.value ? null : s.exact);
+        cols[4].push(s.exact);
         cols[5].push(r.patient_key);
       }
     }

@@ -448,39 +448,38 @@ export class Writer {
       const owners = `(resource_type, resource_id) IN (SELECT * FROM unnest(${p(rewritten.map((x) => x.r.resourceType))}::text[], ${p(rewritten.map((x) => x.r.id))}::text[]))`;
       for (const t of INDEX_TABLES) ctes.push(`del_${t} AS (DELETE FROM ${t} WHERE ${owners})`);
     }
+    const owner = (xs: { it: BatchItem }[]) => `${p(xs.map((x) => x.it.r.resourceType))}::text[], ${p(xs.map((x) => x.it.r.id))}::text[]`;
     const gone = <K extends Kind>(kind: K) => [...changes].flatMap(([it, c]) => (c.removed[kind] as IndexRows[K][number][]).map((row) => ({ it, row })));
-    const ownerOf = (xs: { it: BatchItem }[]) => `${p(xs.map((x) => x.it.r.resourceType))}::text[], ${p(xs.map((x) => x.it.r.id))}::text[]`;
     const match = 't.resource_type = d.rt AND t.resource_id = d.ri AND t.param = d.p';
     const gToken = gone('token');
     if (gToken.length) {
-      ctes.push(`g_token AS (DELETE FROM idx_token t USING unnest(${ownerOf(gToken)}, ${p(gToken.map((x) => x.row.param))}::text[], ${p(gToken.map((x) => x.row.system ?? null))}::text[], ${p(gToken.map((x) => x.row.code ?? null))}::text[]) AS d(rt, ri, p, s, c)
+      ctes.push(`g_token AS (DELETE FROM idx_token t USING unnest(${owner(gToken)}, ${p(gToken.map((x) => x.row.param))}::text[], ${p(gToken.map((x) => x.row.system ?? null))}::text[], ${p(gToken.map((x) => x.row.code ?? null))}::text[]) AS d(rt, ri, p, s, c)
         WHERE ${match} AND t.system IS NOT DISTINCT FROM d.s AND t.code IS NOT DISTINCT FROM d.c)`);
     }
     const gString = gone('string');
     if (gString.length) {
-      ctes.push(`g_string AS (DELETE FROM idx_string t USING unnest(${ownerOf(gString)}, ${p(gString.map((x) => x.row.param))}::text[], ${p(gString.map((x) => x.row.value))}::text[], ${p(gString.map((x) => (x.row.exact === x.row.value ? null : x.row.exact)))}::text[]) AS d(rt, ri, p, v, e)
+      ctes.push(`g_string AS (DELETE FROM idx_string t USING unnest(${owner(gString)}, ${p(gString.map((x) => x.row.param))}::text[], ${p(gString.map((x) => x.row.value))}::text[], ${p(gString.map((x) => x.row.exact))}::text[]) AS d(rt, ri, p, v, e)
         WHERE ${match} AND t.value = d.v AND t.exact IS NOT DISTINCT FROM d.e)`);
     }
     const gRef = gone('reference');
     if (gRef.length) {
-      ctes.push(`g_ref AS (DELETE FROM idx_reference t USING unnest(${ownerOf(gRef)}, ${p(gRef.map((x) => x.row.param))}::text[], ${p(gRef.map((x) => x.row.targetType))}::text[], ${p(gRef.map((x) => x.row.targetId))}::text[]) AS d(rt, ri, p, tt, ti)
+      ctes.push(`g_ref AS (DELETE FROM idx_reference t USING unnest(${owner(gRef)}, ${p(gRef.map((x) => x.row.param))}::text[], ${p(gRef.map((x) => x.row.targetType))}::text[], ${p(gRef.map((x) => x.row.targetId))}::text[]) AS d(rt, ri, p, tt, ti)
         WHERE ${match} AND t.target_type = d.tt AND t.target_id = d.ti)`);
     }
     const gDate = gone('date');
     if (gDate.length) {
-      ctes.push(`g_date AS (DELETE FROM idx_date t USING unnest(${ownerOf(gDate)}, ${p(gDate.map((x) => x.row.param))}::text[], ${p(gDate.map((x) => x.row.low))}::timestamptz[], ${p(gDate.map((x) => x.row.high))}::timestamptz[]) AS d(rt, ri, p, lo, hi)
+      ctes.push(`g_date AS (DELETE FROM idx_date t USING unnest(${owner(gDate)}, ${p(gDate.map((x) => x.row.param))}::text[], ${p(gDate.map((x) => x.row.low))}::timestamptz[], ${p(gDate.map((x) => x.row.high))}::timestamptz[]) AS d(rt, ri, p, lo, hi)
         WHERE ${match} AND t.low = d.lo AND t.high = d.hi)`);
     }
     const gQty = gone('quantity');
     if (gQty.length) {
-      ctes.push(`g_qty AS (DELETE FROM idx_quantity t USING unnest(${ownerOf(gQty)}, ${p(gQty.map((x) => x.row.param))}::text[], ${p(gQty.map((x) => x.row.value))}::numeric[], ${p(gQty.map((x) => x.row.system ?? null))}::text[], ${p(gQty.map((x) => x.row.code ?? null))}::text[]) AS d(rt, ri, p, v, s, c)
+      ctes.push(`g_qty AS (DELETE FROM idx_quantity t USING unnest(${owner(gQty)}, ${p(gQty.map((x) => x.row.param))}::text[], ${p(gQty.map((x) => x.row.value))}::numeric[], ${p(gQty.map((x) => x.row.system ?? null))}::text[], ${p(gQty.map((x) => x.row.code ?? null))}::text[]) AS d(rt, ri, p, v, s, c)
         WHERE ${match} AND t.value = d.v AND t.system IS NOT DISTINCT FROM d.s AND t.code IS NOT DISTINCT FROM d.c)`);
     }
     ctes.push(`ver AS (INSERT INTO resource_version (resource_type, id, version_id, last_updated, deleted, patient_key, content)
       SELECT t, i, v, lu, false, pk, c FROM src)`);
     // rows to insert: all of a new or rewritten resource's, only the added ones of a changed one
     const flat = <R>(pick: (x: IndexRows) => R[]) => written.flatMap((it) => pick(changes.get(it)?.added ?? it.index!).map((row) => ({ it, row })));
-    const owner = (xs: { it: BatchItem }[]) => `${p(xs.map((x) => x.it.r.resourceType))}::text[], ${p(xs.map((x) => x.it.r.id))}::text[]`;
     const pks = (xs: { it: BatchItem }[]) => `${p(xs.map((x) => x.it.patientKey))}::text[]`;
     const token = flat((x) => x.token);
     if (token.length) {
@@ -489,9 +488,8 @@ export class Writer {
     }
     const str = flat((x) => x.string);
     if (str.length) {
-      // `exact` only where the value as written differs from the normalised one (schema migration 4)
       ctes.push(`i_string AS (INSERT INTO idx_string (resource_type, resource_id, param, value, exact, patient_key)
-        SELECT * FROM unnest(${owner(str)}, ${p(str.map((x) => x.row.param))}::text[], ${p(str.map((x) => x.row.value))}::text[], ${p(str.map((x) => (x.row.exact === x.row.value ? null : x.row.exact)))}::text[], ${pks(str)}))`);
+        SELECT * FROM unnest(${owner(str)}, ${p(str.map((x) => x.row.param))}::text[], ${p(str.map((x) => x.row.value))}::text[], ${p(str.map((x) => x.row.exact))}::text[], ${pks(str)}))`);
     }
     const ref = flat((x) => x.reference);
     if (ref.length) {
