@@ -252,18 +252,17 @@ export async function assemble(w: Writer, c: Contribution): Promise<AssemblyResu
     else if (res.outcome === 'updated') updated.push(res.resource);
   }
 
-  // 7. Provenance for everything this contribution wrote.
+  // 7. One Provenance for everything this contribution wrote. Its activity is CREATE when the contribution only
+  // created resources and UPDATE when it changed any existing one; which targets are new shows in their version
+  // references (`…/_history/1`). (One Provenance per activity used to double the provenance writes of most rows.)
   const agentWho = c.author ?? (org ? refTo(org) : undefined);
   const provenances: Provenance[] = [];
-  for (const [activityCode, list] of [
-    ['CREATE', created],
-    ['UPDATE', updated],
-  ] as const) {
-    if (list.length === 0) continue;
-    const targets = list.map(versionRef);
-    const prov: Provenance = {
+  if (created.length + updated.length > 0) {
+    const targets = [...created, ...updated].map(versionRef);
+    const activityCode = updated.length > 0 ? 'UPDATE' : 'CREATE';
+    provenances.push({
       resourceType: 'Provenance',
-      id: oneOffId('Provenance', c.inboxId, activityCode, ...targets),
+      id: oneOffId('Provenance', c.inboxId, ...targets),
       target: targets.map((reference) => ({ reference })),
       recorded: now,
       activity: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v3-DataOperation', code: activityCode }] },
@@ -275,8 +274,7 @@ export async function assemble(w: Writer, c: Contribution): Promise<AssemblyResu
         },
       ],
       entity: [{ role: 'source', what: { identifier: { system: INBOX_SYSTEM, value: c.inboxId }, display: c.description } }],
-    };
-    provenances.push(prov);
+    });
   }
   for (const res of await w.updateMany(provenances, { expectNew: true })) if (res.outcome !== 'unchanged') created.push(res.resource);
 

@@ -248,6 +248,18 @@ describe.each(backends())('shared care plan on %s', (_name, makeBackend) => {
     const fourth = results[3] as Exclude<(typeof results)[number], OutcomeError>;
     expect(first.written).toContain(`CarePlan/${plan.id}/_history/1`);
     expect(fourth.written).toContain(`CarePlan/${plan.id}/_history/2`); // the second version made in the same batch
-    expect(provs.resources.length).toBeGreaterThanOrEqual(2);
+    // one Provenance per contribution, naming all it wrote (but itself): the first created everything (CREATE); the
+    // fourth created its Encounter and changed the plan (UPDATE), and its targets say which is which by their versions
+    const ofContribution = (inbox: string) => provs.resources.filter((p) => p.entity?.[0].what?.identifier?.value === inbox);
+    expect(ofContribution('inbox-batch-1')).toHaveLength(1);
+    expect(ofContribution('inbox-batch-1b')).toHaveLength(1);
+    const [p1] = ofContribution('inbox-batch-1');
+    const [p4] = ofContribution('inbox-batch-1b');
+    expect(p1.activity?.coding?.[0].code).toBe('CREATE');
+    expect(p1.target.map((t) => t.reference).sort()).toEqual(first.written.filter((r) => !r.startsWith('Provenance/')).sort());
+    expect(p1.target.every((t) => t.reference!.endsWith('/_history/1'))).toBe(true);
+    expect(p4.activity?.coding?.[0].code).toBe('UPDATE');
+    expect(p4.target.map((t) => t.reference).sort()).toEqual(fourth.written.filter((r) => !r.startsWith('Provenance/')).sort());
+    expect(p4.target.map((t) => t.reference)).toEqual(expect.arrayContaining(['Encounter/enc-p-batch-1-b/_history/1', `CarePlan/${plan.id}/_history/2`]));
   });
 });
