@@ -57,6 +57,11 @@ export function indexRows(resource: Resource): IndexRows {
   };
 }
 
+/** The rows stored for a deleted (or absent) version: none; the key is the one of the version replacing it. */
+export function noIndexRows(patientKey: string | null): IndexRows {
+  return { token: [], string: [], reference: [], date: [], quantity: [], patientKey };
+}
+
 /**
  * Identical rows of one resource add nothing to a search: the first of each is kept. Extraction writes a
  * parameter's rows one after another, so only rows within a run of the same parameter are compared (no keys built).

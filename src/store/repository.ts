@@ -12,7 +12,7 @@ import { OutcomeError, notFound } from '../fhir/outcome.js';
 import type { Db, Queryable } from './db.js';
 import { buildSearch, cursorAfter, type SearchRequest, type SearchResult, parseSearchQuery } from './search.js';
 import { parseStored, textOnly } from './stored.js';
-import { indexRows, type IndexRows } from './indexer.js';
+import { indexRows, noIndexRows, type IndexRows } from './indexer.js';
 import { referenceParamsTo } from '../fhir/searchparams.js';
 import { includeSql, MAX_INCLUDED, parseIncludes, resolveIncludes, type IncludedRow } from './include.js';
 
@@ -292,8 +292,9 @@ export class Writer {
     const updates: BatchItem[] = [];
     for (const r of list) {
       const cur = current.get(keyOf(r));
+      let old: Resource | undefined;
       if (cur && !cur.deleted) {
-        const old = JSON.parse(cur.content) as Resource;
+        old = JSON.parse(cur.content) as Resource;
         if (sameContent(old, r)) {
           results.set(keyOf(r), { resource: old, outcome: 'unchanged' });
           continue;
@@ -304,6 +305,8 @@ export class Writer {
       const stored = { ...r, meta: { ...r.meta, versionId: String(versionId), lastUpdated } } as Resource;
       const index = indexRows(stored);
       const entry: BatchItem = { r: stored, content: JSON.stringify(stored), patientKey: index.patientKey, index };
+      // the rows stored for the version read under the lock (none for a deleted one): only the difference is written
+      if (cur) entry.prior = old ? indexRows(old) : noIndexRows(index.patientKey);
       (cur ? updates : inserts).push(entry);
       results.set(keyOf(r), { resource: stored, outcome: cur && !cur.deleted ? 'updated' : 'created' });
     }

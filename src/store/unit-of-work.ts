@@ -20,7 +20,7 @@
 import type { Resource } from '../fhir/types.js';
 import { OutcomeError, notFound } from '../fhir/outcome.js';
 import type { Queryable } from './db.js';
-import { indexRows } from './indexer.js';
+import { indexRows, noIndexRows } from './indexer.js';
 import type { SearchRequest, SearchResult } from './search.js';
 import { sameContent, uniqueById, Writer, type BatchItem, type Repository, type RepositoryOptions, type UpdateOptions, type WriteResult } from './repository.js';
 
@@ -264,7 +264,7 @@ export class UnitOfWork extends Writer {
       else {
         // the rows stored for the version read (none for a deleted one); unknown: all rows are rewritten
         const stored = this.stored.get(k);
-        if (stored !== undefined) last.prior = stored !== null ? indexRows(JSON.parse(stored) as Resource) : { token: [], string: [], reference: [], date: [], quantity: [], patientKey: last.patientKey };
+        if (stored !== undefined) last.prior = stored !== null ? indexRows(JSON.parse(stored) as Resource) : noIndexRows(last.patientKey);
         updates.push(last);
       }
     }

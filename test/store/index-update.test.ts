@@ -1,6 +1,6 @@
 /**
- * Updates through a unit of work change only the index rows that differ from the stored ones (repository.ts
- * `indexChange`): the rows left in the tables must always be exactly those a fresh indexing of the current version
+ * Updates change only the index rows that differ from the stored ones (repository.ts `indexChange`), through a unit
+ * of work (ingest) and through the repository (a FHIR PUT): the rows left in the tables must always be exactly those a fresh indexing of the current version
  * gives — after adding and removing values, changing dates and quantities, a change of compartment (every row
  * rewritten), a re-creation after a delete, and several versions in one unit.
  */
@@ -65,9 +65,16 @@ const plan = (activities: string[], start: string, subject = 'Patient/p1'): Care
   activity: activities.map((a) => ({ reference: { reference: `ServiceRequest/${a}` } })),
 });
 
-describe.each(backends())('index rows of an update on %s', (_name, makeBackend) => {
+const paths = (['a unit of work', 'the repository'] as const).flatMap((path) => backends().map(([name, make]) => [path, name, make] as const));
+
+describe.each(paths)('index rows of an update through %s on %s', (path, _name, makeBackend) => {
   const suite = useStore(makeBackend);
   const write = async (...rs: Resource[]): Promise<void> => {
+    if (path === 'the repository') {
+      // each its own transaction, as a FHIR PUT is
+      for (const r of rs) await suite.store.repo.update(r);
+      return;
+    }
     await inUnitOfWork(suite.store.repo, async (w) => {
       for (const r of rs) await w.updateMany([r]);
     });
@@ -102,7 +109,7 @@ describe.each(backends())('index rows of an update on %s', (_name, makeBackend) 
     expect(Object.values(got.rows).flat().every((r) => JSON.parse(r).patient_key === 'p2')).toBe(true);
   });
 
-  test('several versions in one unit, then deleted and written again', async () => {
+  test('several versions (in one unit where there is one), then deleted and written again', async () => {
     const obs = (value: number, code: string): Observation => ({
       resourceType: 'Observation',
       id: 'obs-diff',
