@@ -67,7 +67,12 @@ export function includeSql(specs: IncludeSpec[], frontier: string, frontierTypes
     .map((spec) => {
       // include: the resources the frontier points at; revinclude: the resources pointing at the frontier
       const [from, to] = spec.kind === 'include' ? ['target', 'resource'] : ['resource', 'target'];
-      const conds = [`(x.${to}_type, x.${to}_id) IN (${frontier})`];
+      // the frontier's own rows are found by their resource's seq (schema migration 5), rows pointing at it by target
+      const conds = [
+        spec.kind === 'include'
+          ? `x.resource_seq IN (SELECT f.seq FROM resource f WHERE (f.resource_type, f.id) IN (${frontier}))`
+          : `(x.target_type, x.target_id) IN (${frontier})`,
+      ];
       if (spec.sourceType !== '*') {
         // a parameter whose rows another holds (`CarePlan:patient` → `subject` rows pointing at a Patient)
         const def = searchParamsFor(spec.sourceType)?.get(spec.param);

@@ -447,77 +447,72 @@ export class Writer {
       if (change) changes.set(it, change);
     }
     const rewritten = updates.filter((it) => !changes.has(it));
+    // Index rows find their resource by its seq (schema migration 5): assigned by the insert above, kept by an update.
+    // Deletes read it from the resource rows as the statement found them (an updated resource is there).
     if (rewritten.length) {
-      const owners = `(resource_type, resource_id) IN (SELECT * FROM unnest(${p(rewritten.map((x) => x.r.resourceType))}::text[], ${p(rewritten.map((x) => x.r.id))}::text[]))`;
-      for (const t of INDEX_TABLES) ctes.push(`del_${t} AS (DELETE FROM ${t} WHERE ${owners})`);
+      const seqs = `SELECT o.seq FROM resource o WHERE (o.resource_type, o.id) IN (SELECT * FROM unnest(${p(rewritten.map((x) => x.r.resourceType))}::text[], ${p(rewritten.map((x) => x.r.id))}::text[]))`;
+      for (const t of INDEX_TABLES) ctes.push(`del_${t} AS (DELETE FROM ${t} WHERE resource_seq IN (${seqs}))`);
     }
     const owner = (xs: { it: BatchItem }[]) => `${p(xs.map((x) => x.it.r.resourceType))}::text[], ${p(xs.map((x) => x.it.r.id))}::text[]`;
     const gone = <K extends Kind>(kind: K) => [...changes].flatMap(([it, c]) => (c.removed[kind] as IndexRows[K][number][]).map((row) => ({ it, row })));
-    const match = 't.resource_type = d.rt AND t.resource_id = d.ri AND t.param = d.p';
+    /** removed rows of changed resources: `cols` are the row's values after its param, compared by `match` (d.v0, d.v1, …) */
+    const removed = (table: string, xs: { it: BatchItem; row: { param: string } }[], cols: string[], match: string): string =>
+      `DELETE FROM ${table} t USING unnest(${owner(xs)}, ${p(xs.map((x) => x.row.param))}::text[], ${cols.join(', ')}) AS d(rt, ri, p${cols.map((_, i) => `, v${i}`).join('')})
+        JOIN resource o ON o.resource_type = d.rt AND o.id = d.ri
+        WHERE t.resource_seq = o.seq AND t.param = d.p AND ${match}`;
     const gToken = gone('token');
     if (gToken.length) {
-      ctes.push(`g_token AS (DELETE FROM idx_token t USING unnest(${owner(gToken)}, ${p(gToken.map((x) => x.row.param))}::text[], ${p(gToken.map((x) => x.row.system ?? null))}::text[], ${p(gToken.map((x) => x.row.code ?? null))}::text[]) AS d(rt, ri, p, s, c)
-        WHERE ${match} AND t.system IS NOT DISTINCT FROM d.s AND t.code IS NOT DISTINCT FROM d.c)`);
+      ctes.push(`g_token AS (${removed('idx_token', gToken, [`${p(gToken.map((x) => x.row.system ?? null))}::text[]`, `${p(gToken.map((x) => x.row.code ?? null))}::text[]`], 't.system IS NOT DISTINCT FROM d.v0 AND t.code IS NOT DISTINCT FROM d.v1')})`);
     }
     const gString = gone('string');
     if (gString.length) {
-      ctes.push(`g_string AS (DELETE FROM idx_string t USING unnest(${owner(gString)}, ${p(gString.map((x) => x.row.param))}::text[], ${p(gString.map((x) => x.row.value))}::text[], ${p(gString.map((x) => x.row.exact))}::text[]) AS d(rt, ri, p, v, e)
-        WHERE ${match} AND t.value = d.v AND t.exact IS NOT DISTINCT FROM d.e)`);
+      ctes.push(`g_string AS (${removed('idx_string', gString, [`${p(gString.map((x) => x.row.value))}::text[]`, `${p(gString.map((x) => x.row.exact))}::text[]`], 't.value = d.v0 AND t.exact IS NOT DISTINCT FROM d.v1')})`);
     }
     const gRef = gone('reference');
     if (gRef.length) {
-      ctes.push(`g_ref AS (DELETE FROM idx_reference t USING unnest(${owner(gRef)}, ${p(gRef.map((x) => x.row.param))}::text[], ${p(gRef.map((x) => x.row.targetType))}::text[], ${p(gRef.map((x) => x.row.targetId))}::text[]) AS d(rt, ri, p, tt, ti)
-        WHERE ${match} AND t.target_type = d.tt AND t.target_id = d.ti)`);
+      ctes.push(`g_ref AS (${removed('idx_reference', gRef, [`${p(gRef.map((x) => x.row.targetType))}::text[]`, `${p(gRef.map((x) => x.row.targetId))}::text[]`], 't.target_type = d.v0 AND t.target_id = d.v1')})`);
     }
     const gDate = gone('date');
     if (gDate.length) {
-      ctes.push(`g_date AS (DELETE FROM idx_date t USING unnest(${owner(gDate)}, ${p(gDate.map((x) => x.row.param))}::text[], ${p(gDate.map((x) => x.row.low))}::timestamptz[], ${p(gDate.map((x) => x.row.high))}::timestamptz[]) AS d(rt, ri, p, lo, hi)
-        WHERE ${match} AND t.low = d.lo AND t.high = d.hi)`);
+      ctes.push(`g_date AS (${removed('idx_date', gDate, [`${p(gDate.map((x) => x.row.low))}::timestamptz[]`, `${p(gDate.map((x) => x.row.high))}::timestamptz[]`], 't.low = d.v0 AND t.high = d.v1')})`);
     }
     const gQty = gone('quantity');
     if (gQty.length) {
-      ctes.push(`g_qty AS (DELETE FROM idx_quantity t USING unnest(${owner(gQty)}, ${p(gQty.map((x) => x.row.param))}::text[], ${p(gQty.map((x) => x.row.value))}::numeric[], ${p(gQty.map((x) => x.row.system ?? null))}::text[], ${p(gQty.map((x) => x.row.code ?? null))}::text[]) AS d(rt, ri, p, v, s, c)
-        WHERE ${match} AND t.value = d.v AND t.system IS NOT DISTINCT FROM d.s AND t.code IS NOT DISTINCT FROM d.c)`);
+      ctes.push(`g_qty AS (${removed('idx_quantity', gQty, [`${p(gQty.map((x) => x.row.value))}::numeric[]`, `${p(gQty.map((x) => x.row.system ?? null))}::text[]`, `${p(gQty.map((x) => x.row.code ?? null))}::text[]`], 't.value = d.v0 AND t.system IS NOT DISTINCT FROM d.v1 AND t.code IS NOT DISTINCT FROM d.v2')})`);
     }
     ctes.push(`ver AS (INSERT INTO resource_version (resource_type, id, version_id, last_updated, deleted, patient_key, content)
       SELECT t, i, v, lu, false, pk, c FROM src)`);
     // rows to insert: all of a new or rewritten resource's, only the added ones of a changed one
     const flat = <R>(pick: (x: IndexRows) => R[]) => written.flatMap((it) => pick(changes.get(it)?.added ?? it.index!).map((row) => ({ it, row })));
     const pks = (xs: { it: BatchItem }[]) => `${p(xs.map((x) => x.it.patientKey))}::text[]`;
+    const seqs = [inserts.length ? 'SELECT resource_type, id, seq FROM ins' : '', updates.length ? 'SELECT resource_type, id, seq FROM upd' : ''].filter(Boolean).join(' UNION ALL ');
+    if (written.length) ctes.push(`seqs AS MATERIALIZED (${seqs})`);
+    /** the index rows of one table: `cols` after (resource_type, resource_id, param), then patient_key and the seq */
+    const added = (table: string, xs: { it: BatchItem; row: { param: string } }[], names: string[], cols: string[]): string =>
+      `INSERT INTO ${table} (resource_type, resource_id, param, ${names.join(', ')}, patient_key, resource_seq)
+        SELECT x.*, s.seq FROM unnest(${owner(xs)}, ${p(xs.map((x) => x.row.param))}::text[], ${cols.join(', ')}, ${pks(xs)}) AS x(rt, ri, p${cols.map((_, i) => `, v${i}`).join('')}, pk)
+        JOIN seqs s ON s.resource_type = x.rt AND s.id = x.ri`;
     const token = flat((x) => x.token);
-    if (token.length) {
-      ctes.push(`i_token AS (INSERT INTO idx_token (resource_type, resource_id, param, system, code, patient_key)
-        SELECT * FROM unnest(${owner(token)}, ${p(token.map((x) => x.row.param))}::text[], ${p(token.map((x) => x.row.system ?? null))}::text[], ${p(token.map((x) => x.row.code ?? null))}::text[], ${pks(token)}))`);
-    }
+    if (token.length) ctes.push(`i_token AS (${added('idx_token', token, ['system', 'code'], [`${p(token.map((x) => x.row.system ?? null))}::text[]`, `${p(token.map((x) => x.row.code ?? null))}::text[]`])})`);
     const str = flat((x) => x.string);
-    if (str.length) {
-      ctes.push(`i_string AS (INSERT INTO idx_string (resource_type, resource_id, param, value, exact, patient_key)
-        SELECT * FROM unnest(${owner(str)}, ${p(str.map((x) => x.row.param))}::text[], ${p(str.map((x) => x.row.value))}::text[], ${p(str.map((x) => x.row.exact))}::text[], ${pks(str)}))`);
-    }
+    if (str.length) ctes.push(`i_string AS (${added('idx_string', str, ['value', 'exact'], [`${p(str.map((x) => x.row.value))}::text[]`, `${p(str.map((x) => x.row.exact))}::text[]`])})`);
     const ref = flat((x) => x.reference);
-    if (ref.length) {
-      // each row carries its resource's seq (assigned by the insert above, kept by an update): schema migration 3
-      const seqs = [inserts.length ? 'SELECT resource_type, id, seq FROM ins' : '', updates.length ? 'SELECT resource_type, id, seq FROM upd' : ''].filter(Boolean).join(' UNION ALL ');
-      ctes.push(`i_ref AS (INSERT INTO idx_reference (resource_type, resource_id, param, target_type, target_id, patient_key, resource_seq)
-        SELECT x.*, s.seq FROM unnest(${owner(ref)}, ${p(ref.map((x) => x.row.param))}::text[], ${p(ref.map((x) => x.row.targetType))}::text[], ${p(ref.map((x) => x.row.targetId))}::text[], ${pks(ref)}) AS x(t, i, param, tt, ti, pk)
-        JOIN (${seqs}) s ON s.resource_type = x.t AND s.id = x.i)`);
-    }
+    if (ref.length) ctes.push(`i_ref AS (${added('idx_reference', ref, ['target_type', 'target_id'], [`${p(ref.map((x) => x.row.targetType))}::text[]`, `${p(ref.map((x) => x.row.targetId))}::text[]`])})`);
     const date = flat((x) => x.date);
-    if (date.length) {
-      ctes.push(`i_date AS (INSERT INTO idx_date (resource_type, resource_id, param, low, high, patient_key)
-        SELECT * FROM unnest(${owner(date)}, ${p(date.map((x) => x.row.param))}::text[], ${p(date.map((x) => x.row.low))}::timestamptz[], ${p(date.map((x) => x.row.high))}::timestamptz[], ${pks(date)}))`);
-    }
+    if (date.length) ctes.push(`i_date AS (${added('idx_date', date, ['low', 'high'], [`${p(date.map((x) => x.row.low))}::timestamptz[]`, `${p(date.map((x) => x.row.high))}::timestamptz[]`])})`);
     const qty = flat((x) => x.quantity);
     if (qty.length) {
-      ctes.push(`i_qty AS (INSERT INTO idx_quantity (resource_type, resource_id, param, value, system, code, patient_key)
-        SELECT * FROM unnest(${owner(qty)}, ${p(qty.map((x) => x.row.param))}::text[], ${p(qty.map((x) => x.row.value))}::numeric[], ${p(qty.map((x) => x.row.system ?? null))}::text[], ${p(qty.map((x) => x.row.code ?? null))}::text[], ${pks(qty)}))`);
+      ctes.push(`i_qty AS (${added('idx_quantity', qty, ['value', 'system', 'code'], [`${p(qty.map((x) => x.row.value))}::numeric[]`, `${p(qty.map((x) => x.row.system ?? null))}::text[]`, `${p(qty.map((x) => x.row.code ?? null))}::text[]`])})`);
     }
     await this.tx.query(`WITH ${ctes.join(',\n')} SELECT 1`, params);
   }
 
   private async deleteIndex(types: string[], ids: string[]): Promise<void> {
     for (const t of INDEX_TABLES) {
-      await this.tx.query(`DELETE FROM ${t} WHERE (resource_type, resource_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`, [types, ids]);
+      await this.tx.query(
+        `DELETE FROM ${t} WHERE resource_seq IN (SELECT seq FROM resource WHERE (resource_type, id) IN (SELECT * FROM unnest($1::text[], $2::text[])))`,
+        [types, ids],
+      );
     }
   }
 

@@ -277,7 +277,20 @@ function decodeCursor(raw: string): Cursor {
   }
 }
 
-/** Builds one search condition: the parameter `name` (with its modifier) of `resourceType`, for the row at (typeExpr, idExpr). */
+/**
+ * The resource a condition is about, as SQL expressions: its type, id and seq (index rows find their resource by
+ * seq, schema migration 5), and the alias of its `resource` row where there is one.
+ */
+interface Owner {
+  type: string;
+  id: string;
+  seq: string;
+  row?: string;
+}
+
+const ROOT: Owner = { type: 'r.resource_type', id: 'r.id', seq: 'r.seq', row: 'r' };
+
+/** Builds one search condition: the parameter `name` (with its modifier) of `resourceType`, for the resource `o`. */
 class ConditionBuilder {
   private n = 0;
   constructor(
@@ -288,10 +301,10 @@ class ConditionBuilder {
   ) {}
 
   /** `AND NOT (the resource carries a hidden label)`, for the far end of a chain or _has; '' when nothing is hidden. */
-  notHidden(typeExpr: string, idExpr: string): string {
+  notHidden(o: Owner): string {
     if (this.hiddenLabels.length === 0) return '';
     const s = this.alias();
-    return ` AND NOT EXISTS (SELECT 1 FROM idx_token ${s} WHERE ${s}.resource_type = ${typeExpr} AND ${s}.resource_id = ${idExpr} AND ${s}.param = '_security' AND ${s}.system = ${this.q.p(CONFIDENTIALITY_SYSTEM)} AND ${s}.code = ANY(${this.q.p(this.hiddenLabels)}::text[]))`;
+    return ` AND NOT EXISTS (SELECT 1 FROM idx_token ${s} WHERE ${s}.resource_type = ${o.type} AND ${s}.resource_seq = ${o.seq} AND ${s}.param = '_security' AND ${s}.system = ${this.q.p(CONFIDENTIALITY_SYSTEM)} AND ${s}.code = ANY(${this.q.p(this.hiddenLabels)}::text[]))`;
   }
 
   private alias(): string {
@@ -304,26 +317,25 @@ class ConditionBuilder {
     return undefined;
   }
 
-  /** SQL for `rawName=rawValue` on the resource at (typeExpr, idExpr), or undefined when it is ignored. */
-  build(resourceType: string, typeExpr: string, idExpr: string, rawName: string, rawValue: string, where: string): string | undefined {
+  /** SQL for `rawName=rawValue` on the resource `o`, or undefined when it is ignored. */
+  build(resourceType: string, o: Owner, rawName: string, rawValue: string, where: string): string | undefined {
     const q = this.q;
-    if (rawName.startsWith('_has:')) return this.reverseChain(resourceType, typeExpr, idExpr, rawName, rawValue, where);
+    if (rawName.startsWith('_has:')) return this.reverseChain(resourceType, o, rawName, rawValue, where);
     const dot = rawName.indexOf('.');
-    if (dot > 0) return this.chain(resourceType, typeExpr, idExpr, rawName.slice(0, dot), rawName.slice(dot + 1), rawValue, where);
+    if (dot > 0) return this.chain(resourceType, o, rawName.slice(0, dot), rawName.slice(dot + 1), rawValue, where);
     const colon = rawName.indexOf(':');
     const name = colon < 0 ? rawName : rawName.slice(0, colon);
     const modifier = colon < 0 ? undefined : rawName.slice(colon + 1);
 
     if (name === '_id') {
       const ids = splitValues(rawValue);
-      const cond = `${idExpr} = ANY(${q.p(ids)}::text[])`;
+      const cond = `${o.id} = ANY(${q.p(ids)}::text[])`;
       return modifier === 'not' ? `NOT (${cond})` : cond;
     }
     if (name === '_lastUpdated') {
       return this.orValues(rawValue, (v) => {
         const [prefix, d] = splitPrefix(v);
-        const col =
-          idExpr === 'r.id' ? 'r.last_updated' : `(SELECT last_updated FROM resource lu WHERE lu.resource_type = ${typeExpr} AND lu.id = ${idExpr})`;
+        const col = o.row ? `${o.row}.last_updated` : `(SELECT last_updated FROM resource lu WHERE lu.resource_type = ${o.type} AND lu.id = ${o.id})`;
         return dateCondition(prefix, col, col, dateRange(d, where), q);
       });
     }
@@ -332,7 +344,7 @@ class ConditionBuilder {
     if (def.type === 'composite' || def.type === 'special') return this.unsupported(`search parameter "${name}" (${def.type}) is not supported`, where);
     if (modifier === 'identifier' && def.type === 'reference') {
       // matched against the identifiers of the referenced resources (as a chain on `identifier`)
-      return this.chain(resourceType, typeExpr, idExpr, name, 'identifier', rawValue, where);
+      return this.chain(resourceType, o, name, 'identifier', rawValue, where);
     }
     if (modifier && !supportsModifier(def.type, modifier)) return this.unsupported(`modifier ":${modifier}" is not supported on ${def.type} parameter "${name}"`, where);
 
@@ -340,7 +352,7 @@ class ConditionBuilder {
     // rows of a parameter identical to another are stored under that one's code (`phonetic` → `name`); a
     // type-restricted one (`patient` → `subject` rows pointing at a Patient) adds its target type
     const owner =
-      `${x}.resource_type = ${typeExpr} AND ${x}.resource_id = ${idExpr} AND ${x}.param = ${q.p(def.indexedAs ?? name)}` +
+      `${x}.resource_type = ${o.type} AND ${x}.resource_seq = ${o.seq} AND ${x}.param = ${q.p(def.indexedAs ?? name)}` +
       (def.indexedTargetType ? ` AND ${x}.target_type = ${q.p(def.indexedTargetType)}` : '');
     const table = tableFor(def.type);
     if (modifier === 'missing') {
@@ -406,7 +418,7 @@ class ConditionBuilder {
   }
 
   /** `patient.identifier=…`, `participant:Organization.identifier=…`: a condition on the referenced resources. */
-  private chain(resourceType: string, typeExpr: string, idExpr: string, head: string, tail: string, value: string, where: string): string | undefined {
+  private chain(resourceType: string, o: Owner, head: string, tail: string, value: string, where: string): string | undefined {
     const colon = head.indexOf(':');
     const name = colon < 0 ? head : head.slice(0, colon);
     const typeModifier = colon < 0 ? undefined : head.slice(colon + 1);
@@ -418,26 +430,30 @@ class ConditionBuilder {
     );
     if (targets.length === 0) return this.unsupported(`no target of ${resourceType}.${name} has a search parameter "${tailName}"`, where);
     const x = this.alias();
+    // the referenced resource's row gives its seq (a reference to nothing stored matches no condition)
+    const t = this.alias();
+    const target: Owner = { type: `${t}.resource_type`, id: `${t}.id`, seq: `${t}.seq`, row: t };
     const perType: string[] = [];
-    for (const t of targets) {
-      const inner = this.build(t, `${x}.target_type`, `${x}.target_id`, tail, value, where);
-      if (inner) perType.push(`(${x}.target_type = ${this.q.p(t)} AND ${inner})`);
+    for (const type of targets) {
+      const inner = this.build(type, target, tail, value, where);
+      if (inner) perType.push(`(${x}.target_type = ${this.q.p(type)} AND ${inner})`);
     }
     if (perType.length === 0) return undefined;
-    return `EXISTS (SELECT 1 FROM idx_reference ${x} WHERE ${x}.resource_type = ${typeExpr} AND ${x}.resource_id = ${idExpr} AND ${x}.param = ${this.q.p(def.indexedAs ?? name)} AND (${perType.join(' OR ')})${this.notHidden(`${x}.target_type`, `${x}.target_id`)})`;
+    return `EXISTS (SELECT 1 FROM idx_reference ${x} JOIN resource ${t} ON ${t}.resource_type = ${x}.target_type AND ${t}.id = ${x}.target_id WHERE ${x}.resource_type = ${o.type} AND ${x}.resource_seq = ${o.seq} AND ${x}.param = ${this.q.p(def.indexedAs ?? name)} AND (${perType.join(' OR ')})${this.notHidden(target)})`;
   }
 
   /** `_has:Observation:patient:code=…`: resources that some Observation with that code references through `patient`. */
-  private reverseChain(resourceType: string, typeExpr: string, idExpr: string, rawName: string, value: string, where: string): string | undefined {
+  private reverseChain(resourceType: string, o: Owner, rawName: string, value: string, where: string): string | undefined {
     const m = /^_has:([A-Z][A-Za-z]+):([a-z][a-z0-9-]*):(.+)$/.exec(rawName);
     if (!m) return this.unsupported(`"${rawName}" is not of the form _has:Type:reference-parameter:parameter`, where);
     const [, type, refParam, rest] = m;
     const def = searchParamsFor(type)?.get(refParam);
     if (!def || def.type !== 'reference') return this.unsupported(`"${refParam}" is not a reference parameter of ${type}`, where);
     const x = this.alias();
-    const inner = this.build(type, `${x}.resource_type`, `${x}.resource_id`, rest, value, where);
+    const source: Owner = { type: `${x}.resource_type`, id: `${x}.resource_id`, seq: `${x}.resource_seq` };
+    const inner = this.build(type, source, rest, value, where);
     if (!inner) return undefined;
-    return `EXISTS (SELECT 1 FROM idx_reference ${x} WHERE ${x}.resource_type = ${this.q.p(type)} AND ${x}.param = ${this.q.p(def.indexedAs ?? refParam)}${def.indexedTargetType ? ` AND ${x}.target_type = ${this.q.p(def.indexedTargetType)}` : ''} AND ${x}.target_type = ${typeExpr} AND ${x}.target_id = ${idExpr} AND ${inner}${this.notHidden(`${x}.resource_type`, `${x}.resource_id`)})`;
+    return `EXISTS (SELECT 1 FROM idx_reference ${x} WHERE ${x}.resource_type = ${this.q.p(type)} AND ${x}.param = ${this.q.p(def.indexedAs ?? refParam)}${def.indexedTargetType ? ` AND ${x}.target_type = ${this.q.p(def.indexedTargetType)}` : ''} AND ${x}.target_type = ${o.type} AND ${x}.target_id = ${o.id} AND ${inner}${this.notHidden(source)})`;
   }
 }
 
@@ -458,7 +474,7 @@ function sortKeys(resourceType: string, raw: string | undefined, q: Sql, builder
       continue;
     }
     const def = searchParamsFor(resourceType)?.get(name);
-    const owner = `s.resource_type = r.resource_type AND s.resource_id = r.id AND s.param = ${def ? q.p(def.indexedAs ?? name) : "''"}`;
+    const owner = `s.resource_type = r.resource_type AND s.resource_seq = r.seq AND s.param = ${def ? q.p(def.indexedAs ?? name) : "''"}`;
     switch (def?.type) {
       case 'date':
         keys.push({
@@ -517,11 +533,11 @@ export function buildSearch(req: SearchRequest): BuiltSearch {
       anchor = anchorOf(req.resourceType, rawName, rawValue);
       if (anchor) continue; // the walk below is this condition
     }
-    const cond = builder.build(req.resourceType, 'r.resource_type', 'r.id', rawName, rawValue, rawName);
+    const cond = builder.build(req.resourceType, ROOT, rawName, rawValue, rawName);
     if (cond) where.push(cond);
   }
   // resources with a label the caller is not cleared for are no match either (and are not counted)
-  const hidden = builder.notHidden('r.resource_type', 'r.id');
+  const hidden = builder.notHidden(ROOT);
   if (hidden) where.push(hidden.replace(/^ AND /, ''));
   const keys = sortKeys(req.resourceType, sortParam, q, { strict: req.strict ?? false, issues });
   // the anchor's own condition: the page joins its index rows (below); a count tests it like any other
@@ -570,7 +586,7 @@ export function buildSearch(req: SearchRequest): BuiltSearch {
       `SELECT r.content, r.seq::text AS seq, r.resource_type AS rt, r.id AS rid, (SELECT count(*) FROM w)::int AS window_rows FROM w r WHERE ${pageFilter} ORDER BY r.seq ASC LIMIT ${limit + 1}`;
   }
   if (req.total === 'accurate' || req.total === 'estimate') {
-    const anchorCond = anchored ? ` AND EXISTS (SELECT 1 FROM idx_reference a WHERE a.resource_type = r.resource_type AND a.resource_id = r.id AND ${anchored})` : '';
+    const anchorCond = anchored ? ` AND EXISTS (SELECT 1 FROM idx_reference a WHERE a.resource_type = r.resource_type AND a.resource_seq = r.seq AND ${anchored})` : '';
     built.countSql = `SELECT count(*)::text AS n FROM resource r WHERE ${filter}${anchorCond}`;
     built.countParams = filterParams;
   }

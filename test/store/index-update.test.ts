@@ -82,6 +82,13 @@ describe.each(paths)('index rows of an update through %s on %s', (path, _name, m
   const check = async (r: Resource): Promise<Awaited<ReturnType<typeof storedRows>>> => {
     const got = await storedRows(suite.store, r.resourceType, r.id!);
     expect(got.rows).toEqual(expectedRows(r));
+    // and every row is found by its resource's seq (what updates, deletes and searches go by)
+    for (const t of ['idx_token', 'idx_string', 'idx_reference', 'idx_date', 'idx_quantity']) {
+      const wrong = await suite.store.db.query(
+        `SELECT 1 FROM ${t} x JOIN resource o ON o.resource_type = x.resource_type AND o.id = x.resource_id WHERE x.resource_seq IS DISTINCT FROM o.seq`,
+      );
+      expect(wrong).toEqual([]);
+    }
     return got;
   };
 

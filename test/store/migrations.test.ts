@@ -2,7 +2,8 @@
  * Schema migrations on a store written by an older version: migration 3 gives every reference index row its
  * resource's seq and merges identical rows of one resource, without touching anything else; migration 4 rebuilds
  * the string index with one row per value (the written form in `exact`), without rows of its own for `phonetic` (name's)
- * or `patient` (subject's pointing at a Patient).
+ * or `patient` (subject's pointing at a Patient); migration 5 gives every index row its resource's seq and keys the owner
+ * indexes by it.
  */
 import crypto from 'node:crypto';
 import pg from 'pg';
@@ -117,6 +118,63 @@ describe.each(targets)('migration 4 on %s', (_name, open) => {
       expect(await ids([['family:exact', 'Õunapuu']])).toEqual(['p1']);
       expect(await ids([['phonetic', 'oun']])).toEqual(['p1']);
       expect(await ids([['family', 'tamm']])).toEqual([]);
+      expect(await migrate(db)).toEqual([]);
+    } finally {
+      await db.close();
+      await drop();
+    }
+  });
+});
+
+describe.each(targets)('migration 5 on %s', (_name, open) => {
+  test('every index row gets its resource seq, rows of no resource are dropped, the owner indexes are on the seq', async () => {
+    const { db, drop } = await open();
+    try {
+      await schemaAt(db, 4);
+      const obs = {
+        resourceType: 'Observation',
+        id: 'o1',
+        meta: { versionId: '1' },
+        status: 'final',
+        code: { coding: [{ system: 'http://loinc.org', code: '15074-8' }] },
+        subject: { reference: 'Patient/p1' },
+        effectiveDateTime: '2026-11-02T08:00:00Z',
+        valueQuantity: { value: 5.5, system: 'http://unitsofmeasure.org', code: 'mmol/L' },
+      };
+      const patient = { resourceType: 'Patient', id: 'p1', meta: { versionId: '1' }, name: [{ family: 'Tamm' }] };
+      await db.query(`INSERT INTO resource (resource_type, id, version_id, last_updated, patient_key, content) VALUES ('Patient', 'p1', 1, now(), 'p1', $1)`, [JSON.stringify(patient)]);
+      await db.query(`INSERT INTO resource (resource_type, id, version_id, last_updated, patient_key, content) VALUES ('Observation', 'o1', 1, now(), 'p1', $1)`, [JSON.stringify(obs)]);
+      // rows as version 4 wrote them (no seq but on reference rows), and one row whose resource is not there
+      await db.query(`INSERT INTO idx_string (resource_type, resource_id, param, value, patient_key) VALUES ('Patient', 'p1', 'family', 'tamm', 'p1'), ('Patient', 'p1', 'name', 'tamm', 'p1')`);
+      await db.query(`INSERT INTO idx_token (resource_type, resource_id, param, system, code, patient_key) VALUES ('Observation', 'o1', 'code', 'http://loinc.org', '15074-8', 'p1'), ('Observation', 'o1', 'status', NULL, 'final', 'p1'), ('Observation', 'ghost', 'status', NULL, 'final', 'p1')`);
+      await db.query(`INSERT INTO idx_date (resource_type, resource_id, param, low, high, patient_key) VALUES ('Observation', 'o1', 'date', '2026-11-02T08:00:00Z', '2026-11-02T08:00:00.999Z', 'p1')`);
+      await db.query(`INSERT INTO idx_quantity (resource_type, resource_id, param, value, system, code, patient_key) VALUES ('Observation', 'o1', 'value-quantity', 5.5, 'http://unitsofmeasure.org', 'mmol/L', 'p1')`);
+      await db.query(`INSERT INTO idx_reference (resource_type, resource_id, param, target_type, target_id, patient_key, resource_seq) SELECT 'Observation', 'o1', 'subject', 'Patient', 'p1', 'p1', seq FROM resource WHERE id = 'o1'`);
+
+      expect(await migrate(db)).toEqual([5]);
+      for (const t of ['idx_token', 'idx_string', 'idx_date', 'idx_quantity', 'idx_reference']) {
+        const rows = await db.query<{ resource_id: string; ok: boolean }>(
+          `SELECT x.resource_id, x.resource_seq = (SELECT seq FROM resource r WHERE r.resource_type = x.resource_type AND r.id = x.resource_id) AS ok FROM ${t} x`,
+        );
+        expect(rows.length).toBeGreaterThan(0);
+        expect(rows.every((r) => r.ok === true)).toBe(true);
+        expect(rows.map((r) => r.resource_id)).not.toContain('ghost');
+        const defs = (await db.query<{ indexdef: string }>(`SELECT indexdef FROM pg_indexes WHERE indexname = $1 AND schemaname = current_schema()`, [`${t}_owner`])).map((r) => r.indexdef);
+        expect(defs).toHaveLength(1);
+        expect(defs[0]).toMatch(/\(resource_seq\)$/);
+      }
+
+      // search through every table, a sort key, a chain, an include; then an update changes the rows by seq
+      const repo = new Repository(db, {});
+      const ids = async (type: string, params: [string, string][]): Promise<string[]> => (await repo.search({ resourceType: type, params })).resources.map((r) => r.id!);
+      expect(await ids('Observation', [['code', 'http://loinc.org|15074-8'], ['status', 'final'], ['date', 'ge2026-11-01'], ['value-quantity', 'lt6'], ['subject.family', 'tamm']])).toEqual(['o1']);
+      expect(await ids('Patient', [['family', 'tam'], ['_has:Observation:subject:code', '15074-8']])).toEqual(['p1']);
+      expect(await ids('Observation', [['code:missing', 'false'], ['_sort', '-date']])).toEqual(['o1']);
+      const inc = await repo.search({ resourceType: 'Observation', params: [['_id', 'o1'], ['_include', 'Observation:subject']] });
+      expect(inc.included.map((r) => r.id)).toEqual(['p1']);
+      await repo.update({ ...obs, meta: undefined, status: 'amended', valueQuantity: { ...obs.valueQuantity, value: 7.1 } } as never);
+      expect(await ids('Observation', [['status', 'final']])).toEqual([]);
+      expect(await ids('Observation', [['status', 'amended'], ['value-quantity', 'gt7']])).toEqual(['o1']);
       expect(await migrate(db)).toEqual([]);
     } finally {
       await db.close();
