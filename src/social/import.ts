@@ -34,9 +34,12 @@ export const BATCH = 200;
 /**
  * Parallel transactions on PostgreSQL: one per core, at least two (one lane's rows are assembled here while the
  * other's are written). More lanes than that only made the database's backends compete (10,000–20,000-row imports
- * on 2 cores: 4 lanes ~1,640 rows/s, 2 lanes ~1,750).
+ * on 2 cores: 4 lanes ~1,640 rows/s, 2 lanes ~1,750). At most four: a lane's transaction holds ~5 advisory locks
+ * per row until it commits (the person's plan, every resource written), ~1,000 for a batch, and PostgreSQL's lock
+ * table holds 64 per connection (6,400 with the default 100): past it every batch fails with "out of shared
+ * memory" and is redone row by row (2 lanes of 1,000-row batches ran 3× slower).
  */
-export const LANES = Math.max(2, Math.min(8, os.availableParallelism()));
+export const LANES = Math.max(2, Math.min(4, os.availableParallelism()));
 
 function laneOf(isikukood: string, n: number): number {
   let h = 0;
