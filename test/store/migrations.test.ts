@@ -127,7 +127,7 @@ describe.each(targets)('migration 4 on %s', (_name, open) => {
 });
 
 describe.each(targets)('migration 5 on %s', (_name, open) => {
-  test('every index row gets its resource seq, rows of no resource are dropped, the owner indexes are on the seq', async () => {
+  test('every index row gets its resource seq, rows of no resource are dropped, the owner indexes are on the seq, the rewritten tables in seq order', async () => {
     const { db, drop } = await open();
     try {
       await schemaAt(db, 4);
@@ -163,6 +163,12 @@ describe.each(targets)('migration 5 on %s', (_name, open) => {
         expect(defs).toHaveLength(1);
         expect(defs[0]).toMatch(/\(resource_seq\)$/);
       }
+      // the rewritten tables are in seq order, as a new store's are
+      const clustered = await db.query<{ relname: string }>(
+        `SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_class ix ON ix.oid = i.indexrelid
+         WHERE i.indisclustered AND ix.relname LIKE 'idx\\_%\\_owner' AND c.relnamespace = current_schema()::regnamespace ORDER BY 1`,
+      );
+      expect(clustered.map((r) => r.relname)).toEqual(['idx_date', 'idx_quantity', 'idx_string', 'idx_token']);
 
       // search through every table, a sort key, a chain, an include; then an update changes the rows by seq
       const repo = new Repository(db, {});
