@@ -319,8 +319,8 @@ export class Writer {
   async delete(resourceType: string, id: string): Promise<{ versionId?: string }> {
     assertId(id);
     await this.lockKeys([`res|${resourceType}|${id}`]);
-    const rows = await this.tx.query<{ version_id: number; deleted: boolean; patient_key: string | null }>(
-      `SELECT version_id, deleted, patient_key FROM resource WHERE resource_type = $1 AND id = $2`,
+    const rows = await this.tx.query<{ version_id: number; deleted: boolean; patient_key: string | null; seq: string }>(
+      `SELECT version_id, deleted, patient_key, seq::text FROM resource WHERE resource_type = $1 AND id = $2`,
       [resourceType, id],
     );
     if (rows.length === 0 || rows[0].deleted) return {};
@@ -336,7 +336,7 @@ export class Writer {
       `INSERT INTO resource_version (resource_type, id, version_id, last_updated, deleted, patient_key, content) VALUES ($1, $2, $3, $4, true, $5, NULL)`,
       [resourceType, id, versionId, lastUpdated, rows[0].patient_key],
     );
-    await this.deleteIndex([resourceType], [id]);
+    await this.deleteIndex(rows[0].seq);
     return { versionId: String(versionId) };
   }
 
@@ -450,8 +450,8 @@ export class Writer {
     // Index rows find their resource by its seq (schema migration 5): assigned by the insert above, kept by an update.
     // Deletes read it from the resource rows as the statement found them (an updated resource is there).
     if (rewritten.length) {
-      const seqs = `SELECT o.seq FROM resource o WHERE (o.resource_type, o.id) IN (SELECT * FROM unnest(${p(rewritten.map((x) => x.r.resourceType))}::text[], ${p(rewritten.map((x) => x.r.id))}::text[]))`;
-      for (const t of INDEX_TABLES) ctes.push(`del_${t} AS (DELETE FROM ${t} WHERE resource_seq IN (${seqs}))`);
+      const rewrittenSeqs = `SELECT o.seq FROM resource o WHERE (o.resource_type, o.id) IN (SELECT * FROM unnest(${p(rewritten.map((x) => x.r.resourceType))}::text[], ${p(rewritten.map((x) => x.r.id))}::text[]))`;
+      for (const t of INDEX_TABLES) ctes.push(`del_${t} AS (DELETE FROM ${t} WHERE resource_seq IN (${rewrittenSeqs}))`);
     }
     const owner = (xs: { it: BatchItem }[]) => `${p(xs.map((x) => x.it.r.resourceType))}::text[], ${p(xs.map((x) => x.it.r.id))}::text[]`;
     const gone = <K extends Kind>(kind: K) => [...changes].flatMap(([it, c]) => (c.removed[kind] as IndexRows[K][number][]).map((row) => ({ it, row })));
@@ -507,13 +507,9 @@ export class Writer {
     await this.tx.query(`WITH ${ctes.join(',\n')} SELECT 1`, params);
   }
 
-  private async deleteIndex(types: string[], ids: string[]): Promise<void> {
-    for (const t of INDEX_TABLES) {
-      await this.tx.query(
-        `DELETE FROM ${t} WHERE resource_seq IN (SELECT seq FROM resource WHERE (resource_type, id) IN (SELECT * FROM unnest($1::text[], $2::text[])))`,
-        [types, ids],
-      );
-    }
+  /** Every index row of the resource with this seq, from every table in one statement. */
+  private async deleteIndex(seq: string): Promise<void> {
+    await this.tx.query(`WITH ${INDEX_TABLES.map((t) => `del_${t} AS (DELETE FROM ${t} WHERE resource_seq = $1::bigint)`).join(', ')} SELECT 1`, [seq]);
   }
 
 }
