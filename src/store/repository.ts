@@ -484,14 +484,19 @@ export class Writer {
       SELECT t, i, v, lu, false, pk, c FROM src)`);
     // rows to insert: all of a new or rewritten resource's, only the added ones of a changed one
     const flat = <R>(pick: (x: IndexRows) => R[]) => written.flatMap((it) => pick(changes.get(it)?.added ?? it.index!).map((row) => ({ it, row })));
-    const pks = (xs: { it: BatchItem }[]) => `${p(xs.map((x) => x.it.patientKey))}::text[]`;
     const seqs = [inserts.length ? 'SELECT resource_type, id, seq FROM ins' : '', updates.length ? 'SELECT resource_type, id, seq FROM upd' : ''].filter(Boolean).join(' UNION ALL ');
-    if (written.length) ctes.push(`seqs AS MATERIALIZED (${seqs})`);
+    // each written resource's owner columns once (by its position among the versions), so an index row carries
+    // only a number for them: ~240 index rows a message, and the type, id and patient key were half their bytes
+    if (written.length) {
+      ctes.push(`owners AS MATERIALIZED (SELECT u.n, u.t, u.i, u.pk, s.seq FROM src u JOIN unnest(${p(pos(written))}::int[]) AS k(n) USING (n)
+        JOIN (${seqs}) s ON s.resource_type = u.t AND s.id = u.i)`);
+    }
     /** the index rows of one table: `cols` after (resource_type, resource_id, param), then patient_key and the seq */
     const added = (table: string, xs: { it: BatchItem; row: { param: string } }[], names: string[], cols: string[]): string =>
       `INSERT INTO ${table} (resource_type, resource_id, param, ${names.join(', ')}, patient_key, resource_seq)
-        SELECT x.*, s.seq FROM unnest(${owner(xs)}, ${p(xs.map((x) => x.row.param))}::text[], ${cols.join(', ')}, ${pks(xs)}) AS x(rt, ri, p${cols.map((_, i) => `, v${i}`).join('')}, pk)
-        JOIN seqs s ON s.resource_type = x.rt AND s.id = x.ri`;
+        SELECT o.t, o.i, x.p${cols.map((_, i) => `, x.v${i}`).join('')}, o.pk, o.seq
+        FROM unnest(${p(xs.map((x) => position.get(x.it)))}::int[], ${p(xs.map((x) => x.row.param))}::text[], ${cols.join(', ')}) AS x(n, p${cols.map((_, i) => `, v${i}`).join('')})
+        JOIN owners o USING (n)`;
     const token = flat((x) => x.token);
     if (token.length) ctes.push(`i_token AS (${added('idx_token', token, ['system', 'code'], [`${p(token.map((x) => x.row.system ?? null))}::text[]`, `${p(token.map((x) => x.row.code ?? null))}::text[]`])})`);
     const str = flat((x) => x.string);
