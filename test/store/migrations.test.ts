@@ -151,7 +151,7 @@ describe.each(targets)('migration 5 on %s', (_name, open) => {
       await db.query(`INSERT INTO idx_quantity (resource_type, resource_id, param, value, system, code, patient_key) VALUES ('Observation', 'o1', 'value-quantity', 5.5, 'http://unitsofmeasure.org', 'mmol/L', 'p1')`);
       await db.query(`INSERT INTO idx_reference (resource_type, resource_id, param, target_type, target_id, patient_key, resource_seq) SELECT 'Observation', 'o1', 'subject', 'Patient', 'p1', 'p1', seq FROM resource WHERE id = 'o1'`);
 
-      expect(await migrate(db)).toEqual([5]);
+      expect(await migrate(db)).toEqual([5, 6]);
       for (const t of ['idx_token', 'idx_string', 'idx_date', 'idx_quantity', 'idx_reference']) {
         const rows = await db.query<{ resource_id: string; ok: boolean }>(
           `SELECT x.resource_id, x.resource_seq = (SELECT seq FROM resource r WHERE r.resource_type = x.resource_type AND r.id = x.resource_id) AS ok FROM ${t} x`,
@@ -181,6 +181,35 @@ describe.each(targets)('migration 5 on %s', (_name, open) => {
       await repo.update({ ...obs, meta: undefined, status: 'amended', valueQuantity: { ...obs.valueQuantity, value: 7.1 } } as never);
       expect(await ids('Observation', [['status', 'final']])).toEqual([]);
       expect(await ids('Observation', [['status', 'amended'], ['value-quantity', 'gt7']])).toEqual(['o1']);
+      expect(await migrate(db)).toEqual([]);
+    } finally {
+      await db.close();
+      await drop();
+    }
+  });
+});
+
+describe.each(targets)('migration 6 on %s', (name, open) => {
+  test('resource texts and payloads are compressed with lz4 where the server has it; texts read back as written', async () => {
+    const { db, drop } = await open();
+    try {
+      await migrate(db);
+      const lz4 = (await db.query<{ lz4: boolean }>(`SELECT 'lz4' = ANY(enumvals) AS lz4 FROM pg_settings WHERE name = 'default_toast_compression'`))[0].lz4;
+      // the PostgreSQL here is built with lz4, the embedded store without
+      expect(lz4).toBe(name === 'postgres');
+      const cols = await db.query<{ col: string; c: string }>(
+        `SELECT c.relname || '.' || a.attname AS col, a.attcompression::text AS c FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+         WHERE c.relnamespace = current_schema()::regnamespace AND (c.relname, a.attname) IN (('resource', 'content'), ('resource_version', 'content'), ('inbox', 'payload')) ORDER BY 1`,
+      );
+      expect(cols.map((r) => `${r.col}=${r.c}`)).toEqual(
+        ['inbox.payload', 'resource.content', 'resource_version.content'].map((c) => `${c}=${lz4 ? 'l' : ''}`),
+      );
+      const repo = new Repository(db, {});
+      const note = 'Koduhooldus kolm korda nädalas; tütar on hooldaja. '.repeat(80); // ~4 KB: compressed when stored
+      const saved = (await repo.create({ resourceType: 'Basic', code: { text: note } } as never)).resource;
+      const comp = await db.query<{ m: string | null }>(`SELECT pg_column_compression(content) AS m FROM resource WHERE id = $1`, [saved.id]);
+      expect(comp[0].m).toBe(lz4 ? 'lz4' : 'pglz');
+      expect(((await repo.read('Basic', saved.id!)) as unknown as { code: { text: string } }).code.text).toBe(note);
       expect(await migrate(db)).toEqual([]);
     } finally {
       await db.close();
