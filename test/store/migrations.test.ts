@@ -10,6 +10,7 @@ import pg from 'pg';
 import { openDb, type Db } from '../../src/store/db.js';
 import { MIGRATIONS, migrate } from '../../src/store/schema.js';
 import { Repository } from '../../src/store/repository.js';
+import type { Basic } from '@medplum/fhirtypes';
 import { PG_URL } from '../helpers/backends.js';
 
 const targets: [string, () => Promise<{ db: Db; drop: () => Promise<void> }>][] = [
@@ -206,10 +207,10 @@ describe.each(targets)('migration 6 on %s', (name, open) => {
       );
       const repo = new Repository(db, {});
       const note = 'Koduhooldus kolm korda nädalas; tütar on hooldaja. '.repeat(80); // ~4 KB: compressed when stored
-      const saved = (await repo.create({ resourceType: 'Basic', code: { text: note } } as never)).resource;
+      const saved = (await repo.create<Basic>({ resourceType: 'Basic', code: { text: note } })).resource;
       const comp = await db.query<{ m: string | null }>(`SELECT pg_column_compression(content) AS m FROM resource WHERE id = $1`, [saved.id]);
       expect(comp[0].m).toBe(lz4 ? 'lz4' : 'pglz');
-      expect(((await repo.read('Basic', saved.id!)) as unknown as { code: { text: string } }).code.text).toBe(note);
+      expect((await repo.read<Basic>('Basic', saved.id!)).code.text).toBe(note);
       expect(await migrate(db)).toEqual([]);
     } finally {
       await db.close();
