@@ -485,12 +485,9 @@ export class Writer {
     // rows to insert: all of a new or rewritten resource's, only the added ones of a changed one
     const flat = <R>(pick: (x: IndexRows) => R[]) => written.flatMap((it) => pick(changes.get(it)?.added ?? it.index!).map((row) => ({ it, row })));
     const seqs = [inserts.length ? 'SELECT resource_type, id, seq FROM ins' : '', updates.length ? 'SELECT resource_type, id, seq FROM upd' : ''].filter(Boolean).join(' UNION ALL ');
-    // each written resource's owner columns once (by its position among the versions), so an index row carries
-    // only a number for them: ~240 index rows a message, and the type, id and patient key were half their bytes
-    if (written.length) {
-      ctes.push(`owners AS MATERIALIZED (SELECT u.n, u.t, u.i, u.pk, s.seq FROM src u JOIN unnest(${p(pos(written))}::int[]) AS k(n) USING (n)
-        JOIN (${seqs}) s ON s.resource_type = u.t AND s.id = u.i)`);
-    }
+    // the owner columns of every version by its position (`src.n`), with its resource's seq: an index row carries
+    // only that number, not the type, id and patient key again (~240 index rows a message; they were half its bytes)
+    if (written.length) ctes.push(`owners AS MATERIALIZED (SELECT u.n, u.t, u.i, u.pk, s.seq FROM src u JOIN (${seqs}) s ON s.resource_type = u.t AND s.id = u.i)`);
     /** the index rows of one table: `cols` after (resource_type, resource_id, param), then patient_key and the seq */
     const added = (table: string, xs: { it: BatchItem; row: { param: string } }[], names: string[], cols: string[]): string =>
       `INSERT INTO ${table} (resource_type, resource_id, param, ${names.join(', ')}, patient_key, resource_seq)

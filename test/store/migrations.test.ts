@@ -7,10 +7,10 @@
  */
 import crypto from 'node:crypto';
 import pg from 'pg';
+import type { Basic } from '@medplum/fhirtypes';
 import { openDb, type Db } from '../../src/store/db.js';
 import { MIGRATIONS, migrate } from '../../src/store/schema.js';
 import { Repository } from '../../src/store/repository.js';
-import type { Basic } from '@medplum/fhirtypes';
 import { PG_URL } from '../helpers/backends.js';
 
 const targets: [string, () => Promise<{ db: Db; drop: () => Promise<void> }>][] = [
