@@ -25,6 +25,8 @@ export interface Config {
   hl7DefaultCharset: string;
   /** zone for HL7 v2 timestamps that carry no UTC offset */
   hl7DefaultTimezone: string;
+  /** when an HL7 v2 AA goes back: after the plan commit (default) or after storage, conversion and checks */
+  hl7AckAfter: 'commit' | 'conversion';
   /** bearer-token authentication (SMART Backend Services); undefined = off (allowed on loopback only) */
   auth?: { jwks: string; issuers: string[]; audience?: string; ratePerSecond: number };
   /** MLLP senders allowed (MLLP_ALLOWED_SENDERS: APP|FACILITY@ADDRESS,…); undefined = any (loopback only) */
@@ -42,6 +44,14 @@ function int(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer, got "${raw}"`);
   return n;
+}
+
+function oneOf<T extends string>(env: NodeJS.ProcessEnv, name: string, allowed: readonly T[], fallback: T): T {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const v = raw.toLowerCase() as T;
+  if (!allowed.includes(v)) throw new Error(`${name} must be ${allowed.join('|')}, got "${raw}"`);
+  return v;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -63,6 +73,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     mllpMaxMessageBytes: int(env, 'MLLP_MAX_MESSAGE_BYTES', 4 * 1024 * 1024),
     hl7DefaultCharset: env.HL7_DEFAULT_CHARSET || 'utf-8',
     hl7DefaultTimezone: env.HL7_DEFAULT_TIMEZONE || 'Europe/Tallinn',
+    hl7AckAfter: oneOf(env, 'HL7_ACK_AFTER', ['commit', 'conversion'] as const, 'commit'),
     auth: env.AUTH_JWKS
       ? {
           jwks: env.AUTH_JWKS,

@@ -309,13 +309,16 @@ export function prefetchKeys(c: Contribution): [string, string][] {
  * Assembles several contributions in one unit of work: every person's plan locked and everything the batch reads
  * fetched in one statement each, then each contribution in memory, then one flush. A contribution whose content is
  * refused (validation, a state rule) is undone alone and returned as its error; the others are kept. Errors of
- * the store itself ('fault', 'busy': e.g. a concurrent change found at flush) fail the whole unit.
+ * the store itself ('fault', 'busy': e.g. a concurrent change found at flush) fail the whole unit. `between`
+ * is awaited between two contributions (background work giving way to requests being answered).
  */
-export async function assembleMany(w: UnitOfWork, cs: Contribution[]): Promise<(AssemblyResult | OutcomeError)[]> {
+export async function assembleMany(w: UnitOfWork, cs: Contribution[], opts: { between?: () => Promise<void> } = {}): Promise<(AssemblyResult | OutcomeError)[]> {
   await w.lockKeys(cs.flatMap(planLocks));
   await w.prefetch(cs.flatMap(prefetchKeys));
   const out: (AssemblyResult | OutcomeError)[] = [];
-  for (const c of cs) {
+  for (const [k, c] of cs.entries()) {
+    // with everything read ahead, assembling runs without I/O: a batch would hold the event loop for all of it
+    if (opts.between && k > 0) await opts.between();
     const m = w.mark();
     try {
       out.push(await assemble(w, c));
@@ -327,6 +330,7 @@ export async function assembleMany(w: UnitOfWork, cs: Contribution[]): Promise<(
       out.push(e);
     }
   }
+  if (opts.between && cs.length > 0) await opts.between();
   await w.flush();
   return out;
 }

@@ -14,6 +14,7 @@ import { assembleMany, type Contribution } from '../../careplan/assemble.js';
 import { inUnitOfWork } from '../../store/unit-of-work.js';
 import { convertHl7, type Conversion } from '../../mapping/hl7v2.js';
 import { parseHl7 } from './parse.js';
+import { assertValidWithProfiles } from '../../write-checks.js';
 import { decodeHl7 } from './decode.js';
 import type { Hl7BatchProcessor, Hl7Item, Hl7Processor, ProcessOutcome } from './receive.js';
 
@@ -39,41 +40,69 @@ export function contributionOf(conv: Conversion, inboxId: string, description: s
 type Finish = Parameters<Store['inbox']['finishMany']>[0][number];
 
 /**
- * Processes several stored messages together: each is parsed and converted on its own; those that convert are
- * assembled into the shared plans in ONE unit of work (one transaction, a handful of statements whatever the
- * batch size) that also finishes every entry. When the batch as a whole fails (a concurrent change, a deadlock,
- * a database error), each message is processed alone, so one message can never hold back the others.
- * Results are in input order; an Error is a message that could not be processed now (the receiver answers AR and
- * the entry is marked failed).
+ * What converting one stored message decided: converted (with the warnings that go back in the ACK), refused
+ * (AE/AR; `finish` records the entry as rejected), or a fault of ours (not processed now).
  */
-export function hl7BatchProcessor(store: Store): Hl7BatchProcessor {
+export type Converted =
+  | { kind: 'converted'; conv: Conversion; notes: OperationOutcomeIssue[] }
+  | { kind: 'refused'; outcome: ProcessOutcome; finish: Finish }
+  | { kind: 'fault'; error: Error };
+
+/**
+ * Parses and maps one message. With `validate`, the resources are also checked as the store will check them on
+ * write (FHIR R4 schema, base rules, the project's profiles), so a message acknowledged before its resources are
+ * committed (`HL7_ACK_AFTER=conversion`) was refused then if its content is wrong, not later.
+ */
+export function convertOne(entry: InboxEntry, text: string, opts: { validate?: boolean } = {}): Converted {
+  let conv: Conversion;
+  try {
+    conv = convertHl7(parseHl7(text));
+    if (opts.validate) for (const r of [conv.patient, ...(conv.organization ? [conv.organization] : []), ...conv.resources]) assertValidWithProfiles(r);
+  } catch (err) {
+    const e = toOutcomeError(err);
+    if (e.category === 'fault') return { kind: 'fault', error: err instanceof Error ? err : new Error(String(err)) };
+    return {
+      kind: 'refused',
+      finish: { id: entry.id, status: 'rejected', reason: e.message, outcome: e.outcome },
+      outcome: { code: e.category === 'invalid' ? 'AE' : 'AR', errors: [e], issues: [] },
+    };
+  }
+  const errors = conv.issues.filter((x) => x.severity === 'error' || x.severity === 'fatal');
+  const notes = conv.issues.filter((x) => x.severity === 'warning');
+  if (errors.length) {
+    const e = OutcomeError.fromIssues('invalid', errors);
+    return {
+      kind: 'refused',
+      finish: { id: entry.id, status: 'rejected', reason: e.message, outcome: { resourceType: 'OperationOutcome', issue: conv.issues } },
+      outcome: { code: 'AE', errors: [e], issues: notes },
+    };
+  }
+  return { kind: 'converted', conv, notes };
+}
+
+/**
+ * Processes several stored messages together: each is parsed and converted on its own (unless the item brings its
+ * conversion); those that convert are assembled into the shared plans in ONE unit of work (one transaction, a
+ * handful of statements whatever the batch size) that also finishes every entry. When the batch as a whole fails
+ * (a concurrent change, a deadlock, a database error), each message is processed alone, so one message can never
+ * hold back the others. Results are in input order; an Error is a message that could not be processed now (the
+ * receiver answers AR and the entry is marked failed).
+ *
+ * `giveWay` (messages acknowledged after conversion, committed in the background): awaited between contributions
+ * and before the writes, so a batch does not hold back messages waiting for their ACK (Hl7Receiver.giveWay).
+ */
+export function hl7BatchProcessor(store: Store, opts: { giveWay?: () => Promise<void> } = {}): Hl7BatchProcessor {
   const run = async (items: Hl7Item[]): Promise<(ProcessOutcome | Error)[]> => {
     const out: (ProcessOutcome | Error | undefined)[] = items.map(() => undefined);
     const finishes: Finish[] = [];
     const converted: { i: number; conv: Conversion; notes: OperationOutcomeIssue[] }[] = [];
-    items.forEach(({ entry, text }, i) => {
-      let conv: Conversion;
-      try {
-        conv = convertHl7(parseHl7(text));
-      } catch (err) {
-        const e = toOutcomeError(err);
-        if (e.category === 'fault') {
-          out[i] = err instanceof Error ? err : new Error(String(err));
-          return;
-        }
-        finishes.push({ id: entry.id, status: 'rejected', reason: e.message, outcome: e.outcome });
-        out[i] = { code: e.category === 'invalid' ? 'AE' : 'AR', errors: [e], issues: [] };
-        return;
-      }
-      const errors = conv.issues.filter((x) => x.severity === 'error' || x.severity === 'fatal');
-      const notes = conv.issues.filter((x) => x.severity === 'warning');
-      if (errors.length) {
-        const e = OutcomeError.fromIssues('invalid', errors);
-        finishes.push({ id: entry.id, status: 'rejected', reason: e.message, outcome: { resourceType: 'OperationOutcome', issue: conv.issues } });
-        out[i] = { code: 'AE', errors: [e], issues: notes };
-        return;
-      }
-      converted.push({ i, conv, notes });
+    items.forEach((item, i) => {
+      const c: Converted = item.converted ? { kind: 'converted', ...item.converted } : convertOne(item.entry, item.text);
+      if (c.kind === 'fault') out[i] = c.error;
+      else if (c.kind === 'refused') {
+        finishes.push(c.finish);
+        out[i] = c.outcome;
+      } else converted.push({ i, conv: c.conv, notes: c.notes });
     });
 
     // one unit of work for the batch; a concurrent change or deadlock is rerun inside (inUnitOfWork)
@@ -83,7 +112,7 @@ export function hl7BatchProcessor(store: Store): Hl7BatchProcessor {
           const entry = items[i].entry;
           return contributionOf(conv, entry.id, `HL7 v2 ${conv.event.type}^${conv.event.trigger} control id ${entry.controlId ?? '?'} from ${entry.sender ?? '?'}`);
         });
-        const results = await assembleMany(w, contributions);
+        const results = await assembleMany(w, contributions, { between: opts.giveWay });
         const done: Finish[] = [...finishes];
         results.forEach((r, k) => {
           const { i, conv, notes } = converted[k];

@@ -25,6 +25,8 @@ import type { InboxEntry, InboxInput, ReceiveResult as InboxReceiveResult } from
 import { Batcher } from '../batcher.js';
 import { ackToSend, buildAck, readMsh, type AckCode, type RawMsh } from './ack.js';
 import { charsetFor, decodeAs, decodeHl7, declaredCharset, encode, rawMsh, type Decoded } from './decode.js';
+import type { Conversion } from '../../mapping/hl7v2.js';
+import type { Converted } from './process.js';
 
 /** The transport a message came in on. */
 export type Hl7Channel = 'mllp' | 'http';
@@ -203,6 +205,8 @@ export type Hl7Processor = (entry: InboxEntry, text: string) => Promise<ProcessO
 export interface Hl7Item {
   entry: InboxEntry;
   text: string;
+  /** its conversion, when made already (the ACK went back after conversion) */
+  converted?: { conv: Conversion; notes: OperationOutcomeIssue[] };
 }
 
 /** Processes several stored, decoded entries together; one result per item, in order (an Error: not processed now). */
@@ -211,6 +215,31 @@ export type Hl7BatchProcessor = (items: Hl7Item[]) => Promise<(ProcessOutcome | 
 /** Result of `Hl7Receiver.receive`. */
 export interface ReceiveResult extends Received {
   inboxId?: string;
+  /** the person the message is about, when known at the ACK (an ACK after conversion) */
+  patientKey?: string;
+}
+
+/**
+ * When an AA goes back (`HL7_ACK_AFTER`):
+ * - `commit`: once the message's resources are committed to the shared plan (the default);
+ * - `conversion`: once the raw message is stored (committed) and converted, and its resources passed the checks the
+ *   store makes on write. Its resources are then committed in the background, from the inbox entry: per person in
+ *   arrival order, a refusal at that stage (a state rule) recorded in the message log. Mirth's "respond after source
+ *   transformer" with a source queue; for senders that must not wait for the plan.
+ */
+export type AckAfter = 'commit' | 'conversion';
+
+/** messages accepted but not yet committed, past which an ACK after conversion waits for the commit (backpressure) */
+export const MAX_BACKGROUND = 2000;
+/** messages in one background transaction: small, so the event loop is never held long between ACKs */
+const BACKGROUND_BATCH = 4;
+/** the longest a background batch pauses between two contributions for messages waiting for their ACK */
+const BACKGROUND_MAX_PAUSE_MS = 100;
+
+function laneOf(key: string, n: number): number {
+  let h = 0;
+  for (let i = 0; i < key.length; i++) h = (h * 31 + key.charCodeAt(i)) | 0;
+  return Math.abs(h) % n;
 }
 
 /**
@@ -227,6 +256,21 @@ export class Hl7Receiver {
   private readonly storing: Batcher<InboxInput, InboxReceiveResult>;
   private readonly processing: Batcher<Hl7Item, ProcessOutcome>;
   private readonly acking: Batcher<{ id: string; ack: string }, undefined>;
+  private readonly ackAfter: AckAfter;
+  private readonly maxBackground: number;
+  /** ACK after conversion: one single-lane batcher per lane, a person always in the same one (arrival order) */
+  private readonly background: Batcher<Hl7Item, ProcessOutcome>[] = [];
+  /** background commits not yet settled */
+  private readonly inFlight = new Set<Promise<void>>();
+  /** the person of each message answered after conversion, until `receive` returns */
+  private readonly earlyPatients = new Map<string, string>();
+  private readonly log: Logger;
+  /** messages received and not yet answered */
+  private answering = 0;
+  /** when background work last resumed after giving way */
+  private resumed = performance.now();
+  /** background work pausing until no message waits for its ACK */
+  private readonly quietWaiters = new Set<() => void>();
 
   constructor(
     private readonly store: Store,
@@ -240,10 +284,24 @@ export class Hl7Receiver {
       maxBatch?: number;
       /** batches at the database at the same time (default: 1 on the embedded store, 2 on PostgreSQL) */
       lanes?: number;
+      /** when the AA goes back (default 'commit'); 'conversion' needs `convert` */
+      ackAfter?: AckAfter;
+      /** converts (and checks) one message for an ACK after conversion: process.ts `convertOne` with validation */
+      convert?: (entry: InboxEntry, text: string) => Converted;
+      /** ACK after conversion: messages waiting for their commit past which an ACK waits too (default MAX_BACKGROUND) */
+      maxBackground?: number;
     },
   ) {
     const maxBatch = opts.maxBatch ?? 64;
     const lanes = opts.lanes ?? (store.db.kind === 'pglite' ? 1 : 2);
+    this.log = opts.logger;
+    this.ackAfter = opts.ackAfter ?? 'commit';
+    this.maxBackground = opts.maxBackground ?? MAX_BACKGROUND;
+    if (this.ackAfter === 'conversion') {
+      if (!opts.convert) throw new Error('an ACK after conversion needs a convert function');
+      for (let i = 0; i < lanes; i++) this.background.push(new Batcher(processBatch, { maxBatch: Math.min(maxBatch, BACKGROUND_BATCH), lanes: 1 }));
+    }
+    const convert = opts.convert;
     this.storing = new Batcher((inputs) => store.inbox.receiveMany(inputs), { maxBatch, lanes });
     this.processing = new Batcher(processBatch, { maxBatch, lanes });
     this.acking = new Batcher(
@@ -276,6 +334,7 @@ export class Hl7Receiver {
       process: async (id, text) => {
         const entry = this.pending.get(id)?.entry ?? (await this.store.inbox.get(id));
         if (!entry) throw new OutcomeError('fault', `inbox entry ${id} not found`);
+        if (this.ackAfter === 'conversion' && convert) return this.acceptConverted(convert(entry, text), entry, text);
         try {
           return await this.processing.submit({ entry, text });
         } catch (err) {
@@ -290,15 +349,92 @@ export class Hl7Receiver {
     });
   }
 
+  /**
+   * ACK after conversion: a refused message is finished now (AE/AR); a converted one is queued for its person's
+   * background lane and answered AA at once — unless MAX_BACKGROUND messages are waiting already, then its answer
+   * waits for its commit. A background commit that fails (the database, not the content) puts the entry back for
+   * the inbox worker; one the store refuses (a state rule) is finished as rejected by the batch, as in commit mode.
+   */
+  private async acceptConverted(c: Converted, entry: InboxEntry, text: string): Promise<ProcessOutcome> {
+    if (c.kind === 'fault') throw c.error;
+    if (c.kind === 'refused') {
+      await this.store.inbox.finishMany([c.finish]);
+      return c.outcome;
+    }
+    const lane = this.background[laneOf(c.conv.patientId, this.background.length)];
+    const committed = lane.submit({ entry, text, converted: { conv: c.conv, notes: c.notes } });
+    const settled: Promise<void> = committed
+      .then(
+        (r) => {
+          if (r.code !== 'AA') this.log.warn('hl7v2 message acknowledged after conversion was refused at commit', { id: entry.id, code: r.code });
+        },
+        async (err: unknown) => {
+          this.log.error('hl7v2 background commit failed; the entry goes back to the inbox worker', { id: entry.id, error: err instanceof Error ? err.message : String(err) });
+          await this.store.inbox.requeue(entry.id).catch(() => undefined);
+        },
+      )
+      .finally(() => this.inFlight.delete(settled));
+    this.inFlight.add(settled);
+    if (this.inFlight.size > this.maxBackground) return committed;
+    this.earlyPatients.set(entry.id, c.conv.patientId);
+    return { code: 'AA', errors: [], issues: c.notes };
+  }
+
+  /**
+   * Where background work gives way (between two contributions of a batch, and before its writes): while messages
+   * are waiting for their ACK, the background pauses three times as long as it has just worked (at most
+   * BACKGROUND_MAX_PAUSE_MS, less when the last of them is answered sooner), so answering gets at least three
+   * quarters of the event loop; when none is waiting, or the backlog is full, it only lets the event loop turn.
+   */
+  async giveWay(): Promise<void> {
+    const worked = performance.now() - this.resumed;
+    const wait = this.answering > 0 && this.inFlight.size <= this.maxBackground ? Math.min(3 * worked, BACKGROUND_MAX_PAUSE_MS) : 0;
+    if (wait < 1) await new Promise<void>((resolve) => setImmediate(resolve));
+    else {
+      // until the last waiting message is answered, or the pause is over
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          clearTimeout(timer);
+          this.quietWaiters.delete(done);
+          resolve();
+        };
+        const timer = setTimeout(done, wait);
+        this.quietWaiters.add(done);
+      });
+    }
+    this.resumed = performance.now();
+  }
+
+  /** Messages acknowledged after conversion whose resources are not committed yet. */
+  get backlog(): number {
+    return this.inFlight.size;
+  }
+
+  /** Resolves when every message acknowledged so far is committed (or handed back to the inbox worker). */
+  async drain(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
+  }
+
   /** The person a received message was about (for the audit trail); null when none. */
   async patientOf(r: ReceiveResult): Promise<string | null> {
+    if (r.patientKey) return r.patientKey;
     return r.inboxId ? this.store.inbox.patientOf(r.inboxId) : null;
   }
 
   /** Receives one payload from MLLP or HTTP (`hl7v2-http`, the inbox channel name, is accepted for HTTP). */
   async receive(payload: Buffer, channel: 'mllp' | 'http' | 'hl7v2-http', peer?: string): Promise<ReceiveResult> {
-    const r = await this.receiveFn(payload, channel === 'mllp' ? 'mllp' : 'http', peer);
-    if (r.id) this.pending.delete(r.id);
-    return { ...r, inboxId: r.id };
+    this.answering++;
+    let r: Received;
+    try {
+      r = await this.receiveFn(payload, channel === 'mllp' ? 'mllp' : 'http', peer);
+    } finally {
+      this.answering--;
+      if (this.answering === 0) for (const resume of [...this.quietWaiters]) resume();
+    }
+    if (!r.id) return { ...r, inboxId: r.id };
+    this.pending.delete(r.id);
+    const patientKey = this.earlyPatients.get(r.id);
+    this.earlyPatients.delete(r.id);
+    return { ...r, inboxId: r.id, ...(patientKey ? { patientKey } : {}) };
   }
 }
