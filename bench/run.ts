@@ -24,8 +24,10 @@ const run = async (): Promise<void> => {
     if (process.env.BENCH_DATABASE_URL) await benchSocial({ label: 'PostgreSQL', databaseUrl: process.env.BENCH_DATABASE_URL });
   }
   if (!which || which === 'mllp') {
-    await benchMllp({ label: 'PGlite' });
-    if (process.env.BENCH_DATABASE_URL) await benchMllp({ label: 'PostgreSQL', databaseUrl: process.env.BENCH_DATABASE_URL });
+    for (const ackAfter of ['commit', 'conversion'] as const) {
+      await benchMllp({ label: 'PGlite', ackAfter });
+      if (process.env.BENCH_DATABASE_URL) await benchMllp({ label: 'PostgreSQL', databaseUrl: process.env.BENCH_DATABASE_URL, ackAfter });
+    }
   }
 };
 run().then(
