@@ -384,11 +384,14 @@ export class Hl7Receiver {
    * Where background work gives way (between two contributions of a batch, and before its writes): while messages
    * are waiting for their ACK, the background pauses three times as long as it has just worked (at most
    * BACKGROUND_MAX_PAUSE_MS, less when the last of them is answered sooner), so answering gets at least three
-   * quarters of the event loop; when none is waiting, or the backlog is full, it only lets the event loop turn.
+   * quarters of the event loop; when none is waiting, or the backlog is full, or the store is the embedded one (one
+   * connection, held by the background's transaction), it only lets the event loop turn.
    */
   async giveWay(): Promise<void> {
     const worked = performance.now() - this.resumed;
-    const wait = this.answering > 0 && this.inFlight.size <= this.maxBackground ? Math.min(3 * worked, BACKGROUND_MAX_PAUSE_MS) : 0;
+    // the embedded store has one connection: a pause inside the background's transaction would only hold it longer
+    const pausing = this.answering > 0 && this.inFlight.size <= this.maxBackground && this.store.db.kind !== 'pglite';
+    const wait = pausing ? Math.min(3 * worked, BACKGROUND_MAX_PAUSE_MS) : 0;
     if (wait < 1) await new Promise<void>((resolve) => setImmediate(resolve));
     else {
       // until the last waiting message is answered, or the pause is over
