@@ -10,7 +10,7 @@ import { startHttpServer, type HttpServer } from './api/http.js';
 import { hl7v2Route } from './api/hl7v2.js';
 import { InboxWorker } from './ingest/worker.js';
 import { Hl7Receiver, type ReceiveResult } from './ingest/hl7v2/receive.js';
-import { convertOne, hl7BatchProcessor, reprocessHl7 } from './ingest/hl7v2/process.js';
+import { convertMessage, hl7BatchProcessor, reprocessHl7 } from './ingest/hl7v2/process.js';
 import { loadMappings } from './mapping/hl7v2.js';
 import { setDefaultZone } from './mapping/datatypes.js';
 import { startMllpServer, type MllpServer } from './mllp/server.js';
@@ -108,7 +108,7 @@ export async function startGateway(config: Config, logger: Logger, opts: Gateway
   const giveWay = config.hl7AckAfter === 'conversion' ? () => receiver.giveWay() : undefined;
   const receiver: Hl7Receiver = new Hl7Receiver(store, hl7BatchProcessor(store, { giveWay }), {
     ackAfter: config.hl7AckAfter,
-    convert: (entry, text) => convertOne(entry, text, { validate: true }),
+    convert: (text) => convertMessage(text, { validate: true }),
     defaultCharset: config.hl7DefaultCharset,
     logger: logger.child({ channel: 'hl7v2' }),
     // MLLP senders are known by MSH-3/4 and address; over HTTP the bearer token says who sends

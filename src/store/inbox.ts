@@ -25,6 +25,10 @@ export interface InboxInput {
   claim?: boolean;
   /** store as rejected right away (e.g. unparseable), with this reason */
   rejectReason?: string;
+  /** with `rejectReason`: what the refusal found (an OperationOutcome), as `finish` would record it */
+  outcome?: unknown;
+  /** the answer, when it is known before the entry is stored (HL7 ACK after conversion): kept with a new entry */
+  ack?: string;
 }
 
 export interface InboxEntry {
@@ -128,7 +132,7 @@ export class Inbox {
         for (const r of rows) earlier.set(`${r.sender}\u0000${r.control_id}`, toEntry(r));
       }
       const results: ReceiveResult[] = [];
-      const rows: { rec: JournalRecord; status: InboxStatus; payload: Buffer }[] = [];
+      const rows: { rec: JournalRecord; status: InboxStatus; payload: Buffer; ack: string | null; outcome: unknown }[] = [];
       for (const p of prepared) {
         const key = keyOf(p);
         const original = key ? earlier.get(key) : undefined;
@@ -170,8 +174,8 @@ export class Inbox {
           receivedAt,
           status,
           reason,
-          ack: null,
-          outcome: null,
+          ack: duplicate === 'none' ? (p.input.ack ?? null) : null,
+          outcome: duplicate === 'none' && p.input.rejectReason ? (p.input.outcome ?? null) : null,
           produced: [],
           attempts: status === 'processing' ? 1 : 0,
           processedAt: status === 'rejected' ? receivedAt : null,
@@ -179,7 +183,7 @@ export class Inbox {
         };
         // a later message of this batch with the same key is a retransmission of this one
         if (key && duplicate === 'none') earlier.set(key, entry);
-        rows.push({ rec, status, payload: p.input.payload });
+        rows.push({ rec, status, payload: p.input.payload, ack: entry.ack, outcome: entry.outcome });
         results.push({ entry, duplicate, original });
       }
       if (rows.length === 0) return results;
@@ -190,12 +194,12 @@ export class Inbox {
       }
       await tx.query(
         `INSERT INTO inbox (id, channel, sender, control_id, content_hash, content_type, received_at, status, reason,
-           payload, duplicate_of, attempts, lease_until, processed_at)
+           payload, duplicate_of, attempts, lease_until, processed_at, ack, outcome)
          SELECT id, ch, snd, cid, hash, ct, $7::timestamptz, st, rsn, pl, dup, CASE WHEN st = 'processing' THEN 1 ELSE 0 END,
            CASE WHEN st = 'processing' THEN now() + make_interval(secs => ${LEASE_SECONDS}) END,
-           CASE WHEN st = 'rejected' THEN now() END
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $8::text[], $9::text[], $10::bytea[], $11::text[])
-           AS u(id, ch, snd, cid, hash, ct, st, rsn, pl, dup)`,
+           CASE WHEN st = 'rejected' THEN now() END, ack, oc
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::text[])
+           AS u(id, ch, snd, cid, hash, ct, st, rsn, pl, dup, ack, oc)`,
         [
           rows.map((r) => r.rec.id),
           rows.map((r) => r.rec.channel),
@@ -208,6 +212,8 @@ export class Inbox {
           rows.map((r) => r.rec.reason),
           rows.map((r) => r.payload),
           rows.map((r) => r.rec.duplicateOf),
+          rows.map((r) => r.ack),
+          rows.map((r) => (r.outcome === null || r.outcome === undefined ? null : JSON.stringify(r.outcome))),
         ],
       );
       return results;

@@ -40,12 +40,12 @@ export function contributionOf(conv: Conversion, inboxId: string, description: s
 type Finish = Parameters<Store['inbox']['finishMany']>[0][number];
 
 /**
- * What converting one stored message decided: converted (with the warnings that go back in the ACK), refused
- * (AE/AR; `finish` records the entry as rejected), or a fault of ours (not processed now).
+ * What converting one message decided: converted (with the warnings that go back in the ACK), refused (AE/AR; the
+ * entry is recorded as rejected with `reason` and `record`), or a fault of ours (not processed now).
  */
 export type Converted =
   | { kind: 'converted'; conv: Conversion; notes: OperationOutcomeIssue[] }
-  | { kind: 'refused'; outcome: ProcessOutcome; finish: Finish }
+  | { kind: 'refused'; outcome: ProcessOutcome; reason: string; record: unknown }
   | { kind: 'fault'; error: Error };
 
 /**
@@ -53,7 +53,7 @@ export type Converted =
  * write (FHIR R4 schema, base rules, the project's profiles), so a message acknowledged before its resources are
  * committed (`HL7_ACK_AFTER=conversion`) was refused then if its content is wrong, not later.
  */
-export function convertOne(entry: InboxEntry, text: string, opts: { validate?: boolean } = {}): Converted {
+export function convertMessage(text: string, opts: { validate?: boolean } = {}): Converted {
   let conv: Conversion;
   try {
     conv = convertHl7(parseHl7(text));
@@ -61,21 +61,13 @@ export function convertOne(entry: InboxEntry, text: string, opts: { validate?: b
   } catch (err) {
     const e = toOutcomeError(err);
     if (e.category === 'fault') return { kind: 'fault', error: err instanceof Error ? err : new Error(String(err)) };
-    return {
-      kind: 'refused',
-      finish: { id: entry.id, status: 'rejected', reason: e.message, outcome: e.outcome },
-      outcome: { code: e.category === 'invalid' ? 'AE' : 'AR', errors: [e], issues: [] },
-    };
+    return { kind: 'refused', reason: e.message, record: e.outcome, outcome: { code: e.category === 'invalid' ? 'AE' : 'AR', errors: [e], issues: [] } };
   }
   const errors = conv.issues.filter((x) => x.severity === 'error' || x.severity === 'fatal');
   const notes = conv.issues.filter((x) => x.severity === 'warning');
   if (errors.length) {
     const e = OutcomeError.fromIssues('invalid', errors);
-    return {
-      kind: 'refused',
-      finish: { id: entry.id, status: 'rejected', reason: e.message, outcome: { resourceType: 'OperationOutcome', issue: conv.issues } },
-      outcome: { code: 'AE', errors: [e], issues: notes },
-    };
+    return { kind: 'refused', reason: e.message, record: { resourceType: 'OperationOutcome', issue: conv.issues }, outcome: { code: 'AE', errors: [e], issues: notes } };
   }
   return { kind: 'converted', conv, notes };
 }
@@ -97,10 +89,10 @@ export function hl7BatchProcessor(store: Store, opts: { giveWay?: () => Promise<
     const finishes: Finish[] = [];
     const converted: { i: number; conv: Conversion; notes: OperationOutcomeIssue[] }[] = [];
     items.forEach((item, i) => {
-      const c: Converted = item.converted ? { kind: 'converted', ...item.converted } : convertOne(item.entry, item.text);
+      const c: Converted = item.converted ? { kind: 'converted', ...item.converted } : convertMessage(item.text);
       if (c.kind === 'fault') out[i] = c.error;
       else if (c.kind === 'refused') {
-        finishes.push(c.finish);
+        finishes.push({ id: item.entry.id, status: 'rejected', reason: c.reason, outcome: c.record });
         out[i] = c.outcome;
       } else converted.push({ i, conv: c.conv, notes: c.notes });
     });

@@ -46,6 +46,11 @@ export interface StoreMeta {
   peer?: string;
   /** set when the payload is refused before processing (cannot be decoded, no MSH): store it as rejected */
   rejected?: string;
+  /**
+   * ACK after conversion: the answer, known before the message is stored, kept with a new entry in the same
+   * transaction; `refused`: the content was refused (AE/AR), the entry is stored as rejected with what was found
+   */
+  early?: { ack: string; refused?: { reason: string; outcome: unknown } };
 }
 
 export interface StoreResult {
@@ -80,6 +85,12 @@ export interface Hl7ReceiverDeps {
   self?: { application: string; facility: string };
   /** may this sender send on this channel from this peer (`address:port`)? an error refuses the message (stored, AR) */
   admit?: (msh: RawMsh, channel: Hl7Channel, peer?: string) => OutcomeError | undefined;
+  /**
+   * ACK after conversion: converts (and checks) a message before it is stored, so its ACK is stored with it in one
+   * transaction; a converted message is then handed to `accepted`, which resolves when it may be answered.
+   */
+  convertFirst?: (text: string) => Converted;
+  accepted?: (id: string, text: string, c: Extract<Converted, { kind: 'converted' }>) => Promise<void>;
 }
 
 export interface Received {
@@ -131,10 +142,14 @@ export function createHl7Receiver(deps: Hl7ReceiverDeps): Hl7Receive {
     const controlId = msh?.controlId ?? '';
     const log = deps.logger.child({ channel, controlId, ...(peer ? { peer } : {}) });
 
-    const answer = async (id: string | undefined, code: 'AA' | 'AE' | 'AR', errors: OutcomeError[], issues: OperationOutcomeIssue[]): Promise<Received> => {
+    /** the ACK for an outcome: what goes back (null: MSH-15/16 ask for none), its text and bytes */
+    const ackFor = (code: 'AA' | 'AE' | 'AR', errors: OutcomeError[], issues: OperationOutcomeIssue[]) => {
       const sent = msh ? ackToSend(msh, code) : code;
       const ackText = buildAck(text, { code: sent ?? code, errors, issues, self: deps.self });
-      const bytes = encode(ackText, charset);
+      return { sent, ackText, bytes: encode(ackText, charset), ackCode: msh ? (sent ?? code) : ('AR' as const) };
+    };
+    const answer = async (id: string | undefined, code: 'AA' | 'AE' | 'AR', errors: OutcomeError[], issues: OperationOutcomeIssue[]): Promise<Received> => {
+      const { sent, ackText, bytes } = ackFor(code, errors, issues);
       if (id !== undefined) {
         try {
           await deps.saveAck(id, bytes, sent ?? code);
@@ -148,7 +163,21 @@ export function createHl7Receiver(deps: Hl7ReceiverDeps): Hl7Receive {
       return { ack: sent ? bytes : null, ackText, code: ackCode, status: statusOf(ackCode, errors[0]), id };
     };
 
+    // ACK after conversion: the message converted (and its ACK built) before it is stored, to store both together
+    let early: { c: Exclude<Converted, { kind: 'fault' }>; ack: ReturnType<typeof ackFor>; errors: OutcomeError[] } | undefined;
+    if (deps.convertFirst && deps.accepted && decoded && msh && !refusal) {
+      const c = deps.convertFirst(decoded.text);
+      if (c.kind !== 'fault') {
+        // a fault of ours: the message takes the ordinary path (stored, then processed, AR if that fails again)
+        const o: ProcessOutcome = c.kind === 'converted' ? { code: 'AA', errors: [], issues: c.notes } : c.outcome;
+        early = { c, ack: ackFor(o.code, o.errors, [...decoded.warnings, ...(o.issues ?? [])]), errors: o.errors };
+      }
+    }
+
     const meta: StoreMeta = {
+      ...(early
+        ? { early: { ack: decodeAs(early.ack.bytes, charset), ...(early.c.kind === 'refused' ? { refused: { reason: early.c.reason, outcome: early.c.record } } : {}) } }
+        : {}),
       sender: msh ? `${msh.sendingApp}|${msh.sendingFacility}` : '',
       controlId,
       contentHash: crypto.createHash('sha256').update(payload).digest('hex'),
@@ -180,6 +209,21 @@ export function createHl7Receiver(deps: Hl7ReceiverDeps): Hl7Receive {
       log.warn('hl7v2 control id reused with other content; refused', { id });
       const e = new OutcomeError('conflict', `control id ${controlId} from ${meta.sender} was already received with other content`, 'MSH-10');
       return answer(id, 'AR', [e], []);
+    }
+
+    if (early && stored.duplicate === 'none') {
+      // stored together with its ACK: a converted message goes to the background, a refused one is finished
+      if (early.c.kind === 'converted') {
+        try {
+          await deps.accepted!(id, decoded!.text, early.c);
+        } catch (err) {
+          // stored with its AA already: the background or the inbox worker (lease) commits it later
+          log.error('hl7v2 message acknowledged after conversion could not be queued', { id, error: err instanceof Error ? err.message : String(err) });
+        }
+      }
+      const { sent, ackText, bytes, ackCode } = early.ack;
+      log.info('hl7v2 message answered', { id, code: ackCode, sent: sent !== null, ms: +(performance.now() - started).toFixed(1) });
+      return { ack: sent ? bytes : null, ackText, code: ackCode, status: statusOf(ackCode, early.errors[0]), id };
     }
 
     // new, or a retransmission of one that was never answered: process (idempotently) now
@@ -286,8 +330,8 @@ export class Hl7Receiver {
       lanes?: number;
       /** when the AA goes back (default 'commit'); 'conversion' needs `convert` */
       ackAfter?: AckAfter;
-      /** converts (and checks) one message for an ACK after conversion: process.ts `convertOne` with validation */
-      convert?: (entry: InboxEntry, text: string) => Converted;
+      /** converts (and checks) one message for an ACK after conversion: process.ts `convertMessage` with validation */
+      convert?: (text: string) => Converted;
       /** ACK after conversion: messages waiting for their commit past which an ACK waits too (default MAX_BACKGROUND) */
       maxBackground?: number;
     },
@@ -312,6 +356,16 @@ export class Hl7Receiver {
       { maxBatch: maxBatch * 2, lanes: 1 },
     );
     this.receiveFn = createHl7Receiver({
+      ...(this.ackAfter === 'conversion' && convert
+        ? {
+            convertFirst: convert,
+            accepted: async (id, text, c) => {
+              const entry = this.pending.get(id)?.entry ?? (await this.store.inbox.get(id));
+              if (!entry) throw new OutcomeError('fault', `inbox entry ${id} not found`);
+              await this.acceptConverted(c, entry, text);
+            },
+          }
+        : {}),
       defaultCharset: opts.defaultCharset,
       logger: opts.logger,
       self: opts.self,
@@ -324,7 +378,9 @@ export class Hl7Receiver {
           controlId: meta.controlId || undefined,
           contentType: 'x-application/hl7-v2+er7',
           dedupe: !meta.rejected,
-          rejectReason: meta.rejected,
+          rejectReason: meta.rejected ?? meta.early?.refused?.reason,
+          outcome: meta.early?.refused?.outcome,
+          ack: meta.early?.ack,
         });
         const entry = r.duplicate === 'same' && r.original ? r.original : r.entry;
         this.pending.set(entry.id, { entry, charset: meta.charset });
@@ -334,7 +390,16 @@ export class Hl7Receiver {
       process: async (id, text) => {
         const entry = this.pending.get(id)?.entry ?? (await this.store.inbox.get(id));
         if (!entry) throw new OutcomeError('fault', `inbox entry ${id} not found`);
-        if (this.ackAfter === 'conversion' && convert) return this.acceptConverted(convert(entry, text), entry, text);
+        if (this.ackAfter === 'conversion' && convert) {
+          // a retransmission of a message never answered (or one whose early conversion failed): as on arrival
+          const c = convert(text);
+          if (c.kind === 'fault') throw c.error;
+          if (c.kind === 'refused') {
+            await this.store.inbox.finishMany([{ id, status: 'rejected', reason: c.reason, outcome: c.record }]);
+            return c.outcome;
+          }
+          return this.acceptConverted(c, entry, text);
+        }
         try {
           return await this.processing.submit({ entry, text });
         } catch (err) {
@@ -350,17 +415,11 @@ export class Hl7Receiver {
   }
 
   /**
-   * ACK after conversion: a refused message is finished now (AE/AR); a converted one is queued for its person's
-   * background lane and answered AA at once — unless MAX_BACKGROUND messages are waiting already, then its answer
-   * waits for its commit. A background commit that fails (the database, not the content) puts the entry back for
+   * ACK after conversion: a converted message is queued for its person's background lane and answered AA at once —
+   * unless MAX_BACKGROUND messages are waiting already, then its answer waits for its commit. A background commit that fails (the database, not the content) puts the entry back for
    * the inbox worker; one the store refuses (a state rule) is finished as rejected by the batch, as in commit mode.
    */
-  private async acceptConverted(c: Converted, entry: InboxEntry, text: string): Promise<ProcessOutcome> {
-    if (c.kind === 'fault') throw c.error;
-    if (c.kind === 'refused') {
-      await this.store.inbox.finishMany([c.finish]);
-      return c.outcome;
-    }
+  private async acceptConverted(c: Extract<Converted, { kind: 'converted' }>, entry: InboxEntry, text: string): Promise<ProcessOutcome> {
     const lane = this.background[laneOf(c.conv.patientId, this.background.length)];
     const committed = lane.submit({ entry, text, converted: { conv: c.conv, notes: c.notes } });
     const settled: Promise<void> = committed

@@ -13,7 +13,7 @@ import { patientIdFor } from '../../../src/mapping/hl7v2.js';
 import { planIdFor } from '../../../src/careplan/assemble.js';
 import { SYSTEMS, isikukoodCheckDigit } from '../../../src/fhir/identifiers.js';
 import { Hl7Receiver, type Hl7Item, type ProcessOutcome } from '../../../src/ingest/hl7v2/receive.js';
-import { convertOne, hl7BatchProcessor } from '../../../src/ingest/hl7v2/process.js';
+import { convertMessage, hl7BatchProcessor } from '../../../src/ingest/hl7v2/process.js';
 import { silentLogger } from '../../../src/log.js';
 import type { Store } from '../../../src/store/index.js';
 import { backends, type Backend } from '../../helpers/backends.js';
@@ -64,7 +64,10 @@ describe.each(backends())('ACK after conversion, through the gateway on %s', (_n
     expect(value(r.msa, 1)).toBe('AE');
     expect([value(r.errs[0], 2, 1), value(r.errs[0], 2, 3)]).toEqual(['PID', '3']);
     expect(ctx.gw.receiver.backlog).toBe(0);
-    expect((await entry(r.inbox!)).status).toBe('rejected');
+    const e = (await (await fetch(`${ctx.url}/admin/messages/${r.inbox}`)).json()) as { status: string; ack: string; outcome: { issue: { diagnostics?: string }[] } };
+    expect(e.status).toBe('rejected');
+    expect(e.ack).toContain('MSA|AE|EARLY-2');
+    expect(JSON.stringify(e.outcome)).toMatch(/check digit/);
     expect((await fetch(`${ctx.base}/Patient/${patientIdFor(SYSTEMS.isikukood, '36805280108')}`)).status).toBe(404);
   });
 
@@ -87,7 +90,7 @@ describe.each(backends())('ACK after conversion, through the gateway on %s', (_n
       [0, 1, 2, 3].map(async (k) => {
         const c = await connectMllp('127.0.0.1', ctx.mllpPort);
         const out: string[] = [];
-        for (let i = k; i < people.length; i += 4) out.push((await c.send(eeDischarge({ controlId: `BURST-${i}`, isikukood: people[i] }))).toString('utf8'));
+        for (let i = k; i < people.length; i += 4) out.push((await c.send(eeDischarge({ controlId: `BURST-${i}`, isikukood: people[i], visit: `VB-${i}` }))).toString('utf8'));
         await c.close();
         return out;
       }),
@@ -130,7 +133,7 @@ describe.each(backends())('ACK after conversion: the receiver and its background
         if (opts.fail) throw opts.fail;
         return real(items);
       },
-      { defaultCharset: 'utf-8', logger: silentLogger, ackAfter: 'conversion', convert: (e, t) => convertOne(e, t, { validate: true }), maxBackground: opts.maxBackground },
+      { defaultCharset: 'utf-8', logger: silentLogger, ackAfter: 'conversion', convert: (t) => convertMessage(t, { validate: true }), maxBackground: opts.maxBackground },
     );
     return { receiver, seen };
   };
@@ -138,11 +141,16 @@ describe.each(backends())('ACK after conversion: the receiver and its background
   test('the AA leaves before the commit; the background gets the conversion made for the ACK; drain waits for it', async () => {
     const gate = deferred();
     const { receiver, seen } = receiverWith({ gate: gate.promise });
-    const r = await receiver.receive(Buffer.from(eeDischarge({ controlId: 'RCV-1', isikukood: person(1) })), 'http');
+    const r = await receiver.receive(Buffer.from(eeDischarge({ controlId: 'RCV-1', isikukood: person(1), visit: 'VR-1' })), 'http');
     expect(r.code).toBe('AA');
     expect(r.patientKey).toBe(patientIdFor(SYSTEMS.isikukood, person(1)));
     expect(receiver.backlog).toBe(1);
-    expect((await store.inbox.get(r.inboxId!))?.status).toBe('processing');
+    // stored with its ACK in one transaction: a retransmission now would get this very AA
+    const stored = await store.inbox.get(r.inboxId!);
+    expect(stored?.status).toBe('processing');
+    expect(stored?.ack).toBe(r.ackText);
+    expect(stored?.ack).toContain('MSA|AA|RCV-1');
+    for (let i = 0; i < 100 && seen.length === 0; i++) await new Promise((res) => setTimeout(res, 10)); // the batch starts on a later turn
     expect(seen[0][0].converted?.conv.patientId).toBe(r.patientKey);
     let drained = false;
     const draining = receiver.drain().then(() => (drained = true));
@@ -157,7 +165,7 @@ describe.each(backends())('ACK after conversion: the receiver and its background
 
   test('a background commit that fails hands the entry back to the inbox worker (status received)', async () => {
     const { receiver } = receiverWith({ fail: new Error('connection lost') });
-    const r = await receiver.receive(Buffer.from(eeDischarge({ controlId: 'RCV-2', isikukood: person(2) })), 'http');
+    const r = await receiver.receive(Buffer.from(eeDischarge({ controlId: 'RCV-2', isikukood: person(2), visit: 'VR-2' })), 'http');
     expect(r.code).toBe('AA');
     await receiver.drain();
     expect((await store.inbox.get(r.inboxId!))?.status).toBe('received');
@@ -167,10 +175,10 @@ describe.each(backends())('ACK after conversion: the receiver and its background
   test('past maxBackground messages waiting, the next ACK waits for its commit (backpressure)', async () => {
     const gate = deferred();
     const { receiver } = receiverWith({ gate: gate.promise, maxBackground: 1 });
-    const first = await receiver.receive(Buffer.from(eeDischarge({ controlId: 'RCV-3', isikukood: person(3) })), 'http');
+    const first = await receiver.receive(Buffer.from(eeDischarge({ controlId: 'RCV-3', isikukood: person(3), visit: 'VR-3' })), 'http');
     expect(first.code).toBe('AA');
     let answered = false;
-    const second = receiver.receive(Buffer.from(eeDischarge({ controlId: 'RCV-4', isikukood: person(4) })), 'http').then((r) => {
+    const second = receiver.receive(Buffer.from(eeDischarge({ controlId: 'RCV-4', isikukood: person(4), visit: 'VR-4' })), 'http').then((r) => {
       answered = true;
       return r;
     });
@@ -190,9 +198,10 @@ describe.each(backends())('ACK after conversion: the receiver and its background
     await store.close();
     const { gw, url } = await startTestGateway(backend, { HL7_ACK_AFTER: 'conversion' });
     const people = [person(20), person(21), person(22), person(23), person(24), person(25)];
+    // each its own visit (one visit number for several people would make them all write one Encounter)
     const codes = await Promise.all(
       people.map(async (ik, i) => {
-        const res = await fetch(`${url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'x-application/hl7-v2+er7' }, body: eeDischarge({ controlId: `CLOSE-${i}`, isikukood: ik }) });
+        const res = await fetch(`${url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'x-application/hl7-v2+er7' }, body: eeDischarge({ controlId: `CLOSE-${i}`, isikukood: ik, visit: `VCL-${i}` }) });
         return value(segmentsNamed(parseHl7(await res.text()), 'MSA')[0], 1);
       }),
     );
