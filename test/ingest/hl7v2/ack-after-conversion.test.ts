@@ -1,6 +1,7 @@
 /**
- * HL7_ACK_AFTER=conversion: the AA goes back once the raw message is stored and converted and its resources passed
- * the store's checks; the resources are committed in the background. On every backend: what is answered, that
+ * HL7_ACK_AFTER=conversion: the AA goes back once the message is converted, its resources passed the store's checks
+ * and it is stored with its ACK; the resources are committed in the background. Through the gateway on PostgreSQL
+ * (the embedded store answers after the commit instead), and the receiver itself on every backend: what is answered, that
  * everything acknowledged reaches the shared plan, refusals still answered AE/AR at once, retransmissions, the
  * backlog, backpressure, a failing background commit handing the entry back to the inbox worker, and close()
  * waiting for the background.
@@ -16,7 +17,7 @@ import { Hl7Receiver, type Hl7Item, type ProcessOutcome } from '../../../src/ing
 import { convertMessage, hl7BatchProcessor } from '../../../src/ingest/hl7v2/process.js';
 import { silentLogger } from '../../../src/log.js';
 import type { Store } from '../../../src/store/index.js';
-import { backends, type Backend } from '../../helpers/backends.js';
+import { backends, pgliteBackend, type Backend } from '../../helpers/backends.js';
 import { startTestGateway, useGateway } from '../../helpers/gateway.js';
 import { eeDischarge } from '../../fixtures/hl7v2/messages.js';
 
@@ -32,7 +33,9 @@ function deferred(): { promise: Promise<void>; release: () => void } {
   return { promise, release };
 }
 
-describe.each(backends())('ACK after conversion, through the gateway on %s', (_name, makeBackend) => {
+// through the gateway: PostgreSQL only (on the embedded store the gateway answers after the commit, tested below)
+const onPostgres = backends().filter(([name]) => name === 'postgres');
+(onPostgres.length ? describe.each(onPostgres) : describe.skip.each([['postgres', pgliteBackend]]))('ACK after conversion, through the gateway on %s', (_name, makeBackend) => {
   const ctx = useGateway(makeBackend, { HL7_ACK_AFTER: 'conversion' });
 
   const post = async (message: string) => {
@@ -105,6 +108,18 @@ describe.each(backends())('ACK after conversion, through the gateway on %s', (_n
     const burst = log.entries.filter((e) => e.controlId.startsWith('BURST-'));
     expect(burst).toHaveLength(people.length);
     expect(burst.every((e) => e.status === 'processed')).toBe(true);
+  });
+});
+
+describe('ACK after conversion asked of the embedded store', () => {
+  const ctx = useGateway(pgliteBackend, { HL7_ACK_AFTER: 'conversion' });
+
+  test('answers after the commit instead (its one connection would make ACKs later, not sooner)', async () => {
+    const res = await fetch(`${ctx.url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'x-application/hl7-v2+er7' }, body: eeDischarge({ controlId: 'EMB-1', isikukood: person(40), visit: 'VE-1' }) });
+    expect(value(segmentsNamed(parseHl7(await res.text()), 'MSA')[0], 1)).toBe('AA');
+    const e = (await (await fetch(`${ctx.url}/admin/messages/${res.headers.get('x-inbox-id')}`)).json()) as { status: string };
+    expect(e.status).toBe('processed'); // already, at the ACK
+    expect(ctx.gw.receiver.backlog).toBe(0);
   });
 });
 
