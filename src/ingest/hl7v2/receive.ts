@@ -266,10 +266,10 @@ export interface ReceiveResult extends Received {
 /**
  * When an AA goes back (`HL7_ACK_AFTER`):
  * - `commit`: once the message's resources are committed to the shared plan (the default);
- * - `conversion`: once the raw message is stored (committed) and converted, and its resources passed the checks the
- *   store makes on write. Its resources are then committed in the background, from the inbox entry: per person in
- *   arrival order, a refusal at that stage (a state rule) recorded in the message log. Mirth's "respond after source
- *   transformer" with a source queue; for senders that must not wait for the plan.
+ * - `conversion`: once the message is converted, its resources passed the checks the store makes on write, and the
+ *   raw message is committed to the inbox together with its ACK. Its resources are then committed in the background,
+ *   from the inbox entry: per person in arrival order, a refusal at that stage (a state rule) recorded in the message
+ *   log. Mirth's "respond after source transformer" with a source queue; for senders that must not wait for the plan.
  */
 export type AckAfter = 'commit' | 'conversion';
 
@@ -416,8 +416,9 @@ export class Hl7Receiver {
 
   /**
    * ACK after conversion: a converted message is queued for its person's background lane and answered AA at once —
-   * unless MAX_BACKGROUND messages are waiting already, then its answer waits for its commit. A background commit that fails (the database, not the content) puts the entry back for
-   * the inbox worker; one the store refuses (a state rule) is finished as rejected by the batch, as in commit mode.
+   * unless `maxBackground` messages are waiting already, then its answer waits for its commit. A background commit
+   * that fails (the database, not the content) puts the entry back for the inbox worker; one the store refuses (a
+   * state rule) is finished as rejected by the batch, as in commit mode.
    */
   private async acceptConverted(c: Extract<Converted, { kind: 'converted' }>, entry: InboxEntry, text: string): Promise<ProcessOutcome> {
     const lane = this.background[laneOf(c.conv.patientId, this.background.length)];
