@@ -1,7 +1,9 @@
 /**
  * One receive path for HL7 v2, whether it came over MLLP or `POST /hl7v2`:
  *
- *   decode → store the raw bytes (durable) → recognise retransmissions → process → build the ACK → save it → answer.
+ *   decode → store the raw bytes (durable) → recognise retransmissions → process → build the ACK → save it → answer;
+ *   with HL7_ACK_AFTER=conversion: decode → convert and check → build the ACK → store the raw bytes and the ACK
+ *   together (durable) → recognise retransmissions → answer, the commit to the plan following in the background.
  *
  * - The ACK never exists before `store` has resolved: nothing is acknowledged that is not stored. A store that
  *   fails gives AR (the sender keeps the message and retries) and nothing is processed.
