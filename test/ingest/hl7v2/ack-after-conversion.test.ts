@@ -16,6 +16,7 @@ import { SYSTEMS, isikukoodCheckDigit } from '../../../src/fhir/identifiers.js';
 import { Hl7Receiver, type Hl7Item, type ProcessOutcome } from '../../../src/ingest/hl7v2/receive.js';
 import { convertMessage, hl7BatchProcessor } from '../../../src/ingest/hl7v2/process.js';
 import { silentLogger } from '../../../src/log.js';
+import { loadConfig } from '../../../src/config.js';
 import type { Store } from '../../../src/store/index.js';
 import { backends, pgliteBackend, type Backend } from '../../helpers/backends.js';
 import { startTestGateway, useGateway } from '../../helpers/gateway.js';
@@ -225,4 +226,10 @@ describe.each(backends())('ACK after conversion: the receiver and its background
     store = await backend.reopen();
     for (const ik of people) expect((await store.repo.read<CarePlan>('CarePlan', planIdFor(patientIdFor(SYSTEMS.isikukood, ik)))).status).toBe('active');
   });
+});
+
+test('HL7_ACK_AFTER: commit by default, conversion when asked, anything else refused at start', () => {
+  expect(loadConfig({}).hl7AckAfter).toBe('commit');
+  expect(loadConfig({ HL7_ACK_AFTER: 'Conversion' }).hl7AckAfter).toBe('conversion');
+  expect(() => loadConfig({ HL7_ACK_AFTER: 'receipt' })).toThrow(/HL7_ACK_AFTER must be commit\|conversion/);
 });
