@@ -116,6 +116,7 @@ export class Inbox {
     }));
     const keyOf = (p: (typeof prepared)[number]): string | undefined =>
       p.input.dedupe && p.sender && p.controlId ? `${p.sender}\u0000${p.controlId}` : undefined;
+    if (this.db.kind === 'postgres' && !this.journal) return this.receiveInOneStatement(prepared, receivedAt);
 
     return this.db.transaction(async (tx) => {
       const earlier = new Map<string, InboxEntry>();
@@ -270,6 +271,76 @@ export class Inbox {
       acks.map((a) => a.id),
       acks.map((a) => a.ack),
     ]);
+  }
+
+  /**
+   * receiveMany on PostgreSQL: one call of `inbox_receive` (schema migration 7) locks the retransmission keys, looks
+   * up earlier entries and inserts, in one round trip instead of five; the earlier entries of retransmissions (rare)
+   * are read in one more.
+   */
+  private async receiveInOneStatement(
+    prepared: { input: InboxInput; id: string; contentHash: string; sender: string | null; controlId: string | null }[],
+    receivedAt: string,
+  ): Promise<ReceiveResult[]> {
+    const status = (p: (typeof prepared)[number]): InboxStatus => (p.input.rejectReason ? 'rejected' : p.input.claim === false ? 'received' : 'processing');
+    const rows = await this.db.query<{ n: number; duplicate: ReceiveResult['duplicate']; original_id: string | null }>(
+      `SELECT n, duplicate, original_id FROM inbox_receive($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+         $7::timestamptz, $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::boolean[], $14::integer)`,
+      [
+        prepared.map((p) => p.id),
+        prepared.map((p) => p.input.channel),
+        prepared.map((p) => p.sender),
+        prepared.map((p) => p.controlId),
+        prepared.map((p) => p.contentHash),
+        prepared.map((p) => p.input.contentType ?? null),
+        receivedAt,
+        prepared.map(status),
+        prepared.map((p) => p.input.rejectReason ?? null),
+        prepared.map((p) => p.input.payload),
+        prepared.map((p) => p.input.ack ?? null),
+        prepared.map((p) => (p.input.rejectReason && p.input.outcome !== undefined ? JSON.stringify(p.input.outcome) : null)),
+        prepared.map((p) => !!p.input.dedupe),
+        LEASE_SECONDS,
+      ],
+    );
+    const byN = new Map(rows.map((r) => [Number(r.n), r]));
+    const originalIds = [...new Set(rows.map((r) => r.original_id).filter((x): x is string => !!x))];
+    const originals = new Map(
+      originalIds.length
+        ? (await this.db.query(`SELECT ${COLUMNS} FROM inbox WHERE id = ANY($1::text[])`, [originalIds])).map((r) => [String(r.id), toEntry(r)])
+        : [],
+    );
+    return prepared.map((p, i) => {
+      const r = byN.get(i + 1);
+      if (!r) throw new Error(`inbox_receive returned no row for input ${i + 1}`);
+      const original = r.original_id ? originals.get(r.original_id) : undefined;
+      if (r.duplicate === 'same') {
+        if (!original) throw new Error(`inbox entry ${r.original_id} vanished while a retransmission of it was received`);
+        return { entry: original, duplicate: 'same', original };
+      }
+      const different = r.duplicate === 'different';
+      const st: InboxStatus = different ? 'rejected' : status(p);
+      const entry: InboxEntry = {
+        id: p.id,
+        channel: p.input.channel,
+        sender: p.sender,
+        controlId: p.controlId,
+        contentHash: p.contentHash,
+        contentType: p.input.contentType ?? null,
+        receivedAt,
+        status: st,
+        reason: different
+          ? `duplicate control id ${p.controlId} from ${p.sender} with different content (first received as ${r.original_id})`
+          : (p.input.rejectReason ?? null),
+        ack: different ? null : (p.input.ack ?? null),
+        outcome: !different && p.input.rejectReason ? (p.input.outcome ?? null) : null,
+        produced: [],
+        attempts: st === 'processing' ? 1 : 0,
+        processedAt: st === 'rejected' ? receivedAt : null,
+        duplicateOf: different ? r.original_id : null,
+      };
+      return { entry, duplicate: r.duplicate, original };
+    });
   }
 
   /** The person an entry's processing was about (null until processed, or when it named nobody). */

@@ -74,6 +74,30 @@ describe.each(backends())('inbox on %s', (_name, makeBackend) => {
     expect((await store.inbox.get(results[1].entry.id))).toMatchObject({ status: 'rejected', reason: 'bad isikukood' });
   });
 
+  test('the same message arriving twice at once (two batches side by side) is stored once, the other a retransmission', async () => {
+    const msg = Buffer.from('MSH|^~\\&|A|B|C|D|20260101||ADT^A03|race-1|P|2.5\rPID|||1');
+    const other = Buffer.from('MSH|^~\\&|A|B|C|D|20260101||ADT^A03|race-2|P|2.5\rPID|||2');
+    for (let round = 0; round < 5; round++) {
+      const a = { channel: 'mllp' as const, payload: Buffer.concat([msg, Buffer.from(String(round))]), sender: 'R^S', controlId: `race-1-${round}`, dedupe: true };
+      const b = { channel: 'mllp' as const, payload: Buffer.concat([other, Buffer.from(String(round))]), sender: 'R^S', controlId: `race-2-${round}`, dedupe: true };
+      const [x, y] = await Promise.all([store.inbox.receiveMany([a, b]), store.inbox.receiveMany([b, a])]);
+      expect([x[0].duplicate, y[1].duplicate].sort()).toEqual(['none', 'same']);
+      expect([x[1].duplicate, y[0].duplicate].sort()).toEqual(['none', 'same']);
+      expect(x[0].entry.id).toBe(y[1].entry.id);
+      expect((await store.inbox.list({ limit: 500 })).filter((e) => e.controlId === `race-1-${round}`)).toHaveLength(1);
+    }
+  });
+
+  test('an ACK and an outcome given with a new entry are stored with it; not with a retransmission', async () => {
+    const payload = Buffer.from('MSH|^~\\&|A|B|C|D|20260101||ADT^A03|ack-1|P|2.5');
+    const outcome = { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'value' }] };
+    const first = await store.inbox.receive({ channel: 'mllp', payload, sender: 'A^B', controlId: 'ack-1', dedupe: true, ack: 'MSA|AE|ack-1', rejectReason: 'bad', outcome });
+    expect(first.entry).toMatchObject({ status: 'rejected', reason: 'bad', ack: 'MSA|AE|ack-1', outcome });
+    expect(await store.inbox.get(first.entry.id)).toMatchObject({ status: 'rejected', ack: 'MSA|AE|ack-1', outcome });
+    const again = await store.inbox.receive({ channel: 'mllp', payload, sender: 'A^B', controlId: 'ack-1', dedupe: true, ack: 'MSA|AE|other' });
+    expect(again).toMatchObject({ duplicate: 'same', entry: { id: first.entry.id, ack: 'MSA|AE|ack-1' } });
+  });
+
   test('the worker claims waiting entries and records what the processor produced', async () => {
     const { entry } = await store.inbox.receive({ channel: 'fhir', payload: Buffer.from('{}'), claim: false });
     const worker = new InboxWorker(store, { fhir: async () => ({ status: 'processed', produced: ['Patient/x/_history/1'] }) }, silentLogger);
