@@ -85,6 +85,41 @@ export function sha256(buf: Buffer): string {
   return crypto.createHash('sha256').update(buf).digest('hex');
 }
 
+/** An input of receiveMany with what is computed for it before it is stored. */
+interface Prepared {
+  input: InboxInput;
+  id: string;
+  contentHash: string;
+  sender: string | null;
+  controlId: string | null;
+}
+
+/** `reason` of an entry that reuses an earlier entry's sender and control id with other content. */
+const duplicateReason = (p: Prepared, originalId: string | null | undefined): string =>
+  `duplicate control id ${p.controlId} from ${p.sender} with different content (first received as ${originalId})`;
+
+/** The entry a stored input becomes; the answer and outcome it brought are kept unless it is a duplicate key. */
+function newEntry(p: Prepared, receivedAt: string, status: InboxStatus, reason: string | null, duplicateOf: string | null): InboxEntry {
+  const first = duplicateOf === null;
+  return {
+    id: p.id,
+    channel: p.input.channel,
+    sender: p.sender,
+    controlId: p.controlId,
+    contentHash: p.contentHash,
+    contentType: p.input.contentType ?? null,
+    receivedAt,
+    status,
+    reason,
+    ack: first ? (p.input.ack ?? null) : null,
+    outcome: first && p.input.rejectReason ? (p.input.outcome ?? null) : null,
+    produced: [],
+    attempts: status === 'processing' ? 1 : 0,
+    processedAt: status === 'rejected' ? receivedAt : null,
+    duplicateOf,
+  };
+}
+
 export class Inbox {
   constructor(
     private readonly db: Db,
@@ -107,14 +142,14 @@ export class Inbox {
    */
   async receiveMany(inputs: InboxInput[]): Promise<ReceiveResult[]> {
     const receivedAt = new Date().toISOString();
-    const prepared = inputs.map((input) => ({
+    const prepared: Prepared[] = inputs.map((input) => ({
       input,
       id: crypto.randomUUID(),
       contentHash: sha256(input.payload),
       sender: input.sender ?? null,
       controlId: input.controlId ?? null,
     }));
-    const keyOf = (p: (typeof prepared)[number]): string | undefined =>
+    const keyOf = (p: Prepared): string | undefined =>
       p.input.dedupe && p.sender && p.controlId ? `${p.sender}\u0000${p.controlId}` : undefined;
     if (this.db.kind === 'postgres' && !this.journal) return this.receiveInOneStatement(prepared, receivedAt);
 
@@ -150,7 +185,7 @@ export class Inbox {
         }
         if (duplicate === 'different') {
           status = 'rejected';
-          reason = `duplicate control id ${p.controlId} from ${p.sender} with different content (first received as ${original?.id})`;
+          reason = duplicateReason(p, original?.id);
         }
         const rec: JournalRecord = {
           id: p.id,
@@ -165,23 +200,7 @@ export class Inbox {
           duplicateOf: duplicate === 'different' ? (original?.id ?? null) : null,
           payload: this.journal ? p.input.payload.toString('base64') : '',
         };
-        const entry: InboxEntry = {
-          id: p.id,
-          channel: p.input.channel,
-          sender: p.sender,
-          controlId: p.controlId,
-          contentHash: p.contentHash,
-          contentType: rec.contentType,
-          receivedAt,
-          status,
-          reason,
-          ack: duplicate === 'none' ? (p.input.ack ?? null) : null,
-          outcome: duplicate === 'none' && p.input.rejectReason ? (p.input.outcome ?? null) : null,
-          produced: [],
-          attempts: status === 'processing' ? 1 : 0,
-          processedAt: status === 'rejected' ? receivedAt : null,
-          duplicateOf: rec.duplicateOf,
-        };
+        const entry = newEntry(p, receivedAt, status, reason, rec.duplicateOf);
         // a later message of this batch with the same key is a retransmission of this one
         if (key && duplicate === 'none') earlier.set(key, entry);
         rows.push({ rec, status, payload: p.input.payload, ack: entry.ack, outcome: entry.outcome });
@@ -279,10 +298,10 @@ export class Inbox {
    * are read in one more.
    */
   private async receiveInOneStatement(
-    prepared: { input: InboxInput; id: string; contentHash: string; sender: string | null; controlId: string | null }[],
+    prepared: Prepared[],
     receivedAt: string,
   ): Promise<ReceiveResult[]> {
-    const status = (p: (typeof prepared)[number]): InboxStatus => (p.input.rejectReason ? 'rejected' : p.input.claim === false ? 'received' : 'processing');
+    const status = (p: Prepared): InboxStatus => (p.input.rejectReason ? 'rejected' : p.input.claim === false ? 'received' : 'processing');
     const rows = await this.db.query<{ n: number; duplicate: ReceiveResult['duplicate']; original_id: string | null }>(
       `SELECT n, duplicate, original_id FROM inbox_receive($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
          $7::timestamptz, $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::boolean[], $14::integer)`,
@@ -318,27 +337,10 @@ export class Inbox {
         if (!original) throw new Error(`inbox entry ${r.original_id} vanished while a retransmission of it was received`);
         return { entry: original, duplicate: 'same', original };
       }
-      const different = r.duplicate === 'different';
-      const st: InboxStatus = different ? 'rejected' : status(p);
-      const entry: InboxEntry = {
-        id: p.id,
-        channel: p.input.channel,
-        sender: p.sender,
-        controlId: p.controlId,
-        contentHash: p.contentHash,
-        contentType: p.input.contentType ?? null,
-        receivedAt,
-        status: st,
-        reason: different
-          ? `duplicate control id ${p.controlId} from ${p.sender} with different content (first received as ${r.original_id})`
-          : (p.input.rejectReason ?? null),
-        ack: different ? null : (p.input.ack ?? null),
-        outcome: !different && p.input.rejectReason ? (p.input.outcome ?? null) : null,
-        produced: [],
-        attempts: st === 'processing' ? 1 : 0,
-        processedAt: st === 'rejected' ? receivedAt : null,
-        duplicateOf: different ? r.original_id : null,
-      };
+      const entry =
+        r.duplicate === 'different'
+          ? newEntry(p, receivedAt, 'rejected', duplicateReason(p, r.original_id), r.original_id)
+          : newEntry(p, receivedAt, status(p), p.input.rejectReason ?? null, null);
       return { entry, duplicate: r.duplicate, original };
     });
   }
