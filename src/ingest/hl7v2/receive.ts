@@ -71,6 +71,8 @@ export interface ProcessOutcome {
   errors: OutcomeError[];
   /** warnings and information (e.g. unused segments), reported as ERR with severity W/I */
   issues?: OperationOutcomeIssue[];
+  /** the person the message is about, when known at the answer (an ACK after conversion) */
+  patientKey?: string;
 }
 
 export interface Hl7ReceiverDeps {
@@ -106,6 +108,8 @@ export interface Received {
   status: number;
   /** the stored entry; absent when the store failed */
   id?: string;
+  /** the person the message is about, when known at the answer (an ACK after conversion) */
+  patientKey?: string;
 }
 
 /** Receives one HL7 v2 payload; never rejects (every failure becomes an AE/AR). */
@@ -148,31 +152,32 @@ export function createHl7Receiver(deps: Hl7ReceiverDeps): Hl7Receive {
     const ackFor = (code: 'AA' | 'AE' | 'AR', errors: OutcomeError[], issues: OperationOutcomeIssue[]) => {
       const sent = msh ? ackToSend(msh, code) : code;
       const ackText = buildAck(text, { code: sent ?? code, errors, issues, self: deps.self });
-      return { sent, ackText, bytes: encode(ackText, charset), ackCode: msh ? (sent ?? code) : ('AR' as const) };
+      return { sent, saved: sent ?? code, ackText, bytes: encode(ackText, charset), ackCode: msh ? (sent ?? code) : ('AR' as const), firstError: errors[0] };
     };
-    const answer = async (id: string | undefined, code: 'AA' | 'AE' | 'AR', errors: OutcomeError[], issues: OperationOutcomeIssue[]): Promise<Received> => {
-      const { sent, ackText, bytes } = ackFor(code, errors, issues);
-      if (id !== undefined) {
+    /** answers with a built ACK; `save`: keep it with the entry first (replayed to a retransmission) */
+    const reply = async (id: string | undefined, a: ReturnType<typeof ackFor>, save: boolean, patientKey?: string): Promise<Received> => {
+      if (save && id !== undefined) {
         try {
-          await deps.saveAck(id, bytes, sent ?? code);
+          await deps.saveAck(id, a.bytes, a.saved);
         } catch (err) {
           // the message itself is stored; a retransmission will just be processed again (idempotently)
           log.error('hl7v2 ACK could not be saved', { id, error: err instanceof Error ? err.name : typeof err });
         }
       }
-      const ackCode = msh ? (sent ?? code) : 'AR';
-      log.info('hl7v2 message answered', { id, code: ackCode, sent: sent !== null, ms: +(performance.now() - started).toFixed(1) });
-      return { ack: sent ? bytes : null, ackText, code: ackCode, status: statusOf(ackCode, errors[0]), id };
+      log.info('hl7v2 message answered', { id, code: a.ackCode, sent: a.sent !== null, ms: +(performance.now() - started).toFixed(1) });
+      return { ack: a.sent ? a.bytes : null, ackText: a.ackText, code: a.ackCode, status: statusOf(a.ackCode, a.firstError), id, ...(patientKey ? { patientKey } : {}) };
     };
+    const answer = (id: string | undefined, code: 'AA' | 'AE' | 'AR', errors: OutcomeError[], issues: OperationOutcomeIssue[], patientKey?: string): Promise<Received> =>
+      reply(id, ackFor(code, errors, issues), true, patientKey);
 
     // ACK after conversion: the message converted (and its ACK built) before it is stored, to store both together
-    let early: { c: Exclude<Converted, { kind: 'fault' }>; ack: ReturnType<typeof ackFor>; errors: OutcomeError[] } | undefined;
+    let early: { c: Exclude<Converted, { kind: 'fault' }>; ack: ReturnType<typeof ackFor> } | undefined;
     if (deps.convertFirst && deps.accepted && decoded && msh && !refusal) {
       const c = deps.convertFirst(decoded.text);
       if (c.kind !== 'fault') {
         // a fault of ours: the message takes the ordinary path (stored, then processed, AR if that fails again)
         const o: ProcessOutcome = c.kind === 'converted' ? { code: 'AA', errors: [], issues: c.notes } : c.outcome;
-        early = { c, ack: ackFor(o.code, o.errors, [...decoded.warnings, ...(o.issues ?? [])]), errors: o.errors };
+        early = { c, ack: ackFor(o.code, o.errors, [...decoded.warnings, ...(o.issues ?? [])]) };
       }
     }
 
@@ -223,9 +228,7 @@ export function createHl7Receiver(deps: Hl7ReceiverDeps): Hl7Receive {
           log.error('hl7v2 message acknowledged after conversion could not be queued', { id, error: err instanceof Error ? err.message : String(err) });
         }
       }
-      const { sent, ackText, bytes, ackCode } = early.ack;
-      log.info('hl7v2 message answered', { id, code: ackCode, sent: sent !== null, ms: +(performance.now() - started).toFixed(1) });
-      return { ack: sent ? bytes : null, ackText, code: ackCode, status: statusOf(ackCode, early.errors[0]), id };
+      return reply(id, early.ack, false, early.c.kind === 'converted' ? early.c.conv.patientId : undefined);
     }
 
     // new, or a retransmission of one that was never answered: process (idempotently) now
@@ -240,7 +243,7 @@ export function createHl7Receiver(deps: Hl7ReceiverDeps): Hl7Receive {
         errors: [e.category === 'fault' ? new OutcomeError('fault', 'the message was stored but could not be processed; it will be retried') : e],
       };
     }
-    return answer(id, outcome.code, outcome.errors, [...(decoded?.warnings ?? []), ...(outcome.issues ?? [])]);
+    return answer(id, outcome.code, outcome.errors, [...(decoded?.warnings ?? []), ...(outcome.issues ?? [])], outcome.patientKey);
   };
 }
 
@@ -261,8 +264,6 @@ export type Hl7BatchProcessor = (items: Hl7Item[]) => Promise<(ProcessOutcome | 
 /** Result of `Hl7Receiver.receive`. */
 export interface ReceiveResult extends Received {
   inboxId?: string;
-  /** the person the message is about, when known at the ACK (an ACK after conversion) */
-  patientKey?: string;
 }
 
 /**
@@ -308,8 +309,6 @@ export class Hl7Receiver {
   private readonly background: Batcher<Hl7Item, ProcessOutcome>[] = [];
   /** background commits not yet settled */
   private readonly inFlight = new Set<Promise<void>>();
-  /** the person of each message answered after conversion, until `receive` returns */
-  private readonly earlyPatients = new Map<string, string>();
   private readonly log: Logger;
   /** messages received and not yet answered */
   private answering = 0;
@@ -343,11 +342,12 @@ export class Hl7Receiver {
     this.log = opts.logger;
     this.ackAfter = opts.ackAfter ?? 'commit';
     this.maxBackground = opts.maxBackground ?? MAX_BACKGROUND;
+    /** set with ACKs after conversion only */
+    const convert = this.ackAfter === 'conversion' ? opts.convert : undefined;
     if (this.ackAfter === 'conversion') {
-      if (!opts.convert) throw new Error('an ACK after conversion needs a convert function');
+      if (!convert) throw new Error('an ACK after conversion needs a convert function');
       for (let i = 0; i < lanes; i++) this.background.push(new Batcher(processBatch, { maxBatch: Math.min(maxBatch, BACKGROUND_BATCH), lanes: 1 }));
     }
-    const convert = opts.convert;
     this.storing = new Batcher((inputs) => store.inbox.receiveMany(inputs), { maxBatch, lanes });
     this.processing = new Batcher(processBatch, { maxBatch, lanes });
     this.acking = new Batcher(
@@ -358,7 +358,7 @@ export class Hl7Receiver {
       { maxBatch: maxBatch * 2, lanes: 1 },
     );
     this.receiveFn = createHl7Receiver({
-      ...(this.ackAfter === 'conversion' && convert
+      ...(convert
         ? {
             convertFirst: convert,
             accepted: async (id, text, c) => {
@@ -392,7 +392,7 @@ export class Hl7Receiver {
       process: async (id, text) => {
         const entry = this.pending.get(id)?.entry ?? (await this.store.inbox.get(id));
         if (!entry) throw new OutcomeError('fault', `inbox entry ${id} not found`);
-        if (this.ackAfter === 'conversion' && convert) {
+        if (convert) {
           // a retransmission of a message never answered (or one whose early conversion failed): as on arrival
           const c = convert(text);
           if (c.kind === 'fault') throw c.error;
@@ -438,22 +438,19 @@ export class Hl7Receiver {
       .finally(() => this.inFlight.delete(settled));
     this.inFlight.add(settled);
     if (this.inFlight.size > this.maxBackground) return committed;
-    this.earlyPatients.set(entry.id, c.conv.patientId);
-    return { code: 'AA', errors: [], issues: c.notes };
+    return { code: 'AA', errors: [], issues: c.notes, patientKey: c.conv.patientId };
   }
 
   /**
    * Where background work gives way (between two contributions of a batch, and before its writes): while messages
    * are waiting for their ACK, the background pauses three times as long as it has just worked (at most
    * BACKGROUND_MAX_PAUSE_MS, less when the last of them is answered sooner), so answering gets at least three
-   * quarters of the event loop; when none is waiting, or the backlog is full, or the store is the embedded one (one
-   * connection, held by the background's transaction), it only lets the event loop turn.
+   * quarters of the event loop; when none is waiting, or the backlog is full, it only lets the event loop turn. (The
+   * gateway does not answer after conversion on the embedded store, whose one connection a pause would hold.)
    */
   async giveWay(): Promise<void> {
     const worked = performance.now() - this.resumed;
-    // the embedded store has one connection: a pause inside the background's transaction would only hold it longer
-    const pausing = this.answering > 0 && this.inFlight.size <= this.maxBackground && this.store.db.kind !== 'pglite';
-    const wait = pausing ? Math.min(3 * worked, BACKGROUND_MAX_PAUSE_MS) : 0;
+    const wait = this.answering > 0 && this.inFlight.size <= this.maxBackground ? Math.min(3 * worked, BACKGROUND_MAX_PAUSE_MS) : 0;
     if (wait < 1) await new Promise<void>((resolve) => setImmediate(resolve));
     else {
       // until the last waiting message is answered, or the pause is over
@@ -496,10 +493,7 @@ export class Hl7Receiver {
       this.answering--;
       if (this.answering === 0) for (const resume of [...this.quietWaiters]) resume();
     }
-    if (!r.id) return { ...r, inboxId: r.id };
-    this.pending.delete(r.id);
-    const patientKey = this.earlyPatients.get(r.id);
-    this.earlyPatients.delete(r.id);
-    return { ...r, inboxId: r.id, ...(patientKey ? { patientKey } : {}) };
+    if (r.id) this.pending.delete(r.id);
+    return { ...r, inboxId: r.id };
   }
 }
