@@ -94,6 +94,9 @@ interface Prepared {
   controlId: string | null;
 }
 
+/** The status a new entry is stored with: rejected at once, or waiting (claimed by this instance unless told not to). */
+const initialStatus = (p: Prepared): InboxStatus => (p.input.rejectReason ? 'rejected' : p.input.claim === false ? 'received' : 'processing');
+
 /** `reason` of an entry that reuses an earlier entry's sender and control id with other content. */
 const duplicateReason = (p: Prepared, originalId: string | null | undefined): string =>
   `duplicate control id ${p.controlId} from ${p.sender} with different content (first received as ${originalId})`;
@@ -177,12 +180,8 @@ export class Inbox {
           results.push({ entry: original, duplicate, original });
           continue;
         }
-        let status: InboxStatus = p.input.claim === false ? 'received' : 'processing';
-        let reason: string | null = null;
-        if (p.input.rejectReason) {
-          status = 'rejected';
-          reason = p.input.rejectReason;
-        }
+        let status = initialStatus(p);
+        let reason: string | null = p.input.rejectReason ?? null;
         if (duplicate === 'different') {
           status = 'rejected';
           reason = duplicateReason(p, original?.id);
@@ -301,7 +300,6 @@ export class Inbox {
     prepared: Prepared[],
     receivedAt: string,
   ): Promise<ReceiveResult[]> {
-    const status = (p: Prepared): InboxStatus => (p.input.rejectReason ? 'rejected' : p.input.claim === false ? 'received' : 'processing');
     const rows = await this.db.query<{ n: number; duplicate: ReceiveResult['duplicate']; original_id: string | null }>(
       `SELECT n, duplicate, original_id FROM inbox_receive($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
          $7::timestamptz, $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::boolean[], $14::integer)`,
@@ -313,7 +311,7 @@ export class Inbox {
         prepared.map((p) => p.contentHash),
         prepared.map((p) => p.input.contentType ?? null),
         receivedAt,
-        prepared.map(status),
+        prepared.map(initialStatus),
         prepared.map((p) => p.input.rejectReason ?? null),
         prepared.map((p) => p.input.payload),
         prepared.map((p) => p.input.ack ?? null),
@@ -340,7 +338,7 @@ export class Inbox {
       const entry =
         r.duplicate === 'different'
           ? newEntry(p, receivedAt, 'rejected', duplicateReason(p, r.original_id), r.original_id)
-          : newEntry(p, receivedAt, status(p), p.input.rejectReason ?? null, null);
+          : newEntry(p, receivedAt, initialStatus(p), p.input.rejectReason ?? null, null);
       return { entry, duplicate: r.duplicate, original };
     });
   }
