@@ -20,6 +20,13 @@ export interface Db extends Queryable {
   readonly kind: 'pglite' | 'postgres';
   /** Runs fn in one transaction: all its writes commit together or none do. */
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * Takes a session advisory lock on `key` on a connection of its own and keeps it until the returned function is
+   * called or the process dies (PostgreSQL drops a session's locks when its connection ends): other instances can
+   * tell this one is alive by failing to take the lock. A lost connection is reopened and the lock taken again.
+   * On the embedded store (one process owns the directory) there is nobody to tell: nothing is held.
+   */
+  holdLock(key: string): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -76,7 +83,36 @@ async function openPostgres(url: string, schema: string | undefined, max: number
         client.release();
       }
     },
+    holdLock: (key) => holdLock(u.toString(), key),
     close: () => pool.end(),
+  };
+}
+
+async function holdLock(url: string, key: string): Promise<() => Promise<void>> {
+  let client: pg.Client | undefined;
+  let released = false;
+  let retry: NodeJS.Timeout | undefined;
+  const take = async (): Promise<void> => {
+    const c = new pg.Client({ connectionString: url });
+    c.on('error', () => undefined); // the 'end' below reconnects
+    await c.connect();
+    await c.query(`SELECT pg_advisory_lock(hashtextextended($1, 0))`, [key]);
+    if (released) return void (await c.end().catch(() => undefined));
+    client = c;
+    c.once('end', () => {
+      client = undefined;
+      if (!released) again();
+    });
+  };
+  const again = (): void => {
+    retry = setTimeout(() => take().catch(again), 1000);
+    retry.unref();
+  };
+  await take();
+  return async () => {
+    released = true;
+    clearTimeout(retry);
+    await client?.end().catch(() => undefined);
   };
 }
 
@@ -98,6 +134,7 @@ async function openPglite(dataDir: string): Promise<Db> {
       // PGlite has one connection; its transaction() holds it exclusively, so transactions run one at a time.
       return db.transaction((tx) => fn({ query: async <T extends Row>(sql: string, params?: unknown[]) => (await tx.query<T>(sql, params)).rows }));
     },
+    holdLock: async () => async () => undefined,
     async close() {
       if (closed) return;
       closed = true;

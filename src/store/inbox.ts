@@ -4,7 +4,9 @@
  *
  * Status: received → processing → processed | rejected | failed. Work is claimed row by row with
  * `FOR UPDATE SKIP LOCKED` and a lease, so several gateway instances on one PostgreSQL never process the same
- * entry twice, and an entry whose instance died is picked up again when its lease runs out.
+ * entry twice. A claim names the instance that made it (`claimed_by`); each instance holds a session advisory lock
+ * on its id while it lives (`hold`), so an entry whose instance died is taken over as soon as another instance (the
+ * restarted one, say) looks for work — the lock can be taken — and in any case when its lease runs out.
  */
 import crypto from 'node:crypto';
 import type { Db, Queryable } from './db.js';
@@ -57,6 +59,17 @@ export interface ReceiveResult {
 }
 
 const LEASE_SECONDS = 120;
+
+/** The session advisory lock an instance holds while it lives is on this prefix and its id. */
+const LIVENESS = 'instance|';
+
+/**
+ * SQL true for an entry claimed by another instance that is gone: its liveness lock can be taken (held to the end of
+ * the statement's transaction, then dropped). `me` is the parameter holding this instance's id. On the embedded
+ * store every lock can be taken: one process owns the directory, so a claim by anyone else is a dead process's.
+ */
+const claimedByTheGone = (me: string): string =>
+  `(claimed_by IS NOT NULL AND claimed_by <> ${me} AND pg_try_advisory_xact_lock(hashtextextended('${LIVENESS}' || claimed_by, 0)))`;
 
 const COLUMNS = `id, channel, sender, control_id, content_hash, content_type, received_at, status, reason, ack, outcome,
   produced, attempts, processed_at, duplicate_of`;
@@ -124,12 +137,20 @@ function newEntry(p: Prepared, receivedAt: string, status: InboxStatus, reason: 
 }
 
 export class Inbox {
+  /** this instance's id, recorded with every claim it makes */
+  readonly instance = crypto.randomUUID();
+
   constructor(
     private readonly db: Db,
     private readonly journal?: Journal,
     /** called after each journal append (the store checkpoints when the journal grows large) */
     private readonly afterJournalAppend?: () => void,
   ) {}
+
+  /** Holds this instance's liveness lock until the returned function is called (the store does, on close). */
+  hold(): Promise<() => Promise<void>> {
+    return this.db.holdLock(LIVENESS + this.instance);
+  }
 
   /**
    * Stores a payload durably. When this resolves the row is committed (and, in embedded mode, fsync'd to the
@@ -213,10 +234,10 @@ export class Inbox {
       }
       await tx.query(
         `INSERT INTO inbox (id, channel, sender, control_id, content_hash, content_type, received_at, status, reason,
-           payload, duplicate_of, attempts, lease_until, processed_at, ack, outcome)
+           payload, duplicate_of, attempts, lease_until, processed_at, ack, outcome, claimed_by)
          SELECT id, ch, snd, cid, hash, ct, $7::timestamptz, st, rsn, pl, dup, CASE WHEN st = 'processing' THEN 1 ELSE 0 END,
            CASE WHEN st = 'processing' THEN now() + make_interval(secs => ${LEASE_SECONDS}) END,
-           CASE WHEN st = 'rejected' THEN now() END, ack, oc
+           CASE WHEN st = 'rejected' THEN now() END, ack, oc, CASE WHEN st = 'processing' THEN $14 END
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::text[])
            AS u(id, ch, snd, cid, hash, ct, st, rsn, pl, dup, ack, oc)`,
         [
@@ -233,6 +254,7 @@ export class Inbox {
           rows.map((r) => r.rec.duplicateOf),
           rows.map((r) => r.ack),
           rows.map((r) => (r.outcome === null || r.outcome === undefined ? null : JSON.stringify(r.outcome))),
+          this.instance,
         ],
       );
       return results;
@@ -302,7 +324,7 @@ export class Inbox {
   ): Promise<ReceiveResult[]> {
     const rows = await this.db.query<{ n: number; duplicate: ReceiveResult['duplicate']; original_id: string | null }>(
       `SELECT n, duplicate, original_id FROM inbox_receive($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-         $7::timestamptz, $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::boolean[], $14::integer)`,
+         $7::timestamptz, $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::boolean[], $14::integer, $15::text)`,
       [
         prepared.map((p) => p.id),
         prepared.map((p) => p.input.channel),
@@ -318,6 +340,7 @@ export class Inbox {
         prepared.map((p) => (p.input.rejectReason && p.input.outcome !== undefined ? JSON.stringify(p.input.outcome) : null)),
         prepared.map((p) => !!p.input.dedupe),
         LEASE_SECONDS,
+        this.instance,
       ],
     );
     const byN = new Map(rows.map((r) => [Number(r.n), r]));
@@ -371,32 +394,34 @@ export class Inbox {
   }
 
   /**
-   * Claims the oldest entry waiting to be processed (received, or processing with an expired lease).
-   * Row-level `FOR UPDATE SKIP LOCKED`: concurrent claimers on other instances skip it.
+   * Claims the oldest entry waiting to be processed: received, or processing with an expired lease or a claimer that
+   * is gone. Row-level `FOR UPDATE SKIP LOCKED`: concurrent claimers on other instances skip it.
    */
   async claim(): Promise<(InboxEntry & { payload: Buffer }) | undefined> {
     const rows = await this.db.transaction((tx) =>
       tx.query(
-        `UPDATE inbox SET status = 'processing', attempts = attempts + 1,
+        `UPDATE inbox SET status = 'processing', attempts = attempts + 1, claimed_by = $1,
            lease_until = now() + make_interval(secs => ${LEASE_SECONDS})
          WHERE id = (
            SELECT id FROM inbox
-           WHERE status = 'received' OR (status = 'processing' AND lease_until < now())
+           WHERE status = 'received' OR (status = 'processing' AND (lease_until < now() OR ${claimedByTheGone('$1')}))
            ORDER BY received_at LIMIT 1 FOR UPDATE SKIP LOCKED)
          RETURNING ${COLUMNS}, payload`,
+        [this.instance],
       ),
     );
     if (rows.length === 0) return undefined;
     return { ...toEntry(rows[0]), payload: Buffer.from(rows[0].payload as Uint8Array) };
   }
 
-  /** Claims one entry by id for processing now, unless another instance holds a live lease on it. */
+  /** Claims one entry by id for processing now, unless another instance that is alive holds a live lease on it. */
   async claimById(id: string): Promise<(InboxEntry & { payload: Buffer }) | undefined> {
     const rows = await this.db.query(
-      `UPDATE inbox SET status = 'processing', attempts = attempts + 1, lease_until = now() + make_interval(secs => ${LEASE_SECONDS})
-       WHERE id = $1 AND NOT (status = 'processing' AND lease_until >= now())
+      `UPDATE inbox SET status = 'processing', attempts = attempts + 1, claimed_by = $2,
+         lease_until = now() + make_interval(secs => ${LEASE_SECONDS})
+       WHERE id = $1 AND NOT (status = 'processing' AND lease_until >= now() AND NOT ${claimedByTheGone('$2')})
        RETURNING ${COLUMNS}, payload`,
-      [id],
+      [id, this.instance],
     );
     if (rows.length === 0) return undefined;
     return { ...toEntry(rows[0]), payload: Buffer.from(rows[0].payload as Uint8Array) };
@@ -404,7 +429,7 @@ export class Inbox {
 
   /** Marks an entry for processing again (admin reprocess). */
   async requeue(id: string): Promise<boolean> {
-    const rows = await this.db.query(`UPDATE inbox SET status = 'received', lease_until = NULL WHERE id = $1 RETURNING id`, [id]);
+    const rows = await this.db.query(`UPDATE inbox SET status = 'received', lease_until = NULL, claimed_by = NULL WHERE id = $1 RETURNING id`, [id]);
     return rows.length > 0;
   }
 
@@ -422,7 +447,7 @@ export class Inbox {
       );
       restored += rows.length;
     }
-    await this.db.query(`UPDATE inbox SET status = 'received', lease_until = NULL WHERE status = 'processing'`);
+    await this.db.query(`UPDATE inbox SET status = 'received', lease_until = NULL, claimed_by = NULL WHERE status = 'processing'`);
     return restored;
   }
 

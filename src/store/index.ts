@@ -59,24 +59,29 @@ export async function openStore(opts: OpenOptions & RepositoryOptions): Promise<
     }
   });
   const repo = new Repository(db, { validate: opts.validate, checkUpdate: opts.checkUpdate });
+  // while this lock is held, other instances leave this one's claimed inbox entries alone (inbox.ts)
+  const letGo = await inbox.hold();
 
+  let closing: Promise<void> | undefined;
+  const close = async (): Promise<void> => {
+    await letGo();
+    if (checkpointing) await checkpointing;
+    if (journal && embeddedDir) {
+      // Close PGlite (it checkpoints and we fsync its files), then the journal is no longer needed.
+      await db.close();
+      await journal.truncate();
+      await journal.close();
+    } else {
+      await db.close();
+    }
+  };
   const store: Store = {
     db,
     repo,
     inbox,
     restored,
     checkpoint,
-    async close() {
-      if (checkpointing) await checkpointing;
-      if (journal && embeddedDir) {
-        // Close PGlite (it checkpoints and we fsync its files), then the journal is no longer needed.
-        await db.close();
-        await journal.truncate();
-        await journal.close();
-      } else {
-        await db.close();
-      }
-    },
+    close: () => (closing ??= close()), // a second call waits for the first
   };
 
   return store;

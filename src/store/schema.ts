@@ -23,6 +23,67 @@ export interface Migration {
   run?: (tx: Queryable) => Promise<unknown>;
 }
 
+/**
+ * `inbox_receive` (schema migrations 7 and 8): what InboxStore.receiveMany did in five round trips (BEGIN, lock the
+ * retransmission keys, look up earlier entries, insert, COMMIT) in one call: each statement of a plpgsql function
+ * takes a fresh snapshot, so the lookup after the locks sees every entry committed before them, as it did in the
+ * explicit transaction. Per input, in order: 'same' (an earlier entry with this sender, control id and content:
+ * nothing stored), 'different' (same key, other content: stored rejected, duplicate_of the earlier one) or 'none'
+ * (stored). An input of the batch is an earlier entry for the later ones. The ACK and the outcome are kept only with
+ * 'none'. With `claimer` (migration 8) an entry stored as claimed records the instance that claimed it.
+ */
+function inboxReceive(claimer: boolean): string {
+  return `CREATE OR REPLACE FUNCTION inbox_receive(
+          p_id text[], p_channel text[], p_sender text[], p_control text[], p_hash text[], p_ctype text[], p_received timestamptz,
+          p_status text[], p_reason text[], p_payload bytea[], p_ack text[], p_outcome text[], p_dedupe boolean[], p_lease_seconds integer${claimer ? ', p_claimer text' : ''})
+        RETURNS TABLE (n integer, duplicate text, original_id text)
+        LANGUAGE plpgsql AS $fn$
+        DECLARE
+          i integer;
+          prior_id text;
+          prior_hash text;
+          st text;
+          rsn text;
+          dup_of text;
+        BEGIN
+          PERFORM pg_advisory_xact_lock(hashtextextended(k, 0)) FROM (
+            SELECT DISTINCT 'inbox|' || s || '|' || c AS k FROM unnest(p_sender, p_control, p_dedupe) AS u(s, c, d)
+            WHERE d AND s IS NOT NULL AND c IS NOT NULL ORDER BY 1) AS keys;
+          FOR i IN 1 .. coalesce(array_length(p_id, 1), 0) LOOP
+            st := p_status[i];
+            rsn := p_reason[i];
+            dup_of := NULL;
+            IF p_dedupe[i] AND p_sender[i] IS NOT NULL AND p_control[i] IS NOT NULL THEN
+              SELECT e.id, e.content_hash INTO prior_id, prior_hash FROM inbox e
+                WHERE e.sender = p_sender[i] AND e.control_id = p_control[i] AND e.duplicate_of IS NULL
+                ORDER BY e.received_at, e.id LIMIT 1;
+              IF prior_id IS NOT NULL THEN
+                IF prior_hash = p_hash[i] THEN
+                  n := i; duplicate := 'same'; original_id := prior_id;
+                  RETURN NEXT;
+                  CONTINUE;
+                END IF;
+                st := 'rejected';
+                dup_of := prior_id;
+                rsn := format('duplicate control id %s from %s with different content (first received as %s)', p_control[i], p_sender[i], prior_id);
+              END IF;
+            END IF;
+            INSERT INTO inbox (id, channel, sender, control_id, content_hash, content_type, received_at, status, reason,
+                payload, duplicate_of, attempts, lease_until, processed_at, ack, outcome${claimer ? ', claimed_by' : ''})
+              VALUES (p_id[i], p_channel[i], p_sender[i], p_control[i], p_hash[i], p_ctype[i], p_received, st, rsn,
+                p_payload[i], dup_of, CASE WHEN st = 'processing' THEN 1 ELSE 0 END,
+                CASE WHEN st = 'processing' THEN now() + make_interval(secs => p_lease_seconds) END,
+                CASE WHEN st = 'rejected' THEN now() END,
+                CASE WHEN dup_of IS NULL THEN p_ack[i] END,
+                CASE WHEN dup_of IS NULL AND p_reason[i] IS NOT NULL THEN p_outcome[i] END${claimer ? `,
+                CASE WHEN st = 'processing' THEN p_claimer END` : ''});
+            n := i; duplicate := CASE WHEN dup_of IS NULL THEN 'none' ELSE 'different' END; original_id := dup_of;
+            RETURN NEXT;
+          END LOOP;
+        END
+        $fn$`;
+}
+
 export const MIGRATIONS: Migration[] = [
   {
     version: 1,
@@ -228,62 +289,22 @@ ANALYZE idx_reference;
   {
     version: 7,
     name: 'inbox_receive: a batch of received payloads stored in one statement',
-    // What InboxStore.receiveMany did in five round trips (BEGIN, lock the retransmission keys, look up earlier
-    // entries, insert, COMMIT) in one call: each statement of a plpgsql function takes a fresh snapshot, so the
-    // lookup after the locks sees every entry committed before them, as it did in the explicit transaction.
-    // Per input, in order: 'same' (an earlier entry with this sender, control id and content: nothing stored),
-    // 'different' (same key, other content: stored rejected, duplicate_of the earlier one) or 'none' (stored). An
-    // input of the batch is an earlier entry for the later ones. The ACK and the outcome are kept only with 'none'.
+    // see inboxReceive above
     sql: '',
     run: async (tx) => {
-      await tx.query(`CREATE OR REPLACE FUNCTION inbox_receive(
-          p_id text[], p_channel text[], p_sender text[], p_control text[], p_hash text[], p_ctype text[], p_received timestamptz,
-          p_status text[], p_reason text[], p_payload bytea[], p_ack text[], p_outcome text[], p_dedupe boolean[], p_lease_seconds integer)
-        RETURNS TABLE (n integer, duplicate text, original_id text)
-        LANGUAGE plpgsql AS $fn$
-        DECLARE
-          i integer;
-          prior_id text;
-          prior_hash text;
-          st text;
-          rsn text;
-          dup_of text;
-        BEGIN
-          PERFORM pg_advisory_xact_lock(hashtextextended(k, 0)) FROM (
-            SELECT DISTINCT 'inbox|' || s || '|' || c AS k FROM unnest(p_sender, p_control, p_dedupe) AS u(s, c, d)
-            WHERE d AND s IS NOT NULL AND c IS NOT NULL ORDER BY 1) AS keys;
-          FOR i IN 1 .. coalesce(array_length(p_id, 1), 0) LOOP
-            st := p_status[i];
-            rsn := p_reason[i];
-            dup_of := NULL;
-            IF p_dedupe[i] AND p_sender[i] IS NOT NULL AND p_control[i] IS NOT NULL THEN
-              SELECT e.id, e.content_hash INTO prior_id, prior_hash FROM inbox e
-                WHERE e.sender = p_sender[i] AND e.control_id = p_control[i] AND e.duplicate_of IS NULL
-                ORDER BY e.received_at, e.id LIMIT 1;
-              IF prior_id IS NOT NULL THEN
-                IF prior_hash = p_hash[i] THEN
-                  n := i; duplicate := 'same'; original_id := prior_id;
-                  RETURN NEXT;
-                  CONTINUE;
-                END IF;
-                st := 'rejected';
-                dup_of := prior_id;
-                rsn := format('duplicate control id %s from %s with different content (first received as %s)', p_control[i], p_sender[i], prior_id);
-              END IF;
-            END IF;
-            INSERT INTO inbox (id, channel, sender, control_id, content_hash, content_type, received_at, status, reason,
-                payload, duplicate_of, attempts, lease_until, processed_at, ack, outcome)
-              VALUES (p_id[i], p_channel[i], p_sender[i], p_control[i], p_hash[i], p_ctype[i], p_received, st, rsn,
-                p_payload[i], dup_of, CASE WHEN st = 'processing' THEN 1 ELSE 0 END,
-                CASE WHEN st = 'processing' THEN now() + make_interval(secs => p_lease_seconds) END,
-                CASE WHEN st = 'rejected' THEN now() END,
-                CASE WHEN dup_of IS NULL THEN p_ack[i] END,
-                CASE WHEN dup_of IS NULL AND p_reason[i] IS NOT NULL THEN p_outcome[i] END);
-            n := i; duplicate := CASE WHEN dup_of IS NULL THEN 'none' ELSE 'different' END; original_id := dup_of;
-            RETURN NEXT;
-          END LOOP;
-        END
-        $fn$`);
+      await tx.query(inboxReceive(false));
+    },
+  },
+  {
+    version: 8,
+    name: 'inbox entries name the instance that claimed them: the claims of an instance that is gone are taken over at once',
+    // Until now an entry left in `processing` by a dead instance waited for its lease (120 s) to run out. Each
+    // instance now holds a session advisory lock on its id for as long as it lives (db.ts `holdLock`); PostgreSQL
+    // drops it when the instance's connection dies, so a claimer whose lock can be taken is gone (inbox.ts).
+    sql: `ALTER TABLE inbox ADD COLUMN claimed_by text`,
+    run: async (tx) => {
+      await tx.query(`DROP FUNCTION inbox_receive(text[], text[], text[], text[], text[], text[], timestamptz, text[], text[], bytea[], text[], text[], boolean[], integer)`);
+      await tx.query(inboxReceive(true));
     },
   },
 ];

@@ -114,24 +114,32 @@ describe.each(backends())('inbox on %s', (_name, makeBackend) => {
     expect(listed.map((e) => e.id)).toContain(entry.id);
     expect(Object.keys(listed[0])).not.toContain('payload');
   });
+
+  test('an entry claimed by this instance is not claimed again while its lease runs; a claim records the instance', async () => {
+    const { entry } = await store.inbox.receive({ channel: 'fhir', payload: Buffer.from('{"mine":1}') });
+    expect(entry.status).toBe('processing');
+    const mine = await store.db.query<{ claimed_by: string }>(`SELECT claimed_by FROM inbox WHERE id = $1`, [entry.id]);
+    expect(mine[0].claimed_by).toBe(store.inbox.instance);
+    for (let e = await store.inbox.claim(); e; e = await store.inbox.claim()) expect(e.id).not.toBe(entry.id);
+    expect(await store.inbox.claimById(entry.id)).toBeUndefined();
+    await store.inbox.finish(entry.id, { status: 'processed' });
+  });
 });
 
-describe('embedded inbox durability', () => {
-  test('an entry whose database row was lost is restored from the fsync’d journal on start', async () => {
+describe('embedded inbox: claims of an earlier process', () => {
+  test('are taken over at once, lease or not (one process owns the directory)', async () => {
     const backend = pgliteBackend();
     const store = await backend.open();
-    const { entry } = await store.inbox.receive({ channel: 'mllp', payload: Buffer.from('MSH|^~\\&|X'), sender: 'X', controlId: 'j-1' });
-    const dir = backend.env().DATA_DIR;
-    const journal = fs.readFileSync(path.join(dir, 'inbox.journal'), 'utf8');
-    // Simulate a power loss that took PGlite's unsynced pages: delete the row, keep the journal as it was.
-    await store.db.query('DELETE FROM inbox WHERE id = $1', [entry.id]);
-    await store.db.close();
-    fs.writeFileSync(path.join(dir, 'inbox.journal'), journal);
-    const reopened = await openStore({ dataDir: dir });
-    expect(reopened.restored).toBe(1);
-    expect(await reopened.inbox.get(entry.id)).toMatchObject({ status: 'received', controlId: 'j-1' });
-    await reopened.close();
-    await backend.cleanup();
+    try {
+      const { entry } = await store.inbox.receive({ channel: 'fhir', payload: Buffer.from('{}') });
+      // as a process that died with the entry claimed would have left it, without the restart's reset
+      await store.db.query(`UPDATE inbox SET claimed_by = 'gone-instance' WHERE id = $1`, [entry.id]);
+      const taken = await store.inbox.claim();
+      expect(taken).toMatchObject({ id: entry.id, status: 'processing', attempts: 2 });
+    } finally {
+      await store.close();
+      await backend.cleanup();
+    }
   });
 });
 
@@ -164,5 +172,31 @@ describe('embedded inbox durability', () => {
     await a.close();
     await b.close();
     await backend.cleanup();
+  });
+
+  test("an instance's claims are left alone while it lives and taken over as soon as it is gone, lease or not", async () => {
+    const backend = postgresBackend(PG_URL!);
+    const a = await backend.open();
+    const b = await backend.reopen();
+    try {
+      const { entry } = await a.inbox.receive({ channel: 'fhir', payload: Buffer.from('{"a":1}') }); // claimed by a, lease 120 s
+      await a.inbox.receive({ channel: 'fhir', payload: Buffer.from('{"a":2}'), claim: false });
+      const byA = await a.inbox.claim(); // a claim made by the worker names its instance too
+      expect(byA?.status).toBe('processing');
+      expect(await b.inbox.claim()).toBeUndefined();
+      expect(await b.inbox.claimById(entry.id)).toBeUndefined();
+
+      await a.close(); // lets go of its liveness lock, as a killed process's connection would
+      const first = await b.inbox.claim();
+      const second = await b.inbox.claim();
+      expect(new Set([first?.id, second?.id])).toEqual(new Set([entry.id, byA!.id]));
+      expect(first).toMatchObject({ status: 'processing', attempts: 2 });
+      const claimers = await b.db.query<{ claimed_by: string }>(`SELECT DISTINCT claimed_by FROM inbox`);
+      expect(claimers.map((r) => r.claimed_by)).toEqual([b.inbox.instance]);
+    } finally {
+      await a.close();
+      await b.close();
+      await backend.cleanup();
+    }
   });
 });

@@ -3,7 +3,7 @@
  * resource's seq and merges identical rows of one resource, without touching anything else; migration 4 rebuilds
  * the string index with one row per value (the written form in `exact`), without rows of its own for `phonetic` (name's)
  * or `patient` (subject's pointing at a Patient); migration 5 gives every index row its resource's seq and keys the owner
- * indexes by it.
+ * indexes by it; migration 8 lets inbox entries name the instance that claimed them.
  */
 import crypto from 'node:crypto';
 import pg from 'pg';
@@ -73,6 +73,7 @@ async function schemaAt(db: Db, version: number): Promise<void> {
     await tx.query(`CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
     for (const m of MIGRATIONS.filter((x) => x.version <= version)) {
       for (const stmt of m.sql.split(/;\s*\n/).map((s) => s.trim()).filter(Boolean)) await tx.query(stmt);
+      if (m.run) await m.run(tx);
       await tx.query(`INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, [m.version, m.name]);
     }
   });
@@ -152,7 +153,7 @@ describe.each(targets)('migration 5 on %s', (_name, open) => {
       await db.query(`INSERT INTO idx_quantity (resource_type, resource_id, param, value, system, code, patient_key) VALUES ('Observation', 'o1', 'value-quantity', 5.5, 'http://unitsofmeasure.org', 'mmol/L', 'p1')`);
       await db.query(`INSERT INTO idx_reference (resource_type, resource_id, param, target_type, target_id, patient_key, resource_seq) SELECT 'Observation', 'o1', 'subject', 'Patient', 'p1', 'p1', seq FROM resource WHERE id = 'o1'`);
 
-      expect(await migrate(db)).toEqual([5, 6, 7]);
+      expect(await migrate(db)).toEqual([5, 6, 7, 8]);
       for (const t of ['idx_token', 'idx_string', 'idx_date', 'idx_quantity', 'idx_reference']) {
         const rows = await db.query<{ resource_id: string; ok: boolean }>(
           `SELECT x.resource_id, x.resource_seq = (SELECT seq FROM resource r WHERE r.resource_type = x.resource_type AND r.id = x.resource_id) AS ok FROM ${t} x`,
@@ -211,6 +212,30 @@ describe.each(targets)('migration 6 on %s', (name, open) => {
       const comp = await db.query<{ m: string | null }>(`SELECT pg_column_compression(content) AS m FROM resource WHERE id = $1`, [saved.id]);
       expect(comp[0].m).toBe(lz4 ? 'lz4' : 'pglz');
       expect((await repo.read<Basic>('Basic', saved.id!)).code.text).toBe(note);
+      expect(await migrate(db)).toEqual([]);
+    } finally {
+      await db.close();
+      await drop();
+    }
+  });
+});
+
+describe.each(targets)('migration 8 on %s', (_name, open) => {
+  test('inbox entries get claimed_by; entries stored before keep none; inbox_receive records the claimer', async () => {
+    const { db, drop } = await open();
+    try {
+      await schemaAt(db, 7);
+      const args = (id: string, claimer?: string): unknown[] => [
+        [id], ['mllp'], ['S'], [id], ['h'], [null], new Date().toISOString(), ['processing'], [null], [Buffer.from('MSH')], [null], [null], [true], 120,
+        ...(claimer ? [claimer] : []),
+      ];
+      const call14 = `SELECT * FROM inbox_receive($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz, $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::boolean[], $14::integer)`;
+      await db.query(call14, args('old'));
+      expect(await migrate(db)).toEqual([8]);
+      await db.query(call14.replace('$14::integer)', '$14::integer, $15::text)'), args('new', 'instance-1'));
+      const rows = await db.query<{ id: string; claimed_by: string | null }>(`SELECT id, claimed_by FROM inbox ORDER BY id`);
+      expect(rows).toEqual([{ id: 'new', claimed_by: 'instance-1' }, { id: 'old', claimed_by: null }]);
+      await expect(db.query(call14, args('again'))).rejects.toThrow(/does not exist/); // one inbox_receive, the new one
       expect(await migrate(db)).toEqual([]);
     } finally {
       await db.close();
