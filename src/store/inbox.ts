@@ -49,6 +49,8 @@ export interface InboxEntry {
   attempts: number;
   processedAt: string | null;
   duplicateOf: string | null;
+  /** the instance that claimed it last (the one processing it, while `processing`) */
+  claimedBy: string | null;
 }
 
 export interface ReceiveResult {
@@ -72,7 +74,7 @@ const claimedByTheGone = (me: string): string =>
   `(claimed_by IS NOT NULL AND claimed_by <> ${me} AND pg_try_advisory_xact_lock(hashtextextended('${LIVENESS}' || claimed_by, 0)))`;
 
 const COLUMNS = `id, channel, sender, control_id, content_hash, content_type, received_at, status, reason, ack, outcome,
-  produced, attempts, processed_at, duplicate_of`;
+  produced, attempts, processed_at, duplicate_of, claimed_by`;
 
 function toEntry(r: Record<string, unknown>): InboxEntry {
   return {
@@ -91,6 +93,7 @@ function toEntry(r: Record<string, unknown>): InboxEntry {
     attempts: Number(r.attempts ?? 0),
     processedAt: r.processed_at ? new Date(r.processed_at as string).toISOString() : null,
     duplicateOf: (r.duplicate_of as string | null) ?? null,
+    claimedBy: (r.claimed_by as string | null) ?? null,
   };
 }
 
@@ -115,7 +118,7 @@ const duplicateReason = (p: Prepared, originalId: string | null | undefined): st
   `duplicate control id ${p.controlId} from ${p.sender} with different content (first received as ${originalId})`;
 
 /** The entry a stored input becomes; the answer and outcome it brought are kept unless it is a duplicate key. */
-function newEntry(p: Prepared, receivedAt: string, status: InboxStatus, reason: string | null, duplicateOf: string | null): InboxEntry {
+function newEntry(p: Prepared, receivedAt: string, status: InboxStatus, reason: string | null, duplicateOf: string | null, claimer: string): InboxEntry {
   const first = duplicateOf === null;
   return {
     id: p.id,
@@ -133,6 +136,7 @@ function newEntry(p: Prepared, receivedAt: string, status: InboxStatus, reason: 
     attempts: status === 'processing' ? 1 : 0,
     processedAt: status === 'rejected' ? receivedAt : null,
     duplicateOf,
+    claimedBy: status === 'processing' ? claimer : null,
   };
 }
 
@@ -220,7 +224,7 @@ export class Inbox {
           duplicateOf: duplicate === 'different' ? (original?.id ?? null) : null,
           payload: this.journal ? p.input.payload.toString('base64') : '',
         };
-        const entry = newEntry(p, receivedAt, status, reason, rec.duplicateOf);
+        const entry = newEntry(p, receivedAt, status, reason, rec.duplicateOf, this.instance);
         // a later message of this batch with the same key is a retransmission of this one
         if (key && duplicate === 'none') earlier.set(key, entry);
         rows.push({ rec, status, payload: p.input.payload, ack: entry.ack, outcome: entry.outcome });
@@ -360,8 +364,8 @@ export class Inbox {
       }
       const entry =
         r.duplicate === 'different'
-          ? newEntry(p, receivedAt, 'rejected', duplicateReason(p, r.original_id), r.original_id)
-          : newEntry(p, receivedAt, initialStatus(p), p.input.rejectReason ?? null, null);
+          ? newEntry(p, receivedAt, 'rejected', duplicateReason(p, r.original_id), r.original_id, this.instance)
+          : newEntry(p, receivedAt, initialStatus(p), p.input.rejectReason ?? null, null, this.instance);
       return { entry, duplicate: r.duplicate, original };
     });
   }
