@@ -95,8 +95,13 @@ async function holdLock(url: string, key: string): Promise<() => Promise<void>> 
   const take = async (): Promise<void> => {
     const c = new pg.Client({ connectionString: url });
     c.on('error', () => undefined); // the 'end' below reconnects
-    await c.connect();
-    await c.query(`SELECT pg_advisory_lock(hashtextextended($1, 0))`, [key]);
+    try {
+      await c.connect();
+      await c.query(`SELECT pg_advisory_lock(hashtextextended($1, 0))`, [key]);
+    } catch (err) {
+      await c.end().catch(() => undefined);
+      throw err;
+    }
     if (released) return void (await c.end().catch(() => undefined));
     client = c;
     c.once('end', () => {

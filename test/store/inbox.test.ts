@@ -173,6 +173,39 @@ describe('embedded inbox: claims of an earlier process', () => {
     await backend.cleanup();
   });
 
+  test('an instance whose lock connection is cut takes its lock again, and its claims are again left alone', async () => {
+    const backend = postgresBackend(PG_URL!);
+    const a = await backend.open();
+    const b = await backend.reopen();
+    // the backend holding a's liveness lock (a bigint advisory key shows in pg_locks as classid << 32 | objid)
+    const holder = async (): Promise<number | undefined> =>
+      (
+        await b.db.query<{ pid: number }>(
+          `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted
+             AND ((classid::bigint << 32) | objid::bigint) = hashtextextended('instance|' || $1::text, 0)`,
+          [a.inbox.instance],
+        )
+      )[0]?.pid;
+    try {
+      await a.inbox.receive({ channel: 'fhir', payload: Buffer.from('{"cut":1}') });
+      const pid = await holder();
+      expect(pid).toBeDefined();
+      await b.db.query(`SELECT pg_terminate_backend($1::int)`, [pid]);
+      let again: number | undefined;
+      for (let i = 0; i < 50 && (again === undefined || again === pid); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        again = await holder();
+      }
+      expect(again).toBeDefined();
+      expect(again).not.toBe(pid);
+      expect(await b.inbox.claim()).toBeUndefined();
+    } finally {
+      await a.close();
+      await b.close();
+      await backend.cleanup();
+    }
+  });
+
   test("an instance's claims are left alone while it lives and taken over as soon as it is gone, lease or not", async () => {
     const backend = postgresBackend(PG_URL!);
     const a = await backend.open();
