@@ -142,51 +142,57 @@ describe('embedded inbox: claims of an earlier process', () => {
   });
 });
 
-(PG_URL ? describe : describe.skip)('two gateway instances on one PostgreSQL', () => {
-  test('each entry is processed exactly once when two instances drain the inbox at the same time', async () => {
-    const backend = postgresBackend(PG_URL!);
-    const a = await backend.open();
-    const b = await backend.reopen();
-    const n = 60;
-    for (let i = 0; i < n; i++) await a.inbox.receive({ channel: 'fhir', payload: Buffer.from(`{"n":${i}}`), claim: false });
-    const seen: string[] = [];
-    const processor =
-      (store: Store): Processor =>
-      async (entry) => {
-        seen.push(entry.id);
-        const p: Patient = { resourceType: 'Patient', id: `inst-${entry.id}` };
-        const r = await store.repo.update(p);
-        return { status: 'processed', produced: [`Patient/${r.resource.id}`] };
-      };
-    const wa = new InboxWorker(a, { fhir: processor(a) }, silentLogger);
-    const wb = new InboxWorker(b, { fhir: processor(b) }, silentLogger);
-    const [na, nb] = await Promise.all([wa.drain(), wb.drain()]);
-    expect(na + nb).toBe(n);
-    expect(na).toBeGreaterThan(0);
-    expect(nb).toBeGreaterThan(0);
-    expect(new Set(seen).size).toBe(n);
-    expect(seen).toHaveLength(n);
-    const versions = await a.db.query<{ n: string }>(`SELECT count(*)::text AS n FROM resource_version WHERE resource_type = 'Patient'`);
-    expect(Number(versions[0].n)).toBe(n); // one version each: nothing was processed twice
+/** Two stores on one fresh PostgreSQL schema (two gateway instances), closed and dropped however the test ends. */
+async function withTwoInstances(fn: (a: Store, b: Store) => Promise<void>): Promise<void> {
+  const backend = postgresBackend(PG_URL!);
+  const a = await backend.open();
+  const b = await backend.reopen();
+  try {
+    await fn(a, b);
+  } finally {
     await a.close();
     await b.close();
     await backend.cleanup();
-  });
+  }
+}
 
-  test('an instance whose lock connection is cut takes its lock again, and its claims are again left alone', async () => {
-    const backend = postgresBackend(PG_URL!);
-    const a = await backend.open();
-    const b = await backend.reopen();
-    // the backend holding a's liveness lock (a bigint advisory key shows in pg_locks as classid << 32 | objid)
-    const holder = async (): Promise<number | undefined> =>
-      (
-        await b.db.query<{ pid: number }>(
-          `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted
-             AND ((classid::bigint << 32) | objid::bigint) = hashtextextended('instance|' || $1::text, 0)`,
-          [a.inbox.instance],
-        )
-      )[0]?.pid;
-    try {
+(PG_URL ? describe : describe.skip)('two gateway instances on one PostgreSQL', () => {
+  test('each entry is processed exactly once when two instances drain the inbox at the same time', () =>
+    withTwoInstances(async (a, b) => {
+      const n = 60;
+      for (let i = 0; i < n; i++) await a.inbox.receive({ channel: 'fhir', payload: Buffer.from(`{"n":${i}}`), claim: false });
+      const seen: string[] = [];
+      const processor =
+        (store: Store): Processor =>
+        async (entry) => {
+          seen.push(entry.id);
+          const p: Patient = { resourceType: 'Patient', id: `inst-${entry.id}` };
+          const r = await store.repo.update(p);
+          return { status: 'processed', produced: [`Patient/${r.resource.id}`] };
+        };
+      const wa = new InboxWorker(a, { fhir: processor(a) }, silentLogger);
+      const wb = new InboxWorker(b, { fhir: processor(b) }, silentLogger);
+      const [na, nb] = await Promise.all([wa.drain(), wb.drain()]);
+      expect(na + nb).toBe(n);
+      expect(na).toBeGreaterThan(0);
+      expect(nb).toBeGreaterThan(0);
+      expect(new Set(seen).size).toBe(n);
+      expect(seen).toHaveLength(n);
+      const versions = await a.db.query<{ n: string }>(`SELECT count(*)::text AS n FROM resource_version WHERE resource_type = 'Patient'`);
+      expect(Number(versions[0].n)).toBe(n); // one version each: nothing was processed twice
+    }));
+
+  test('an instance whose lock connection is cut takes its lock again, and its claims are again left alone', () =>
+    withTwoInstances(async (a, b) => {
+      // the backend holding a's liveness lock (a bigint advisory key shows in pg_locks as classid << 32 | objid)
+      const holder = async (): Promise<number | undefined> =>
+        (
+          await b.db.query<{ pid: number }>(
+            `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted
+               AND ((classid::bigint << 32) | objid::bigint) = hashtextextended('instance|' || $1::text, 0)`,
+            [a.inbox.instance],
+          )
+        )[0]?.pid;
       await a.inbox.receive({ channel: 'fhir', payload: Buffer.from('{"cut":1}') });
       const pid = await holder();
       expect(pid).toBeDefined();
@@ -199,18 +205,10 @@ describe('embedded inbox: claims of an earlier process', () => {
       expect(again).toBeDefined();
       expect(again).not.toBe(pid);
       expect(await b.inbox.claim()).toBeUndefined();
-    } finally {
-      await a.close();
-      await b.close();
-      await backend.cleanup();
-    }
-  });
+    }));
 
-  test("an instance's claims are left alone while it lives and taken over as soon as it is gone, lease or not", async () => {
-    const backend = postgresBackend(PG_URL!);
-    const a = await backend.open();
-    const b = await backend.reopen();
-    try {
+  test("an instance's claims are left alone while it lives and taken over as soon as it is gone, lease or not", () =>
+    withTwoInstances(async (a, b) => {
       const { entry } = await a.inbox.receive({ channel: 'fhir', payload: Buffer.from('{"a":1}') }); // claimed by a, lease 120 s
       await a.inbox.receive({ channel: 'fhir', payload: Buffer.from('{"a":2}'), claim: false });
       const byA = await a.inbox.claim(); // a claim made by the worker names its instance too
@@ -225,10 +223,5 @@ describe('embedded inbox: claims of an earlier process', () => {
       expect(byA?.claimedBy).toBe(a.inbox.instance);
       expect(first).toMatchObject({ status: 'processing', attempts: 2, claimedBy: b.inbox.instance });
       expect(second?.claimedBy).toBe(b.inbox.instance);
-    } finally {
-      await a.close();
-      await b.close();
-      await backend.cleanup();
-    }
-  });
+    }));
 });
