@@ -3,13 +3,14 @@
  * resource's seq and merges identical rows of one resource, without touching anything else; migration 4 rebuilds
  * the string index with one row per value (the written form in `exact`), without rows of its own for `phonetic` (name's)
  * or `patient` (subject's pointing at a Patient); migration 5 gives every index row its resource's seq and keys the owner
- * indexes by it; migration 8 lets inbox entries name the instance that claimed them.
+ * indexes by it; migration 8 lets inbox entries name the instance that claimed them; migration 9 makes the identifier
+ * columns compare byte by byte.
  */
 import crypto from 'node:crypto';
 import pg from 'pg';
 import type { Basic } from '@medplum/fhirtypes';
 import { openDb, type Db } from '../../src/store/db.js';
-import { MIGRATIONS, migrate } from '../../src/store/schema.js';
+import { BYTEWISE_COLUMNS, MIGRATIONS, migrate } from '../../src/store/schema.js';
 import { Repository } from '../../src/store/repository.js';
 import { PG_URL } from '../helpers/backends.js';
 
@@ -153,7 +154,7 @@ describe.each(targets)('migration 5 on %s', (_name, open) => {
       await db.query(`INSERT INTO idx_quantity (resource_type, resource_id, param, value, system, code, patient_key) VALUES ('Observation', 'o1', 'value-quantity', 5.5, 'http://unitsofmeasure.org', 'mmol/L', 'p1')`);
       await db.query(`INSERT INTO idx_reference (resource_type, resource_id, param, target_type, target_id, patient_key, resource_seq) SELECT 'Observation', 'o1', 'subject', 'Patient', 'p1', 'p1', seq FROM resource WHERE id = 'o1'`);
 
-      expect(await migrate(db)).toEqual([5, 6, 7, 8]);
+      expect(await migrate(db)).toEqual([5, 6, 7, 8, 9]);
       for (const t of ['idx_token', 'idx_string', 'idx_date', 'idx_quantity', 'idx_reference']) {
         const rows = await db.query<{ resource_id: string; ok: boolean }>(
           `SELECT x.resource_id, x.resource_seq = (SELECT seq FROM resource r WHERE r.resource_type = x.resource_type AND r.id = x.resource_id) AS ok FROM ${t} x`,
@@ -231,11 +232,41 @@ describe.each(targets)('migration 8 on %s', (_name, open) => {
       ];
       const call14 = `SELECT * FROM inbox_receive($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz, $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::boolean[], $14::integer)`;
       await db.query(call14, args('old'));
-      expect(await migrate(db)).toEqual([8]);
+      expect(await migrate(db)).toEqual([8, 9]);
       await db.query(call14.replace('$14::integer)', '$14::integer, $15::text)'), args('new', 'instance-1'));
       const rows = await db.query<{ id: string; claimed_by: string | null }>(`SELECT id, claimed_by FROM inbox ORDER BY id`);
       expect(rows).toEqual([{ id: 'new', claimed_by: 'instance-1' }, { id: 'old', claimed_by: null }]);
       await expect(db.query(call14, args('again'))).rejects.toThrow(/does not exist/); // one inbox_receive, the new one
+      expect(await migrate(db)).toEqual([]);
+    } finally {
+      await db.close();
+      await drop();
+    }
+  });
+});
+
+describe.each(targets)('migration 9 on %s', (_name, open) => {
+  test('identifier columns compare byte by byte; every index is rebuilt and still serves search', async () => {
+    const { db, drop } = await open();
+    try {
+      await schemaAt(db, 8);
+      const repo = new Repository(db, {});
+      const saved = (await repo.create<Basic>({ resourceType: 'Basic', code: { coding: [{ system: 'urn:x', code: 'Kõne' }] }, subject: { reference: 'Patient/p1' } })).resource;
+      const indexes = `SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 1`;
+      const before = (await db.query<{ indexname: string }>(indexes)).map((r) => r.indexname);
+      expect(await migrate(db)).toEqual([9]);
+      expect((await db.query<{ indexname: string }>(indexes)).map((r) => r.indexname)).toEqual(before);
+      const cols = await db.query<{ col: string; coll: string }>(
+        `SELECT c.relname || '.' || a.attname AS col, co.collname AS coll FROM pg_attribute a
+         JOIN pg_class c ON c.oid = a.attrelid JOIN pg_collation co ON co.oid = a.attcollation
+         WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped
+           AND a.atttypid = 'text'::regtype`,
+      );
+      const bytewise = new Set(BYTEWISE_COLUMNS.flatMap(([t, cs]) => cs.map((c) => `${t}.${c}`)));
+      expect(cols.filter((c) => bytewise.has(c.col)).map((c) => c.coll)).toEqual([...bytewise].map(() => 'C'));
+      expect(cols.find((c) => c.col === 'resource.content')?.coll).toBe('default');
+      const found = await repo.search({ resourceType: 'Basic', params: [['code', 'urn:x|Kõne'], ['subject', 'Patient/p1']] });
+      expect(found.resources.map((r) => r.id)).toEqual([saved.id]);
       expect(await migrate(db)).toEqual([]);
     } finally {
       await db.close();
