@@ -37,8 +37,7 @@ if (PG_URL) {
 
 describe.each(targets)('migration 3 on %s', (_name, open) => {
   test('reference rows get their resource seq; duplicates of one resource are merged, others kept', async () => {
-    const { db, drop } = await open();
-    try {
+    await onFreshDb(open, async (db) => {
       // the schema as versions 1 and 2 left it
       await db.transaction(async (tx) => {
         await tx.query(`CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
@@ -61,14 +60,22 @@ describe.each(targets)('migration 3 on %s', (_name, open) => {
       );
       expect(rows.map((r) => `${r.resource_id}>${r.target_id}`)).toEqual(['t1>elva', 't1>tartu', 't2>elva']);
       for (const r of rows) expect(r.resource_seq).toBe(r.seq);
-    } finally {
-      await db.close();
-      await drop();
-    }
+    });
   });
 });
 
 /** The schema as the migrations up to `version` left it. */
+/** Runs fn on a new, empty database of a target, closed and dropped however fn ends. */
+async function onFreshDb(open: (typeof targets)[number][1], fn: (db: Db) => Promise<void>): Promise<void> {
+  const { db, drop } = await open();
+  try {
+    await fn(db);
+  } finally {
+    await db.close();
+    await drop();
+  }
+}
+
 async function schemaAt(db: Db, version: number): Promise<void> {
   await db.transaction(async (tx) => {
     await tx.query(`CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
@@ -82,8 +89,7 @@ async function schemaAt(db: Db, version: number): Promise<void> {
 
 describe.each(targets)('migration 4 on %s', (_name, open) => {
   test('string rows are rebuilt from the resources: one per value with its written form, no :exact or phonetic rows', async () => {
-    const { db, drop } = await open();
-    try {
+    await onFreshDb(open, async (db) => {
       await schemaAt(db, 3);
       const patient = { resourceType: 'Patient', id: 'p1', meta: { versionId: '2' }, name: [{ family: 'Õunapuu', given: ['Tõnu'] }], address: [{ postalCode: '61507' }] };
       await db.query(`INSERT INTO resource (resource_type, id, version_id, last_updated, patient_key, content) VALUES ('Patient', 'p1', 2, now(), 'p1', $1)`, [JSON.stringify(patient)]);
@@ -122,17 +128,13 @@ describe.each(targets)('migration 4 on %s', (_name, open) => {
       expect(await ids([['phonetic', 'oun']])).toEqual(['p1']);
       expect(await ids([['family', 'tamm']])).toEqual([]);
       expect(await migrate(db)).toEqual([]);
-    } finally {
-      await db.close();
-      await drop();
-    }
+    });
   });
 });
 
 describe.each(targets)('migration 5 on %s', (_name, open) => {
   test('every index row gets its resource seq, rows of no resource are dropped, the owner indexes are on the seq, the rewritten tables in seq order', async () => {
-    const { db, drop } = await open();
-    try {
+    await onFreshDb(open, async (db) => {
       await schemaAt(db, 4);
       const obs = {
         resourceType: 'Observation',
@@ -185,17 +187,13 @@ describe.each(targets)('migration 5 on %s', (_name, open) => {
       expect(await ids('Observation', [['status', 'final']])).toEqual([]);
       expect(await ids('Observation', [['status', 'amended'], ['value-quantity', 'gt7']])).toEqual(['o1']);
       expect(await migrate(db)).toEqual([]);
-    } finally {
-      await db.close();
-      await drop();
-    }
+    });
   });
 });
 
 describe.each(targets)('migration 6 on %s', (name, open) => {
   test('resource texts and payloads are compressed with lz4 where the server has it; texts read back as written', async () => {
-    const { db, drop } = await open();
-    try {
+    await onFreshDb(open, async (db) => {
       await migrate(db);
       const lz4 = (await db.query<{ lz4: boolean }>(`SELECT 'lz4' = ANY(enumvals) AS lz4 FROM pg_settings WHERE name = 'default_toast_compression'`))[0].lz4;
       // the PostgreSQL here is built with lz4, the embedded store without
@@ -214,17 +212,13 @@ describe.each(targets)('migration 6 on %s', (name, open) => {
       expect(comp[0].m).toBe(lz4 ? 'lz4' : 'pglz');
       expect((await repo.read<Basic>('Basic', saved.id!)).code.text).toBe(note);
       expect(await migrate(db)).toEqual([]);
-    } finally {
-      await db.close();
-      await drop();
-    }
+    });
   });
 });
 
 describe.each(targets)('migration 8 on %s', (_name, open) => {
   test('inbox entries get claimed_by; entries stored before keep none; inbox_receive records the claimer', async () => {
-    const { db, drop } = await open();
-    try {
+    await onFreshDb(open, async (db) => {
       await schemaAt(db, 7);
       const args = (id: string, claimer?: string): unknown[] => [
         [id], ['mllp'], ['S'], [id], ['h'], [null], new Date().toISOString(), ['processing'], [null], [Buffer.from('MSH')], [null], [null], [true], 120,
@@ -238,17 +232,13 @@ describe.each(targets)('migration 8 on %s', (_name, open) => {
       expect(rows).toEqual([{ id: 'new', claimed_by: 'instance-1' }, { id: 'old', claimed_by: null }]);
       await expect(db.query(call14, args('again'))).rejects.toThrow(/does not exist/); // one inbox_receive, the new one
       expect(await migrate(db)).toEqual([]);
-    } finally {
-      await db.close();
-      await drop();
-    }
+    });
   });
 });
 
 describe.each(targets)('migration 9 on %s', (_name, open) => {
   test('identifier columns compare byte by byte; every index is rebuilt and still serves search', async () => {
-    const { db, drop } = await open();
-    try {
+    await onFreshDb(open, async (db) => {
       await schemaAt(db, 8);
       const repo = new Repository(db, {});
       const saved = (await repo.create<Basic>({ resourceType: 'Basic', code: { coding: [{ system: 'urn:x', code: 'Kõne' }] }, subject: { reference: 'Patient/p1' } })).resource;
@@ -268,9 +258,6 @@ describe.each(targets)('migration 9 on %s', (_name, open) => {
       const found = await repo.search({ resourceType: 'Basic', params: [['code', 'urn:x|Kõne'], ['subject', 'Patient/p1']] });
       expect(found.resources.map((r) => r.id)).toEqual([saved.id]);
       expect(await migrate(db)).toEqual([]);
-    } finally {
-      await db.close();
-      await drop();
-    }
+    });
   });
 });
