@@ -71,16 +71,27 @@ async function openPostgres(url: string, schema: string | undefined, max: number
     query: (sql, params) => q(pool, sql, params),
     async transaction(fn) {
       const client = await pool.connect();
+      // A connection lost while checked out (the backend terminated, the server restarted) makes the client emit
+      // 'error' besides failing the statement in flight; unheard, that event would end the process. It is heard
+      // here, and the dead client is released with its error so the pool drops it instead of lending it again.
+      let lost: Error | undefined;
+      const onError = (err: Error): void => {
+        lost = err;
+      };
+      client.on('error', onError);
       try {
         await client.query('BEGIN');
         const result = await fn({ query: (sql, params) => q(client, sql, params) });
         await client.query('COMMIT');
         return result;
       } catch (err) {
-        await client.query('ROLLBACK').catch(() => undefined);
+        await client.query('ROLLBACK').catch((e: Error) => {
+          lost ??= e;
+        });
         throw err;
       } finally {
-        client.release();
+        client.off('error', onError);
+        client.release(lost);
       }
     },
     holdLock: (key) => holdLock(u.toString(), key),
