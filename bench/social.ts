@@ -4,7 +4,8 @@
  * every row is committed to the shared plans. Rows/s, and the process's peak RSS sampled every 50 ms — for a
  * small and a large file, so "memory flat in file size" is a measured statement.
  *
- *   BENCH_ROWS (100000) rows in the large file, BENCH_PEOPLE_PER_ROW (0.5) people per row (two decisions each).
+ *   BENCH_ROWS (100000) rows in the large file, BENCH_PEOPLE_PER_ROW (0.5) people per row (two decisions each);
+ *   IMPORT_WORKERS as for the gateway (default by cores: none on two).
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -83,10 +84,18 @@ function post(url: string, body: Buffer): Promise<{ status: number; body: string
 export async function benchSocial(opts: { label: string; databaseUrl?: string }): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cg-bench-social-'));
   const schema = opts.databaseUrl ? `cg_bench_${crypto.randomBytes(4).toString('hex')}` : undefined;
-  const config = loadConfig({ PORT: '0', MLLP_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, ...(opts.databaseUrl ? { DATABASE_URL: opts.databaseUrl } : {}) });
+  const config = loadConfig({
+    PORT: '0',
+    MLLP_PORT: '0',
+    HOST: '127.0.0.1',
+    DATA_DIR: dir,
+    ...(opts.databaseUrl ? { DATABASE_URL: opts.databaseUrl } : {}),
+    ...(process.env.IMPORT_WORKERS ? { IMPORT_WORKERS: process.env.IMPORT_WORKERS } : {}),
+  });
   const gw = await startGateway(config, silentLogger, { schema });
   const url = `http://127.0.0.1:${gw.http.port}/social-care/tartu-linn`;
-  console.log(`\nsocial-care import on ${opts.label} (POST /social-care/tartu-linn, committed to the shared plans)`);
+  const workers = opts.databaseUrl && config.importWorkers > 0 ? `, ${config.importWorkers} import workers` : '';
+  console.log(`\nsocial-care import on ${opts.label}${workers} (POST /social-care/tartu-linn, committed to the shared plans)`);
   const large = Number(process.env.BENCH_ROWS ?? 100_000);
   const perRow = Number(process.env.BENCH_PEOPLE_PER_ROW ?? 0.5);
   try {

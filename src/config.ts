@@ -2,6 +2,7 @@
  * Configuration from the environment, per ../shared/interfaces.md (the public contract).
  * Read once at start; nothing else reads process.env.
  */
+import os from 'node:os';
 import path from 'node:path';
 
 export interface Config {
@@ -33,6 +34,8 @@ export interface Config {
   mllpAllowedSenders?: string;
   /** MLLP over TLS: PEM files (MLLP_TLS_CERT, MLLP_TLS_KEY; MLLP_TLS_CA turns on client certificates) */
   mllpTls?: { cert: string; key: string; ca?: string };
+  /** worker threads for municipal imports on PostgreSQL (IMPORT_WORKERS; 0: the lanes run in the process) */
+  importWorkers: number;
   /** page size when a search names no _count */
   defaultPageSize: number;
   maxPageSize: number;
@@ -84,9 +87,25 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       : undefined,
     mllpAllowedSenders: env.MLLP_ALLOWED_SENDERS || undefined,
     mllpTls: env.MLLP_TLS_CERT || env.MLLP_TLS_KEY ? mllpTls(env) : undefined,
+    importWorkers: importWorkers(env),
     defaultPageSize: int(env, 'DEFAULT_PAGE_SIZE', 20),
     maxPageSize: int(env, 'MAX_PAGE_SIZE', 1000),
   };
+}
+
+/**
+ * Import workers (src/social/workers.ts): none below four cores (on two they ran no faster than the lanes in the
+ * process); from four, one a core but the process's own, at most four (a lane keeps about one core busy: its
+ * thread and its database backend take turns). At most 8 when set.
+ */
+export function defaultImportWorkers(cores = os.availableParallelism()): number {
+  return cores >= 4 ? Math.min(4, cores - 1) : 0;
+}
+
+function importWorkers(env: NodeJS.ProcessEnv): number {
+  const n = int(env, 'IMPORT_WORKERS', defaultImportWorkers());
+  if (n > 8) throw new Error(`IMPORT_WORKERS must be at most 8, got ${n}`);
+  return n;
 }
 
 function mllpTls(env: NodeJS.ProcessEnv): Config['mllpTls'] {

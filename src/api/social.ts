@@ -9,11 +9,12 @@ import type { Store } from '../store/index.js';
 import { socialMapping, socialSources } from '../social/mapping.js';
 import { importStored } from '../social/import.js';
 import type { Route } from './http.js';
+import type { ImportWorkers } from '../social/workers.js';
 
 const CSV_TYPES = new Set(['text/csv', 'text/plain', 'application/csv', 'application/vnd.ms-excel', 'application/octet-stream', '']);
 const JSON_TYPES = new Set(['application/json', 'text/json', 'application/octet-stream', '']);
 
-export function socialCareRoute(store: Store, maxBodyBytes: number): { method: string; pattern: RegExp; handler: Route; maxBodyBytes: number } {
+export function socialCareRoute(store: Store, maxBodyBytes: number, workers?: ImportWorkers): { method: string; pattern: RegExp; handler: Route; maxBodyBytes: number } {
   return {
     method: 'POST',
     pattern: /^\/social-care\/([^/]+)$/,
@@ -32,7 +33,7 @@ export function socialCareRoute(store: Store, maxBodyBytes: number): { method: s
       }
       if (req.body.length === 0) throw new OutcomeError('structure', 'the body is empty; send the export file', 'body');
       const { entry } = await store.inbox.receive({ channel: 'social-care', payload: req.body, sender: source, contentType: ct || undefined });
-      const report = await importStored(store, mapping, entry.id, req.body);
+      const report = await importStored(store, mapping, entry.id, req.body, { workers });
       const status = report.error ? 400 : report.status === 'rejected' ? 422 : 200;
       return {
         status,

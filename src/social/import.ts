@@ -8,10 +8,11 @@
 import os from 'node:os';
 import { OutcomeError, toOutcomeError } from '../fhir/outcome.js';
 import type { Store } from '../store/index.js';
-import type { Writer } from '../store/repository.js';
+import type { Repository } from '../store/repository.js';
 import { assemble, assembleMany } from '../careplan/assemble.js';
 import { inUnitOfWork } from '../store/unit-of-work.js';
 import { checkRecord, contributionFor, type Decision, type RowError } from './convert.js';
+import type { ImportWorkers } from './workers.js';
 import { readRecords } from './records.js';
 import { socialMapping, type SocialMapping } from './mapping.js';
 import type { InboxEntry } from '../store/inbox.js';
@@ -49,7 +50,13 @@ function laneOf(isikukood: string, n: number): number {
 /** a report lists at most this many rejected rows (the count is always exact) */
 const MAX_LISTED = 10_000;
 
-export async function importStored(store: Store, mapping: SocialMapping, inboxId: string, bytes: Buffer): Promise<ImportReport> {
+export async function importStored(
+  store: Store,
+  mapping: SocialMapping,
+  inboxId: string,
+  bytes: Buffer,
+  opts: { workers?: ImportWorkers } = {},
+): Promise<ImportReport> {
   const report: ImportReport = {
     resourceType: 'SocialCareImportReport',
     source: mapping.source,
@@ -66,29 +73,16 @@ export async function importStored(store: Store, mapping: SocialMapping, inboxId
   // Rows go to lanes by person: one person's rows are always in the same lane, in file order, so lanes never wait
   // on each other's per-person locks. PostgreSQL runs the lanes' transactions side by side on the pool; the
   // embedded store has one connection, so one lane. Memory: at most LANES × BATCH rows in flight.
-  const lanes = Array.from({ length: store.db.kind === 'postgres' ? LANES : 1 }, () => ({ batch: [] as Decision[], busy: Promise.resolve() }));
-  const commit = async (rows: Decision[]): Promise<void> => {
-    try {
-      // one unit of work per batch: every person's plan read ahead in one statement, all writes in one batch;
-      // a row whose content the store refuses (a state rule, validation) is undone alone and reported
-      const results = await inUnitOfWork(store.repo, (w) => assembleMany(w, rows.map((d) => contributionFor(mapping, d, inboxId))));
-      results.forEach((r, k) => {
-        if (r instanceof OutcomeError) return rowFailed(rows[k], r);
-        report.rows.accepted++;
-        if (r.written.length > 0) report.rows.changed++;
-      });
-    } catch (err) {
-      // the batch as a whole failed (a concurrent change, a deadlock on a shared resource): each row alone
-      if (rows.length === 1) return rowFailed(rows[0], err);
-      for (const d of rows) {
-        try {
-          report.rows.changed += await store.repo.transaction((w) => importOne(w, mapping, d, inboxId));
-          report.rows.accepted++;
-        } catch (e) {
-          rowFailed(d, e);
-        }
-      }
-    }
+  // With import workers (IMPORT_WORKERS) each lane is one worker thread, so assembling uses more than one core.
+  const count = opts.workers ? opts.workers.size : store.db.kind === 'postgres' ? LANES : 1;
+  const lanes = Array.from({ length: count }, (_, n) => ({ n, batch: [] as Decision[], busy: Promise.resolve() }));
+  const commit = async (lane: number, rows: Decision[]): Promise<void> => {
+    const outcomes = opts.workers ? await opts.workers.run(lane, { source: mapping.source, inboxId, rows }) : await commitRows(store.repo, mapping, rows, inboxId);
+    outcomes.forEach((o, k) => {
+      if ('rejected' in o) return reject({ row: rows[k].row, at: rows[k].at, field: 'row', reason: o.rejected });
+      report.rows.accepted++;
+      if (o.changed) report.rows.changed++;
+    });
   };
   const flush = async (lane: (typeof lanes)[number]): Promise<void> => {
     if (lane.batch.length === 0) return;
@@ -96,16 +90,11 @@ export async function importStored(store: Store, mapping: SocialMapping, inboxId
     lane.batch = [];
     await lane.busy; // this lane's previous batch first: a person's rows land in file order
     if (failure) throw failure;
-    lane.busy = commit(rows).catch((e: unknown) => {
+    lane.busy = commit(lane.n, rows).catch((e: unknown) => {
       failure ??= e;
     });
   };
   let failure: unknown;
-  const rowFailed = (d: Decision, err: unknown): void => {
-    const e = toOutcomeError(err);
-    if (e.category === 'fault' || e.category === 'busy') throw err;
-    reject({ row: d.row, at: d.at, field: 'row', reason: e.message });
-  };
 
   try {
     for (const raw of readRecords(mapping, bytes)) {
@@ -141,13 +130,41 @@ export async function importStored(store: Store, mapping: SocialMapping, inboxId
   return report;
 }
 
-async function importOne(w: Writer, mapping: SocialMapping, d: Decision, inboxId: string): Promise<number> {
-  const r = await assemble(w, contributionFor(mapping, d, inboxId));
-  return r.written.length > 0 ? 1 : 0;
+/** What became of one row of a batch: accepted (and whether it wrote anything), or rejected with the reason. */
+export type RowOutcome = { changed: boolean } | { rejected: string };
+
+/**
+ * Commits one lane's batch: one unit of work (every person's plan read ahead in one statement, all writes in one
+ * batch); a row whose content the store refuses (a state rule, validation) is undone alone and reported. When the
+ * batch as a whole fails (a concurrent change, a deadlock on a shared resource) each row is run alone. Errors of
+ * the store itself ('fault', 'busy') are thrown: the file is not finished and can be processed again.
+ */
+export async function commitRows(repo: Repository, mapping: SocialMapping, rows: Decision[], inboxId: string): Promise<RowOutcome[]> {
+  const refused = (err: unknown): RowOutcome => {
+    const e = toOutcomeError(err);
+    if (e.category === 'fault' || e.category === 'busy') throw err;
+    return { rejected: e.message };
+  };
+  try {
+    const results = await inUnitOfWork(repo, (w) => assembleMany(w, rows.map((d) => contributionFor(mapping, d, inboxId))));
+    return results.map((r) => (r instanceof OutcomeError ? refused(r) : { changed: r.written.length > 0 }));
+  } catch (err) {
+    if (rows.length === 1) return [refused(err)];
+    const out: RowOutcome[] = [];
+    for (const d of rows) {
+      try {
+        const r = await repo.transaction((w) => assemble(w, contributionFor(mapping, d, inboxId)));
+        out.push({ changed: r.written.length > 0 });
+      } catch (e) {
+        out.push(refused(e));
+      }
+    }
+    return out;
+  }
 }
 
 /** The worker's processor for stored social-care files (start-up recovery, $reprocess). */
-export function socialProcessor(store: Store): (entry: InboxEntry & { payload: Buffer }) => Promise<void> {
+export function socialProcessor(store: Store, workers?: ImportWorkers): (entry: InboxEntry & { payload: Buffer }) => Promise<void> {
   return async (entry) => {
     const mapping = entry.sender ? socialMapping(entry.sender) : undefined;
     if (!mapping) {
@@ -155,6 +172,6 @@ export function socialProcessor(store: Store): (entry: InboxEntry & { payload: B
       await store.inbox.finish(entry.id, { status: 'rejected', reason: e.message, outcome: e.outcome });
       return;
     }
-    await importStored(store, mapping, entry.id, entry.payload);
+    await importStored(store, mapping, entry.id, entry.payload, { workers });
   };
 }

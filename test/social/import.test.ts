@@ -10,7 +10,7 @@ import iconv from 'iconv-lite';
 import type { Bundle, CarePlan, CareTeam, OperationOutcome, Practitioner, Provenance, RelatedPerson, ServiceRequest } from '@medplum/fhirtypes';
 import type { Gateway } from '../../src/app.js';
 import type { ImportReport } from '../../src/social/import.js';
-import { backends, tempDir } from '../helpers/backends.js';
+import { backends, postgresBackend, PG_URL, tempDir, type Backend } from '../helpers/backends.js';
 import { useGateway } from '../helpers/gateway.js';
 
 const EXAMPLES = path.resolve('mappings/social/examples');
@@ -30,9 +30,16 @@ function tartuRow(v: Partial<Record<string, string>>): string {
 const good = (n: number, extra: Partial<Record<string, string>> = {}) =>
   tartuRow({ 'Otsuse nr': `T-${n}`, Isikukood: '35602281007', Teenus: 'Koduteenus', Algus: '01.12.2026', Maht: '2,5', Ühik: 'tundi', Periood: 'nädalas', Juhtumitöötaja: 'Mari Tamm', Ametikoht: 'sotsiaaltöötaja', ...extra });
 
-describe.each(backends())('social-care import on %s', (_name, makeBackend) => {
+/**
+ * Every test on every backend, and on PostgreSQL once more with the lanes in two import worker threads
+ * (IMPORT_WORKERS=2; src/social/workers.ts): the same reports, plans and refusals, the mappings folder included.
+ */
+const variants: [string, () => Backend, string][] = backends().map(([name, make]) => [name, make, '0']);
+if (PG_URL) variants.push(['postgres with two import workers', () => postgresBackend(PG_URL!), '2']);
+
+describe.each(variants)('social-care import on %s', (_name, makeBackend, workers) => {
   const extraMappings = tempDir('cg-social-maps-');
-  const suite = useGateway(makeBackend, { SOCIAL_MAPPINGS_DIR: extraMappings });
+  const suite = useGateway(makeBackend, { SOCIAL_MAPPINGS_DIR: extraMappings, IMPORT_WORKERS: workers });
   let gw: Gateway;
   let base: string;
   let url: string;
