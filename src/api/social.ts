@@ -2,7 +2,8 @@
  * Municipal social-care records: `POST /social-care/{source}` with a CSV or JSON export (../shared/interfaces.md).
  * The file is stored whole in the inbox (committed) before anything else; then its rows are imported and the
  * answer is the import report: 200 when rows were accepted (rejected ones listed with row, field and reason),
- * 422 when every row was rejected, 400 when the file itself cannot be read, 404 for an unknown source.
+ * 422 when every row was rejected, 400 when the file itself cannot be read, 404 for an unknown source; when the
+ * store fails during the import, the error (500/503), and the stored file is imported again by the inbox worker.
  */
 import { OutcomeError } from '../fhir/outcome.js';
 import type { Store } from '../store/index.js';
@@ -33,7 +34,16 @@ export function socialCareRoute(store: Store, maxBodyBytes: number, workers?: Im
       }
       if (req.body.length === 0) throw new OutcomeError('structure', 'the body is empty; send the export file', 'body');
       const { entry } = await store.inbox.receive({ channel: 'social-care', payload: req.body, sender: source, contentType: ct || undefined });
-      const report = await importStored(store, mapping, entry.id, req.body, { workers });
+      let report;
+      try {
+        report = await importStored(store, mapping, entry.id, req.body, { workers });
+      } catch (err) {
+        // the store failed (a lost connection, a conflict that did not clear): the file stays stored and goes back to
+        // the inbox worker, which imports it again within a second (rows already committed are unchanged then); a
+        // failure that repeats leaves it `failed` with its reason, for $reprocess
+        await store.inbox.requeue(entry.id).catch(() => undefined);
+        throw err;
+      }
       const status = report.error ? 400 : report.status === 'rejected' ? 422 : 200;
       return {
         status,

@@ -17,6 +17,7 @@ import { planIdFor } from '../../src/careplan/assemble.js';
 import { OutcomeError } from '../../src/fhir/outcome.js';
 import type { Store } from '../../src/store/index.js';
 import { PG_URL, postgresBackend, type Backend } from '../helpers/backends.js';
+import { useGateway } from '../helpers/gateway.js';
 
 describe('IMPORT_WORKERS', () => {
   test('none below four cores, then one a core but the process own, at most four', () => {
@@ -107,5 +108,81 @@ onPostgres('import workers on PostgreSQL', () => {
 
   test('a worker that cannot open the store stops the start, saying why', async () => {
     await expect(ImportWorkers.start(1, { databaseUrl: 'postgres://postgres@127.0.0.1:1/test' })).rejects.toThrow(/import worker failed: .*ECONNREFUSED/);
+  });
+});
+
+/** Waits until a backend waits for the advisory lock `key` (held by `holder`) and terminates that backend. */
+async function terminateWaiter(holder: pg.Client, key: string): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    const rows = await holder.query<{ pid: number }>(
+      `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+         AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0)`,
+      [key],
+    );
+    if (rows.rows[0]) {
+      await holder.query('SELECT pg_terminate_backend($1)', [rows.rows[0].pid]);
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`nobody waited for ${key}`);
+}
+
+/**
+ * Nothing lost when the store fails in the middle of an import, with the lanes in the process and in a worker. A
+ * batch whose connection is lost is run again row by row, so one lost connection costs nothing; when the retry
+ * fails too, the POST fails with a server error and the stored file goes back to the inbox worker, which imports it.
+ */
+const modes: [string, string][] = [
+  ['in the process', '0'],
+  ['in a worker', '1'],
+];
+(PG_URL ? describe.each(modes) : describe.skip.each(modes))('a connection lost during an import, lanes %s', (_mode, workers) => {
+  const suite = useGateway(() => postgresBackend(PG_URL!), { IMPORT_WORKERS: workers });
+  const mapping = socialMapping('tartu-linn')!;
+  const file = fs.readFileSync(path.resolve('mappings/social/examples/tartu-linn.csv'));
+  const first = checkRecord(mapping, [...readRecords(mapping, file)][0], '2026-11-20').decision!;
+  const lockKey = `plan|${contributionFor(mapping, first, 'x').patient.id!}`;
+
+  /** posts the file while the first person's plan is locked; `losses` connections waiting for it are cut */
+  async function postLosing(losses: number): Promise<Response> {
+    const holder = new pg.Client({ connectionString: PG_URL });
+    await holder.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [lockKey]);
+      const posted = fetch(`${suite.url}/social-care/tartu-linn`, { method: 'POST', headers: { 'Content-Type': 'text/csv' }, body: new Uint8Array(file) });
+      for (let n = 0; n < losses; n++) await terminateWaiter(holder, lockKey);
+      await holder.query('ROLLBACK');
+      return await posted;
+    } finally {
+      await holder.end();
+    }
+  }
+
+  test('lost again on the retry: the POST fails, the file is imported again from the inbox, every row lands', async () => {
+    const res = await postLosing(2);
+    expect(res.status).toBe(500);
+    expect(((await res.json()) as { resourceType: string }).resourceType).toBe('OperationOutcome');
+    // the inbox worker (polling every second) imports the stored file again
+    let entry: { id: string; status: string } | undefined;
+    for (let i = 0; i < 100 && entry?.status !== 'processed'; i++) {
+      const list = (await (await fetch(`${suite.url}/admin/messages?channel=social-care`)).json()) as { entries: { id: string; status: string }[] };
+      expect(list.entries).toHaveLength(1);
+      entry = list.entries[0];
+      if (entry.status !== 'processed') await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(entry?.status).toBe('processed');
+    const one = (await (await fetch(`${suite.url}/admin/messages/${entry!.id}`)).json()) as { attempts: number; outcome: { rows: unknown } };
+    expect(one.attempts).toBe(2);
+    expect(one.outcome.rows).toMatchObject({ total: 4, accepted: 4, rejected: 0 });
+    const plans = (await (await fetch(`${suite.base}/CarePlan?_summary=count`)).json()) as { total: number };
+    expect(plans.total).toBe(4);
+  });
+
+  test('lost once: the batch is run again row by row and the POST answers with the full report', async () => {
+    const res = await postLosing(1);
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { rows: unknown }).rows).toEqual({ total: 4, accepted: 4, rejected: 0, changed: 0 });
   });
 });
