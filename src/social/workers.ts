@@ -82,9 +82,9 @@ class Lane {
         this.pending.clear();
       };
       worker.on('error', (err) => gone(new OutcomeError('fault', `import worker failed: ${err.message}`)));
-      worker.on('exit', (code) => {
-        if (!this.closing) gone(new OutcomeError('fault', `import worker exited (code ${code})`));
-      });
+      worker.on('exit', (code) =>
+        gone(this.closing ? new OutcomeError('busy', 'the gateway is shutting down') : new OutcomeError('fault', `import worker exited (code ${code})`)),
+      );
     });
     return this.ready;
   }
