@@ -20,7 +20,8 @@ const reply = (m: WorkerReply): void => port.postMessage(m);
 
 setSocialMappingsDir(setup.socialMappingsDir);
 resourceTypes();
-prepareValidation();
+// the validators of what a municipal record becomes are compiled now, not during the first import's batches
+prepareValidation('Patient', 'Organization', 'Practitioner', 'ServiceRequest', 'RelatedPerson', 'CarePlan', 'CareTeam', 'Provenance');
 searchParamsFor('Patient');
 releaseDefinitions();
 // one lane runs one transaction at a time: one connection
