@@ -17,7 +17,7 @@ import { planIdFor } from '../../src/careplan/assemble.js';
 import { OutcomeError } from '../../src/fhir/outcome.js';
 import type { Store } from '../../src/store/index.js';
 import { PG_URL, postgresBackend, type Backend } from '../helpers/backends.js';
-import { useGateway } from '../helpers/gateway.js';
+import { killed, spawnGateway, useGateway } from '../helpers/gateway.js';
 
 describe('IMPORT_WORKERS', () => {
   test('none below four cores, then one a core but the process own, at most four', () => {
@@ -184,5 +184,27 @@ const modes: [string, string][] = [
     const res = await postLosing(1);
     expect(res.status).toBe(200);
     expect(((await res.json()) as { rows: unknown }).rows).toEqual({ total: 4, accepted: 4, rejected: 0, changed: 0 });
+  });
+});
+
+/** The built gateway (`node dist/src/main.js`) as deployed: its workers run the built worker script. */
+(PG_URL ? describe : describe.skip)('the built gateway with IMPORT_WORKERS', () => {
+  test('starts its workers, imports through them, and stops cleanly on SIGTERM', async () => {
+    const backend = postgresBackend(PG_URL!);
+    await backend.open().then((s) => s.close());
+    try {
+      const gw = await spawnGateway({ ...backend.env(), IMPORT_WORKERS: '2' });
+      try {
+        expect(gw.logs.some((l) => l.includes('"import workers started"') && l.includes('"workers":2'))).toBe(true);
+        const file = fs.readFileSync(path.resolve('mappings/social/examples/tartu-linn.csv'));
+        const res = await fetch(`${gw.url}/social-care/tartu-linn`, { method: 'POST', headers: { 'Content-Type': 'text/csv' }, body: new Uint8Array(file) });
+        expect(res.status).toBe(200);
+        expect(((await res.json()) as { rows: unknown }).rows).toEqual({ total: 4, accepted: 4, rejected: 0, changed: 4 });
+      } finally {
+        expect(await killed(gw.proc, 'SIGTERM')).toBe(0);
+      }
+    } finally {
+      await backend.cleanup();
+    }
   });
 });
