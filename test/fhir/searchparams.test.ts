@@ -188,6 +188,11 @@ test('dates, references and strings are normalised', () => {
   expect(splitReference('#p1')).toBeUndefined();
   expect(splitReference('urn:uuid:0b8c6c1e-7d1e-4a1c-9c55-1f4b8d2f1d11')).toBeUndefined();
   expect(splitReference('Nope/1')).toBeUndefined();
+  // shapes that are not a plain `Type/id` (with an optional version) are not index rows
+  for (const bad of ['Patient', '/1', 'Patient/', 'Patient/1/', 'Patient/1/x', 'Patient/1/_history/', 'Patient/1/_history/2/x', 'Patient/1/_history/2/_history/3', 'Patient/1 2', 'Patient/' + 'x'.repeat(65)]) {
+    expect([bad, splitReference(bad)]).toEqual([bad, undefined]);
+  }
+  expect(splitReference('Patient/a-B.9/_history/x1')).toEqual(['Patient', 'a-B.9']);
   expect(normalizeString('  Õunapuu-Šmidt ')).toBe('ounapuu-smidt');
 });
 
