@@ -9,9 +9,11 @@
  * batches exactly as the in-process lanes do (`commitRows`) and answers with each row's outcome. The report, the
  * inbox entry and everything else stay in the process.
  *
- * A worker costs a thread, a database connection and its own copy of the validators (~100 MB), and on two cores
- * it ran no faster than the lanes in process (three threads and the database on two cores), so by default there
- * are workers only from four cores on: IMPORT_WORKERS (README "Configuration") sets the number, 0 for none.
+ * A lane works in turns (its thread assembles a batch, then PostgreSQL writes it), so one runs at about
+ * 1 ÷ (gateway + database CPU a row) and each worker adds that much while there are cores for it. A worker costs a
+ * thread, a database connection and its own heap, validators and definitions (~120 MB at rest, ~275 MB during an
+ * import); on two cores, where the lanes in the process already keep both busy, it gained little, so by default
+ * there are workers only from four cores on: IMPORT_WORKERS (README "Configuration") sets the number, 0 for none.
  * Only with PostgreSQL: the embedded store belongs to the process that opened it.
  */
 import { Worker } from 'node:worker_threads';
