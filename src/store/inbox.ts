@@ -211,20 +211,12 @@ export class Inbox {
           status = 'rejected';
           reason = duplicateReason(p, original?.id);
         }
-        const rec: JournalRecord = {
-          id: p.id,
-          channel: p.input.channel,
-          sender: p.sender,
-          controlId: p.controlId,
-          contentHash: p.contentHash,
-          contentType: p.input.contentType ?? null,
-          receivedAt,
-          status: status === 'processing' ? 'received' : status,
-          reason,
-          duplicateOf: duplicate === 'different' ? (original?.id ?? null) : null,
-          payload: this.journal ? p.input.payload.toString('base64') : '',
-        };
-        const entry = newEntry(p, receivedAt, status, reason, rec.duplicateOf, this.instance);
+        const entry = newEntry(p, receivedAt, status, reason, duplicate === 'different' ? (original?.id ?? null) : null, this.instance);
+        // the journal keeps what the row needs to be re-inserted; a claim does not outlive the process
+        const { id, channel, sender, controlId, contentHash, contentType, duplicateOf } = entry;
+        const recStatus = status === 'processing' ? 'received' : status;
+        const payload = this.journal ? p.input.payload.toString('base64') : '';
+        const rec: JournalRecord = { id, channel, sender, controlId, contentHash, contentType, receivedAt, status: recStatus, reason, duplicateOf, payload };
         // a later message of this batch with the same key is a retransmission of this one
         if (key && duplicate === 'none') earlier.set(key, entry);
         rows.push({ rec, status, payload: p.input.payload, ack: entry.ack, outcome: entry.outcome });
