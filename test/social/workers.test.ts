@@ -77,18 +77,7 @@ onPostgres('import workers on PostgreSQL', () => {
       await holder.query('BEGIN');
       await holder.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`plan|${patientId}`]);
       const pending = workers.run(0, { source: 'tartu-linn', inboxId: 'inbox-w3', rows: [d] });
-      let pid: number | undefined;
-      for (let i = 0; i < 200 && pid === undefined; i++) {
-        const rows = await holder.query<{ pid: number }>(
-          `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
-             AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0)`,
-          [`plan|${patientId}`],
-        );
-        pid = rows.rows[0]?.pid;
-        if (pid === undefined) await new Promise((r) => setTimeout(r, 25));
-      }
-      expect(pid).toBeDefined();
-      await holder.query('SELECT pg_terminate_backend($1)', [pid]);
+      await terminateWaiter(holder, `plan|${patientId}`);
       const err = await pending.then(
         () => undefined,
         (e: unknown) => e,
