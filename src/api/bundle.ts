@@ -64,7 +64,13 @@ export function planBundle(body: unknown): { type: 'transaction' | 'batch'; entr
     if (!method || !(method in ORDER)) return bad(i, `request.method must be GET, POST, PUT or DELETE`, '.request.method');
     if (!url) return bad(i, 'request.url is required', '.request.url');
     const [pathPart, query] = splitUrl(url);
-    const segs = pathPart.split('/').filter(Boolean);
+    let segs: string[];
+    try {
+      // one canonical form before anything looks at it: no empty segments (a leading or trailing slash), escapes decoded
+      segs = pathPart.split('/').filter(Boolean).map(decodeURIComponent);
+    } catch {
+      return bad(i, 'request.url has a malformed percent escape', '.request.url');
+    }
     const type = segs[0];
     if (!isResourceType(type)) return bad(i, `"${type}" is not a FHIR R4 resource type`, '.request.url');
     const p: PlannedEntry = { index: i, method, url, type, fullUrl: e.fullUrl, resource: e.resource as Resource | undefined };
@@ -135,7 +141,7 @@ export async function checkReferencesExist(w: Writer, r: Resource): Promise<void
   });
   wanted.delete(`${r.resourceType}/${r.id}`);
   if (wanted.size === 0) return;
-  const found = await w.readMany([...wanted].map((k) => k.split('/') as [string, string]));
+  const found = await w.exists([...wanted].map((k) => k.split('/') as [string, string]));
   const missing = [...wanted].filter((k) => !found.has(k));
   if (missing.length) {
     throw OutcomeError.fromIssues(
@@ -215,7 +221,7 @@ export async function runTransaction(w: Writer, entries: PlannedEntry[], baseUrl
     });
   }
   if (mustExist.size) {
-    const found = await w.readMany([...mustExist.keys()].map((k) => k.split('/') as [string, string]));
+    const found = await w.exists([...mustExist.keys()].map((k) => k.split('/') as [string, string]));
     const missing = [...mustExist].filter(([k]) => !found.has(k));
     if (missing.length) {
       throw OutcomeError.fromIssues(
@@ -250,7 +256,7 @@ async function runEntry(w: Writer, p: PlannedEntry, matched: Resource | undefine
       return { index: p.index, response: { status: '204 No Content', ...(d.versionId ? { etag: `W/"${d.versionId}"` } : {}) } };
     }
     case 'POST': {
-      if (matched) return done(p.index, { resource: matched, outcome: 'existing' });
+      if (matched) return done(p.index, { resource: await w.shown(matched), outcome: 'existing' });
       return done(p.index, await w.update({ ...p.resource!, id: p.id! }));
     }
     case 'PUT':

@@ -8,7 +8,7 @@ import type { Bundle, BundleEntry, OperationOutcome, Resource } from '../fhir/ty
 import { asQueryError, OutcomeError, toOutcomeError, CATEGORIES, informational } from '../fhir/outcome.js';
 import { isResourceType } from '../fhir/definitions.js';
 import type { Store } from '../store/index.js';
-import { encodeHistoryCursor, type HistoryEntry, type WriteResult } from '../store/repository.js';
+import { encodeHistoryCursor, type CallerRepository, type HistoryEntry, type WriteResult } from '../store/repository.js';
 import { capabilityStatement } from './capability.js';
 import { reshapes, shaper } from './shape.js';
 import { storedText } from '../store/stored.js';
@@ -18,7 +18,7 @@ import { checkReferencesExist, identityId } from './bundle.js';
 import crypto from 'node:crypto';
 import type { Logger } from '../log.js';
 import { Access } from '../auth/access.js';
-import { allows, type Principal } from '../auth/jwt.js';
+import type { Principal } from '../auth/jwt.js';
 import { recordAudit, type AuditInput } from '../auth/audit.js';
 import type { Security } from '../auth/security.js';
 
@@ -37,6 +37,8 @@ export interface FhirRequest {
   access?: Access;
   /** what the audit trail records about this request (filled as it runs) */
   audit?: { interaction: AuditInput['interaction']; patients: Set<string>; what: string[] };
+  /** the store as this caller may see it: every read and write of the request goes through it */
+  repo?: CallerRepository;
 }
 
 export interface FhirResponse {
@@ -70,6 +72,7 @@ export class FhirApi {
     const open = req.method === 'GET' && req.path.replace(/\/+$/, '') === '/metadata';
     if (!security || open) {
       try {
+        req.repo = this.store.repo.as(undefined);
         return await this.route(req);
       } catch (err) {
         return this.errorResponse(err);
@@ -81,23 +84,38 @@ export class FhirApi {
       req.principal = await security.authenticate(req.headers);
       req.caller = req.principal.clientId || req.principal.organization;
       req.access = new Access(this.store.db, req.principal);
+      req.repo = this.store.repo.as(req.access);
       res = await this.route(req);
     } catch (err) {
       res = this.errorResponse(err);
     }
-    // every request is audited, refusals too (after its work is committed, before the answer leaves)
-    await recordAudit(this.store, {
-      interaction: req.audit.interaction,
-      outcome: res.status < 400 ? '0' : res.status < 500 ? '4' : '8',
-      outcomeDesc: res.status >= 400 ? `HTTP ${res.status}` : undefined,
-      principal: req.principal,
-      query: req.method === 'GET' && req.query.size ? `${req.path}?${req.query.toString()}` : req.path,
-      patients: [...req.audit.patients],
-      what: req.audit.what,
-      disclosures: req.access ? [...req.access.disclosures.values()] : [],
-      address: req.remoteAddress,
-    }).catch((e: unknown) => this.opts.logger.error('audit write failed', { error: e instanceof Error ? e.message : String(e) }));
+    // every request is audited, refusals too (after its work is committed, before the answer leaves); every
+    // person whose data the request read or wrote is named, whichever path reached it
+    for (const p of req.access?.touched ?? []) req.audit.patients.add(p);
+    for (const o of req.access?.objects ?? []) req.audit.what.push(o);
+    try {
+      await recordAudit(this.store, {
+        interaction: req.audit.interaction,
+        outcome: res.status < 400 ? '0' : res.status < 500 ? '4' : '8',
+        outcomeDesc: res.status >= 400 ? `HTTP ${res.status}` : undefined,
+        principal: req.principal,
+        query: req.method === 'GET' && req.query.size ? `${req.path}?${req.query.toString()}` : req.path,
+        patients: [...req.audit.patients],
+        what: [...new Set(req.audit.what)].slice(0, 1000),
+        disclosures: req.access ? [...req.access.disclosures.values()] : [],
+        address: req.remoteAddress,
+      });
+    } catch (e) {
+      // fail closed: what cannot be audited is not disclosed
+      this.opts.logger.error('audit write failed', { error: e instanceof Error ? e.message : String(e) });
+      return this.errorResponse(new OutcomeError('fault', 'the request could not be recorded in the audit trail, so nothing is disclosed; try again'));
+    }
     return res;
+  }
+
+  /** The store as this request's caller may see it (set by handle). */
+  private repo(req: FhirRequest): CallerRepository {
+    return req.repo ?? this.store.repo.as(req.access);
   }
 
   /** Errors in a query's values are bad requests (400), not unprocessable content. */
@@ -109,92 +127,10 @@ export class FhirApi {
     }
   }
 
-  /** Scope check (SMART): 403 unless the token's scopes allow `op` on `type`. */
-  private authorize(req: FhirRequest, type: string, op: 'c' | 'r' | 'u' | 'd' | 's'): void {
-    if (!req.principal) return;
-    if (!allows(req.principal, type, op)) throw new OutcomeError('forbidden', `the token's scopes do not allow ${{ c: 'create', r: 'read', u: 'update', d: 'delete', s: 'search' }[op]} on ${type}`);
-  }
-
-  /**
-   * Org-scoped visibility of one resource: 403 when it belongs to a person the caller may not see, when the person's
-   * consent closes it to the caller, or when it is restricted and the caller is not cleared. Returns the copy the
-   * caller may see (redacted where minimum necessary asks for it).
-   */
-  private async mayRead<T extends Resource>(req: FhirRequest, r: T): Promise<T> {
-    if (!req.access) return r;
-    const patient = Access.patientOf(r);
-    if (patient) req.audit?.patients.add(patient);
-    else req.audit?.what.push(`${r.resourceType}/${r.id}`);
-    const d = await req.access.disclose(r);
-    if (d.resource) return d.resource;
-    const who = `${req.principal!.kind} ${req.principal!.organization}`;
-    const why = {
-      'no-relationship': `${who} has no care relationship with this person`,
-      consent: `the person's privacy consent closes this data to ${who}`,
-      restricted: `this data is restricted (security label) and ${who}'s token is not cleared for it`,
-    }[d.refusal!];
-    throw new OutcomeError('forbidden', why);
-  }
-
-  /**
-   * Changing or deleting a stored resource needs the right to see all of it: 403 for a person the caller may not
-   * see, for data closed to it, and for a resource it sees only redacted (it would overwrite what it cannot see).
-   */
-  private async mayChange(req: FhirRequest, existing: Resource): Promise<void> {
-    if (!req.access) return;
-    const shown = await this.mayRead(req, existing);
-    if (shown !== existing) throw new OutcomeError('forbidden', `${req.principal!.kind} ${req.principal!.organization} sees only part of this resource and may not change it`);
-  }
-
-  /** The stored resource a write would replace, or undefined when there is none (or it is deleted). */
-  private async stored(type: string, id: string): Promise<Resource | undefined> {
-    try {
-      return await this.store.repo.read(type, id);
-    } catch (err) {
-      if (err instanceof OutcomeError && (err.category === 'not-found' || err.category === 'gone')) return undefined;
-      throw err;
-    }
-  }
-
-  /** Writes only as oneself: an organisation named as requester or provider must be the caller. */
-  private async asOneself(req: FhirRequest, r: Resource): Promise<void> {
-    if (!req.access || req.principal!.kind === 'coordinator') return;
-    const orgs = await req.access.orgRefs();
-    const named = [(r as { requester?: { reference?: string } }).requester?.reference, (r as { serviceProvider?: { reference?: string } }).serviceProvider?.reference];
-    for (const ref of named) {
-      if (ref?.startsWith('Organization/') && !orgs.has(ref)) throw new OutcomeError('forbidden', `a contribution on behalf of ${ref} is not allowed: write as your own organisation`);
-    }
-  }
-
   /** AuditEvent is written by the server only; AuditEvent and Provenance are never changed or deleted. */
   private appendOnly(type: string, method: string): void {
     if (type === 'AuditEvent' && method !== 'GET') throw new OutcomeError('not-allowed', 'AuditEvent is written by the server only and cannot be created, changed or deleted');
     if (type === 'Provenance' && (method === 'PUT' || method === 'DELETE' || method === 'PATCH')) throw new OutcomeError('not-allowed', 'Provenance cannot be changed or deleted');
-  }
-
-  /** A bundle's entries: scope per entry and "as oneself" (the processing itself checks everything else). */
-  private async checkBundle(req: FhirRequest): Promise<void> {
-    if (!req.principal) return;
-    let b: { entry?: { resource?: Resource; request?: { method?: string; url?: string } }[] };
-    try {
-      b = JSON.parse(req.body?.toString('utf8') ?? '') as typeof b;
-    } catch {
-      return; // processing refuses it with a clear message
-    }
-    for (const e of b.entry ?? []) {
-      const type = e.resource?.resourceType ?? e.request?.url?.split(/[/?]/)[0] ?? '';
-      const method = e.request?.method ?? (e.resource?.id ? 'PUT' : 'POST');
-      this.appendOnly(type, method);
-      this.authorize(req, type, method === 'GET' ? 'r' : method === 'DELETE' ? 'd' : method === 'PUT' ? 'u' : 'c');
-      if (e.resource) await this.asOneself(req, e.resource);
-      const patient = e.resource ? Access.patientOf(e.resource) : null;
-      if (patient && !patient.startsWith('urn:')) req.audit?.patients.add(patient);
-      const addressed = /^([A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(e.request?.url ?? '');
-      if ((method === 'PUT' || method === 'DELETE') && addressed && isResourceType(addressed[1])) {
-        const existing = await this.stored(addressed[1], addressed[2]);
-        if (existing) await this.mayChange(req, existing);
-      }
-    }
   }
 
   errorResponse(err: unknown): FhirResponse {
@@ -208,12 +144,10 @@ export class FhirApi {
     const m = req.method.toUpperCase();
     if (parts.length === 0 && m === 'POST') {
       this.checkContentType(req);
-      await this.checkBundle(req);
       return json(200, await processBundle(this.store, this.submission(req)));
     }
     if (parts.length === 1 && parts[0] === '$process-message' && m === 'POST') {
       this.checkContentType(req);
-      await this.checkBundle(req);
       return json(200, await processMessage(this.store, this.submission(req)));
     }
     if (parts.length === 0) throw new OutcomeError('unsupported', `${m} on the FHIR base is not supported; POST a transaction or batch Bundle`);
@@ -243,19 +177,14 @@ export class FhirApi {
       const id = rest[0];
       if (m === 'GET') return this.read(type, id, req);
       if (m === 'PUT') return this.update(type, id, req);
-      if (m === 'DELETE') {
-        this.authorize(req, type, 'd');
-        if (req.access) await this.mayChange(req, await this.store.repo.read(type, id));
-        return this.delete(type, id);
-      }
+      if (m === 'DELETE') return this.delete(type, id, req);
     } else if (type === 'Patient' && rest.length === 2 && rest[1] === '$everything' && m === 'GET') {
       return this.asQuery(this.everything(rest[0], req));
     } else if (rest.length === 2 && rest[1] === '_history' && m === 'GET') {
       return this.asQuery(this.history(req, type, rest[0]));
     } else if (rest.length === 3 && rest[1] === '_history' && m === 'GET') {
-      this.authorize(req, type, 'r');
-      const r = await this.store.repo.vread(type, rest[0], rest[2]);
-      return json(200, await this.mayRead(req, r), versionHeaders(r));
+      const r = await this.repo(req).vread(type, rest[0], rest[2]);
+      return json(200, r, versionHeaders(r));
     }
     throw new OutcomeError('unsupported', `${m} /${parts.join('/')} is not a supported FHIR interaction`);
   }
@@ -283,7 +212,7 @@ export class FhirApi {
       resource = params.find((p) => p.name === 'resource')?.resource;
       for (const p of params) if (p.name === 'profile' && (p.valueUri ?? p.valueCanonical)) profiles.push((p.valueUri ?? p.valueCanonical)!);
     }
-    if (resource === undefined && id) resource = await this.store.repo.read(type, id);
+    if (resource === undefined && id) resource = await this.repo(req).read(type, id);
     if (!resource || typeof resource !== 'object') throw new OutcomeError('invalid', '$validate needs a resource: the body, or Parameters.parameter[resource]', 'resource');
     const rt = (resource as { resourceType?: unknown }).resourceType;
     if (rt !== type) throw new OutcomeError('invalid', `resourceType is "${String(rt)}" but the URL names ${type}`, 'resourceType');
@@ -297,8 +226,6 @@ export class FhirApi {
    * access decision as search.
    */
   private async everything(id: string, req: FhirRequest): Promise<FhirResponse> {
-    this.authorize(req, 'Patient', 'r');
-    await this.mayRead(req, await this.store.repo.read('Patient', id)); // 404 / 410 for an unknown or deleted patient
     const count = pageSize(req.query.get('_count'), this.opts.defaultPageSize, this.opts.maxPageSize) || this.opts.defaultPageSize;
     const since = req.query.get('_since') ?? undefined;
     if (since !== undefined && Number.isNaN(Date.parse(since))) throw new OutcomeError('invalid', '_since must be an instant', '_since');
@@ -311,32 +238,24 @@ export class FhirApi {
       if (!v) throw new OutcomeError('invalid', '_cursor is not a cursor this server issued', '_cursor');
       after = [v[1], v[2]];
     }
-    const rows = await this.store.repo.everything(id, { types, since, count: count + 1, after });
-    const page = rows.slice(0, count);
+    // 403 / 404 / 410 for a patient the caller may not see, an unknown or a deleted one
+    const { page, more, last } = await this.repo(req).everything(id, { types, since, count, after });
     const self = `${this.opts.baseUrl}/Patient/${id}/$everything${req.query.size ? '?' + req.query.toString() : ''}`;
     const link: Bundle['link'] = [{ relation: 'self', url: self }];
-    if (rows.length > count) {
-      const last = page[page.length - 1];
+    if (more && last) {
       const next = new URLSearchParams(req.query);
       next.set('_cursor', Buffer.from(`${last.resourceType}/${last.id}`).toString('base64url'));
       next.set('_count', String(count));
       link.push({ relation: 'next', url: `${this.opts.baseUrl}/Patient/${id}/$everything?${next.toString()}` });
     }
-    const visible = req.access ? await req.access.filter(page) : page;
-    const entry = visible.map((r) => ({ fullUrl: `${this.opts.baseUrl}/${r.resourceType}/${r.id}`, resource: r, search: { mode: 'match' as const } }));
+    const entry = page.map((r) => ({ fullUrl: `${this.opts.baseUrl}/${r.resourceType}/${r.id}`, resource: r, search: { mode: 'match' as const } }));
     return json(200, { resourceType: 'Bundle', type: 'searchset', link, entry } satisfies Bundle);
   }
 
   /** read: the stored JSON text is served as is; ETag and If-None-Match (304). */
   private async read(type: string, id: string, req: FhirRequest): Promise<FhirResponse> {
-    this.authorize(req, type, 'r');
-    const raw = await this.store.repo.readRaw(type, id);
-    let body = raw.content;
-    if (req.access) {
-      const stored = JSON.parse(raw.content) as Resource;
-      const shown = await this.mayRead(req, stored);
-      if (shown !== stored) body = JSON.stringify(shown);
-    }
+    const raw = await this.repo(req).readRaw(type, id);
+    const body = raw.content;
     const etag = `W/"${raw.versionId}"`;
     const headers = { ETag: etag, 'Last-Modified': new Date(raw.lastUpdated).toUTCString() };
     if (req.headers['if-none-match'] === etag) return { status: 304, headers };
@@ -351,7 +270,7 @@ export class FhirApi {
   }
 
   private submission(req: FhirRequest): Submission {
-    return { body: req.body ?? Buffer.alloc(0), contentType: req.headers['content-type'], caller: req.caller, baseUrl: this.opts.baseUrl };
+    return { body: req.body ?? Buffer.alloc(0), contentType: req.headers['content-type'], caller: req.caller, baseUrl: this.opts.baseUrl, repo: this.repo(req) };
   }
 
   private parseBody(type: string, req: FhirRequest): Resource {
@@ -394,11 +313,9 @@ export class FhirApi {
 
   private async create(type: string, req: FhirRequest): Promise<FhirResponse> {
     const res = await this.inboxed(req, async () => {
-      this.authorize(req, type, 'c');
       const resource = this.parseBody(type, req);
-      await this.asOneself(req, resource);
       delete resource.id; // create ignores a client id (FHIR http.html#create)
-      const r = await this.store.repo.transaction(async (w) => {
+      const r = await this.repo(req).transaction(async (w) => {
         await checkReferencesExist(w, resource);
         return w.create(resource, { ifNoneExist: req.headers['if-none-exist'] });
       });
@@ -410,15 +327,11 @@ export class FhirApi {
   private async update(type: string, id: string, req: FhirRequest): Promise<FhirResponse> {
     const ifMatch = parseIfMatch(req.headers['if-match']);
     const res = await this.inboxed(req, async () => {
-      this.authorize(req, type, 'u');
       const resource = this.parseBody(type, req);
-      await this.asOneself(req, resource);
       if (resource.id !== undefined && resource.id !== id) {
         throw new OutcomeError('invalid', `Resource.id "${resource.id}" does not match the id in the URL "${id}"`, `${type}.id`);
       }
-      const existing = req.access ? await this.stored(type, id) : undefined;
-      if (existing) await this.mayChange(req, existing);
-      const r = await this.store.repo.transaction(async (w) => {
+      const r = await this.repo(req).transaction(async (w) => {
         await checkReferencesExist(w, { ...resource, id });
         return w.update({ ...resource, id }, { ifMatch });
       });
@@ -434,12 +347,9 @@ export class FhirApi {
    */
   private async conditionalUpdate(type: string, req: FhirRequest): Promise<FhirResponse> {
     const res = await this.inboxed(req, async () => {
-      this.authorize(req, type, 'u');
       const resource = this.parseBody(type, req);
-      await this.asOneself(req, resource);
-      const r = await this.store.repo.transaction(async (w) => {
+      const r = await this.repo(req).transaction(async (w) => {
         const found = await w.conditionalMatch(type, req.query.toString());
-        if (found) await this.mayChange(req, found);
         if (found && resource.id !== undefined && resource.id !== found.id) {
           throw new OutcomeError('invalid', `Resource.id "${resource.id}" is not the id of the resource the criteria match (${found.id})`, `${type}.id`);
         }
@@ -452,8 +362,8 @@ export class FhirApi {
     return this.writeResponse(res, req);
   }
 
-  private async delete(type: string, id: string): Promise<FhirResponse> {
-    await this.store.repo.delete(type, id);
+  private async delete(type: string, id: string, req: FhirRequest): Promise<FhirResponse> {
+    await this.repo(req).delete(type, id);
     return json(200, informational(`${type}/${id} deleted`));
   }
 
@@ -477,40 +387,27 @@ export class FhirApi {
     const strict = /handling=strict/.test(req.headers['prefer'] ?? '');
     const shape = shaper(query);
     const self = `${this.opts.baseUrl}/${type}${query.size ? '?' + query.toString() : ''}`;
-    this.authorize(req, type, 's');
-    // a count over rows the caller may not see would leak them: only the county coordinator gets totals
-    const counts = !req.access || req.principal?.kind === 'coordinator';
+    const repo = this.repo(req);
+    // a count over rows the caller may not see would leak them: only callers who see everyone get totals
+    const counts = !repo.guard || repo.guard.seesAll;
     if (query.get('_summary') === 'count' && !counts) throw new OutcomeError('forbidden', '_summary=count is only for callers who may see every person', '_summary');
-    const access = req.access;
-    const audit = req.audit;
-    const filter = access
-      ? async (rs: Resource[]) => {
-          const visible = await access.filter(rs);
-          for (const r of visible) {
-            const p = Access.patientOf(r);
-            if (p) audit?.patients.add(p);
-          }
-          return visible;
-        }
-      : undefined;
     if (query.get('_summary') === 'count') {
-      const counted = await this.store.repo.search({ resourceType: type, params, count: 0, total: 'accurate', strict, hiddenLabels: access?.hiddenLabels() });
+      const counted = await repo.search({ resourceType: type, params, count: 0, total: 'accurate', strict });
       return json(200, { resourceType: 'Bundle', type: 'searchset', total: counted.total, link: [{ relation: 'self', url: self }] } satisfies Bundle);
     }
     const count = pageSize(query.get('_count'), this.opts.defaultPageSize, this.opts.maxPageSize);
     const total = query.get('_total');
     if (total !== null && !['none', 'estimate', 'accurate'].includes(total)) throw new OutcomeError('invalid', '_total must be none, estimate or accurate', '_total');
-    const result = await this.store.repo.search({
+    const result = await repo.search({
       resourceType: type,
       params,
       count,
       cursor: query.get('_cursor') ?? undefined,
       total: counts ? ((total ?? undefined) as 'none' | 'estimate' | 'accurate' | undefined) : undefined,
       strict,
-      access: filter,
-      hiddenLabels: access?.hiddenLabels(),
-      // nothing reads the matches but the Bundle writer: they stay the stored texts (no parse, no serialisation)
-      textsOnly: !filter && !reshapes(query),
+      // nothing reads the matches but the Bundle writer: they stay the stored texts (no parse, no serialisation;
+      // a guarded search always parses, the caller's policy needs the resources)
+      textsOnly: !reshapes(query),
     });
     const link: Bundle['link'] = [{ relation: 'self', url: self }];
     if (result.nextCursor) {
@@ -533,10 +430,6 @@ export class FhirApi {
   }
 
   private async history(req: FhirRequest, resourceType?: string, id?: string): Promise<FhirResponse> {
-    if (req.principal) {
-      this.authorize(req, resourceType ?? '*', 'r');
-      if (!resourceType && req.principal.kind !== 'coordinator') throw new OutcomeError('forbidden', 'system-wide history is only for the county coordinator');
-    }
     const count = pageSize(req.query.get('_count'), this.opts.defaultPageSize, this.opts.maxPageSize);
     const since = req.query.get('_since') ?? undefined;
     const before = req.query.get('_before') ?? undefined;
@@ -544,14 +437,12 @@ export class FhirApi {
       if (v !== undefined && Number.isNaN(Date.parse(v))) throw new OutcomeError('invalid', `${k} must be an instant`, k);
     }
     const cursor = req.query.get('_cursor') ?? undefined;
-    const entries = await this.store.repo.history({ resourceType, id, since, before, cursor, count: count + 1 });
-    const more = entries.length > count;
-    const page = more ? entries.slice(0, count) : entries;
+    const { entries, more, last } = await this.repo(req).history({ resourceType, id, since, before, cursor, count });
     const path = [resourceType, id, '_history'].filter(Boolean).join('/');
     const link: Bundle['link'] = [{ relation: 'self', url: `${this.opts.baseUrl}/${path}${req.query.size ? '?' + req.query.toString() : ''}` }];
-    if (more) {
+    if (more && last) {
       const next = new URLSearchParams(req.query);
-      next.set('_cursor', encodeHistoryCursor(page[page.length - 1]));
+      next.set('_cursor', encodeHistoryCursor(last));
       next.set('_count', String(count));
       link.push({ relation: 'next', url: `${this.opts.baseUrl}/${path}?${next.toString()}` });
     }
@@ -559,27 +450,11 @@ export class FhirApi {
       resourceType: 'Bundle',
       type: 'history',
       link,
-      entry: (await this.visibleHistory(req, page)).map((h) => historyEntry(h, this.opts.baseUrl)),
+      entry: entries.map((h) => historyEntry(h, this.opts.baseUrl)),
     };
     return json(200, bundle);
   }
 
-  /** History entries the caller may see: a version is shown as the caller may see its resource (consent, labels, redaction). */
-  private async visibleHistory(req: FhirRequest, page: HistoryEntry[]): Promise<HistoryEntry[]> {
-    if (!req.access) return page;
-    const withContent = page.filter((h) => h.resource); // a deletion tells nothing the caller may see
-    const shown = await req.access.filter(withContent.map((h) => h.resource!));
-    const byVersion = new Map(shown.map((r) => [`${r.resourceType}/${r.id}/${r.meta?.versionId}`, r]));
-    const out: HistoryEntry[] = [];
-    for (const h of withContent) {
-      const r = byVersion.get(`${h.resourceType}/${h.id}/${h.versionId}`);
-      if (!r) continue;
-      const p = Access.patientOf(r);
-      if (p) req.audit?.patients.add(p);
-      out.push({ ...h, resource: r });
-    }
-    return out;
-  }
 }
 
 function historyEntry(h: HistoryEntry, base: string): BundleEntry {

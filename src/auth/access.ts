@@ -21,12 +21,14 @@
  * Every cross-sector disclosure (social-care data to a health provider, clinical data to a municipality) is noted
  * with its legal basis for the audit trail.
  */
-import type { CareTeam, Coding, Consent, ConsentProvision, Patient, Resource } from '@medplum/fhirtypes';
+import type { AuditEvent, CareTeam, Coding, Consent, ConsentProvision, Organization, Patient, Resource } from '@medplum/fhirtypes';
 import type { Queryable } from '../store/db.js';
+import type { Guard, Operation } from '../store/guard.js';
 import { indexRows } from '../store/indexer.js';
 import { municipalities, municipalityOfResidence } from '../careplan/directory.js';
-import { CONFIDENTIALITY_SYSTEM, deterministicId, SYSTEMS } from '../fhir/identifiers.js';
-import type { OrgKind, Principal } from './jwt.js';
+import { CONFIDENTIALITY_SYSTEM, canonicalSystem, deterministicId, SYSTEMS } from '../fhir/identifiers.js';
+import { OutcomeError } from '../fhir/outcome.js';
+import { allows, type OrgKind, type Principal } from './jwt.js';
 
 export const ORG_KIND_SYSTEM = 'https://care-gateway.ee/fhir/CodeSystem/organisation-kind';
 export const DATA_CLASS_SYSTEM = 'https://care-gateway.ee/fhir/CodeSystem/data-class';
@@ -68,30 +70,178 @@ export interface Disclosure {
 }
 
 /** Why a resource is not disclosed to the caller. */
-export type Refusal = 'no-relationship' | 'consent' | 'restricted';
+export type Refusal = 'no-relationship' | 'consent' | 'restricted' | 'not-own';
 
 const REDACTED_KEEP: Record<string, string[]> = {
   // a social service for a health provider: what, by whom, when, in what state; never notes, amounts or reasons
   ServiceRequest: ['resourceType', 'id', 'meta', 'identifier', 'status', 'intent', 'category', 'code', 'subject', 'occurrencePeriod', 'occurrenceTiming', 'occurrenceDateTime', 'authoredOn', 'requester', 'performer'],
 };
 
-export class Access {
+/** Resource types only the county coordinator writes: a person's privacy decisions. */
+const COORDINATOR_WRITES = new Set(['Consent']);
+/** Resource types only the county coordinator deletes: the person and the shared plan and team. */
+const COORDINATOR_DELETES = new Set(['Patient', 'CarePlan', 'CareTeam', 'Consent']);
+/**
+ * What a hospital may add for a person it has no care relationship with yet (a patient arrives): its own clinical
+ * record of the stay and its referrals. Never the access-granting or coordination resources.
+ */
+const HOSPITAL_ADMITS = new Set([...CLINICAL, 'ServiceRequest', 'Task', 'Goal', 'RelatedPerson', 'Provenance']);
+
+export class Access implements Guard {
   private orgs: Promise<Set<string>> | undefined;
   private readonly visible = new Map<string, boolean>();
   private readonly consents = new Map<string, Consent[]>();
   /** cross-sector disclosures made in this request, for the audit trail */
   readonly disclosures = new Map<string, Disclosure>();
+  /** every person whose data this request read or wrote, for the audit trail */
+  readonly touched = new Set<string>();
+  /** other resources read or written (Type/id), for the audit trail */
+  readonly objects = new Set<string>();
 
   constructor(
     private readonly db: Queryable,
     readonly principal: Principal,
   ) {}
 
+  get seesAll(): boolean {
+    return this.principal.kind === 'coordinator';
+  }
+
+  private get who(): string {
+    return `${this.principal.kind} ${this.principal.organization}`;
+  }
+
+  allow(type: string, op: Operation): void {
+    if (!allows(this.principal, type, op)) {
+      throw new OutcomeError('forbidden', `the token's scopes do not allow ${{ c: 'create', r: 'read', u: 'update', d: 'delete', s: 'search' }[op]} on ${type}`);
+    }
+  }
+
+  searching(params: [string, string][]): void {
+    // a reverse chain selects by facts of other resources — possibly of people, or data, the caller may not see
+    if (!this.seesAll && params.some(([k]) => k.startsWith('_has:'))) {
+      throw new OutcomeError('forbidden', '_has (reverse chaining) is only for callers who may see every person: it would select by data you may not see', '_has');
+    }
+  }
+
+  async reveal<T extends Resource>(r: T, q?: Queryable): Promise<T> {
+    this.note(r);
+    const d = (await this.decideAll([r], q))[0];
+    if (d.resource) return d.resource;
+    const why = {
+      'no-relationship': `${this.who} has no care relationship with this person`,
+      consent: `the person's privacy consent closes this data to ${this.who}`,
+      restricted: `this data is restricted (security label) and ${this.who}'s token is not cleared for it`,
+      'not-own': `audit records are shown only to the organisation they name and to the county coordinator`,
+    }[d.refusal!];
+    throw new OutcomeError('forbidden', why);
+  }
+
+  /** What a change or delete must be able to see: all of it, not a redacted copy. */
+  private async revealWhole(r: Resource, q?: Queryable): Promise<void> {
+    const shown = await this.reveal(r, q);
+    if (shown !== r) throw new OutcomeError('forbidden', `${this.who} sees only part of ${r.resourceType}/${r.id} and may not change it`);
+  }
+
+  async write(old: Resource | undefined, next: Resource, q?: Queryable): Promise<void> {
+    const type = next.resourceType;
+    if (type === 'AuditEvent') throw new OutcomeError('not-allowed', 'AuditEvent is written by the server only and cannot be created, changed or deleted');
+    if (type === 'Provenance' && old) throw new OutcomeError('not-allowed', 'Provenance cannot be changed or deleted');
+    this.allow(type, old ? 'u' : 'c');
+    this.note(next);
+    if (old) await this.revealWhole(old, q);
+    if (this.seesAll) return;
+    if (COORDINATOR_WRITES.has(type)) throw new OutcomeError('forbidden', `${type} is recorded by the county coordinator only`);
+    await this.asOneself(next, q);
+    const patient = Access.patientOf(next);
+    if (type === 'Patient') {
+      if (!old) {
+        await this.noSelfGrant(undefined, next, q);
+        this.visible.set(next.id!, true); // what this request goes on to write for the new person
+      }
+      return;
+    }
+    if (patient) {
+      const sees = await this.seesPatient(patient, q);
+      if (!sees && !(this.principal.kind === 'hospital' && !old && HOSPITAL_ADMITS.has(type))) {
+        throw new OutcomeError('forbidden', `${this.who} has no care relationship with Patient/${patient} and may not write ${type} for them`);
+      }
+    }
+    await this.noSelfGrant(old, next, q);
+  }
+
+  async remove(old: Resource, q?: Queryable): Promise<void> {
+    const type = old.resourceType;
+    if (type === 'AuditEvent') throw new OutcomeError('not-allowed', 'AuditEvent is written by the server only and cannot be created, changed or deleted');
+    if (type === 'Provenance') throw new OutcomeError('not-allowed', 'Provenance cannot be changed or deleted');
+    this.allow(type, 'd');
+    this.note(old);
+    await this.revealWhole(old, q);
+    if (!this.seesAll && COORDINATOR_DELETES.has(type)) throw new OutcomeError('forbidden', `${type} is deleted by the county coordinator only`);
+    if (!this.seesAll && type === 'Organization' && !(await this.orgRefs(q)).has(`Organization/${old.id}`)) {
+      throw new OutcomeError('forbidden', `${this.who} may delete only its own Organization`);
+    }
+  }
+
+  /**
+   * Trusted membership: what grants access to a person — being their GP, their municipality of residence, a member
+   * of their team — is set by the gateway's own plan assembly and the county coordinator. A client may not name its
+   * own organisation in any of those places (unless the stored version already did), nor make another Organization
+   * resource carry its registry code (it would then be that organisation for every team that names it).
+   */
+  private async noSelfGrant(old: Resource | undefined, next: Resource, q?: Queryable): Promise<void> {
+    const orgs = await this.orgRefs(q);
+    const own = (refs: (string | undefined)[]) => new Set(refs.filter((x): x is string => !!x && orgs.has(x)));
+    const added = (before: Set<string>, after: Set<string>) => [...after].filter((x) => !before.has(x));
+    if (next.resourceType === 'Patient') {
+      const gp = (p: Patient | undefined) => own((p?.generalPractitioner ?? []).map((g) => g.reference));
+      if (added(gp(old as Patient | undefined), gp(next as Patient)).length) {
+        throw new OutcomeError('forbidden', `${this.who} may not name itself the person's GP (generalPractitioner comes from the GP registration: the hospital's ADT feed or the county coordinator)`, 'Patient.generalPractitioner');
+      }
+      const home = (p: Patient | undefined) => {
+        const m = p ? municipalityOfResidence(p) : undefined;
+        return own(m ? [`Organization/ehak-${m.ehak}`] : []);
+      };
+      if (added(home(old as Patient | undefined), home(next as Patient)).length) {
+        throw new OutcomeError('forbidden', `${this.who} may not move a person into its own municipality (residence comes from the population register: the hospital's ADT feed, the municipal import or the county coordinator)`, 'Patient.address');
+      }
+    } else if (next.resourceType === 'CareTeam') {
+      const members = (t: CareTeam | undefined) => own((t?.participant ?? []).flatMap((x) => [x.member?.reference, x.onBehalfOf?.reference]));
+      if (added(members(old as CareTeam | undefined), members(next as CareTeam)).length) {
+        throw new OutcomeError('forbidden', `${this.who} may not add its own organisation to a care team (team membership comes from the gateway's plan assembly or the county coordinator)`, 'CareTeam.participant');
+      }
+    } else if (next.resourceType === 'Organization') {
+      const code = this.principal.organization;
+      const carries = (o: Organization | undefined) => (o?.identifier ?? []).some((i) => i.system && canonicalSystem(i.system) === SYSTEMS.organisation && i.value === code);
+      const mine = orgs.has(`Organization/${next.id}`);
+      if (old && !mine) throw new OutcomeError('forbidden', `${this.who} may change only its own Organization, not Organization/${next.id}`);
+      if (!old && carries(next as Organization) && next.id !== deterministicId('Organization', SYSTEMS.organisation, code)) {
+        throw new OutcomeError('forbidden', `an Organization carrying ${this.who}'s registry code gets the id derived from it (${deterministicId('Organization', SYSTEMS.organisation, code)})`, 'Organization.identifier');
+      }
+    }
+  }
+
+  /** Writes only as oneself: an organisation named as requester or provider must be the caller. */
+  private async asOneself(r: Resource, q?: Queryable): Promise<void> {
+    const orgs = await this.orgRefs(q);
+    const named = [(r as { requester?: { reference?: string } }).requester?.reference, (r as { serviceProvider?: { reference?: string } }).serviceProvider?.reference];
+    for (const ref of named) {
+      if (ref?.startsWith('Organization/') && !orgs.has(ref)) throw new OutcomeError('forbidden', `a contribution on behalf of ${ref} is not allowed: write as your own organisation`);
+    }
+  }
+
+  /** Records whose data a request touched (for its AuditEvent). */
+  private note(r: Resource): void {
+    const p = Access.patientOf(r);
+    if (p && !p.startsWith('urn:')) this.touched.add(p);
+    else if (!p && r.id) this.objects.add(`${r.resourceType}/${r.id}`);
+  }
+
   /** The Organization resources that are the caller: every one carrying its registry code, and its municipality. */
-  orgRefs(): Promise<Set<string>> {
+  orgRefs(q: Queryable = this.db): Promise<Set<string>> {
     this.orgs ??= (async () => {
       const code = this.principal.organization;
-      const rows = await this.db.query<{ resource_id: string }>(
+      const rows = await q.query<{ resource_id: string }>(
         `SELECT resource_id FROM idx_token WHERE resource_type = 'Organization' AND param = 'identifier' AND system = $1 AND code = $2`,
         [SYSTEMS.organisation, code],
       );
@@ -108,16 +258,16 @@ export class Access {
     return indexRows(r).patientKey;
   }
 
-  private async decide(patientIds: string[]): Promise<void> {
+  private async decide(patientIds: string[], q: Queryable = this.db): Promise<void> {
     const undecided = [...new Set(patientIds)].filter((p) => !this.visible.has(p));
     if (undecided.length === 0) return;
     if (this.principal.kind === 'coordinator') {
       for (const p of undecided) this.visible.set(p, true);
       return;
     }
-    const orgs = await this.orgRefs();
+    const orgs = await this.orgRefs(q);
     for (const p of undecided) this.visible.set(p, false);
-    const rows = await this.db.query<{ content: string }>(
+    const rows = await q.query<{ content: string }>(
       `SELECT content FROM resource WHERE NOT deleted AND resource_type IN ('Patient', 'CareTeam') AND patient_key = ANY($1::text[])`,
       [undecided],
     );
@@ -137,30 +287,31 @@ export class Access {
   }
 
   /** May the caller see this person? */
-  async seesPatient(patientId: string): Promise<boolean> {
-    await this.decide([patientId]);
+  async seesPatient(patientId: string, q?: Queryable): Promise<boolean> {
+    await this.decide([patientId], q);
     return this.visible.get(patientId) === true;
   }
 
   /** The resources of a page the caller may see (includes too), redacted where needed; the rest are left out. */
-  async filter<T extends Resource>(resources: T[]): Promise<T[]> {
+  async filter<T extends Resource>(resources: T[], q?: Queryable): Promise<T[]> {
     const out: T[] = [];
-    for (const d of await this.decideAll(resources)) if (d.resource) out.push(d.resource);
+    for (const d of await this.decideAll(resources, q)) {
+      if (!d.resource) continue;
+      this.note(d.resource);
+      out.push(d.resource);
+    }
     return out;
   }
 
-  /** One resource: the copy the caller may see, or why not. */
-  async disclose<T extends Resource>(r: T): Promise<{ resource?: T; refusal?: Refusal }> {
-    return (await this.decideAll([r]))[0];
-  }
-
-  private async decideAll<T extends Resource>(resources: T[]): Promise<{ resource?: T; refusal?: Refusal }[]> {
-    const keys = resources.map((r) => Access.patientOf(r));
+  private async decideAll<T extends Resource>(resources: T[], q?: Queryable): Promise<{ resource?: T; refusal?: Refusal }[]> {
+    const keys = resources.map((r) => (r.resourceType === 'AuditEvent' ? null : Access.patientOf(r)));
     const people = [...new Set(keys.filter((k): k is string => !!k))];
-    await this.decide(people);
-    await this.loadConsents(people.filter((p) => this.visible.get(p)));
-    if ([...this.consents.values()].some((c) => c.length > 0)) this.orgSet = await this.orgRefs();
+    await this.decide(people, q);
+    await this.loadConsents(people.filter((p) => this.visible.get(p)), q);
+    this.orgSet = await this.orgRefs(q);
     return resources.map((r, i) => {
+      // an audit record is about who did what: shown to the organisation it names as the actor, and the coordinator
+      if (r.resourceType === 'AuditEvent' && !this.seesAll && !this.isOwnEvent(r as AuditEvent)) return { refusal: 'not-own' as const };
       const p = keys[i];
       if (p !== null && this.visible.get(p) !== true) return { refusal: 'no-relationship' as const };
       if (!this.cleared(r)) return { refusal: 'restricted' as const };
@@ -190,11 +341,20 @@ export class Access {
     return !(r.meta?.security ?? []).some((s) => s.system === CONFIDENTIALITY_SYSTEM && hidden.includes(s.code ?? ''));
   }
 
-  private async loadConsents(people: string[]): Promise<void> {
+  private isOwnEvent(e: AuditEvent): boolean {
+    return (e.agent ?? []).some(
+      (a) =>
+        a.requestor &&
+        ((a.who?.identifier?.value === this.principal.organization && canonicalSystem(a.who.identifier.system ?? '') === SYSTEMS.organisation) ||
+          (a.who?.reference !== undefined && this.orgSet?.has(a.who.reference) === true)),
+    );
+  }
+
+  private async loadConsents(people: string[], q: Queryable = this.db): Promise<void> {
     const unloaded = people.filter((p) => !this.consents.has(p));
     if (unloaded.length === 0) return;
     for (const p of unloaded) this.consents.set(p, []);
-    const rows = await this.db.query<{ content: string }>(
+    const rows = await q.query<{ content: string }>(
       `SELECT content FROM resource WHERE NOT deleted AND resource_type = 'Consent' AND patient_key = ANY($1::text[])`,
       [unloaded],
     );

@@ -15,6 +15,7 @@ import { parseStored, textOnly } from './stored.js';
 import { indexRows, noIndexRows, type IndexRows } from './indexer.js';
 import { referenceParamsTo } from '../fhir/searchparams.js';
 import { includeSql, MAX_INCLUDED, parseIncludes, resolveIncludes, type IncludedRow } from './include.js';
+import type { Guard } from './guard.js';
 
 export interface HistoryEntry {
   resourceType: string;
@@ -164,7 +165,10 @@ export function canonicalJson(v: unknown): string {
   return JSON.stringify(v);
 }
 
-/** Writes and reads inside one transaction. Several writes through one Writer commit together. */
+/**
+ * Writes and reads inside one transaction. Several writes through one Writer commit together. A Writer with a
+ * guard acts for a caller: every read, search, write and delete passes the caller's policy (store/guard.ts).
+ */
 export class Writer {
   /** advisory locks this transaction holds (they are released at its end) */
   private readonly held = new Set<string>();
@@ -172,7 +176,23 @@ export class Writer {
   constructor(
     readonly tx: Queryable,
     protected readonly opts: RepositoryOptions,
+    readonly guard?: Guard,
   ) {}
+
+  /** The same transaction without the caller's policy: for the gateway's own work (plan assembly, Provenance). */
+  trusted(): Writer {
+    return this.guard ? new Writer(this.tx, this.opts) : this;
+  }
+
+  /** Which of these `Type/id` exist (current, not deleted): existence only, no content — for reference checks. */
+  async exists(keys: [string, string][]): Promise<Set<string>> {
+    if (keys.length === 0) return new Set();
+    const rows = await this.tx.query<{ resource_type: string; id: string }>(
+      `SELECT resource_type, id FROM resource WHERE NOT deleted AND (resource_type, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+      [keys.map((k) => k[0]), keys.map((k) => k[1])],
+    );
+    return new Set(rows.map((r) => `${r.resource_type}/${r.id}`));
+  }
 
   /**
    * Takes transaction-scoped advisory locks on several keys in one statement, in sorted order (two transactions
@@ -199,38 +219,44 @@ export class Writer {
   }
 
   async read<T extends Resource = Resource>(resourceType: string, id: string): Promise<T> {
+    this.guard?.allow(resourceType, 'r');
     const rows = await this.tx.query<{ content: string; deleted: boolean }>(
       `SELECT content, deleted FROM resource WHERE resource_type = $1 AND id = $2`,
       [resourceType, id],
     );
     if (rows.length === 0) throw notFound(`${resourceType}/${id}`);
     if (rows[0].deleted) throw new OutcomeError('gone', `${resourceType}/${id} has been deleted`);
-    return JSON.parse(rows[0].content) as T;
+    const r = JSON.parse(rows[0].content) as T;
+    return this.guard ? this.guard.reveal(r, this.tx) : r;
   }
 
+  /** The current resource, or undefined when there is none — or, with a guard, when the caller may not see it. */
   async readOptional<T extends Resource = Resource>(resourceType: string, id: string): Promise<T | undefined> {
     const rows = await this.tx.query<{ content: string; deleted: boolean }>(
       `SELECT content, deleted FROM resource WHERE resource_type = $1 AND id = $2`,
       [resourceType, id],
     );
-    return rows.length && !rows[0].deleted ? (JSON.parse(rows[0].content) as T) : undefined;
+    const r = rows.length && !rows[0].deleted ? (JSON.parse(rows[0].content) as T) : undefined;
+    return r && this.guard ? (await this.guard.filter([r], this.tx))[0] : r;
   }
 
-  /** Several current resources in one query, by `Type/id` (deleted and missing ones are absent). */
+  /** Several current resources in one query, by `Type/id` (deleted and missing ones are absent; with a guard, hidden ones too). */
   async readMany(keys: [string, string][]): Promise<Map<string, Resource>> {
     if (keys.length === 0) return new Map();
     const rows = await this.tx.query<{ content: string }>(
       `SELECT content FROM resource WHERE NOT deleted AND (resource_type, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
       [keys.map((k) => k[0]), keys.map((k) => k[1])],
     );
-    return new Map(rows.map((r) => JSON.parse(r.content) as Resource).map((r) => [`${r.resourceType}/${r.id}`, r]));
+    let found = rows.map((r) => JSON.parse(r.content) as Resource);
+    if (this.guard) found = await this.guard.filter(found, this.tx);
+    return new Map(found.map((r) => [`${r.resourceType}/${r.id}`, r]));
   }
 
   /** create: a new id is assigned unless `id` is given (used by mappings with deterministic ids). */
   async create<T extends Resource>(resource: T, opts: { ifNoneExist?: string } = {}): Promise<WriteResult<T>> {
     if (opts.ifNoneExist !== undefined) {
       const found = await this.conditionalMatch(resource.resourceType, opts.ifNoneExist);
-      if (found) return { resource: found as T, outcome: 'existing' };
+      if (found) return { resource: (await this.shown(found)) as T, outcome: 'existing' };
     }
     const id = crypto.randomUUID();
     return this.update({ ...resource, id });
@@ -280,6 +306,14 @@ export class Writer {
       current = new Map([...current].filter(([k]) => !toWrite.some((r) => keyOf(r) === k)));
       for (const [k, v] of fresh) current.set(k, v);
     }
+    if (this.guard) {
+      // what would change, checked against the versions read under the lock (a resource the caller sends back
+      // unchanged writes nothing and needs no right to write)
+      for (const r of toWrite) {
+        const cur = current.get(keyOf(r));
+        await this.guard.write(cur && !cur.deleted ? (JSON.parse(cur.content) as Resource) : undefined, r, this.tx);
+      }
+    }
     if (ifMatch !== undefined) {
       const c = current.get(keyOf(list[0]));
       if (!c || String(c.version_id) !== ifMatch) {
@@ -324,6 +358,7 @@ export class Writer {
       [resourceType, id],
     );
     if (rows.length === 0 || rows[0].deleted) return {};
+    if (this.guard) await this.guard.remove(await new Writer(this.tx, this.opts).read(resourceType, id), this.tx);
     const versionId = Number(rows[0].version_id) + 1;
     const lastUpdated = new Date().toISOString();
     await this.tx.query(`UPDATE resource SET version_id = $3, last_updated = $4, deleted = true WHERE resource_type = $1 AND id = $2`, [
@@ -340,8 +375,41 @@ export class Writer {
     return { versionId: String(versionId) };
   }
 
-  /** Search inside this transaction. */
+  /**
+   * Search inside this transaction. With a guard: the scope, the reverse-chain rule, the caller's labels inside
+   * chains, and every match and included resource filtered by the caller's policy.
+   */
   async search<T extends Resource = Resource>(req: SearchRequest): Promise<SearchResult<T>> {
+    const g = this.guard;
+    if (!g) return this.searchAll<T>(req);
+    g.allow(req.resourceType, 's');
+    g.searching(req.params);
+    const filter = req.access;
+    return this.searchAll<T>({
+      ...req,
+      total: g.seesAll ? req.total : undefined,
+      hiddenLabels: g.hiddenLabels(),
+      textsOnly: false,
+      access: async (rs) => {
+        const visible = await g.filter(rs, this.tx);
+        return filter ? filter(visible) : visible;
+      },
+    });
+  }
+
+  /**
+   * With a guard: the copy of a resource the caller may see, or, when it may not see it, a stub naming only its
+   * type and id (conditional create must not echo what the caller may not read; the id is no secret — identity
+   * ids are derived from the identifier the caller sent).
+   */
+  async shown<T extends Resource>(r: T): Promise<T> {
+    if (!this.guard) return r;
+    const [visible] = await this.guard.filter([r], this.tx);
+    return visible ?? ({ resourceType: r.resourceType, id: r.id, meta: { versionId: r.meta?.versionId, lastUpdated: r.meta?.lastUpdated } } as T);
+  }
+
+  /** The search itself, every match (the caller's policy, if any, is in `req.access`). */
+  private async searchAll<T extends Resource = Resource>(req: SearchRequest): Promise<SearchResult<T>> {
     const built = buildSearch(req);
     const specs = parseIncludes(req.params, req.strict ?? false, built.issues);
     let rows: PageRow[] | undefined;
@@ -398,7 +466,10 @@ export class Writer {
       .sort()
       .join('&');
     await this.lockKeys([`cond|${resourceType}|${key}`]);
-    const res = await this.search({ resourceType, params: query, count: 2, strict: true });
+    // every match, whether or not the caller may see it: a conditional write must never make a second resource
+    // because the first was hidden (the write that follows checks the caller's right to it)
+    this.guard?.allow(resourceType, 's');
+    const res = await this.searchAll({ resourceType, params: query, count: 2, strict: true });
     if (res.resources.length > 1) {
       throw new OutcomeError('precondition', `conditional criteria "${criteria}" match more than one ${resourceType}`);
     }
@@ -571,6 +642,11 @@ export class Repository {
     return this.db.transaction((tx) => fn(new Writer(tx, this.opts)));
   }
 
+  /** This repository as a caller sees it: every call passes the caller's policy (none: the open, loopback trial). */
+  as(guard: Guard | undefined): CallerRepository {
+    return new CallerRepository(this, guard);
+  }
+
   create<T extends Resource>(resource: T, opts: { ifNoneExist?: string } = {}): Promise<WriteResult<T>> {
     return this.transaction((w) => w.create(resource, opts));
   }
@@ -664,6 +740,86 @@ export class Repository {
 
   search<T extends Resource = Resource>(req: SearchRequest): Promise<SearchResult<T>> {
     return new Writer(this.db, this.opts).search<T>(req);
+  }
+}
+
+/**
+ * The repository on behalf of one caller: the only way the FHIR API reaches stored data. Each method is the
+ * repository's, with the caller's guard applied inside the store (store/guard.ts).
+ */
+export class CallerRepository {
+  constructor(
+    private readonly repo: Repository,
+    readonly guard: Guard | undefined,
+  ) {}
+
+  private writer(): Writer {
+    return new Writer(this.repo.db, this.repo.options, this.guard);
+  }
+
+  transaction<T>(fn: (w: Writer) => Promise<T>): Promise<T> {
+    return this.repo.db.transaction((tx) => fn(new Writer(tx, this.repo.options, this.guard)));
+  }
+
+  read<T extends Resource = Resource>(resourceType: string, id: string): Promise<T> {
+    return this.writer().read<T>(resourceType, id);
+  }
+
+  /** The stored JSON text as the caller may see it: the stored text itself when the caller sees all of it. */
+  async readRaw(resourceType: string, id: string): Promise<{ content: string; versionId: string; lastUpdated: string }> {
+    this.guard?.allow(resourceType, 'r');
+    const raw = await this.repo.readRaw(resourceType, id);
+    if (!this.guard) return raw;
+    const stored = JSON.parse(raw.content) as Resource;
+    const shown = await this.guard.reveal(stored);
+    return shown === stored ? raw : { ...raw, content: JSON.stringify(shown) };
+  }
+
+  async vread<T extends Resource = Resource>(resourceType: string, id: string, versionId: string): Promise<T> {
+    this.guard?.allow(resourceType, 'r');
+    const r = await this.repo.vread<T>(resourceType, id, versionId);
+    return this.guard ? this.guard.reveal(r) : r;
+  }
+
+  /** History as the caller may see it: versions of what it may see (as it may see them); deletions tell nothing. */
+  async history(opts: Parameters<Repository['history']>[0] = {}): Promise<{ entries: HistoryEntry[]; more: boolean; last?: HistoryEntry }> {
+    const count = opts.count ?? 50;
+    const g = this.guard;
+    if (g) {
+      if (!opts.resourceType && !g.seesAll) throw new OutcomeError('forbidden', 'system-wide history is only for callers who may see every person');
+      g.allow(opts.resourceType ?? '*', 'r');
+    }
+    const rows = await this.repo.history({ ...opts, count: count + 1 });
+    const more = rows.length > count;
+    const page = more ? rows.slice(0, count) : rows;
+    const last = page[page.length - 1];
+    if (!g) return { entries: page, more, last };
+    const withContent = page.filter((h) => h.resource);
+    const shown = await g.filter(withContent.map((h) => h.resource!));
+    const byVersion = new Map(shown.map((r) => [`${r.resourceType}/${r.id}/${r.meta?.versionId}`, r]));
+    const entries: HistoryEntry[] = [];
+    for (const h of withContent) {
+      const r = byVersion.get(`${h.resourceType}/${h.id}/${h.versionId}`);
+      if (r) entries.push({ ...h, resource: r });
+    }
+    return { entries, more, last };
+  }
+
+  /** Patient/$everything: the Patient must be visible to the caller (403 otherwise), then what of it the caller may see. */
+  async everything(patientId: string, opts: Parameters<Repository['everything']>[1]): Promise<{ page: Resource[]; more: boolean; last?: Resource }> {
+    await this.read('Patient', patientId);
+    const rows = await this.repo.everything(patientId, { ...opts, count: opts.count + 1 });
+    const more = rows.length > opts.count;
+    const page = more ? rows.slice(0, opts.count) : rows;
+    return { page: this.guard ? await this.guard.filter(page) : page, more, last: page[page.length - 1] };
+  }
+
+  search<T extends Resource = Resource>(req: SearchRequest): Promise<SearchResult<T>> {
+    return this.writer().search<T>(req);
+  }
+
+  delete(resourceType: string, id: string): Promise<{ versionId?: string }> {
+    return this.transaction((w) => w.delete(resourceType, id));
   }
 }
 

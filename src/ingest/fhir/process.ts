@@ -16,7 +16,7 @@ import type { Bundle, BundleEntry, Encounter, MessageHeader, Organization, Patie
 import { OutcomeError, toOutcomeError } from '../../fhir/outcome.js';
 import { deterministicId } from '../../fhir/identifiers.js';
 import type { Store } from '../../store/index.js';
-import type { Writer } from '../../store/repository.js';
+import type { CallerRepository, Writer } from '../../store/repository.js';
 import { assemble, INBOX_SYSTEM, type Contribution } from '../../careplan/assemble.js';
 import type { PlanEvent } from '../../careplan/rules.js';
 import { mappingsDir } from '../../mapping/files.js';
@@ -27,6 +27,11 @@ export interface Submission {
   contentType?: string;
   caller?: string;
   baseUrl: string;
+  /**
+   * The store as the submitter may see it: every entry (GET, conditional forms included) is read and written
+   * through it; the plan assembly that follows is the gateway's own work. Absent: the open, loopback trial.
+   */
+  repo?: CallerRepository;
 }
 
 /** Stores the raw submission in the inbox (committed) and returns its id. */
@@ -50,10 +55,10 @@ export async function processBundle(st: Store, s: Submission): Promise<Bundle> {
     const { type, entries, bundle } = planBundle(parse(s.body));
     const description = `FHIR ${type} Bundle${bundle.id ? ` ${bundle.id}` : ''} from ${s.caller ?? 'anonymous'}`;
     if (type === 'transaction') {
-      const results = await st.repo.transaction(async (w) => {
+      const results = await (s.repo ?? st.repo).transaction(async (w) => {
         const results = await runTransaction(w, entries, s.baseUrl);
         const written = results.map((r) => r.written).filter((r): r is Resource => !!r);
-        const produced = await contribute(w, written, { inboxId, description });
+        const produced = await contribute(w.trusted(), written, { inboxId, description });
         await st.inbox.finish(inboxId, { status: 'processed', produced }, w.tx);
         return results;
       });
@@ -65,9 +70,9 @@ export async function processBundle(st: Store, s: Submission): Promise<Bundle> {
     for (const p of entries) {
       try {
         results.push(
-          await st.repo.transaction(async (w) => {
+          await (s.repo ?? st.repo).transaction(async (w) => {
             const r = await runBatchEntry(w, p, s.baseUrl);
-            produced.push(...(await contribute(w, r.written ? [r.written] : [], { inboxId, description: `${description}, entry ${p.index}` })));
+            produced.push(...(await contribute(w.trusted(), r.written ? [r.written] : [], { inboxId, description: `${description}, entry ${p.index}` })));
             return r;
           }),
         );
@@ -148,10 +153,10 @@ export async function processMessage(st: Store, s: Submission): Promise<Bundle> 
     const { entries } = planBundle({ resourceType: 'Bundle', type: 'transaction', entry: planned });
     for (const p of entries) p.index += 1; // locations name the message's own entries
     const description = `FHIR message ${ev.code} (MessageHeader ${hdr.id}) from ${hdr.source?.endpoint ?? s.caller ?? 'anonymous'}`;
-    await st.repo.transaction(async (w) => {
+    await (s.repo ?? st.repo).transaction(async (w) => {
       const results = await runTransaction(w, entries, s.baseUrl);
       const written = results.map((r) => r.written).filter((r): r is Resource => !!r);
-      const produced = await contribute(w, written, { inboxId, description, event: ev.plan });
+      const produced = await contribute(w.trusted(), written, { inboxId, description, event: ev.plan });
       await st.inbox.finish(inboxId, { status: 'processed', produced }, w.tx);
     });
     return responseMessage(hdr, s.baseUrl, 'ok');
