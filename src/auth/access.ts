@@ -87,6 +87,20 @@ const COORDINATOR_DELETES = new Set(['Patient', 'CarePlan', 'CareTeam', 'Consent
  */
 const HOSPITAL_ADMITS = new Set([...CLINICAL, 'ServiceRequest', 'Task', 'Goal', 'RelatedPerson', 'Provenance']);
 
+/** Resource types no person's record holds: references to them say nothing about a person. */
+const SHARED_TYPES = new Set(['Organization', 'Practitioner', 'PractitionerRole', 'Location', 'HealthcareService', 'Endpoint', 'Device', 'Medication', 'Substance']);
+
+/** Every `reference` string in a resource, wherever it is nested. */
+function eachReference(v: unknown, fn: (ref: string) => void): void {
+  if (Array.isArray(v)) for (const x of v) eachReference(x, fn);
+  else if (v && typeof v === 'object') {
+    for (const [k, x] of Object.entries(v)) {
+      if (k === 'reference' && typeof x === 'string') fn(x);
+      else eachReference(x, fn);
+    }
+  }
+}
+
 export class Access implements Guard {
   private orgs: Promise<Set<string>> | undefined;
   private readonly visible = new Map<string, boolean>();
@@ -155,10 +169,8 @@ export class Access implements Guard {
     await this.asOneself(next, q);
     const patient = Access.patientOf(next);
     if (type === 'Patient') {
-      if (!old) {
-        await this.noSelfGrant(undefined, next, q);
-        this.visible.set(next.id!, true); // what this request goes on to write for the new person
-      }
+      await this.noSelfGrant(old, next, q);
+      if (!old) this.visible.set(next.id!, true); // what this request goes on to write for the new person
       return;
     }
     if (patient) {
@@ -305,7 +317,8 @@ export class Access implements Guard {
 
   private async decideAll<T extends Resource>(resources: T[], q?: Queryable): Promise<{ resource?: T; refusal?: Refusal }[]> {
     const keys = resources.map((r) => (r.resourceType === 'AuditEvent' ? null : Access.patientOf(r)));
-    const people = [...new Set(keys.filter((k): k is string => !!k))];
+    const shared = await this.peopleReferenced(resources.filter((r, i) => keys[i] === null && r.resourceType !== 'AuditEvent'), q);
+    const people = [...new Set([...keys.filter((k): k is string => !!k), ...[...shared.values()].flatMap((s) => [...s])])];
     await this.decide(people, q);
     await this.loadConsents(people.filter((p) => this.visible.get(p)), q);
     this.orgSet = await this.orgRefs(q);
@@ -314,6 +327,8 @@ export class Access implements Guard {
       if (r.resourceType === 'AuditEvent' && !this.seesAll && !this.isOwnEvent(r as AuditEvent)) return { refusal: 'not-own' as const };
       const p = keys[i];
       if (p !== null && this.visible.get(p) !== true) return { refusal: 'no-relationship' as const };
+      // a shared resource (a Provenance, a List) that points into people's records is theirs too
+      if ([...(shared.get(r) ?? [])].some((x) => this.visible.get(x) !== true)) return { refusal: 'no-relationship' as const };
       if (!this.cleared(r)) return { refusal: 'restricted' as const };
       if (p === null) return { resource: r };
       const cls = dataClass(r);
@@ -339,6 +354,41 @@ export class Access implements Guard {
   private cleared(r: Resource): boolean {
     const hidden = this.hiddenLabels();
     return !(r.meta?.security ?? []).some((s) => s.system === CONFIDENTIALITY_SYSTEM && hidden.includes(s.code ?? ''));
+  }
+
+  /**
+   * The people whose records resources outside any compartment point into (Provenance targets, List entries, …): one
+   * statement for a page. Only references to resources that are in a compartment count; Organizations and
+   * Practitioners are no one's.
+   */
+  private async peopleReferenced(resources: Resource[], q: Queryable = this.db): Promise<Map<Resource, Set<string>>> {
+    const out = new Map<Resource, Set<string>>();
+    if (this.seesAll || resources.length === 0) return out;
+    const refs = new Map<Resource, string[]>();
+    const all = new Set<string>();
+    for (const r of resources) {
+      const found: string[] = [];
+      eachReference(r, (ref) => {
+        const m = /^([A-Z][A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/.exec(ref);
+        if (m && !SHARED_TYPES.has(m[1])) found.push(`${m[1]}/${m[2]}`);
+      });
+      if (found.length) {
+        refs.set(r, found);
+        for (const f of found) all.add(f);
+      }
+    }
+    if (all.size === 0) return out;
+    const keys = [...all].map((k) => k.split('/'));
+    const rows = await q.query<{ resource_type: string; id: string; patient_key: string | null }>(
+      `SELECT resource_type, id, patient_key FROM resource WHERE (resource_type, id) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+      [keys.map((k) => k[0]), keys.map((k) => k[1])],
+    );
+    const owner = new Map(rows.map((x) => [`${x.resource_type}/${x.id}`, x.resource_type === 'Patient' ? x.id : x.patient_key]));
+    for (const [r, found] of refs) {
+      const people = new Set(found.map((f) => owner.get(f)).filter((p): p is string => !!p));
+      if (people.size) out.set(r, people);
+    }
+    return out;
   }
 
   private isOwnEvent(e: AuditEvent): boolean {
