@@ -40,6 +40,8 @@ export interface Gateway {
   mllp?: MllpServer;
   worker: InboxWorker;
   receiver: Hl7Receiver;
+  /** writes the audit summaries of refused authentications (every minute by itself; `all` also the current minute) */
+  auditRefusals(all?: boolean): Promise<number>;
   /** graceful shutdown: stop accepting, finish in-flight work, close the store */
   close(): Promise<void>;
 }
@@ -164,6 +166,8 @@ export async function startGateway(config: Config, logger: Logger, opts: Gateway
       host: config.host,
       port: config.mllpPort,
       maxMessageBytes: config.mllpMaxMessageBytes,
+      idleTimeoutMs: config.mllpIdleTimeoutMs,
+      maxConnectionsPerAddress: config.mllpMaxConnectionsPerAddress,
       logger: logger.child({ channel: 'mllp' }),
       handler: async (payload, peer) => {
         const r = await receiver.receive(payload, 'mllp', `${peer.remoteAddress}:${peer.remotePort}`);
@@ -175,6 +179,23 @@ export async function startGateway(config: Config, logger: Logger, opts: Gateway
   }
   // messages stored but not processed before a crash are processed now, then whatever arrives later
   worker.start();
+  // refused authentications: one AuditEvent per address and minute (auth/security.ts)
+  const auditRefusals = async (all = false): Promise<number> => {
+    const summaries = security?.takeRefusals(all) ?? [];
+    for (const r of summaries) {
+      const reasons = Object.entries(r.reasons).map(([why, n]) => `${n}× ${why}`).join('; ');
+      await recordAudit(store, {
+        interaction: 'operation',
+        outcome: '4',
+        outcomeDesc: `${r.count} request(s) refused at authentication in the minute from ${r.minute}: ${reasons}`,
+        address: r.address,
+        patients: [],
+      }).catch((e: unknown) => logger.error('audit write failed', { error: e instanceof Error ? e.message : String(e) }));
+    }
+    return summaries.length;
+  };
+  const refusalTimer = security ? setInterval(() => void auditRefusals(), 60_000) : undefined;
+  refusalTimer?.unref();
   let closing: Promise<void> | undefined;
   return {
     config,
@@ -183,9 +204,12 @@ export async function startGateway(config: Config, logger: Logger, opts: Gateway
     mllp,
     worker,
     receiver,
+    auditRefusals,
     close() {
       closing ??= (async () => {
+        clearInterval(refusalTimer);
         await Promise.all([http.close(), mllp?.close()]);
+        await auditRefusals(true);
         await receiver.drain(); // messages acknowledged after conversion: their resources committed first
         await worker.stop();
         await importWorkers?.close();

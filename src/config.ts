@@ -22,6 +22,10 @@ export interface Config {
   socialMappingsDir?: string;
   /** largest HL7 v2 message accepted over MLLP, bytes (AR and close past it) */
   mllpMaxMessageBytes: number;
+  /** an MLLP connection silent this long is closed, ms (MLLP_IDLE_TIMEOUT_S; 0 = never) */
+  mllpIdleTimeoutMs: number;
+  /** open MLLP connections one address may hold (MLLP_MAX_CONNECTIONS_PER_ADDRESS; 0 = no cap) */
+  mllpMaxConnectionsPerAddress: number;
   /** charset assumed when MSH-18 is empty (Baltic senders often use windows-1257) */
   hl7DefaultCharset: string;
   /** zone for HL7 v2 timestamps that carry no UTC offset */
@@ -74,6 +78,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     socialCareMaxBytes: int(env, 'SOCIAL_CARE_MAX_BYTES', 256 * 1024 * 1024),
     socialMappingsDir: env.SOCIAL_MAPPINGS_DIR ? path.resolve(env.SOCIAL_MAPPINGS_DIR) : undefined,
     mllpMaxMessageBytes: int(env, 'MLLP_MAX_MESSAGE_BYTES', 4 * 1024 * 1024),
+    mllpIdleTimeoutMs: int(env, 'MLLP_IDLE_TIMEOUT_S', 600) * 1000,
+    mllpMaxConnectionsPerAddress: int(env, 'MLLP_MAX_CONNECTIONS_PER_ADDRESS', 32),
     hl7DefaultCharset: env.HL7_DEFAULT_CHARSET || 'utf-8',
     hl7DefaultTimezone: env.HL7_DEFAULT_TIMEZONE || 'Europe/Tallinn',
     hl7AckAfter: oneOf(env, 'HL7_ACK_AFTER', ['commit', 'conversion'] as const, 'commit'),

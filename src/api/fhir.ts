@@ -81,7 +81,7 @@ export class FhirApi {
     req.audit = { interaction: interactionOf(req), patients: new Set(), what: [] };
     let res: FhirResponse;
     try {
-      req.principal = await security.authenticate(req.headers);
+      req.principal ??= await security.authenticate(req.headers, req.remoteAddress);
       req.caller = req.principal.clientId || req.principal.organization;
       req.access = new Access(this.store.db, req.principal);
       req.repo = this.store.repo.as(req.access);
@@ -89,8 +89,10 @@ export class FhirApi {
     } catch (err) {
       res = this.errorResponse(err);
     }
-    // every request is audited, refusals too (after its work is committed, before the answer leaves); every
-    // person whose data the request read or wrote is named, whichever path reached it
+    // refused at authentication: counted per address and minute (auth/security.ts), not one AuditEvent each
+    if (!req.principal) return res;
+    // every authenticated request is audited, refusals too (after its work is committed, before the answer
+    // leaves); every person whose data the request read or wrote is named, whichever path reached it
     for (const p of req.access?.touched ?? []) req.audit.patients.add(p);
     for (const o of req.access?.objects ?? []) req.audit.what.push(o);
     try {

@@ -74,7 +74,7 @@ export async function startHttpServer(store: Store, opts: HttpOptions): Promise<
 
   const handle = async (req: HttpRequest): Promise<FhirResponse> => {
     if (req.path === '/fhir' || req.path.startsWith('/fhir/')) {
-      return fhir.handle({ method: req.method, path: req.path.slice(5), query: req.query, headers: req.headers, body: req.body, remoteAddress: req.remoteAddress });
+      return fhir.handle({ method: req.method, path: req.path.slice(5), query: req.query, headers: req.headers, body: req.body, remoteAddress: req.remoteAddress, principal: req.principal });
     }
     if (req.method === 'GET' && req.path === '/healthz') return json(200, { status: 'ok' });
     if (req.method === 'GET' && req.path === '/readyz') {
@@ -92,7 +92,7 @@ export async function startHttpServer(store: Store, opts: HttpOptions): Promise<
       // authenticated routes: every call, refusals too, leaves an AuditEvent before the answer
       let res: FhirResponse;
       try {
-        req.principal = await opts.security.authenticate(req.headers);
+        req.principal ??= await opts.security.authenticate(req.headers, req.remoteAddress);
         if (req.path.startsWith('/admin/')) Security.requireKind(req.principal, ['coordinator'], 'the admin API');
         if (req.path === '/hl7v2') Security.requireKind(req.principal, ['hospital', 'gp', 'coordinator'], 'HL7 v2 over HTTP');
         if (req.path.startsWith('/social-care/')) Security.requireKind(req.principal, ['municipality', 'coordinator'], 'the social-care import');
@@ -101,7 +101,8 @@ export async function startHttpServer(store: Store, opts: HttpOptions): Promise<
         const e = toOutcomeError(err);
         res = json(CATEGORIES[e.category].http, e.outcome);
       }
-      await audit(req, res.status, res.auditPatients ?? []);
+      // refused at authentication: counted per address and minute, not audited one by one
+      if (req.principal) await audit(req, res.status, res.auditPatients ?? []);
       return res;
     }
     throw new OutcomeError('not-found', `no route for ${req.method} ${req.path}`, 'url');
@@ -127,8 +128,8 @@ export async function startHttpServer(store: Store, opts: HttpOptions): Promise<
     if (path === '/healthz' || path === '/readyz') return;
     const headers: Record<string, string | undefined> = {};
     for (const [k, v] of Object.entries(req.headers)) headers[k] = Array.isArray(v) ? v.join(', ') : v;
-    const principal = await opts.security.authenticate(headers).catch(() => undefined);
-    await audit({ method: req.method ?? 'GET', path, principal, remoteAddress: req.socket.remoteAddress ?? '' }, status, []);
+    const principal = await opts.security.authenticate(headers, req.socket.remoteAddress ?? '').catch(() => undefined);
+    if (principal) await audit({ method: req.method ?? 'GET', path, principal, remoteAddress: req.socket.remoteAddress ?? '' }, status, []);
   };
 
   const server = http.createServer((req, res) => {
@@ -147,24 +148,36 @@ export async function startHttpServer(store: Store, opts: HttpOptions): Promise<
     };
     const pathname = (req.url ?? '/').split('?')[0].replace(/\/+$/, '') || '/';
     const limit = routes.find((r) => r.method === req.method && r.pattern.test(pathname))?.maxBodyBytes ?? opts.maxBodyBytes;
-    readBody(req, limit)
+    const headers: Record<string, string | undefined> = {};
+    for (const [k, v] of Object.entries(req.headers)) headers[k] = Array.isArray(v) ? v.join(', ') : v;
+    const remoteAddress = req.socket.remoteAddress ?? '';
+    // the token is checked before a byte of the body is read: without one, a 256 MB upload costs nothing
+    const open = !opts.security || pathname === '/healthz' || pathname === '/readyz' || (req.method === 'GET' && pathname === '/fhir/metadata');
+    let principal: Principal | undefined;
+    const authenticated = open
+      ? Promise.resolve()
+      : opts.security!.authenticate(headers, remoteAddress).then((p) => {
+          principal = p;
+        });
+    authenticated
+      .then(() => readBody(req, limit))
       .then((body) => {
         const url = new URL(req.url ?? '/', 'http://localhost');
-        const headers: Record<string, string | undefined> = {};
-        for (const [k, v] of Object.entries(req.headers)) headers[k] = Array.isArray(v) ? v.join(', ') : v;
         return handle({
           method: req.method ?? 'GET',
           path: url.pathname.replace(/\/+$/, '') || '/',
           query: url.searchParams,
           headers,
           body,
-          remoteAddress: req.socket.remoteAddress ?? '',
+          remoteAddress,
+          principal,
         });
       })
       .then(done, async (err) => {
-        if (err instanceof OutcomeError && err.category === 'too-large') {
+        if (err instanceof OutcomeError && (err.category === 'too-large' || ((err.category === 'unauthorized' || err.category === 'rate-limited') && !principal))) {
+          // the body was not read (or not all of it): this connection cannot carry another request
           res.setHeader('Connection', 'close');
-          await auditRefusal(req, 413);
+          if (err.category === 'too-large') await auditRefusal(req, 413);
         }
         fail(err);
       });

@@ -53,6 +53,10 @@ export interface MllpOptions {
   tls?: { cert: Buffer; key: Buffer; ca?: Buffer };
   /** a connection from an address this refuses is closed at once */
   allowAddress?: (address: string) => boolean;
+  /** a connection that sends nothing (and has no message in hand) for this long is closed, ms; 0 = never */
+  idleTimeoutMs?: number;
+  /** open connections one address may hold; more are closed at once; 0 = no cap */
+  maxConnectionsPerAddress?: number;
 }
 
 export interface MllpServer {
@@ -82,6 +86,7 @@ interface Connection {
 /** Starts an MLLP listener; resolves once it is bound. */
 export async function startMllpServer(opts: MllpOptions): Promise<MllpServer> {
   const connections = new Set<Connection>();
+  const perAddress = new Map<string, number>();
   let closing = false;
 
   const onSocket = (socket: net.Socket): void => {
@@ -93,7 +98,18 @@ export async function startMllpServer(opts: MllpOptions): Promise<MllpServer> {
     const conn: Connection = { socket, queue: Promise.resolve() };
     connections.add(conn);
     let received = 0;
+    let inHand = 0;
     log.info('mllp connection opened');
+    if (opts.idleTimeoutMs) {
+      // an interface engine keeps its connection open between messages; one that says nothing for this long (and is
+      // not waiting for an ACK) is closed, so idle or half-open sockets cannot pile up
+      socket.setTimeout(opts.idleTimeoutMs, () => {
+        if (inHand > 0) return;
+        log.info('mllp connection idle; closed', { idleMs: opts.idleTimeoutMs });
+        socket.end();
+        setTimeout(() => socket.destroy(), 5000).unref();
+      });
+    }
     if (closing) {
       socket.end();
       return;
@@ -135,7 +151,8 @@ export async function startMllpServer(opts: MllpOptions): Promise<MllpServer> {
       }
       for (const p of payloads) {
         received++;
-        enqueue(() => handleOne(p));
+        inHand++;
+        enqueue(() => handleOne(p).finally(() => inHand--));
       }
       if (deframer.overflow) {
         const overflow = deframer.overflow;
@@ -175,7 +192,20 @@ export async function startMllpServer(opts: MllpOptions): Promise<MllpServer> {
     if (opts.allowAddress && !opts.allowAddress(address)) {
       opts.logger.warn('mllp connection from an address no sender rule allows; closed', { peer: address });
       socket.destroy();
+      return;
     }
+    const open = perAddress.get(address) ?? 0;
+    if (opts.maxConnectionsPerAddress && open >= opts.maxConnectionsPerAddress) {
+      opts.logger.warn('mllp connection over the per-address cap; closed', { peer: address, cap: opts.maxConnectionsPerAddress });
+      socket.destroy();
+      return;
+    }
+    perAddress.set(address, open + 1);
+    socket.once('close', () => {
+      const n = (perAddress.get(address) ?? 1) - 1;
+      if (n > 0) perAddress.set(address, n);
+      else perAddress.delete(address);
+    });
   });
   if (opts.tls) {
     server.on('tlsClientError', (err, socket) => opts.logger.warn('mllp TLS handshake failed', { peer: socket.remoteAddress ?? '', error: err.message }));

@@ -1,0 +1,113 @@
+/**
+ * Unauthenticated and abusive load: the token is checked before the body is read, an address that keeps failing is
+ * refused before verification, refusals are audited per address and minute, MLLP connections are bounded in time
+ * and per address, and what cannot be audited is not disclosed.
+ */
+import net from 'node:net';
+import http from 'node:http';
+import type { AuditEvent, Bundle } from '@medplum/fhirtypes';
+import { backends, type Backend } from '../helpers/backends.js';
+import { ik, startSecuredGateway, type SecuredGateway } from '../helpers/auth.js';
+
+const A = ik('3730210271');
+
+describe.each(backends())('abusive load on %s', (_name, makeBackend) => {
+  let backend: Backend;
+  let g: SecuredGateway;
+  let mllpPort: number;
+
+  beforeAll(async () => {
+    backend = makeBackend();
+    await backend.open().then((s) => s.close());
+    g = await startSecuredGateway(backend, [[A, '0171']], { MLLP_IDLE_TIMEOUT_S: '1', MLLP_MAX_CONNECTIONS_PER_ADDRESS: '2' });
+    mllpPort = g.gw.mllp!.port;
+  });
+  afterAll(async () => {
+    await g.close();
+    await backend.cleanup();
+  });
+
+  test('without a valid token a huge upload is refused before its body is read', async () => {
+    const port = g.gw.http.port;
+    const declared = 200 * 1024 * 1024;
+    const started = Date.now();
+    const answer = await new Promise<{ status: number; sent: number }>((resolve, reject) => {
+      let sent = 0;
+      const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/social-care/tartu-linn', headers: { 'Content-Type': 'text/csv', 'Content-Length': declared, Authorization: 'Bearer not.a.token' } });
+      req.on('response', (res) => {
+        res.resume();
+        resolve({ status: res.statusCode ?? 0, sent });
+        req.destroy();
+      });
+      req.on('error', (e) => (sent > 0 ? undefined : reject(e)));
+      // send only the first megabyte: the answer must come without the rest
+      const chunk = Buffer.alloc(64 * 1024, 'a');
+      const pump = () => {
+        while (sent < 1024 * 1024) {
+          sent += chunk.length;
+          if (!req.write(chunk)) return req.once('drain', pump);
+        }
+      };
+      pump();
+    });
+    expect(answer.status).toBe(401);
+    expect(answer.sent).toBeLessThan(declared);
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
+  test('an address that keeps failing is refused before verification (429), and the refusals are one summary', async () => {
+    await g.gw.auditRefusals(true);
+    const t0 = new Date().toISOString();
+    const statuses: number[] = [];
+    for (let i = 0; i < 40; i++) statuses.push((await g.call('/Patient', `bad.token.${i}`)).status);
+    expect(statuses.filter((s) => s === 401).length).toBeGreaterThan(0);
+    expect(statuses.filter((s) => s === 429).length).toBeGreaterThan(0);
+    expect(statuses.every((s) => s === 401 || s === 429)).toBe(true);
+    expect(await g.gw.auditRefusals(true)).toBe(1);
+    // while the address's failure budget is spent, valid tokens from it wait too; it refills at 5 a second
+    expect((await g.call('/Patient?_count=1', g.tokens.coordinator)).status).toBe(429);
+    await new Promise((r) => setTimeout(r, 500));
+    const b = (await (await g.call(`/AuditEvent?date=ge${t0}&_count=100`, g.tokens.coordinator)).json()) as Bundle;
+    const summaries = (b.entry ?? []).map((e) => e.resource as AuditEvent).filter((e) => /refused at authentication/.test(e.outcomeDesc ?? ''));
+    expect(summaries).toHaveLength(1);
+    expect(summaries[0].outcomeDesc).toMatch(/^40 request\(s\) refused/);
+  });
+
+  test('MLLP: a silent connection is closed after the idle timeout; a third connection from one address is refused', async () => {
+    const open = () =>
+      new Promise<net.Socket>((resolve, reject) => {
+        const s = net.connect(mllpPort, '127.0.0.1', () => resolve(s));
+        s.on('error', reject);
+      });
+    const closed = (s: net.Socket) => new Promise<number>((resolve) => (s.destroyed ? resolve(0) : s.once('close', () => resolve(Date.now()))));
+    const s1 = await open();
+    const s2 = await open();
+    const s3 = await open();
+    const t = Date.now();
+    await closed(s3); // over the cap of 2: closed at once
+    expect(Date.now() - t).toBeLessThan(900);
+    const [c1] = await Promise.all([closed(s1), closed(s2)]);
+    expect(c1 - t).toBeGreaterThanOrEqual(800); // idle for the timeout (1 s)
+    expect(c1 - t).toBeLessThan(8000);
+    // the cap counts open connections only: a new one is accepted again
+    const s4 = await open();
+    expect(s4.destroyed).toBe(false);
+    s4.destroy();
+  });
+
+  test('audit fails closed: when the AuditEvent cannot be written, nothing is disclosed', async () => {
+    const ok = await g.call('/Patient?_count=5', g.tokens.coordinator);
+    expect(ok.status).toBe(200);
+    await g.gw.store.db.query('ALTER TABLE audit_chain RENAME TO audit_chain_away');
+    try {
+      const res = await g.call('/Patient?_count=5', g.tokens.coordinator);
+      const body = await res.text();
+      expect(res.status).toBe(500);
+      expect(body).not.toContain(A);
+      expect(body).toContain('audit');
+    } finally {
+      await g.gw.store.db.query('ALTER TABLE audit_chain_away RENAME TO audit_chain');
+    }
+    expect((await g.call('/Patient?_count=5', g.tokens.coordinator)).status).toBe(200);
+  });
+});
