@@ -23,7 +23,7 @@ import { conformanceResources } from './fhir/profiles.js';
 import { Security, isLoopback } from './auth/security.js';
 import { SenderAllowList, parseSenderRules } from './mllp/senders.js';
 import { OutcomeError } from './fhir/outcome.js';
-import { recordAudit, verifyAuditChain } from './auth/audit.js';
+import { recordAudit, setAuditKey, verifyAuditChain } from './auth/audit.js';
 import { readMsh } from './ingest/hl7v2/ack.js';
 import { rawMsh } from './ingest/hl7v2/decode.js';
 import { json } from './api/fhir.js';
@@ -91,6 +91,8 @@ export async function startGateway(config: Config, logger: Logger, opts: Gateway
   if (!config.auth) logger.warn('AUTHENTICATION IS OFF: anyone who can reach this machine\'s loopback interface can read and write all data. Set AUTH_JWKS and AUTH_ISSUERS before real use.');
   const securityConfig = config.auth ? { ...config.auth, audience: config.auth.audience ?? config.baseUrl ?? '' } : undefined;
   const security = securityConfig ? new Security(securityConfig) : undefined;
+  // the audit chain's head is signed with a key kept outside the database (AUDIT_KEY_FILE)
+  setAuditKey(config.auditKeyFile ? fs.readFileSync(config.auditKeyFile) : undefined);
   loadMappings(); // a broken mapping file stops the start, naming the file
   setSocialMappingsDir(config.socialMappingsDir);
   for (const source of socialSources()) socialMapping(source);

@@ -34,6 +34,8 @@ export interface Config {
   hl7AckAfter: 'commit' | 'conversion';
   /** bearer-token authentication (SMART Backend Services); undefined = off (allowed on loopback only) */
   auth?: { jwks: string; issuers: string[]; audience?: string; ratePerSecond: number };
+  /** a file holding the secret that signs the audit chain's head (AUDIT_KEY_FILE); kept outside the database */
+  auditKeyFile?: string;
   /** MLLP senders allowed (MLLP_ALLOWED_SENDERS: APP|FACILITY@ADDRESS,…); undefined = any (loopback only) */
   mllpAllowedSenders?: string;
   /** MLLP over TLS: PEM files (MLLP_TLS_CERT, MLLP_TLS_KEY; MLLP_TLS_CA turns on client certificates) */
@@ -91,6 +93,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
           ratePerSecond: int(env, 'RATE_LIMIT', 50),
         }
       : undefined,
+    auditKeyFile: env.AUDIT_KEY_FILE ? path.resolve(env.AUDIT_KEY_FILE) : undefined,
     mllpAllowedSenders: env.MLLP_ALLOWED_SENDERS || undefined,
     mllpTls: env.MLLP_TLS_CERT || env.MLLP_TLS_KEY ? mllpTls(env) : undefined,
     importWorkers: importWorkers(env),

@@ -12,6 +12,7 @@ import crypto from 'node:crypto';
 import type { AuditEvent, Resource } from '@medplum/fhirtypes';
 import type { Store } from '../store/index.js';
 import { canonicalJson } from '../store/repository.js';
+import { indexRows } from '../store/indexer.js';
 import type { Principal } from './jwt.js';
 import type { Disclosure } from './access.js';
 
@@ -50,6 +51,19 @@ const ACTION: Record<AuditInput['interaction'], AuditEvent['action']> = {
 function hashOf(prev: string, e: AuditEvent): string {
   const { extension: _x, meta: _m, ...rest } = e;
   return crypto.createHash('sha256').update(prev).update(canonicalJson(rest)).digest('hex');
+}
+
+/**
+ * The key that signs the chain's head (AUDIT_KEY_FILE): kept outside the database, so someone who can rewrite the
+ * database cannot make a rewritten chain verify. Set once at start (app.ts); undefined: the head is unsigned.
+ */
+let headKey: Buffer | undefined;
+export function setAuditKey(key: Buffer | undefined): void {
+  headKey = key;
+}
+
+function headMac(key: Buffer, length: number, hash: string): string {
+  return crypto.createHmac('sha256', key).update(`audit-head:${length}:${hash}`).digest('hex');
 }
 
 export async function recordAudit(store: Store, a: AuditInput): Promise<void> {
@@ -96,30 +110,54 @@ export async function recordAudit(store: Store, a: AuditInput): Promise<void> {
   };
   await store.repo.transaction(async (w) => {
     await w.tx.query(`SELECT pg_advisory_xact_lock(hashtextextended('audit-chain', 0))`);
-    const last = await w.tx.query<{ hash: string; seq: string }>(`SELECT hash, seq FROM audit_chain ORDER BY seq DESC LIMIT 1`);
-    const prev = last[0]?.hash ?? GENESIS;
+    const head = await w.tx.query<{ length: string; hash: string }>(`SELECT length::text, hash FROM audit_head WHERE id = 1`);
+    const prev = head[0]?.hash ?? GENESIS;
+    const length = Number(head[0]?.length ?? 0) + 1;
     const hash = hashOf(prev, event);
     const chained: AuditEvent = { ...event, extension: [{ url: CHAIN_EXTENSION, valueString: `${prev}:${hash}` }] };
     await w.updateMany([chained]);
     await w.tx.query(`INSERT INTO audit_chain (event_id, prev, hash) VALUES ($1, $2, $3)`, [event.id, prev, hash]);
+    await w.tx.query(`UPDATE audit_head SET length = $1, hash = $2, mac = $3 WHERE id = 1`, [length, hash, headKey ? headMac(headKey, length, hash) : null]);
   });
 }
 
-/** Re-computes the chain over the stored AuditEvents: the first broken link, or ok. */
-export async function verifyAuditChain(store: Store): Promise<{ ok: boolean; events: number; brokenAt?: string; reason?: string }> {
-  const rows = await store.db.query<{ event_id: string; prev: string; hash: string; content: string | null }>(
-    `SELECT c.event_id, c.prev, c.hash, r.content FROM audit_chain c LEFT JOIN resource r ON r.resource_type = 'AuditEvent' AND r.id = c.event_id ORDER BY c.seq`,
+/**
+ * Re-computes the chain over the stored AuditEvents: the first broken link, or ok. Besides each event's hash and
+ * order it checks that its history copy is the same text, that its search-index rows are all there (so it can be
+ * found by patient and date), and that the chain is as long as its head says — with the key, that the head's
+ * MAC verifies (a chain rewritten and re-hashed by someone without the key does not).
+ */
+export async function verifyAuditChain(store: Store): Promise<{ ok: boolean; events: number; signed: boolean; brokenAt?: string; reason?: string }> {
+  const rows = await store.db.query<{ event_id: string; prev: string; hash: string; content: string | null; version: string | null; seq: string | null; indexed: string }>(
+    `SELECT c.event_id, c.prev, c.hash, r.content, v.content AS version, r.seq::text,
+            (SELECT count(*) FROM idx_token t WHERE t.resource_type = 'AuditEvent' AND t.resource_seq = r.seq)
+          + (SELECT count(*) FROM idx_reference x WHERE x.resource_type = 'AuditEvent' AND x.resource_seq = r.seq)
+          + (SELECT count(*) FROM idx_date d WHERE d.resource_type = 'AuditEvent' AND d.resource_seq = r.seq) AS indexed
+     FROM audit_chain c
+     LEFT JOIN resource r ON r.resource_type = 'AuditEvent' AND r.id = c.event_id
+     LEFT JOIN resource_version v ON v.resource_type = 'AuditEvent' AND v.id = c.event_id AND v.version_id = 1
+     ORDER BY c.seq`,
   );
+  const head = (await store.db.query<{ length: string; hash: string; mac: string | null }>(`SELECT length::text, hash, mac FROM audit_head WHERE id = 1`))[0];
+  const signed = !!head?.mac;
+  const broken = (at: string | undefined, reason: string) => ({ ok: false, events: rows.length, signed, brokenAt: at, reason });
   let prev = GENESIS;
   for (const row of rows) {
-    if (!row.content) return { ok: false, events: rows.length, brokenAt: row.event_id, reason: 'the event is missing' };
+    if (!row.content) return broken(row.event_id, 'the event is missing');
     const e = JSON.parse(row.content) as AuditEvent;
     const link = e.extension?.find((x) => x.url === CHAIN_EXTENSION)?.valueString;
     const hash = hashOf(prev, e);
-    if (row.prev !== prev || row.hash !== hash || link !== `${prev}:${hash}`) return { ok: false, events: rows.length, brokenAt: row.event_id, reason: 'content or order does not match its hash' };
+    if (row.prev !== prev || row.hash !== hash || link !== `${prev}:${hash}`) return broken(row.event_id, 'content or order does not match its hash');
+    if (row.version !== row.content) return broken(row.event_id, 'its history copy differs from the event');
+    const want = indexRows(e);
+    if (Number(row.indexed) < want.token.length + want.reference.length + want.date.length) return broken(row.event_id, 'search-index rows of the event are missing');
     prev = hash;
   }
-  return { ok: true, events: rows.length };
+  if (!head) return broken(undefined, 'the chain head is missing');
+  if (Number(head.length) !== rows.length || head.hash !== prev) return broken(rows[rows.length - 1]?.event_id, `the head records ${head.length} events, the chain holds ${rows.length}: events were removed or added outside the audit trail`);
+  if (headKey && head.mac && head.mac !== headMac(headKey, rows.length, prev)) return broken(undefined, 'the head is not signed by the audit key: the chain was rewritten');
+  if (headKey && !head.mac && rows.length > 0) return { ok: true, events: rows.length, signed: false, reason: 'the head was written before an audit key was configured; it is signed from the next event on' };
+  return { ok: true, events: rows.length, signed };
 }
 
 export type { Resource };

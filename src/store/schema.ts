@@ -328,6 +328,23 @@ ANALYZE idx_reference;
     // row. The indexes are rebuilt; the tables are not rewritten.
     sql: BYTEWISE_COLUMNS.map(([table, cols]) => `ALTER TABLE ${table} ${cols.map((c) => `ALTER COLUMN ${c} TYPE text COLLATE "C"`).join(', ')};\n`).join(''),
   },
+  {
+    version: 10,
+    name: 'audit chain head (length, last hash, and a MAC under a key the database does not hold)',
+    // Deleting the newest events and their chain rows left a shorter chain that still verified; the head records how
+    // long the chain is. With AUDIT_KEY_FILE the head carries an HMAC of (length, hash), so rewriting the chain and
+    // recomputing every hash is detected too: whoever holds only the database cannot sign the new head.
+    sql: `
+CREATE TABLE audit_head (
+  id integer PRIMARY KEY CHECK (id = 1),
+  length bigint NOT NULL,
+  hash text NOT NULL,
+  mac text
+);
+INSERT INTO audit_head (id, length, hash)
+  SELECT 1, count(*), coalesce((SELECT hash FROM audit_chain ORDER BY seq DESC LIMIT 1), repeat('0', 64)) FROM audit_chain;
+`,
+  },
 ];
 
 /**
