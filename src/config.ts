@@ -33,7 +33,7 @@ export interface Config {
   /** when an HL7 v2 AA goes back: after the plan commit (default) or after storage, conversion and checks */
   hl7AckAfter: 'commit' | 'conversion';
   /** bearer-token authentication (SMART Backend Services); undefined = off (allowed on loopback only) */
-  auth?: { jwks: string; issuers: string[]; audience?: string; ratePerSecond: number };
+  auth?: { jwks: string; issuers: string[]; audience?: string; ratePerSecond: number; maxLifetimeS: number };
   /** a file holding the secret that signs the audit chain's head (AUDIT_KEY_FILE); kept outside the database */
   auditKeyFile?: string;
   /** MLLP senders allowed (MLLP_ALLOWED_SENDERS: APP|FACILITY@ADDRESS,…); undefined = any (loopback only) */
@@ -91,6 +91,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
           issuers: (env.AUTH_ISSUERS ?? '').split(/[\s,]+/).filter(Boolean),
           audience: env.AUTH_AUDIENCE || undefined,
           ratePerSecond: int(env, 'RATE_LIMIT', 50),
+          maxLifetimeS: maxTokenLifetime(env),
         }
       : undefined,
     auditKeyFile: env.AUDIT_KEY_FILE ? path.resolve(env.AUDIT_KEY_FILE) : undefined,
@@ -114,6 +115,13 @@ export function defaultImportWorkers(cores = os.availableParallelism()): number 
 function importWorkers(env: NodeJS.ProcessEnv): number {
   const n = int(env, 'IMPORT_WORKERS', defaultImportWorkers());
   if (n > 8) throw new Error(`IMPORT_WORKERS must be at most 8, got ${n}`);
+  return n;
+}
+
+/** AUTH_MAX_TOKEN_LIFETIME: the longest bearer-token lifetime (exp - iat) accepted, seconds; at least 1. */
+function maxTokenLifetime(env: NodeJS.ProcessEnv): number {
+  const n = int(env, 'AUTH_MAX_TOKEN_LIFETIME', 3600);
+  if (n < 1) throw new Error(`AUTH_MAX_TOKEN_LIFETIME must be at least 1 (seconds), got ${n}`);
   return n;
 }
 

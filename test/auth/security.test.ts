@@ -58,6 +58,7 @@ describe.each(backends())('security on %s', (_name, makeBackend) => {
     iss: ISSUER,
     aud: base,
     sub: `client-${kind}-${organization}`,
+    iat: Math.floor(Date.now() / 1000),
     exp: Math.floor(Date.now() / 1000) + 300,
     scope,
     organization,
