@@ -16,6 +16,7 @@ import { adminRoutes } from './admin.js';
 import { Security } from '../auth/security.js';
 import { recordAudit } from '../auth/audit.js';
 import type { Principal } from '../auth/jwt.js';
+import type { JsonLimits } from '../fhir/json.js';
 
 export interface HttpRequest {
   method: string;
@@ -37,6 +38,8 @@ export interface HttpOptions {
   /** absolute FHIR base; computed from the bound port when undefined */
   baseUrl?: string;
   maxBodyBytes: number;
+  /** bounds of a FHIR JSON body (src/fhir/json.ts); handed to FhirApi with the other options */
+  jsonLimits?: JsonLimits;
   defaultPageSize: number;
   maxPageSize: number;
   logger: Logger;
