@@ -151,8 +151,12 @@ export async function startHttpServer(store: Store, opts: HttpOptions): Promise<
     const pathname = (req.url ?? '/').split('?')[0].replace(/\/+$/, '') || '/';
     const limit = routes.find((r) => r.method === req.method && r.pattern.test(pathname))?.maxBodyBytes ?? opts.maxBodyBytes;
     readBody(req, limit)
-      .then((body) => {
-        const url = new URL(req.url ?? '/', 'http://localhost');
+      .then(async (body) => {
+        const url = requestUrl(req.url ?? '/');
+        if (url instanceof OutcomeError) {
+          await auditRefusal(req, url.status);
+          throw url;
+        }
         const headers: Record<string, string | undefined> = {};
         for (const [k, v] of Object.entries(req.headers)) headers[k] = Array.isArray(v) ? v.join(', ') : v;
         return handle({
@@ -195,6 +199,37 @@ export async function startHttpServer(store: Store, opts: HttpOptions): Promise<
       await closed;
     },
   };
+}
+
+/**
+ * The request target as a URL, or the 400 it gets when it cannot be read as the client meant it: a percent escape
+ * that is not `%` and two hex digits (`%zz`, `%A` at the end), escapes that do not spell UTF-8 (`%E0%A4`), or a NUL
+ * character (`%00`), in the path or the query. `URL` leaves a bad escape in the path as it is (decoding it later
+ * threw, a 500) and URLSearchParams turns it into U+FFFD or keeps it literally, so the search would silently run
+ * on other text; PostgreSQL cannot store or compare a NUL.
+ */
+export function requestUrl(target: string): URL | OutcomeError {
+  let url: URL;
+  try {
+    url = new URL(target, 'http://localhost');
+  } catch {
+    return new OutcomeError('invalid-query', 'the request URL cannot be parsed', 'url');
+  }
+  for (const [part, raw] of [['path', url.pathname], ['query', url.search.slice(1)]] as const) {
+    if (!raw.includes('%')) continue;
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(raw);
+    } catch {
+      return new OutcomeError(
+        'invalid-query',
+        `the request URL's ${part} has a malformed percent escape: each % must be followed by two hex digits, and the escaped bytes must be UTF-8 (write a literal % as %25)`,
+        'url',
+      );
+    }
+    if (decoded.includes('\0')) return new OutcomeError('invalid-query', `the request URL's ${part} contains a NUL character (%00), which no FHIR value can hold`, 'url');
+  }
+  return url;
 }
 
 /** Reads the request body, refusing (413) past the limit without buffering the rest. */
