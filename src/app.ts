@@ -147,6 +147,7 @@ export async function startGateway(config: Config, logger: Logger, opts: Gateway
     port: config.port,
     baseUrl: config.baseUrl,
     maxBodyBytes: config.maxBodyBytes,
+    jsonLimits: config.jsonLimits,
     defaultPageSize: config.defaultPageSize,
     maxPageSize: config.maxPageSize,
     logger,

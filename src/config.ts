@@ -4,6 +4,7 @@
  */
 import os from 'node:os';
 import path from 'node:path';
+import { DEFAULT_JSON_LIMITS, type JsonLimits } from './fhir/json.js';
 
 export interface Config {
   port: number;
@@ -16,6 +17,8 @@ export interface Config {
   logLevel: 'debug' | 'info' | 'warn' | 'error';
   /** largest HTTP request body accepted, bytes (413 past it) */
   maxBodyBytes: number;
+  /** bounds of a FHIR JSON body within maxBodyBytes: nesting, array length, values, Bundle entries (src/fhir/json.ts) */
+  jsonLimits: JsonLimits;
   /** largest social-care export accepted by POST /social-care/{source}, bytes */
   socialCareMaxBytes: number;
   /** a folder of municipal export mappings searched before mappings/social (SOCIAL_MAPPINGS_DIR) */
@@ -77,6 +80,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     baseUrl: env.BASE_URL ? env.BASE_URL.replace(/\/+$/, '') : undefined,
     logLevel: level as Config['logLevel'],
     maxBodyBytes: int(env, 'MAX_BODY_BYTES', 10 * 1024 * 1024),
+    jsonLimits: jsonLimits(env),
     socialCareMaxBytes: int(env, 'SOCIAL_CARE_MAX_BYTES', 256 * 1024 * 1024),
     socialMappingsDir: env.SOCIAL_MAPPINGS_DIR ? path.resolve(env.SOCIAL_MAPPINGS_DIR) : undefined,
     mllpMaxMessageBytes: int(env, 'MLLP_MAX_MESSAGE_BYTES', 4 * 1024 * 1024),
@@ -123,6 +127,21 @@ function maxTokenLifetime(env: NodeJS.ProcessEnv): number {
   const n = int(env, 'AUTH_MAX_TOKEN_LIFETIME', 3600);
   if (n < 1) throw new Error(`AUTH_MAX_TOKEN_LIFETIME must be at least 1 (seconds), got ${n}`);
   return n;
+}
+
+/** MAX_JSON_DEPTH (1–1000: deeper would risk the recursive walks after parsing), MAX_ARRAY_LENGTH, MAX_JSON_VALUES, MAX_BUNDLE_ENTRIES; none may be 0. */
+function jsonLimits(env: NodeJS.ProcessEnv): JsonLimits {
+  const positive = (name: string, fallback: number, max = Number.MAX_SAFE_INTEGER): number => {
+    const n = int(env, name, fallback);
+    if (n < 1 || n > max) throw new Error(`${name} must be between 1 and ${max}, got ${n}`);
+    return n;
+  };
+  return {
+    maxDepth: positive('MAX_JSON_DEPTH', DEFAULT_JSON_LIMITS.maxDepth, 1000),
+    maxArray: positive('MAX_ARRAY_LENGTH', DEFAULT_JSON_LIMITS.maxArray),
+    maxElements: positive('MAX_JSON_VALUES', DEFAULT_JSON_LIMITS.maxElements),
+    maxBundleEntries: positive('MAX_BUNDLE_ENTRIES', DEFAULT_JSON_LIMITS.maxBundleEntries),
+  };
 }
 
 function mllpTls(env: NodeJS.ProcessEnv): Config['mllpTls'] {

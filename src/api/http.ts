@@ -16,6 +16,7 @@ import { adminRoutes } from './admin.js';
 import { Security } from '../auth/security.js';
 import { recordAudit } from '../auth/audit.js';
 import type { Principal } from '../auth/jwt.js';
+import type { JsonLimits } from '../fhir/json.js';
 
 export interface HttpRequest {
   method: string;
@@ -37,6 +38,8 @@ export interface HttpOptions {
   /** absolute FHIR base; computed from the bound port when undefined */
   baseUrl?: string;
   maxBodyBytes: number;
+  /** bounds of a FHIR JSON body (src/fhir/json.ts); handed to FhirApi with the other options */
+  jsonLimits?: JsonLimits;
   defaultPageSize: number;
   maxPageSize: number;
   logger: Logger;
@@ -122,13 +125,13 @@ export async function startHttpServer(store: Store, opts: HttpOptions): Promise<
   };
 
   /** A request refused before it reached its handler (e.g. a body over the limit): audited too, naming the caller if its token is good. */
-  const auditRefusal = async (req: http.IncomingMessage, status: number): Promise<void> => {
+  const auditRefusal = async (req: http.IncomingMessage, status: number, known?: Principal): Promise<void> => {
     if (!opts.security) return;
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/healthz' || path === '/readyz') return;
     const headers: Record<string, string | undefined> = {};
     for (const [k, v] of Object.entries(req.headers)) headers[k] = Array.isArray(v) ? v.join(', ') : v;
-    const principal = await opts.security.authenticate(headers, req.socket.remoteAddress ?? '').catch(() => undefined);
+    const principal = known ?? (await opts.security.authenticate(headers, req.socket.remoteAddress ?? '').catch(() => undefined));
     if (principal) await audit({ method: req.method ?? 'GET', path, principal, remoteAddress: req.socket.remoteAddress ?? '' }, status, []);
   };
 
@@ -161,8 +164,12 @@ export async function startHttpServer(store: Store, opts: HttpOptions): Promise<
         });
     authenticated
       .then(() => readBody(req, limit))
-      .then((body) => {
-        const url = new URL(req.url ?? '/', 'http://localhost');
+      .then(async (body) => {
+        const url = requestUrl(req.url ?? '/');
+        if (url instanceof OutcomeError) {
+          await auditRefusal(req, url.status, principal);
+          throw url;
+        }
         return handle({
           method: req.method ?? 'GET',
           path: url.pathname.replace(/\/+$/, '') || '/',
@@ -177,7 +184,7 @@ export async function startHttpServer(store: Store, opts: HttpOptions): Promise<
         if (err instanceof OutcomeError && (err.category === 'too-large' || ((err.category === 'unauthorized' || err.category === 'rate-limited') && !principal))) {
           // the body was not read (or not all of it): this connection cannot carry another request
           res.setHeader('Connection', 'close');
-          if (err.category === 'too-large') await auditRefusal(req, 413);
+          if (err.category === 'too-large') await auditRefusal(req, 413, principal);
         }
         fail(err);
       });
@@ -205,6 +212,37 @@ export async function startHttpServer(store: Store, opts: HttpOptions): Promise<
       await closed;
     },
   };
+}
+
+/**
+ * The request target as a URL, or the 400 it gets when it cannot be read as the client meant it: a percent escape
+ * that is not `%` and two hex digits (`%zz`, `%A` at the end), escapes that do not spell UTF-8 (`%E0%A4`), or a NUL
+ * character (`%00`), in the path or the query. `URL` leaves a bad escape in the path as it is (decoding it later
+ * threw, a 500) and URLSearchParams turns it into U+FFFD or keeps it literally, so the search would silently run
+ * on other text; PostgreSQL cannot store or compare a NUL.
+ */
+export function requestUrl(target: string): URL | OutcomeError {
+  let url: URL;
+  try {
+    url = new URL(target, 'http://localhost');
+  } catch {
+    return new OutcomeError('invalid-query', 'the request URL cannot be parsed', 'url');
+  }
+  for (const [part, raw] of [['path', url.pathname], ['query', url.search.slice(1)]] as const) {
+    if (!raw.includes('%')) continue;
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(raw);
+    } catch {
+      return new OutcomeError(
+        'invalid-query',
+        `the request URL's ${part} has a malformed percent escape: each % must be followed by two hex digits, and the escaped bytes must be UTF-8 (write a literal % as %25)`,
+        'url',
+      );
+    }
+    if (decoded.includes('\0')) return new OutcomeError('invalid-query', `the request URL's ${part} contains a NUL character (%00), which no FHIR value can hold`, 'url');
+  }
+  return url;
 }
 
 /** Reads the request body, refusing (413) past the limit without buffering the rest. */

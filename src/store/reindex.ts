@@ -9,12 +9,16 @@
  * The invariant this keeps: the rows stored for a resource are exactly `indexRows` of its current version. Updates
  * rely on it (they delete and insert only the rows that differ, repository.ts `indexChange`), so any change to
  * what extraction produces needs a migration that rebuilds the rows it affects, as this one does for strings.
+ *
+ * Migration 10 (values capped at INDEX_VALUE_BYTES, indexer.ts): rows written before it may hold longer values (up to
+ * the B-tree limit, or beyond it where PostgreSQL could compress the entry). They are rewritten in place as
+ * `indexRows` now writes them, so an update of their resource finds and removes them; every other row is unchanged.
  */
 import { searchParamsFor } from '../fhir/searchparams.js';
 import { resourceTypes } from '../fhir/definitions.js';
 import type { Resource } from '../fhir/types.js';
 import type { Queryable } from './db.js';
-import { indexRows } from './indexer.js';
+import { INDEX_VALUE_BYTES, indexKey, indexRows, recapStringRow } from './indexer.js';
 import { arrayLiteral } from './repository.js';
 
 const CHUNK = 2000;
@@ -62,4 +66,33 @@ export async function rebuildStringIndex(tx: Queryable): Promise<number> {
     }
   }
   return written;
+}
+
+/** Schema migration 10: string and token rows holding a value longer than INDEX_VALUE_BYTES, capped as the indexer caps it. */
+export async function capLongIndexValues(tx: Queryable): Promise<number> {
+  let changed = 0;
+  const strings = await tx.query<{ seq: string; param: string; value: string; exact: string | null }>(
+    `SELECT resource_seq::text AS seq, param, value, exact FROM idx_string WHERE octet_length(value) > $1 OR octet_length(exact) > $1`,
+    [INDEX_VALUE_BYTES],
+  );
+  for (const r of strings) {
+    const c = recapStringRow(r.value, r.exact);
+    await tx.query(
+      `UPDATE idx_string SET value = $1, exact = $2 WHERE resource_seq = $3::bigint AND param = $4 AND value = $5 AND exact IS NOT DISTINCT FROM $6`,
+      [c.value, c.exact, r.seq, r.param, r.value, r.exact],
+    );
+    changed++;
+  }
+  const tokens = await tx.query<{ seq: string; param: string; system: string | null; code: string | null }>(
+    `SELECT resource_seq::text AS seq, param, system, code FROM idx_token WHERE octet_length(system) > $1 OR octet_length(code) > $1`,
+    [INDEX_VALUE_BYTES],
+  );
+  for (const r of tokens) {
+    await tx.query(
+      `UPDATE idx_token SET system = $1, code = $2 WHERE resource_seq = $3::bigint AND param = $4 AND system IS NOT DISTINCT FROM $5 AND code IS NOT DISTINCT FROM $6`,
+      [indexKey(r.system), indexKey(r.code), r.seq, r.param, r.system, r.code],
+    );
+    changed++;
+  }
+  return changed;
 }

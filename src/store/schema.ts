@@ -330,6 +330,18 @@ ANALYZE idx_reference;
   },
   {
     version: 10,
+    name: 'index values longer than 512 bytes are capped (a long name, identifier or URL no longer fails the write)',
+    // A B-tree entry must fit in a third of a page (2,704 bytes): a resource with a 3,000-character name, identifier
+    // or URL failed its write with "index row size exceeds btree maximum" (500). The indexer now caps every string,
+    // token and uri value at 512 bytes (indexer.ts indexPrefix, indexKey; search caps search values the same way).
+    // Rows written before may hold longer values (below the limit, or past it where the entry compressed well);
+    // they are capped here too, so the rows of a resource stay exactly what `indexRows` gives (reindex.ts). Only
+    // such rows are touched; finding them reads idx_string and idx_token once.
+    sql: '',
+    run: async (tx) => (await import('./reindex.js')).capLongIndexValues(tx),
+  },
+  {
+    version: 11,
     name: 'audit chain head (length, last hash, and a MAC under a key the database does not hold)',
     // Deleting the newest events and their chain rows left a shorter chain that still verified; the head records how
     // long the chain is. With AUDIT_KEY_FILE the head carries an HMAC of (length, hash), so rewriting the chain and

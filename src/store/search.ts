@@ -15,6 +15,7 @@ import type { OperationOutcomeIssue, Resource } from '../fhir/types.js';
 import { searchParamsFor, normalizeString } from '../fhir/searchparams.js';
 import { CONFIDENTIALITY_SYSTEM } from '../fhir/identifiers.js';
 import { resourceTypes } from '../fhir/definitions.js';
+import { indexKey, indexPrefix } from './indexer.js';
 
 export interface SearchRequest {
   resourceType: string;
@@ -364,13 +365,14 @@ class ConditionBuilder {
         case 'token':
         case 'uri': {
           const cond: string[] = [];
-          if (def.type === 'uri') cond.push(`${x}.code = ${q.p(value)}`);
+          // values as the index rows hold them: a long one is its prefix and hash (indexer.ts indexKey)
+          if (def.type === 'uri') cond.push(`${x}.code = ${q.p(indexKey(value))}`);
           else if (value.includes('|')) {
             const bar = value.indexOf('|');
             const [system, code] = [value.slice(0, bar), value.slice(bar + 1)];
-            cond.push(system === '' ? `(${x}.system IS NULL OR ${x}.system = '')` : `${x}.system = ${q.p(system)}`);
-            if (code !== '') cond.push(`${x}.code = ${q.p(code)}`);
-          } else cond.push(`${x}.code = ${q.p(value)}`);
+            cond.push(system === '' ? `(${x}.system IS NULL OR ${x}.system = '')` : `${x}.system = ${q.p(indexKey(system))}`);
+            if (code !== '') cond.push(`${x}.code = ${q.p(indexKey(code))}`);
+          } else cond.push(`${x}.code = ${q.p(indexKey(value))}`);
           return cond.join(' AND ');
         }
         case 'reference': {
@@ -390,12 +392,14 @@ class ConditionBuilder {
           if (modifier === 'exact') {
             // the row's value as written (`exact`, NULL when it equals the normalised `value`); the normalised value
             // is compared too, so the lookup index finds the rows
+            // (both as the row holds them: a long value is capped, indexer.ts indexPrefix and indexKey)
             const written = value.normalize('NFC');
-            return `${x}.value = ${q.p(normalizeString(written))} AND COALESCE(${x}.exact, ${x}.value) = ${q.p(written)}`;
+            return `${x}.value = ${q.p(indexPrefix(normalizeString(written)))} AND COALESCE(${x}.exact, ${x}.value) = ${q.p(indexKey(written))}`;
           }
           const norm = normalizeString(value);
+          // a row holds the first INDEX_VALUE_BYTES of a value: :contains looks there; a longer prefix compares on its own first bytes
           if (modifier === 'contains') return `${x}.value LIKE ${q.p('%' + escapeLike(norm) + '%')}`;
-          return `${x}.value LIKE ${q.p(escapeLike(norm) + '%')}`;
+          return `${x}.value LIKE ${q.p(escapeLike(indexPrefix(norm)) + '%')}`;
         }
         default: {
           const [prefix, v] = splitPrefix(value);

@@ -156,7 +156,7 @@ describe.each(targets)('migration 5 on %s', (_name, open) => {
       await db.query(`INSERT INTO idx_quantity (resource_type, resource_id, param, value, system, code, patient_key) VALUES ('Observation', 'o1', 'value-quantity', 5.5, 'http://unitsofmeasure.org', 'mmol/L', 'p1')`);
       await db.query(`INSERT INTO idx_reference (resource_type, resource_id, param, target_type, target_id, patient_key, resource_seq) SELECT 'Observation', 'o1', 'subject', 'Patient', 'p1', 'p1', seq FROM resource WHERE id = 'o1'`);
 
-      expect(await migrate(db)).toEqual([5, 6, 7, 8, 9]);
+      expect(await migrate(db)).toEqual(MIGRATIONS.filter((x) => x.version > 4).map((x) => x.version));
       for (const t of ['idx_token', 'idx_string', 'idx_date', 'idx_quantity', 'idx_reference']) {
         const rows = await db.query<{ resource_id: string; ok: boolean }>(
           `SELECT x.resource_id, x.resource_seq = (SELECT seq FROM resource r WHERE r.resource_type = x.resource_type AND r.id = x.resource_id) AS ok FROM ${t} x`,
@@ -226,7 +226,7 @@ describe.each(targets)('migration 8 on %s', (_name, open) => {
       ];
       const call14 = `SELECT * FROM inbox_receive($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz, $8::text[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::boolean[], $14::integer)`;
       await db.query(call14, args('old'));
-      expect(await migrate(db)).toEqual([8, 9]);
+      expect(await migrate(db)).toEqual(MIGRATIONS.filter((x) => x.version > 7).map((x) => x.version));
       await db.query(call14.replace('$14::integer)', '$14::integer, $15::text)'), args('new', 'instance-1'));
       const rows = await db.query<{ id: string; claimed_by: string | null }>(`SELECT id, claimed_by FROM inbox ORDER BY id`);
       expect(rows).toEqual([{ id: 'new', claimed_by: 'instance-1' }, { id: 'old', claimed_by: null }]);
@@ -244,7 +244,7 @@ describe.each(targets)('migration 9 on %s', (_name, open) => {
       const saved = (await repo.create<Basic>({ resourceType: 'Basic', code: { coding: [{ system: 'urn:x', code: 'Kõne' }] }, subject: { reference: 'Patient/p1' } })).resource;
       const indexes = `SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 1`;
       const before = (await db.query<{ indexname: string }>(indexes)).map((r) => r.indexname);
-      expect(await migrate(db)).toEqual([9]);
+      expect(await migrate(db)).toEqual(MIGRATIONS.filter((x) => x.version > 8).map((x) => x.version));
       expect((await db.query<{ indexname: string }>(indexes)).map((r) => r.indexname)).toEqual(before);
       const cols = await db.query<{ col: string; coll: string }>(
         `SELECT c.relname || '.' || a.attname AS col, co.collname AS coll FROM pg_attribute a
