@@ -21,6 +21,7 @@ import { Access } from '../auth/access.js';
 import type { Principal } from '../auth/jwt.js';
 import { recordAudit, type AuditInput } from '../auth/audit.js';
 import type { Security } from '../auth/security.js';
+import { checkJsonCharset, parseJsonBody, type JsonLimits } from '../fhir/json.js';
 
 export interface FhirRequest {
   method: string;
@@ -39,6 +40,8 @@ export interface FhirRequest {
   audit?: { interaction: AuditInput['interaction']; patients: Set<string>; what: string[] };
   /** the store as this caller may see it: every read and write of the request goes through it */
   repo?: CallerRepository;
+  /** the body parsed within its bounds (or why it could not be), once */
+  parsed?: { value?: unknown; error?: unknown };
 }
 
 export interface FhirResponse {
@@ -57,6 +60,8 @@ export interface FhirApiOptions {
   logger: Logger;
   /** bearer authentication, org-scoped access and the audit trail; undefined = open (loopback trial) */
   security?: Security;
+  /** bounds on request bodies (fhir/json.ts) */
+  jsonLimits?: JsonLimits;
 }
 
 const JSON_TYPE = 'application/fhir+json; charset=utf-8';
@@ -200,13 +205,7 @@ export class FhirApi {
   private async validate(type: string, req: FhirRequest, id?: string): Promise<FhirResponse> {
     this.checkContentType(req);
     let body: Record<string, unknown> | undefined;
-    if (req.body?.length) {
-      try {
-        body = JSON.parse(req.body.toString('utf8')) as Record<string, unknown>;
-      } catch (err) {
-        throw new OutcomeError('structure', `the body is not valid JSON: ${(err as Error).message}`);
-      }
-    }
+    if (req.body?.length) body = parseJsonBody(req.body, this.opts.jsonLimits) as Record<string, unknown>;
     const profiles = req.query.getAll('profile');
     let resource: unknown = body;
     if (body?.resourceType === 'Parameters') {
@@ -269,20 +268,30 @@ export class FhirApi {
     if (ct && ct !== 'application/fhir+json' && ct !== 'application/json') {
       throw new OutcomeError('unsupported', `Content-Type ${ct} is not supported; send application/fhir+json`, 'Content-Type');
     }
+    checkJsonCharset(req.headers['content-type']);
   }
 
   private submission(req: FhirRequest): Submission {
-    return { body: req.body ?? Buffer.alloc(0), contentType: req.headers['content-type'], caller: req.caller, baseUrl: this.opts.baseUrl, repo: this.repo(req) };
+    return { body: req.body ?? Buffer.alloc(0), contentType: req.headers['content-type'], caller: req.caller, baseUrl: this.opts.baseUrl, repo: this.repo(req), jsonLimits: this.opts.jsonLimits };
+  }
+
+  /** The body parsed within its bounds, once per request: the value, or the error that refuses it. */
+  private parsed(req: FhirRequest): { value?: unknown; error?: unknown } {
+    if (!req.parsed) {
+      try {
+        req.parsed = { value: parseJsonBody(req.body, this.opts.jsonLimits) };
+      } catch (error) {
+        req.parsed = { error };
+      }
+    }
+    return req.parsed;
   }
 
   private parseBody(type: string, req: FhirRequest): Resource {
     this.checkContentType(req);
-    let body: unknown;
-    try {
-      body = JSON.parse(req.body?.toString('utf8') ?? '');
-    } catch (err) {
-      throw new OutcomeError('structure', `the body is not valid JSON: ${(err as Error).message}`);
-    }
+    const parsed = this.parsed(req);
+    if (parsed.error) throw parsed.error;
+    const body = parsed.value;
     if (!body || typeof body !== 'object' || Array.isArray(body)) throw new OutcomeError('structure', 'the body must be a JSON object (a FHIR resource)');
     const rt = (body as { resourceType?: unknown }).resourceType;
     if (rt !== type) throw new OutcomeError('invalid', `resourceType is "${String(rt)}" but the URL names ${type}`, 'resourceType');
@@ -294,6 +303,9 @@ export class FhirApi {
    * body), and the inbox entry finished in the same transaction as the write.
    */
   private async inboxed<T>(req: FhirRequest, work: () => Promise<{ result: T; produced: string[]; patientKey?: string | null }>): Promise<T> {
+    // a body past the bounds is refused before any work is done with it, storing included (413: the sender keeps it)
+    const parsed = this.parsed(req);
+    if (parsed.error instanceof OutcomeError && parsed.error.category === 'too-large') throw parsed.error;
     const { entry } = await this.store.inbox.receive({
       channel: 'fhir',
       payload: req.body ?? Buffer.alloc(0),

@@ -14,6 +14,7 @@ import crypto from 'node:crypto';
 import YAML from 'yaml';
 import type { Bundle, BundleEntry, Encounter, MessageHeader, Organization, Patient, Provenance, Resource, ServiceRequest } from '@medplum/fhirtypes';
 import { OutcomeError, toOutcomeError } from '../../fhir/outcome.js';
+import { bundleEntryLimit, parseJsonBody, type JsonLimits } from '../../fhir/json.js';
 import { deterministicId } from '../../fhir/identifiers.js';
 import type { Store } from '../../store/index.js';
 import type { CallerRepository, Writer } from '../../store/repository.js';
@@ -32,6 +33,8 @@ export interface Submission {
    * through it; the plan assembly that follows is the gateway's own work. Absent: the open, loopback trial.
    */
   repo?: CallerRepository;
+  /** bounds on the body (fhir/json.ts) */
+  jsonLimits?: Partial<JsonLimits>;
 }
 
 /** Stores the raw submission in the inbox (committed) and returns its id. */
@@ -40,19 +43,38 @@ async function store(st: Store, s: Submission): Promise<string> {
   return entry.id;
 }
 
-function parse(body: Buffer): unknown {
+/** The body as JSON within its bounds, and a Bundle within its entry limit (413 past either). */
+function parse(body: Buffer, limits?: Partial<JsonLimits>): unknown {
+  const parsed = parseJsonBody(body, limits);
+  bundleEntryLimit(parsed, limits);
+  return parsed;
+}
+
+/**
+ * Parses before anything is stored: a body past the bounds is refused at once (413; the sender keeps it, and it
+ * costs no storage); any other problem is reported after the body is stored, as for every submission.
+ */
+function preparse(s: Submission): () => unknown {
+  let value: unknown;
+  let error: unknown;
   try {
-    return JSON.parse(body.toString('utf8'));
-  } catch (err) {
-    throw new OutcomeError('structure', `the body is not valid JSON: ${(err as Error).message}`);
+    value = parse(s.body, s.jsonLimits);
+  } catch (e) {
+    if (e instanceof OutcomeError && e.category === 'too-large') throw e;
+    error = e;
   }
+  return () => {
+    if (error) throw error;
+    return value;
+  };
 }
 
 /** POST /fhir: a transaction or batch Bundle → its response Bundle. */
 export async function processBundle(st: Store, s: Submission): Promise<Bundle> {
+  const body = preparse(s);
   const inboxId = await store(st, s);
   try {
-    const { type, entries, bundle } = planBundle(parse(s.body));
+    const { type, entries, bundle } = planBundle(body());
     const description = `FHIR ${type} Bundle${bundle.id ? ` ${bundle.id}` : ''} from ${s.caller ?? 'anonymous'}`;
     if (type === 'transaction') {
       const results = await (s.repo ?? st.repo).transaction(async (w) => {
@@ -124,10 +146,11 @@ export function messageEvents(): MessageEvent[] {
  * OperationOutcome; a body that is not a message Bundle is refused outright.
  */
 export async function processMessage(st: Store, s: Submission): Promise<Bundle> {
+  const body = preparse(s);
   const inboxId = await store(st, s);
   let header: MessageHeader | undefined;
   try {
-    const bundle = parse(s.body) as Bundle;
+    const bundle = body() as Bundle;
     if (!bundle || typeof bundle !== 'object' || bundle.resourceType !== 'Bundle') throw new OutcomeError('invalid', '$process-message takes a Bundle', 'resourceType');
     if (bundle.type !== 'message') throw new OutcomeError('invalid', `Bundle.type must be message, got "${String(bundle.type)}"`, 'Bundle.type');
     header = bundle.entry?.[0]?.resource as MessageHeader | undefined;
@@ -144,7 +167,7 @@ export async function processMessage(st: Store, s: Submission): Promise<Bundle> 
     if (!ev) {
       throw new OutcomeError('unsupported', `message event ${coding?.system ?? ''}|${coding?.code ?? '(none)'} is not supported (see mappings/fhir/message-events.yaml)`, 'MessageHeader.eventCoding');
     }
-    const bundle = parse(s.body) as Bundle;
+    const bundle = body() as Bundle;
     const planned: BundleEntry[] = (bundle.entry ?? []).slice(1).map((e) => ({
       fullUrl: e.fullUrl,
       resource: e.resource,
