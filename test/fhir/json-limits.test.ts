@@ -123,7 +123,7 @@ describe('limits → 413 too-large', () => {
   });
 
   test('a Bundle with more entries than maxBundleEntries', () => {
-    const big = parse(JSON.stringify(transaction(1001)));
+    const big = parse(JSON.stringify(transaction(1001)), { ...DEFAULT_JSON_LIMITS, maxArray: 2000 });
     const e = refusal(() => bundleEntryLimit(big));
     expect(e.status).toBe(413);
     expect(e.outcome.issue[0].expression).toEqual(['Bundle.entry']);
