@@ -18,8 +18,10 @@ import crypto from 'node:crypto';
 import type { Bundle, BundleEntry, OperationOutcomeIssue, Resource } from '../fhir/types.js';
 import { OutcomeError, toOutcomeError, CATEGORIES } from '../fhir/outcome.js';
 import { isResourceType } from '../fhir/definitions.js';
-import { SYSTEMS, canonicalSystem, deterministicId } from '../fhir/identifiers.js';
 import type { Writer, WriteResult } from '../store/repository.js';
+import { assertOnePatient, identityHolder, identityId } from '../careplan/identity.js';
+
+export { identityId };
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
 const ORDER: Record<Method, number> = { DELETE: 0, POST: 1, PUT: 2, GET: 3 };
@@ -115,16 +117,14 @@ function eachReference(v: unknown, fn: (holder: { reference: string }) => void):
 }
 
 /**
- * The id every source derives for a resource from its identity identifier: a Patient's isikukood, a
- * Practitioner's professional code, an Organization's Business Register code (as the HL7 v2 mapping and the
- * municipal import do), so one person or organisation is one resource whichever source names it first.
+ * A create of a resource whose identity identifier (isikukood, professional code, registry code) or hospital record
+ * number already names a stored one: applied to that one — as an update when the caller may change it, otherwise
+ * left as it is and answered with its location (never a second resource for one person or organisation).
  */
-const IDENTITY: Record<string, string> = { Patient: SYSTEMS.isikukood, Practitioner: SYSTEMS.professional, Organization: SYSTEMS.organisation };
-export function identityId(r: Resource): string | undefined {
-  const system = IDENTITY[r.resourceType];
-  if (!system) return undefined;
-  const id = ((r as { identifier?: { system?: string; value?: string }[] }).identifier ?? []).find((i) => i.system && canonicalSystem(i.system) === system && i.value);
-  return id ? deterministicId(r.resourceType, system, id.value!) : undefined;
+export async function applyToHolder(w: Writer, r: Resource, id: string): Promise<WriteResult> {
+  const current = await w.trusted().readOptional(r.resourceType, id);
+  if (current && !(await w.mayChange(current))) return { resource: await w.shown(current), outcome: 'existing' };
+  return w.update({ ...r, id });
 }
 
 /**
@@ -174,6 +174,7 @@ export async function runTransaction(w: Writer, entries: PlannedEntry[], baseUrl
   // 1. Who is who: resolve the id every POST/PUT entry will have, so references can be rewritten first.
   const sorted = [...entries].sort((a, b) => ORDER[a.method] - ORDER[b.method] || a.index - b.index);
   const existing = new Map<number, Resource>(); // conditional create that matched
+  const held = new Set<number>(); // a create whose person (or organisation) is stored already
   for (const p of sorted) {
     try {
       if (p.method === 'POST') {
@@ -184,10 +185,17 @@ export async function runTransaction(w: Writer, entries: PlannedEntry[], baseUrl
             p.id = found.id;
           }
         }
+        if (!p.id) {
+          const holder = await identityHolder(w.tx, p.resource!);
+          if (holder) {
+            p.id = holder;
+            held.add(p.index);
+          }
+        }
         p.id ??= identityId(p.resource!) ?? crypto.randomUUID();
       } else if (p.method === 'PUT' && p.criteria) {
         const found = await w.conditionalMatch(p.type, p.criteria);
-        p.id = found?.id ?? p.resource!.id ?? identityId(p.resource!) ?? crypto.randomUUID();
+        p.id = found?.id ?? p.resource!.id ?? (await identityHolder(w.tx, p.resource!)) ?? identityId(p.resource!) ?? crypto.randomUUID();
       } else if (p.method === 'DELETE' && p.criteria) {
         p.id = (await w.conditionalMatch(p.type, p.criteria))?.id;
       }
@@ -235,7 +243,7 @@ export async function runTransaction(w: Writer, entries: PlannedEntry[], baseUrl
   const results: EntryResult[] = [];
   for (const p of sorted) {
     try {
-      results.push(await runEntry(w, p, existing.get(p.index)));
+      results.push(await runEntry(w, p, existing.get(p.index), held.has(p.index)));
     } catch (err) {
       throw atEntry(p.index, err);
     }
@@ -248,7 +256,7 @@ export async function runBatchEntry(w: Writer, p: PlannedEntry, baseUrl: string)
   return (await runTransaction(w, [p], baseUrl))[0];
 }
 
-async function runEntry(w: Writer, p: PlannedEntry, matched: Resource | undefined): Promise<EntryResult> {
+async function runEntry(w: Writer, p: PlannedEntry, matched: Resource | undefined, held: boolean): Promise<EntryResult> {
   switch (p.method) {
     case 'DELETE': {
       if (!p.id) return { index: p.index, response: { status: '204 No Content' } };
@@ -257,9 +265,11 @@ async function runEntry(w: Writer, p: PlannedEntry, matched: Resource | undefine
     }
     case 'POST': {
       if (matched) return done(p.index, { resource: await w.shown(matched), outcome: 'existing' });
+      if (held) return done(p.index, await applyToHolder(w, p.resource!, p.id!));
       return done(p.index, await w.update({ ...p.resource!, id: p.id! }));
     }
     case 'PUT':
+      await assertOnePatient(w.tx, p.resource!, p.id!);
       return done(p.index, await w.update({ ...p.resource!, id: p.id! }, { ifMatch: p.ifMatch }));
     case 'GET': {
       if (p.id) {

@@ -14,7 +14,8 @@ import { reshapes, shaper } from './shape.js';
 import { storedText } from '../store/stored.js';
 import { processBundle, processMessage, type Submission } from '../ingest/fhir/process.js';
 import { checkResource } from '../write-checks.js';
-import { checkReferencesExist, identityId } from './bundle.js';
+import { applyToHolder, checkReferencesExist } from './bundle.js';
+import { assertOnePatient, identityHolder, identityId } from '../careplan/identity.js';
 import crypto from 'node:crypto';
 import type { Logger } from '../log.js';
 import { Access } from '../auth/access.js';
@@ -331,7 +332,15 @@ export class FhirApi {
       delete resource.id; // create ignores a client id (FHIR http.html#create)
       const r = await this.repo(req).transaction(async (w) => {
         await checkReferencesExist(w, resource);
-        return w.create(resource, { ifNoneExist: req.headers['if-none-exist'] });
+        const ifNoneExist = req.headers['if-none-exist'];
+        if (ifNoneExist === undefined) {
+          // one person, one Patient: a create for someone stored already is applied to them (careplan/identity.ts)
+          const holder = await identityHolder(w.tx, resource);
+          if (holder) return applyToHolder(w, resource, holder);
+          const derived = identityId(resource);
+          if (derived) return w.update({ ...resource, id: derived });
+        }
+        return w.create(resource, { ifNoneExist });
       });
       return { result: r, produced: [ref(r.resource)], patientKey: null };
     });
@@ -347,6 +356,7 @@ export class FhirApi {
       }
       const r = await this.repo(req).transaction(async (w) => {
         await checkReferencesExist(w, { ...resource, id });
+        await assertOnePatient(w.tx, resource, id);
         return w.update({ ...resource, id }, { ifMatch });
       });
       return { result: r, produced: [ref(r.resource)] };
@@ -367,8 +377,9 @@ export class FhirApi {
         if (found && resource.id !== undefined && resource.id !== found.id) {
           throw new OutcomeError('invalid', `Resource.id "${resource.id}" is not the id of the resource the criteria match (${found.id})`, `${type}.id`);
         }
-        const withId = { ...resource, id: found?.id ?? resource.id ?? identityId(resource) ?? crypto.randomUUID() };
+        const withId = { ...resource, id: found?.id ?? resource.id ?? (await identityHolder(w.tx, resource)) ?? identityId(resource) ?? crypto.randomUUID() };
         await checkReferencesExist(w, withId);
+        await assertOnePatient(w.tx, withId, withId.id);
         return w.update(withId);
       });
       return { result: r, produced: [ref(r.resource)] };

@@ -34,6 +34,7 @@ import type { UnitOfWork } from '../store/unit-of-work.js';
 import { deterministicId, oneOffId } from '../fhir/identifiers.js';
 import { municipalityOfResidence, municipalityOrganization } from './directory.js';
 import { ruleBook, type Party, type PlanEvent, type RuleAction, type RuleFacts } from './rules.js';
+import { resolvePeople } from './identity.js';
 import { ROLES, role } from './roles.js';
 import { PROFILE_BASE } from '../fhir/profiles.js';
 
@@ -114,7 +115,9 @@ function addRef(list: Reference[] | undefined, ref: Reference): Reference[] {
 }
 
 /** Runs one contribution inside the caller's transaction. */
-export async function assemble(w: Writer, c: Contribution): Promise<AssemblyResult> {
+export async function assemble(w: Writer, contribution: Contribution, opts: { resolved?: boolean } = {}): Promise<AssemblyResult> {
+  // the person as stored: a contribution naming them by another identifier joins their Patient (identity.ts)
+  const c = opts.resolved ? contribution : (await resolvePeople(w.tx, [contribution]))[0];
   const patientId = c.patient.id;
   if (!patientId) throw new OutcomeError('fault', 'contribution without a patient id');
   await w.lockKeys(planLocks(c));
@@ -312,7 +315,8 @@ export function prefetchKeys(c: Contribution): [string, string][] {
  * the store itself ('fault', 'busy': e.g. a concurrent change found at flush) fail the whole unit. `between`
  * is awaited between two contributions (background work giving way to requests being answered).
  */
-export async function assembleMany(w: UnitOfWork, cs: Contribution[], opts: { between?: () => Promise<void> } = {}): Promise<(AssemblyResult | OutcomeError)[]> {
+export async function assembleMany(w: UnitOfWork, contributions: Contribution[], opts: { between?: () => Promise<void> } = {}): Promise<(AssemblyResult | OutcomeError)[]> {
+  const cs = await resolvePeople(w.tx, contributions);
   await w.lockKeys(cs.flatMap(planLocks));
   await w.prefetch(cs.flatMap(prefetchKeys));
   const out: (AssemblyResult | OutcomeError)[] = [];
@@ -321,7 +325,7 @@ export async function assembleMany(w: UnitOfWork, cs: Contribution[], opts: { be
     if (opts.between && k > 0) await opts.between();
     const m = w.mark();
     try {
-      out.push(await assemble(w, c));
+      out.push(await assemble(w, c, { resolved: true }));
       w.release(m);
     } catch (err) {
       const e = toOutcomeError(err);

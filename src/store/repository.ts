@@ -410,6 +410,13 @@ export class Writer {
     return visible ?? ({ resourceType: r.resourceType, id: r.id, meta: { versionId: r.meta?.versionId, lastUpdated: r.meta?.lastUpdated } } as T);
   }
 
+  /** May the caller change `r` — see all of it (without a guard, always)? */
+  async mayChange(r: Resource): Promise<boolean> {
+    if (!this.guard) return true;
+    const [visible] = await this.guard.filter([r], this.tx);
+    return visible === r;
+  }
+
   /** The search itself, every match (the caller's policy, if any, is in `req.access`). */
   private async searchAll<T extends Resource = Resource>(req: SearchRequest): Promise<SearchResult<T>> {
     const built = buildSearch(req);

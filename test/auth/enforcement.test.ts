@@ -116,12 +116,13 @@ describe.each(backends())('access enforcement on %s', (_name, makeBackend) => {
       resourceType: 'Bundle',
       type: 'message',
       entry: [
-        { resource: { resourceType: 'MessageHeader', id: 'm-1', eventCoding: { system: 'http://terminology.hl7.org/CodeSystem/v2-0003', code: 'A08' }, source: { endpoint: 'urn:x' } } },
+        { resource: { resourceType: 'MessageHeader', id: 'm-1', eventCoding: { system: 'https://care-gateway.ee/fhir/CodeSystem/message-event', code: 'patient-update' }, source: { endpoint: 'urn:x' } } },
         { resource: changed },
       ],
     };
     const pm = await text(g.call('/$process-message', g.tokens.muniA, { method: 'POST', body: JSON.stringify(message) }));
-    expect(pm).not.toContain('"code":"ok"');
+    expect(pm).toContain('"code":"fatal-error"');
+    expect(pm).toMatch(/no care relationship|may not/);
     // single interactions: conditional update and delete, plain writes into a non-resident's record
     expect((await g.call(`/Patient?identifier=${NI}|${A}`, g.tokens.muniA, { method: 'PUT', body: JSON.stringify({ ...changed, id: undefined }) })).status).toBe(403);
     const condition = { resourceType: 'Condition', subject: { reference: `Patient/${a}` }, code: { text: 'invented' } };

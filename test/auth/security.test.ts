@@ -21,7 +21,7 @@ const ISSUER = 'https://auth.tartumaa.test';
 const HOSPITAL = '90006399'; // Elva hospital (mappings/facilities.yaml)
 const GP = '10856624'; // Elva family practice
 const TARTU = '75006546'; // Tartu linn (mappings/social/tartu-linn.yaml)
-const ELVA = registryCode('7503737'); // a test code for Elva vald, given in a test mapping
+const ELVA = '77000170'; // Elva vald (mappings/directory), also given in the test mapping
 const COUNTY = registryCode('7000000');
 
 function registryCode(seven: string): string {

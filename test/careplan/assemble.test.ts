@@ -4,6 +4,8 @@
  *
  * Specifications: https://hl7.org/fhir/R4/careplan.html, careteam.html, provenance.html; IHE DCP/DCTM; MCC eCare Plan.
  */
+import crypto from 'node:crypto';
+import { isikukoodCheckDigit } from '../../src/fhir/identifiers.js';
 import type { CarePlan, CareTeam, Condition, Encounter, Organization, Patient, Practitioner, Provenance, RelatedPerson, Resource, ServiceRequest, Task } from '@medplum/fhirtypes';
 import { assemble, assembleMany, planIdFor, teamIdFor, type Contribution } from '../../src/careplan/assemble.js';
 import { OutcomeError } from '../../src/fhir/outcome.js';
@@ -18,11 +20,18 @@ const hospital: Organization = { resourceType: 'Organization', id: 'org-elva-hai
 const gp: Practitioner = { resourceType: 'Practitioner', id: 'gp-d12345', identifier: [{ system: 'https://fhir.ee/sid/pro/est/pho', value: 'D12345' }], name: [{ family: 'Perearst', given: ['Piret'] }] };
 const doctor: Practitioner = { resourceType: 'Practitioner', id: 'dr-d99876', identifier: [{ system: 'https://fhir.ee/sid/pro/est/pho', value: 'D99876' }], name: [{ family: 'Arst', given: ['Andres'] }] };
 
+/** A valid isikukood of its own for each test person id. */
+function isikukoodFor(id: string): string {
+  const ten = '373021' + String(parseInt(crypto.createHash('sha256').update(id).digest('hex').slice(0, 8), 16) % 10000).padStart(4, '0');
+  return ten + isikukoodCheckDigit(ten);
+}
+
 function person(id: string, ehak = '0171', name = 'Elva vald'): Patient {
   return {
     resourceType: 'Patient',
     id,
-    identifier: [{ system: NI, value: '37302102711' }],
+    // one isikukood per person (identity.ts joins contributions that name the same one)
+    identifier: [{ system: NI, value: isikukoodFor(id) }],
     name: [{ family: 'Tamm', given: ['Jüri'] }],
     gender: 'male',
     birthDate: '1973-02-10',

@@ -27,7 +27,7 @@ export function registryCode(seven: string): string {
   if (c === 10) c = 0;
   return seven + c;
 }
-export const ELVA = registryCode('7503737'); // a test code for Elva vald, given in a test mapping
+export const ELVA = '77000170'; // Elva vald (mappings/directory), also given in the test mapping
 export const COUNTY = registryCode('7000000');
 export const ik = (ten: string) => ten + isikukoodCheckDigit(ten);
 
