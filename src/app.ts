@@ -24,6 +24,7 @@ import { Security, isLoopback } from './auth/security.js';
 import { SenderAllowList, parseSenderRules } from './mllp/senders.js';
 import { OutcomeError } from './fhir/outcome.js';
 import { recordAudit, setAuditKey, verifyAuditChain } from './auth/audit.js';
+import { admitHl7Caller } from './auth/hl7-callers.js';
 import { readMsh } from './ingest/hl7v2/ack.js';
 import { rawMsh } from './ingest/hl7v2/decode.js';
 import { json } from './api/fhir.js';
@@ -129,18 +130,17 @@ export async function startGateway(config: Config, logger: Logger, opts: Gateway
     convert: (text) => convertMessage(text, { validate: true }),
     defaultCharset: config.hl7DefaultCharset,
     logger: logger.child({ channel: 'hl7v2' }),
-    // MLLP senders are known by MSH-3/4 and address; over HTTP the bearer token says who sends
-    admit: senders
-      ? (msh, channel, peer) => {
-          if (channel !== 'mllp') return undefined;
-          const address = peer ? peer.slice(0, peer.lastIndexOf(':')) : '';
-          const app = msh.sendingApp.split(msh.delimiters.component)[0];
-          const facility = msh.sendingFacility.split(msh.delimiters.component)[0];
-          return senders.allows(app, facility, address)
-            ? undefined
-            : new OutcomeError('forbidden', `sender ${app}|${facility} is not allowed to send from ${address} (MLLP_ALLOWED_SENDERS)`, 'MSH-3');
-        }
-      : undefined,
+    // MLLP senders are known by MSH-3/4 and address; over HTTP the bearer token says who sends (auth/hl7-callers.ts)
+    admit: async (msh, channel, peer, message) => {
+      if (channel === 'http') return message.caller ? admitHl7Caller(store.db, msh, message.text, message.caller) : undefined;
+      if (!senders) return undefined;
+      const address = peer ? peer.slice(0, peer.lastIndexOf(':')) : '';
+      const app = msh.sendingApp.split(msh.delimiters.component)[0];
+      const facility = msh.sendingFacility.split(msh.delimiters.component)[0];
+      return senders.allows(app, facility, address)
+        ? undefined
+        : new OutcomeError('forbidden', `sender ${app}|${facility} is not allowed to send from ${address} (MLLP_ALLOWED_SENDERS)`, 'MSH-3');
+    },
   });
   const http = await startHttpServer(store, {
     host: config.host,

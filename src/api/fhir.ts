@@ -8,7 +8,7 @@ import type { Bundle, BundleEntry, OperationOutcome, Resource } from '../fhir/ty
 import { asQueryError, OutcomeError, toOutcomeError, CATEGORIES, informational } from '../fhir/outcome.js';
 import { isResourceType } from '../fhir/definitions.js';
 import type { Store } from '../store/index.js';
-import { encodeHistoryCursor, type CallerRepository, type HistoryEntry, type WriteResult } from '../store/repository.js';
+import type { CallerRepository, HistoryEntry, WriteResult } from '../store/repository.js';
 import { capabilityStatement } from './capability.js';
 import { reshapes, shaper } from './shape.js';
 import { storedText } from '../store/stored.js';
@@ -233,20 +233,13 @@ export class FhirApi {
     if (since !== undefined && Number.isNaN(Date.parse(since))) throw new OutcomeError('invalid', '_since must be an instant', '_since');
     const types = (req.query.get('_type') ?? '').split(',').filter(Boolean);
     for (const t of types) if (!isResourceType(t)) throw new OutcomeError('invalid', `_type: "${t}" is not a resource type`, '_type');
-    let after: [string, string] | undefined;
-    const cursor = req.query.get('_cursor');
-    if (cursor) {
-      const v = /^([A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(Buffer.from(cursor, 'base64url').toString('utf8'));
-      if (!v) throw new OutcomeError('invalid', '_cursor is not a cursor this server issued', '_cursor');
-      after = [v[1], v[2]];
-    }
     // 403 / 404 / 410 for a patient the caller may not see, an unknown or a deleted one
-    const { page, more, last } = await this.repo(req).everything(id, { types, since, count, after });
+    const { page, next: cursor } = await this.repo(req).everything(id, { types, since, count, cursor: req.query.get('_cursor') ?? undefined });
     const self = `${this.opts.baseUrl}/Patient/${id}/$everything${req.query.size ? '?' + req.query.toString() : ''}`;
     const link: Bundle['link'] = [{ relation: 'self', url: self }];
-    if (more && last) {
+    if (cursor) {
       const next = new URLSearchParams(req.query);
-      next.set('_cursor', Buffer.from(`${last.resourceType}/${last.id}`).toString('base64url'));
+      next.set('_cursor', cursor);
       next.set('_count', String(count));
       link.push({ relation: 'next', url: `${this.opts.baseUrl}/Patient/${id}/$everything?${next.toString()}` });
     }
@@ -462,12 +455,12 @@ export class FhirApi {
       if (v !== undefined && Number.isNaN(Date.parse(v))) throw new OutcomeError('invalid', `${k} must be an instant`, k);
     }
     const cursor = req.query.get('_cursor') ?? undefined;
-    const { entries, more, last } = await this.repo(req).history({ resourceType, id, since, before, cursor, count });
+    const { entries, next: nextCursor } = await this.repo(req).history({ resourceType, id, since, before, cursor, count });
     const path = [resourceType, id, '_history'].filter(Boolean).join('/');
     const link: Bundle['link'] = [{ relation: 'self', url: `${this.opts.baseUrl}/${path}${req.query.size ? '?' + req.query.toString() : ''}` }];
-    if (more && last) {
+    if (nextCursor) {
       const next = new URLSearchParams(req.query);
-      next.set('_cursor', encodeHistoryCursor(last));
+      next.set('_cursor', nextCursor);
       next.set('_count', String(count));
       link.push({ relation: 'next', url: `${this.opts.baseUrl}/${path}?${next.toString()}` });
     }

@@ -16,7 +16,7 @@ export function hl7v2Route(receiver: Hl7Receiver): { method: string; pattern: Re
       const ct = (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
       if (!TYPES.has(ct)) throw new OutcomeError('unsupported', `Content-Type ${ct} is not HL7 v2; send x-application/hl7-v2+er7 or text/plain`, 'Content-Type');
       if (req.body.length === 0) throw new OutcomeError('structure', 'the body is empty; send one HL7 v2 message', 'MSH');
-      const r = await receiver.receive(req.body, 'hl7v2-http');
+      const r = await receiver.receive(req.body, 'hl7v2-http', undefined, req.principal);
       const patient = await receiver.patientOf(r);
       return {
         auditPatients: patient ? [patient] : [],

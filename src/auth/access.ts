@@ -29,6 +29,7 @@ import { municipalities, municipalityOfResidence } from '../careplan/directory.j
 import { CONFIDENTIALITY_SYSTEM, canonicalSystem, deterministicId, SYSTEMS } from '../fhir/identifiers.js';
 import { OutcomeError } from '../fhir/outcome.js';
 import { allows, type OrgKind, type Principal } from './jwt.js';
+import { searchParamsFor } from '../fhir/searchparams.js';
 
 export const ORG_KIND_SYSTEM = 'https://care-gateway.ee/fhir/CodeSystem/organisation-kind';
 export const DATA_CLASS_SYSTEM = 'https://care-gateway.ee/fhir/CodeSystem/data-class';
@@ -70,7 +71,7 @@ export interface Disclosure {
 }
 
 /** Why a resource is not disclosed to the caller. */
-export type Refusal = 'no-relationship' | 'consent' | 'restricted' | 'not-own';
+export type Refusal = 'no-relationship' | 'consent' | 'restricted' | 'not-own' | 'scope';
 
 const REDACTED_KEEP: Record<string, string[]> = {
   // a social service for a health provider: what, by whom, when, in what state; never notes, amounts or reasons
@@ -89,6 +90,8 @@ const HOSPITAL_ADMITS = new Set([...CLINICAL, 'ServiceRequest', 'Task', 'Goal', 
 
 /** Resource types no person's record holds: references to them say nothing about a person. */
 const SHARED_TYPES = new Set(['Organization', 'Practitioner', 'PractitionerRole', 'Location', 'HealthcareService', 'Endpoint', 'Device', 'Medication', 'Substance']);
+/** The parameters whose Patient target is the record a resource is in (the compartment's, as the indexer reads it). */
+const COMPARTMENT_PARAMS = ['patient', 'subject', 'beneficiary', 'for'];
 
 /** Every `reference` string in a resource, wherever it is nested. */
 function eachReference(v: unknown, fn: (ref: string) => void): void {
@@ -131,22 +134,60 @@ export class Access implements Guard {
     }
   }
 
-  searching(params: [string, string][]): void {
+  searching(params: [string, string][], resourceType?: string): void {
+    if (this.seesAll) return;
     // a reverse chain selects by facts of other resources — possibly of people, or data, the caller may not see
-    if (!this.seesAll && params.some(([k]) => k.startsWith('_has:'))) {
+    if (params.some(([k]) => k.startsWith('_has:'))) {
       throw new OutcomeError('forbidden', '_has (reverse chaining) is only for callers who may see every person: it would select by data you may not see', '_has');
+    }
+    if (!resourceType) return;
+    for (const [k] of params) if (k.includes('.')) this.chainAllowed(resourceType, k);
+  }
+
+  /**
+   * A chain selects by facts of the resources it reaches. For a caller who does not see everyone, each step must
+   * reach either a resource no person's record holds (an Organization, a Practitioner, …) or, through a parameter
+   * that defines the compartment (`patient`, `subject`, …), the Patient whose record the resource is in — facts of
+   * the person the matched (and then filtered) resource belongs to. Never another person, never their other data.
+   */
+  private chainAllowed(resourceType: string, key: string): void {
+    const steps = key.split('.');
+    let type = resourceType;
+    for (const step of steps.slice(0, -1)) {
+      const [name, modifier] = step.split(':');
+      const def = searchParamsFor(type)?.get(name);
+      if (!def || def.type !== 'reference') return; // the search itself refuses it
+      const targets = modifier ? [modifier] : def.targets;
+      const shared = targets.every((t) => SHARED_TYPES.has(t));
+      const ownPatient = type !== 'Patient' && COMPARTMENT_PARAMS.includes(name) && targets.every((t) => t === 'Patient');
+      if (!shared && !ownPatient) {
+        throw new OutcomeError('forbidden', `the chain ${key} would select by data of records you may not see: chain only to shared resources (Organization, Practitioner, …) or, through ${COMPARTMENT_PARAMS.join('/')}:Patient, to the record's own Patient`, key);
+      }
+      type = targets[0];
     }
   }
 
+  /**
+   * Conditional criteria (create, update, delete) are searched among every resource, hidden ones included — a
+   * conditional write must never make a second resource because the first was hidden. So for a caller who does not
+   * see everyone they may only name what the caller already knows: identifiers (and ids), never clinical facts.
+   */
+  conditional(params: [string, string][]): void {
+    if (this.seesAll) return;
+    const bad = params.map(([k]) => k).filter((k) => !['identifier', '_id'].includes(k));
+    if (bad.length) throw new OutcomeError('forbidden', `conditional criteria name identifiers (identifier, _id) only; not ${bad.join(', ')}`, bad[0]);
+  }
+
   async reveal<T extends Resource>(r: T, q?: Queryable): Promise<T> {
-    this.note(r);
     const d = (await this.decideAll([r], q))[0];
+    this.note(r); // refusals are audited under the person too (their own trail shows who tried)
     if (d.resource) return d.resource;
     const why = {
       'no-relationship': `${this.who} has no care relationship with this person`,
       consent: `the person's privacy consent closes this data to ${this.who}`,
       restricted: `this data is restricted (security label) and ${this.who}'s token is not cleared for it`,
       'not-own': `audit records are shown only to the organisation they name and to the county coordinator`,
+      scope: `the token's scopes do not allow reading ${r.resourceType}`,
     }[d.refusal!];
     throw new OutcomeError('forbidden', why);
   }
@@ -157,8 +198,9 @@ export class Access implements Guard {
     if (shown !== r) throw new OutcomeError('forbidden', `${this.who} sees only part of ${r.resourceType}/${r.id} and may not change it`);
   }
 
-  async write(old: Resource | undefined, next: Resource, q?: Queryable): Promise<void> {
+  async write(old: Resource | undefined, next: Resource, q?: Queryable, wasDeleted = false): Promise<void> {
     const type = next.resourceType;
+    if (wasDeleted && !this.seesAll) throw new OutcomeError('forbidden', `${type}/${next.id} was deleted; restoring it is for the county coordinator`);
     if (type === 'AuditEvent') throw new OutcomeError('not-allowed', 'AuditEvent is written by the server only and cannot be created, changed or deleted');
     if (type === 'Provenance' && old) throw new OutcomeError('not-allowed', 'Provenance cannot be changed or deleted');
     this.allow(type, old ? 'u' : 'c');
@@ -292,7 +334,14 @@ export class Access implements Guard {
       } else {
         const pid = r.subject?.reference?.split('/')[1];
         if (!pid) continue;
-        const member = (r.participant ?? []).some((x) => (x.member?.reference && orgs.has(x.member.reference)) || (x.onBehalfOf?.reference && orgs.has(x.onBehalfOf.reference)));
+        // a team that is no longer active, and a participation that has ended, grant nothing (a move, a new GP)
+        if (r.status === 'inactive' || r.status === 'entered-in-error') continue;
+        const now = new Date().toISOString();
+        const member = (r.participant ?? []).some(
+          (x) =>
+            !(x.period?.end && new Date(x.period.end).toISOString() <= now) &&
+            ((x.member?.reference && orgs.has(x.member.reference)) || (x.onBehalfOf?.reference && orgs.has(x.onBehalfOf.reference))),
+        );
         if (member) this.visible.set(pid, true);
       }
     }
@@ -318,13 +367,20 @@ export class Access implements Guard {
   private async decideAll<T extends Resource>(resources: T[], q?: Queryable): Promise<{ resource?: T; refusal?: Refusal }[]> {
     const keys = resources.map((r) => (r.resourceType === 'AuditEvent' ? null : Access.patientOf(r)));
     const shared = await this.peopleReferenced(resources.filter((r, i) => keys[i] === null && r.resourceType !== 'AuditEvent'), q);
-    const people = [...new Set([...keys.filter((k): k is string => !!k), ...[...shared.values()].flatMap((s) => [...s])])];
+    const audited = this.seesAll ? [] : resources.filter((r): r is T & AuditEvent => r.resourceType === 'AuditEvent').flatMap((e) => (e.entity ?? []).map((x) => x.what?.reference ?? '').filter((x) => x.startsWith('Patient/')).map((x) => x.slice(8)));
+    const people = [...new Set([...keys.filter((k): k is string => !!k), ...[...shared.values()].flatMap((s) => [...s]), ...audited])];
     await this.decide(people, q);
     await this.loadConsents(people.filter((p) => this.visible.get(p)), q);
     this.orgSet = await this.orgRefs(q);
     return resources.map((r, i) => {
-      // an audit record is about who did what: shown to the organisation it names as the actor, and the coordinator
-      if (r.resourceType === 'AuditEvent' && !this.seesAll && !this.isOwnEvent(r as AuditEvent)) return { refusal: 'not-own' as const };
+      // what the token's scopes do not cover is not shown, included resources too
+      if (!allows(this.principal, r.resourceType, 'r') && !allows(this.principal, r.resourceType, 's')) return { refusal: 'scope' as const };
+      // an audit record is about who did what: shown to the organisation it names as the actor, and the coordinator —
+      // and to the organisation without the people it may not see (a refused request names whom it tried to reach)
+      if (r.resourceType === 'AuditEvent' && !this.seesAll) {
+        if (!this.isOwnEvent(r as AuditEvent)) return { refusal: 'not-own' as const };
+        return { resource: this.ownEvent(r as AuditEvent) as unknown as T };
+      }
       const p = keys[i];
       if (p !== null && this.visible.get(p) !== true) return { refusal: 'no-relationship' as const };
       // a shared resource (a Provenance, a List) that points into people's records is theirs too
@@ -389,6 +445,13 @@ export class Access implements Guard {
       if (people.size) out.set(r, people);
     }
     return out;
+  }
+
+  /** An organisation's own AuditEvent without the people it does not see. */
+  private ownEvent(e: AuditEvent): AuditEvent {
+    const hidden = (ref: string | undefined) => !!ref?.startsWith('Patient/') && this.visible.get(ref.slice(8)) !== true;
+    if (!(e.entity ?? []).some((x) => hidden(x.what?.reference))) return e;
+    return { ...e, entity: (e.entity ?? []).filter((x) => !hidden(x.what?.reference)) };
   }
 
   private isOwnEvent(e: AuditEvent): boolean {

@@ -245,7 +245,15 @@ export async function assemble(w: Writer, contribution: Contribution, opts: { re
     if (r.resourceType === 'Encounter') changes.push(...encounterParticipants(r as Encounter, org));
   }
   team = applyTeamChanges(team, changes, c.occurredAt ?? now);
-  if (municipalityOrg) team = endOtherParticipants(team, ROLES.municipalityOfResidence.code, `Organization/${municipalityOrg.id}`, c.occurredAt ?? now);
+  // a new GP: the former one's participation ends (with it the access it gave)
+  const gpRef = parties['general-practitioner']?.reference;
+  if (gpRef) team = endOtherParticipants(team, ROLES.generalPractitioner.code, gpRef, c.occurredAt ?? now);
+  if (municipalityOrg) {
+    // a move: the old municipality leaves the team, and the open work it owns for this person goes to the new one
+    const previous = openParticipants(team, ROLES.municipalityOfResidence.code).filter((r) => r !== `Organization/${municipalityOrg.id}`);
+    team = endOtherParticipants(team, ROLES.municipalityOfResidence.code, `Organization/${municipalityOrg.id}`, c.occurredAt ?? now);
+    if (previous.length) await handOver(w, patient, previous, refTo(municipalityOrg), municipality!.name, c.occurredAt ?? now, put);
+  }
 
   // 6. A merge moves everything onto the surviving patient.
   if (c.merge) ({ plan, team } = await mergeInto(w, c.merge.retiredPatientId, patient, plan, team, put));
@@ -542,6 +550,38 @@ export function applyTeamChanges(team: CareTeam, changes: TeamChange[], at: stri
     });
   }
   return { ...team, participant: participants };
+}
+
+/** The members whose participation in a role is open (no end). */
+function openParticipants(team: CareTeam, roleCode: string): string[] {
+  return (team.participant ?? []).filter((p) => p.role?.[0]?.coding?.[0]?.code === roleCode && !p.period?.end && p.member?.reference).map((p) => p.member!.reference!);
+}
+
+const TASK_OPEN = 'draft,requested,received,accepted,ready,in-progress,on-hold';
+
+/**
+ * After a move, the person's open Tasks owned by the old municipality (a needs assessment, a referral's worklist
+ * entry) and its open ServiceRequests that name it as performer are handed to the new municipality, each with a
+ * note saying from whom and when: the new municipality's worklist holds them, the old one's no longer does.
+ */
+async function handOver(
+  w: Writer,
+  patient: Patient,
+  from: string[],
+  to: Reference,
+  toName: string,
+  at: string,
+  put: <T extends Resource>(r: T) => Promise<T>,
+): Promise<void> {
+  const note = (old: string) => ({ time: at, text: `Handed over from ${old} to ${toName} after the person moved (municipality of residence).` });
+  for (const old of from) {
+    const tasks = await w.search<Task>({ resourceType: 'Task', params: [['owner', old], ['patient', `Patient/${patient.id}`], ['status', TASK_OPEN]], count: 1000 });
+    for (const t of tasks.resources) await put({ ...t, owner: to, note: [...(t.note ?? []), note(old)] });
+    const requests = await w.search<ServiceRequest>({ resourceType: 'ServiceRequest', params: [['performer', old], ['patient', `Patient/${patient.id}`], ['status', 'draft,active,on-hold']], count: 1000 });
+    for (const sr of requests.resources) {
+      await put({ ...sr, performer: (sr.performer ?? []).map((p) => (p.reference === old ? to : p)), note: [...(sr.note ?? []), note(old)] });
+    }
+  }
 }
 
 /** Ends every open participation in a role except the given member's (e.g. the old municipality after a move). */

@@ -1,6 +1,7 @@
 /**
  * The municipality directory (mappings/directory/municipalities.yaml): EHAK code → local government, and
- * which municipality a person lives in, from the EHAK extension of their address or its district/city name.
+ * which municipality a person lives in, from the EHAK extension of their address, the municipality's name wherever the
+ * address writes it, or a settlement that lies only in one municipality.
  *
  * @see https://fhir.ee/base — EE Base Address, extension ee-ehak (valueCoding, system https://fhir.ee/sid/ehak)
  */
@@ -21,6 +22,8 @@ export interface Municipality {
   county: string;
   registryCode?: string;
   aliases: string[];
+  /** settlements (villages, small boroughs) that lie only in it, as written without `küla`/`alevik` */
+  settlements: string[];
 }
 
 let cache: Map<string, Municipality> | undefined;
@@ -32,15 +35,20 @@ function fold(s: string): string {
 export function municipalities(): Map<string, Municipality> {
   if (cache) return cache;
   const doc = YAML.parse(fs.readFileSync(path.join(mappingsDir(), 'directory/municipalities.yaml'), 'utf8')) as {
-    municipalities: Record<string, { name: string; county: string; registryCode?: string; aliases?: string[] }>;
+    municipalities: Record<string, { name: string; county: string; registryCode?: string; aliases?: string[]; settlements?: string[] }>;
   };
   cache = new Map(
     Object.entries(doc.municipalities).map(([ehak, m]) => [
       ehak,
-      { ehak, name: m.name, county: m.county, registryCode: m.registryCode || undefined, aliases: m.aliases ?? [] },
+      { ehak, name: m.name, county: m.county, registryCode: m.registryCode || undefined, aliases: m.aliases ?? [], settlements: m.settlements ?? [] },
     ]),
   );
   return cache;
+}
+
+/** A settlement's name as written in an address, without the kind that follows it (`Rõngu alevik` → `rõngu`). */
+function settlementName(s: string): string {
+  return fold(s).replace(/\s+(kula|alevik|alev|asula|linn)$/, '').trim();
 }
 
 /**
@@ -52,7 +60,13 @@ export function learnRegistryCode(ehak: string, registryCode: string): void {
   if (m && !m.registryCode) m.registryCode = registryCode;
 }
 
-/** The municipality an address lies in: its EHAK extension first, else an exact (folded) name match. */
+/**
+ * The municipality an address lies in, from every part that can carry it, strongest first: the EHAK code (the EE
+ * Base extension; HL7 v2 XAD-9/10 become it), then the municipality's name or an alias (with or without
+ * `vald`/`linn`, as the directory lists them) in `district`, `state` (XAD-4, where Estonian senders often write the
+ * municipality) or `city`, then a settlement that lies only in one municipality, in `city`, `district` or an address
+ * line. EHAK codes of settlements (four digits > 1000) are looked up among the directory's `settlementCodes`.
+ */
 export function municipalityOfAddress(a: Address): Municipality | undefined {
   const dir = municipalities();
   for (const ext of a.extension ?? []) {
@@ -61,11 +75,23 @@ export function municipalityOfAddress(a: Address): Municipality | undefined {
       if (m) return m;
     }
   }
-  for (const candidate of [a.district, a.city].filter((x): x is string => !!x)) {
+  for (const candidate of [a.district, a.state, a.city].filter((x): x is string => !!x)) {
     const f = fold(candidate);
     for (const m of dir.values()) if (fold(m.name) === f || m.aliases.some((al) => fold(al) === f)) return m;
   }
+  for (const candidate of [a.city, a.district, ...(a.line ?? []).flatMap((l) => l.split(','))].filter((x): x is string => !!x)) {
+    const f = settlementName(candidate);
+    if (!f) continue;
+    for (const m of dir.values()) if (m.settlements.some((s) => settlementName(s) === f)) return m;
+  }
   return undefined;
+}
+
+/** Does an address say where in Estonia it is but name no municipality the directory knows? */
+export function unplacedEstonianAddress(a: Address): boolean {
+  const estonian = !a.country || ['EE', 'EST', 'EESTI', 'ESTONIA'].includes(a.country.toUpperCase());
+  const says = !!(a.city || a.district || a.state || a.line?.length || a.extension?.some((e) => EHAK_EXTENSIONS.includes(e.url)));
+  return estonian && says && !municipalityOfAddress(a);
 }
 
 /** The municipality of residence: the current home address (else any current address). */

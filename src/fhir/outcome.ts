@@ -127,8 +127,10 @@ export class OutcomeError extends Error {
 }
 
 /** A content error raised while reading a query (search, history, $everything) is a bad request: 400, not 422. */
-export function asQueryError(err: unknown): unknown {
-  if (!(err instanceof OutcomeError) || err.category !== 'invalid') return err;
+export function asQueryError(raw: unknown): unknown {
+  const err = raw instanceof OutcomeError ? raw : toOutcomeError(raw);
+  if (err.category === 'fault') return raw;
+  if (err.category !== 'invalid') return err;
   const from = CATEGORIES.invalid.code;
   const to = CATEGORIES['invalid-query'].code;
   const issues = err.outcome.issue.map((i) => ({
@@ -146,6 +148,10 @@ export const badRequest = (text: string, where?: string | string[]): OutcomeErro
 /** Any thrown value → OutcomeError. Unknown errors become `fault` without leaking internals. */
 export function toOutcomeError(err: unknown): OutcomeError {
   if (err instanceof OutcomeError) return err;
+  // PostgreSQL's "data exception" class (22xxx): a date, number or text from the request out of range or malformed
+  // (a month 13, a year past 294276, a bigint past 2^63) — the client's value, not our fault
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && /^22[0-9A-Z]{3}$/.test(code)) return new OutcomeError('invalid', 'a value in the request is out of range or malformed (a date, a number or a cursor)');
   return new OutcomeError('fault', 'Internal error; the server log has the details (no patient data in it).');
 }
 

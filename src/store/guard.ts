@@ -19,12 +19,14 @@ export interface Guard {
   filter<T extends Resource>(resources: T[], q?: Queryable): Promise<T[]>;
   /** the copy of one resource the caller may see, or a 403 saying why not */
   reveal<T extends Resource>(r: T, q?: Queryable): Promise<T>;
-  /** may the caller write `next` where `old` is stored now (undefined: nothing is)? throws 403 */
-  write(old: Resource | undefined, next: Resource, q?: Queryable): Promise<void>;
+  /** may the caller write `next` where `old` is stored now (undefined: nothing is, or — `wasDeleted` — a deletion)? throws 403 */
+  write(old: Resource | undefined, next: Resource, q?: Queryable, wasDeleted?: boolean): Promise<void>;
   /** may the caller delete `old`? throws 403 */
   remove(old: Resource, q?: Queryable): Promise<void>;
-  /** may the caller search with these parameters (reverse chains reveal other people's data)? throws 403 */
-  searching(params: [string, string][]): void;
+  /** may the caller search `resourceType` with these parameters (reverse chains, chains into others' records)? throws 403 */
+  searching(params: [string, string][], resourceType?: string): void;
+  /** may the caller use these as conditional criteria (they are matched among hidden resources too)? throws 403 */
+  conditional(params: [string, string][]): void;
   /** confidentiality labels the caller is not cleared for (applied inside chains and reverse chains) */
   hiddenLabels(): string[];
   /** the caller may see every person: totals, system history */

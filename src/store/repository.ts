@@ -16,6 +16,7 @@ import { indexRows, noIndexRows, type IndexRows } from './indexer.js';
 import { referenceParamsTo } from '../fhir/searchparams.js';
 import { includeSql, MAX_INCLUDED, parseIncludes, resolveIncludes, type IncludedRow } from './include.js';
 import type { Guard } from './guard.js';
+import { openCursor, sealCursor } from './cursors.js';
 
 export interface HistoryEntry {
   resourceType: string;
@@ -312,7 +313,15 @@ export class Writer {
       // unchanged writes nothing and needs no right to write)
       for (const r of toWrite) {
         const cur = current.get(keyOf(r));
-        await this.guard.write(cur && !cur.deleted ? (JSON.parse(cur.content) as Resource) : undefined, r, this.tx);
+        await this.guard.write(cur && !cur.deleted ? (JSON.parse(cur.content) as Resource) : undefined, r, this.tx, !!cur?.deleted);
+      }
+      // what is sent back unchanged writes nothing — and answers only to a caller who may see all of it
+      for (const r of list) {
+        const cur = current.get(keyOf(r));
+        if (cur && !cur.deleted && !toWrite.includes(r) && !(await this.mayChange(JSON.parse(cur.content) as Resource))) {
+          await this.guard.reveal(JSON.parse(cur.content) as Resource, this.tx);
+          throw new OutcomeError('forbidden', `${keyOf(r)} is not yours to write`);
+        }
       }
       for (const r of list) this.opts.validate?.(r);
     }
@@ -385,7 +394,7 @@ export class Writer {
     const g = this.guard;
     if (!g) return this.searchAll<T>(req);
     g.allow(req.resourceType, 's');
-    g.searching(req.params);
+    g.searching(req.params, req.resourceType);
     const filter = req.access;
     return this.searchAll<T>({
       ...req,
@@ -478,6 +487,7 @@ export class Writer {
     // every match, whether or not the caller may see it: a conditional write must never make a second resource
     // because the first was hidden (the write that follows checks the caller's right to it)
     this.guard?.allow(resourceType, 's');
+    this.guard?.conditional(query);
     const res = await this.searchAll({ resourceType, params: query, count: 2, strict: true });
     if (res.resources.length > 1) {
       throw new OutcomeError('precondition', `conditional criteria "${criteria}" match more than one ${resourceType}`);
@@ -790,43 +800,114 @@ export class CallerRepository {
     return this.guard ? this.guard.reveal(r) : r;
   }
 
-  /** History as the caller may see it: versions of what it may see (as it may see them); deletions tell nothing. */
-  async history(opts: Parameters<Repository['history']>[0] = {}): Promise<{ entries: HistoryEntry[]; more: boolean; last?: HistoryEntry }> {
+  /** A cursor as this caller was given it: sealed when the caller does not see everything (store/cursors.ts). */
+  private async cursorIn(c: string | undefined, param = '_cursor'): Promise<string | undefined> {
+    return c && this.guard && !this.guard.seesAll ? openCursor(this.repo.db, c, param) : c;
+  }
+
+  private async cursorOut(c: string | undefined): Promise<string | undefined> {
+    return c && this.guard && !this.guard.seesAll ? sealCursor(this.repo.db, c) : c;
+  }
+
+  /**
+   * History as the caller may see it: versions of what it may see (as it may see them); deletions tell nothing. A
+   * page is filled from further raw pages (a few at most) when versions are left out, so an empty page with a `next`
+   * link does not say that hidden versions exist; `next` is an opaque cursor.
+   */
+  async history(opts: Parameters<Repository['history']>[0] = {}): Promise<{ entries: HistoryEntry[]; next?: string }> {
     const count = opts.count ?? 50;
     const g = this.guard;
     if (g) {
       if (!opts.resourceType && !g.seesAll) throw new OutcomeError('forbidden', 'system-wide history is only for callers who may see every person');
       g.allow(opts.resourceType ?? '*', 'r');
     }
-    const rows = await this.repo.history({ ...opts, count: count + 1 });
-    const more = rows.length > count;
-    const page = more ? rows.slice(0, count) : rows;
-    const last = page[page.length - 1];
-    if (!g) return { entries: page, more, last };
-    const withContent = page.filter((h) => h.resource);
-    const shown = await g.filter(withContent.map((h) => h.resource!));
-    const byVersion = new Map(shown.map((r) => [`${r.resourceType}/${r.id}/${r.meta?.versionId}`, r]));
+    let cursor = await this.cursorIn(opts.cursor);
     const entries: HistoryEntry[] = [];
-    for (const h of withContent) {
-      const r = byVersion.get(`${h.resourceType}/${h.id}/${h.versionId}`);
-      if (r) entries.push({ ...h, resource: r });
+    let scanned = 0;
+    for (let round = 0; round < (g ? 8 : 1); round++) {
+      const rows = await this.repo.history({ ...opts, cursor, count: count + 1 });
+      const more = rows.length > count;
+      const page = more ? rows.slice(0, count) : rows;
+      scanned += page.length;
+      cursor = more ? encodeHistoryCursor(page[page.length - 1]) : undefined;
+      if (!g) {
+        entries.push(...page);
+        break;
+      }
+      const withContent = page.filter((h) => h.resource);
+      const shown = await g.filter(withContent.map((h) => h.resource!));
+      const byVersion = new Map(shown.map((r) => [`${r.resourceType}/${r.id}/${r.meta?.versionId}`, r]));
+      for (const h of withContent) {
+        const r = byVersion.get(`${h.resourceType}/${h.id}/${h.versionId}`);
+        if (r) entries.push({ ...h, resource: r });
+      }
+      // one resource's history is refused as its read is (403), not answered with an empty page that confirms it
+      if (opts.id && round === 0 && withContent.length && entries.length === 0) await g.reveal(withContent[0].resource!);
+      if (!cursor || entries.length >= count) break;
     }
-    // one resource's history is refused as its read is (403), not answered with an empty page that confirms it
-    if (opts.id && withContent.length && entries.length === 0) await g.reveal(withContent[0].resource!);
-    return { entries, more, last };
+    if (entries.length > count) {
+      // a fill round brought more than the page holds: the rest comes again after the last one shown
+      entries.length = count;
+      cursor = encodeHistoryCursor(entries[entries.length - 1]);
+    }
+    void scanned;
+    return { entries, next: await this.cursorOut(cursor) };
   }
 
   /** Patient/$everything: the Patient must be visible to the caller (403 otherwise), then what of it the caller may see. */
-  async everything(patientId: string, opts: Parameters<Repository['everything']>[1]): Promise<{ page: Resource[]; more: boolean; last?: Resource }> {
+  async everything(patientId: string, opts: Omit<Parameters<Repository['everything']>[1], 'after'> & { cursor?: string }): Promise<{ page: Resource[]; next?: string }> {
     await this.read('Patient', patientId);
-    const rows = await this.repo.everything(patientId, { ...opts, count: opts.count + 1 });
-    const more = rows.length > opts.count;
-    const page = more ? rows.slice(0, opts.count) : rows;
-    return { page: this.guard ? await this.guard.filter(page) : page, more, last: page[page.length - 1] };
+    const raw = await this.cursorIn(opts.cursor);
+    let after: [string, string] | undefined;
+    if (raw) {
+      const v = /^([A-Za-z]+)\/([A-Za-z0-9\-.]{1,64})$/.exec(this.guard && !this.guard.seesAll ? raw : Buffer.from(raw, 'base64url').toString('utf8'));
+      if (!v) throw new OutcomeError('invalid', '_cursor is not a cursor this server issued', '_cursor');
+      after = [v[1], v[2]];
+    }
+    const page: Resource[] = [];
+    let more = false;
+    for (let round = 0; round < (this.guard ? 8 : 1); round++) {
+      const rows = await this.repo.everything(patientId, { ...opts, after, count: opts.count + 1 });
+      more = rows.length > opts.count;
+      const slice = more ? rows.slice(0, opts.count) : rows;
+      page.push(...(this.guard ? await this.guard.filter(slice) : slice));
+      const last = slice[slice.length - 1];
+      after = last ? [last.resourceType, last.id!] : after;
+      if (!more || page.length >= opts.count) break;
+    }
+    if (page.length > opts.count) {
+      page.length = opts.count;
+      after = [page[page.length - 1].resourceType, page[page.length - 1].id!];
+      more = true;
+    }
+    if (!more || !after) return { page };
+    const token = `${after[0]}/${after[1]}`;
+    return { page, next: this.guard && !this.guard.seesAll ? await sealCursor(this.repo.db, token) : Buffer.from(token).toString('base64url') };
   }
 
-  search<T extends Resource = Resource>(req: SearchRequest): Promise<SearchResult<T>> {
-    return this.writer().search<T>(req);
+  /**
+   * Search as the caller may see it. For a caller who does not see everything, a page left short by the filter is
+   * filled from the next raw pages (a few at most) — so an empty page with a `next` link does not say that hidden
+   * matches exist — and the cursor is sealed (it may name a hidden resource).
+   */
+  async search<T extends Resource = Resource>(req: SearchRequest): Promise<SearchResult<T>> {
+    if (!this.guard || this.guard.seesAll) return this.writer().search<T>(req);
+    const want = req.count ?? 20;
+    let cursor = await this.cursorIn(req.cursor);
+    let out: SearchResult<T> | undefined;
+    for (let round = 0; round < 8; round++) {
+      const got = out?.resources.length ?? 0;
+      const r = await this.writer().search<T>({ ...req, cursor, count: want - got });
+      if (!out) out = r;
+      else {
+        out.resources.push(...r.resources);
+        const seen = new Set(out.included.map((x) => `${x.resourceType}/${x.id}`));
+        out.included.push(...r.included.filter((x) => !seen.has(`${x.resourceType}/${x.id}`)));
+      }
+      cursor = r.nextCursor;
+      if (!cursor || want === 0 || out.resources.length >= want) break;
+    }
+    return { ...out!, nextCursor: await this.cursorOut(cursor) };
   }
 
   delete(resourceType: string, id: string): Promise<{ versionId?: string }> {

@@ -342,7 +342,7 @@ ANALYZE idx_reference;
   },
   {
     version: 11,
-    name: 'audit chain head (length, last hash, and a MAC under a key the database does not hold)',
+    name: 'audit chain head (length, last hash, and a MAC under a key the database does not hold); the cursor-sealing secret',
     // Deleting the newest events and their chain rows left a shorter chain that still verified; the head records how
     // long the chain is. With AUDIT_KEY_FILE the head carries an HMAC of (length, hash), so rewriting the chain and
     // recomputing every hash is detected too: whoever holds only the database cannot sign the new head.
@@ -355,6 +355,9 @@ CREATE TABLE audit_head (
 );
 INSERT INTO audit_head (id, length, hash)
   SELECT 1, count(*), coalesce((SELECT hash FROM audit_chain ORDER BY seq DESC LIMIT 1), repeat('0', 64)) FROM audit_chain;
+-- a secret every instance shares, made once: it seals the paging cursors a guarded search hands out
+CREATE TABLE server_secret (name text PRIMARY KEY, value bytea NOT NULL);
+INSERT INTO server_secret (name, value) VALUES ('cursor', decode(md5(random()::text || clock_timestamp()::text) || md5(random()::text || clock_timestamp()::text), 'hex'));
 `,
   },
 ];

@@ -151,6 +151,16 @@ function splitPrefix(v: string): [Prefix, string] {
 
 /** The instant range a (possibly partial) FHIR date/dateTime/instant value covers. */
 export function dateRange(v: string, where: string): [string, string] {
+  try {
+    return dateRangeOf(v, where);
+  } catch (err) {
+    // a month 13, an hour 25, a year JavaScript dates cannot hold: the client's value, not our fault
+    if (err instanceof RangeError) throw new OutcomeError('invalid', `"${v}" is not a valid date`, where);
+    throw err;
+  }
+}
+
+function dateRangeOf(v: string, where: string): [string, string] {
   const m = /^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$/.exec(v);
   if (!m) throw new OutcomeError('invalid', `"${v}" is not a FHIR date (YYYY, YYYY-MM, YYYY-MM-DD or a dateTime)`, where);
   const [, y, mo, d, h, mi, s, frac, tz] = m;
@@ -292,8 +302,17 @@ interface Owner {
 const ROOT: Owner = { type: 'r.resource_type', id: 'r.id', seq: 'r.seq', row: 'r' };
 
 /** Builds one search condition: the parameter `name` (with its modifier) of `resourceType`, for the resource `o`. */
+/**
+ * How far a search may reach through references: a chain walks at most this many references (`a.b.c.d=` is three),
+ * and the branches it fans out into (one per target type at each step) are bounded in all — a short URL must not
+ * build an exponential query (`Basic?subject.subject.subject.subject._id=` fans out to 46⁴ branches).
+ */
+const MAX_CHAIN_DEPTH = 3;
+const MAX_CHAIN_BRANCHES = 100;
+
 class ConditionBuilder {
   private n = 0;
+  private branches = 0;
   constructor(
     private readonly q: Sql,
     private readonly issues: OperationOutcomeIssue[],
@@ -433,6 +452,11 @@ class ConditionBuilder {
       (t) => (!def.indexedTargetType || t === def.indexedTargetType) && (tailName.startsWith('_') || searchParamsFor(t)?.has(tailName)),
     );
     if (targets.length === 0) return this.unsupported(`no target of ${resourceType}.${name} has a search parameter "${tailName}"`, where);
+    if (where.split('.').length > MAX_CHAIN_DEPTH + 1) throw new OutcomeError('invalid', `a chain may walk at most ${MAX_CHAIN_DEPTH} references`, where);
+    this.branches += targets.length;
+    if (this.branches > MAX_CHAIN_BRANCHES) {
+      throw new OutcomeError('invalid', `this chained search fans out to too many resource types; name the type of each reference (e.g. subject:Patient.name)`, where);
+    }
     const x = this.alias();
     // the referenced resource's row gives its seq (a reference to nothing stored matches no condition)
     const t = this.alias();

@@ -22,6 +22,7 @@ import crypto from 'node:crypto';
 import { CATEGORIES, OutcomeError, toOutcomeError } from '../../fhir/outcome.js';
 import type { OperationOutcomeIssue } from '../../fhir/types.js';
 import type { Logger } from '../../log.js';
+import type { Principal } from '../../auth/jwt.js';
 import type { Store } from '../../store/index.js';
 import type { InboxEntry, InboxInput, ReceiveResult as InboxReceiveResult } from '../../store/inbox.js';
 import { Batcher } from '../batcher.js';
@@ -87,8 +88,11 @@ export interface Hl7ReceiverDeps {
   logger: Logger;
   /** our application and facility for MSH-3/4 of an ACK to a message that named no receiver */
   self?: { application: string; facility: string };
-  /** may this sender send on this channel from this peer (`address:port`)? an error refuses the message (stored, AR) */
-  admit?: (msh: RawMsh, channel: Hl7Channel, peer?: string) => OutcomeError | undefined;
+  /**
+   * may this sender send on this channel from this peer (`address:port`), or this authenticated caller (HTTP) send
+   * this message? an error refuses the message (stored, AR)
+   */
+  admit?: (msh: RawMsh, channel: Hl7Channel, peer: string | undefined, message: { text: string; caller?: Principal }) => OutcomeError | undefined | Promise<OutcomeError | undefined>;
   /**
    * ACK after conversion: converts (and checks) a message before it is stored, so its ACK is stored with it in one
    * transaction; a converted message is then handed to `accepted`, which resolves when it may be answered.
@@ -113,7 +117,7 @@ export interface Received {
 }
 
 /** Receives one HL7 v2 payload; never rejects (every failure becomes an AE/AR). */
-export type Hl7Receive = (payload: Buffer, channel: Hl7Channel, peer?: string) => Promise<Received>;
+export type Hl7Receive = (payload: Buffer, channel: Hl7Channel, peer?: string, caller?: Principal) => Promise<Received>;
 
 function statusOf(code: AckCode, err: OutcomeError | undefined): number {
   if (code === 'AA' || code === 'CA') return 200;
@@ -130,7 +134,7 @@ function msaCode(ack: Buffer): AckCode {
 
 /** Builds the receive function from its injected parts. */
 export function createHl7Receiver(deps: Hl7ReceiverDeps): Hl7Receive {
-  return async (payload, channel, peer) => {
+  return async (payload, channel, peer, caller) => {
     const started = performance.now();
     // what can be read without decoding: enough to store, deduplicate and answer a broken message
     let decoded: Decoded | undefined;
@@ -143,7 +147,7 @@ export function createHl7Receiver(deps: Hl7ReceiverDeps): Hl7Receive {
     const text = decoded?.text ?? rawMsh(payload);
     const msh: RawMsh | undefined = readMsh(text);
     if (!msh && !refusal) refusal = new OutcomeError('structure', 'not an HL7 v2 message: it must start with an MSH segment', 'MSH');
-    if (msh && !refusal && deps.admit) refusal = deps.admit(msh, channel, peer);
+    if (msh && !refusal && deps.admit) refusal = await deps.admit(msh, channel, peer, { text, caller });
     const charset = decoded?.charset ?? charsetFor(declaredCharset(payload)) ?? charsetFor(deps.defaultCharset, true) ?? 'utf-8';
     const controlId = msh?.controlId ?? '';
     const log = deps.logger.child({ channel, controlId, ...(peer ? { peer } : {}) });
@@ -484,11 +488,11 @@ export class Hl7Receiver {
   }
 
   /** Receives one payload from MLLP or HTTP (`hl7v2-http`, the inbox channel name, is accepted for HTTP). */
-  async receive(payload: Buffer, channel: 'mllp' | 'http' | 'hl7v2-http', peer?: string): Promise<ReceiveResult> {
+  async receive(payload: Buffer, channel: 'mllp' | 'http' | 'hl7v2-http', peer?: string, caller?: Principal): Promise<ReceiveResult> {
     this.answering++;
     let r: Received;
     try {
-      r = await this.receiveFn(payload, channel === 'mllp' ? 'mllp' : 'http', peer);
+      r = await this.receiveFn(payload, channel === 'mllp' ? 'mllp' : 'http', peer, caller);
     } finally {
       this.answering--;
       if (this.answering === 0) for (const resume of [...this.quietWaiters]) resume();
