@@ -395,6 +395,7 @@ export class Access implements Guard {
         const basis = decision ? `${decision} (GDPR art. 9(2)(a): explicit consent)` : STATUTORY_BASIS;
         this.disclosures.set(`${p}|${cls}|${basis}`, { patient: p, dataClass: cls, basis });
       }
+      if (r.resourceType === 'CareTeam' && this.hiddenLabels().includes('R')) return { resource: withoutRestrictedRoles(r as CareTeam) as unknown as T };
       return { resource: cls === 'social-care' && sector === 'health' ? redact(r) : r };
     });
   }
@@ -538,6 +539,18 @@ function inPeriod(p: { start?: string; end?: string } | undefined, now: string):
   if (p.start && new Date(p.start).toISOString() > now) return false;
   if (p.end && new Date(p.end).toISOString() < now) return false;
   return true;
+}
+
+/**
+ * Roles in a team that only restricted decisions bring (a child's protection case): the participant itself says
+ * what the R label of the decision hides, so callers not cleared for R see the team without it.
+ */
+const RESTRICTED_ROLES = new Set(['child-protection-specialist']);
+
+function withoutRestrictedRoles(t: CareTeam): CareTeam {
+  const restricted = (p: NonNullable<CareTeam['participant']>[number]) => (p.role ?? []).some((r) => (r.coding ?? []).some((c) => RESTRICTED_ROLES.has(c.code ?? '')));
+  if (!(t.participant ?? []).some(restricted)) return t;
+  return { ...t, participant: (t.participant ?? []).filter((p) => !restricted(p)) };
 }
 
 /** The minimum-necessary copy of a social-care resource for a health provider. */

@@ -139,6 +139,18 @@ describe.each(backends())('second-round probes on %s', (_name, makeBackend) => {
     expect(((res.entry![1].resource as Bundle).entry ?? []).length).toBe(0);
   });
 
+  test('a restricted decision\'s case worker in the shared team is seen only with clearance', async () => {
+    const header = 'Otsuse nr;Otsuse kuupäev;Isikukood;Eesnimi;Perekonnanimi;Aadress;Teenus;Algus;Lõpp;Maht;Ühik;Periood;Juhtumitöötaja;Ametikoht;Telefon;E-post;Teenuseosutaja;Hooldaja;Seos;Hooldaja telefon;Märkus';
+    const csv = `${header}\nTL-P-1;10.11.2026;${B};Õie;Kõiv;Riia tn 15-3, Tartu;Lapse juhtumikorraldus;10.11.2026;;;;;Kati Kask;lastekaitsespetsialist;;;;;;;\n`;
+    const imp = await fetch(`${g.url}/social-care/tartu-linn`, { method: 'POST', headers: { 'Content-Type': 'text/csv', Authorization: `Bearer ${g.tokens.muniA}` }, body: csv });
+    expect(imp.status).toBe(200);
+    const team = async (token: string) => JSON.stringify(await json(g.call(`/CareTeam?subject=Patient/${b}`, token)));
+    expect(await team(g.tokens.coordinator)).toContain('child-protection-specialist'); // cleared for R
+    expect(await team(g.tokens.hospital)).not.toContain('child-protection-specialist');
+    expect(await team(g.tokens.hospital)).not.toContain('Kati Kask');
+    expect(await team(g.tokens.muniA)).not.toContain('child-protection-specialist');
+  });
+
   test('unchanged writes, own audit records and malformed values tell nothing', async () => {
     const stored = await json<Patient>(g.call(`/Patient/${c}`, g.tokens.coordinator));
     expect((await g.call(`/Patient/${c}`, hospital2, { method: 'PUT', body: JSON.stringify(stored) })).status).toBe(403);
