@@ -16,6 +16,7 @@ import { convertHl7, type Conversion } from '../../mapping/hl7v2.js';
 import { parseHl7 } from './parse.js';
 import { assertValidWithProfiles } from '../../write-checks.js';
 import { decodeHl7 } from './decode.js';
+import { municipalityOfResidence, unplacedEstonianAddress } from '../../careplan/directory.js';
 import type { Hl7BatchProcessor, Hl7Item, Hl7Processor, ProcessOutcome } from './receive.js';
 
 /** The contribution a converted message makes to the shared plan. */
@@ -62,6 +63,16 @@ export function convertMessage(text: string, opts: { validate?: boolean } = {}):
     const e = toOutcomeError(err);
     if (e.category === 'fault') return { kind: 'fault', error: err instanceof Error ? err : new Error(String(err)) };
     return { kind: 'refused', reason: e.message, record: e.outcome, outcome: { code: e.category === 'invalid' ? 'AE' : 'AR', errors: [e], issues: [] } };
+  }
+  // where the person lives decides their municipality: an Estonian address none of whose parts names one is said
+  const current = (conv.patient.address ?? []).filter((a) => !a.period?.end && a.use !== 'old');
+  if (current.length && !municipalityOfResidence(conv.patient) && current.some(unplacedEstonianAddress)) {
+    conv.issues.push({
+      severity: 'warning',
+      code: 'incomplete',
+      diagnostics: 'PID-11: the municipality of residence cannot be determined from the address (no EHAK code in XAD-9, no municipality or settlement the directory knows in XAD-3/4/8 or the street); the care team keeps the municipality it had',
+      expression: ['PID-11'],
+    });
   }
   const errors = conv.issues.filter((x) => x.severity === 'error' || x.severity === 'fatal');
   const notes = conv.issues.filter((x) => x.severity === 'warning');
