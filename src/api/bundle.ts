@@ -16,10 +16,13 @@
  */
 import crypto from 'node:crypto';
 import type { Bundle, BundleEntry, OperationOutcomeIssue, Resource } from '../fhir/types.js';
+import type { Organization } from '@medplum/fhirtypes';
 import { OutcomeError, toOutcomeError, CATEGORIES } from '../fhir/outcome.js';
 import { isResourceType } from '../fhir/definitions.js';
 import type { Writer, WriteResult } from '../store/repository.js';
 import { assertOnePatient, identityHolder, identityId } from '../careplan/identity.js';
+import { municipalities, municipalityOrganization } from '../careplan/directory.js';
+import { canonicalSystem, SYSTEMS } from '../fhir/identifiers.js';
 
 export { identityId };
 
@@ -210,6 +213,7 @@ export async function runTransaction(w: Writer, entries: PlannedEntry[], baseUrl
   }
 
   // 2. Rewrite references; collect the ones that must already exist.
+  await resolveMunicipalities(w, entries);
   const inBundle = new Set([...entries].filter((p) => p.id && (p.method === 'POST' || p.method === 'PUT')).map((p) => `${p.type}/${p.id}`));
   const mustExist = new Map<string, number>();
   for (const p of entries) {
@@ -249,6 +253,45 @@ export async function runTransaction(w: Writer, entries: PlannedEntry[], baseUrl
     }
   }
   return results.sort((a, b) => a.index - b.index);
+}
+
+/**
+ * A reference that names a municipality only by its Business Register code (`{ identifier: { system: br, value } }`,
+ * as referral senders write the referred-to social department) becomes a reference to the municipality's own
+ * Organization (`Organization/ehak-XXXX`, made if it is not stored yet): its worklist (`Task?owner=…`) and its team
+ * membership are found by that Organization.
+ */
+export async function resolveMunicipalities(w: Writer, entries: { resource?: Resource }[]): Promise<void> {
+  const needed = new Map<string, Organization>();
+  for (const p of entries) {
+    if (!p.resource) continue;
+    eachLogical(p.resource, (holder) => {
+      const id = holder.identifier;
+      if (!id?.value || !id.system || canonicalSystem(id.system) !== SYSTEMS.organisation) return;
+      const m = [...municipalities().values()].find((x) => x.registryCode === id.value);
+      if (!m) return;
+      const org = municipalityOrganization(m);
+      holder.reference = `Organization/${org.id}`;
+      holder.display ??= m.name;
+      needed.set(org.id!, org);
+    });
+  }
+  if (needed.size === 0) return;
+  const stored = await w.exists([...needed.keys()].map((id) => ['Organization', id] as [string, string]));
+  const missing = [...needed.values()].filter((o) => !stored.has(`Organization/${o.id}`));
+  if (missing.length) await w.trusted().updateMany(missing);
+}
+
+/** Every Reference without a `reference` but with an `identifier`, wherever it is nested. */
+function eachLogical(v: unknown, fn: (holder: { reference?: string; display?: string; identifier: { system?: string; value?: string } }) => void): void {
+  if (Array.isArray(v)) for (const x of v) eachLogical(x, fn);
+  else if (v && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    if (o.reference === undefined && !('resourceType' in o) && o.identifier && typeof o.identifier === 'object' && !Array.isArray(o.identifier) && ('type' in o || 'display' in o || Object.keys(o).length <= 3)) {
+      fn(o as { identifier: { system?: string; value?: string } });
+    }
+    for (const [k, x] of Object.entries(o)) if (k !== 'contained' && k !== 'identifier') eachLogical(x, fn);
+  }
 }
 
 /** One entry of a batch: its own reference check, then the same steps. */

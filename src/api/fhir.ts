@@ -14,7 +14,7 @@ import { reshapes, shaper } from './shape.js';
 import { storedText } from '../store/stored.js';
 import { processBundle, processMessage, type Submission } from '../ingest/fhir/process.js';
 import { checkResource } from '../write-checks.js';
-import { applyToHolder, checkReferencesExist } from './bundle.js';
+import { applyToHolder, checkReferencesExist, resolveMunicipalities } from './bundle.js';
 import { assertOnePatient, identityHolder, identityId } from '../careplan/identity.js';
 import crypto from 'node:crypto';
 import type { Logger } from '../log.js';
@@ -324,6 +324,7 @@ export class FhirApi {
       const resource = this.parseBody(type, req);
       delete resource.id; // create ignores a client id (FHIR http.html#create)
       const r = await this.repo(req).transaction(async (w) => {
+        await resolveMunicipalities(w, [{ resource }]);
         await checkReferencesExist(w, resource);
         const ifNoneExist = req.headers['if-none-exist'];
         if (ifNoneExist === undefined) {
@@ -348,6 +349,7 @@ export class FhirApi {
         throw new OutcomeError('invalid', `Resource.id "${resource.id}" does not match the id in the URL "${id}"`, `${type}.id`);
       }
       const r = await this.repo(req).transaction(async (w) => {
+        await resolveMunicipalities(w, [{ resource }]);
         await checkReferencesExist(w, { ...resource, id });
         await assertOnePatient(w.tx, resource, id);
         return w.update({ ...resource, id }, { ifMatch });

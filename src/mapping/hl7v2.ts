@@ -28,7 +28,8 @@ import YAML from 'yaml';
 import type { Attachment, Coding, Identifier, Organization, Patient, Practitioner, Reference, Resource } from '@medplum/fhirtypes';
 import type { OperationOutcomeIssue } from '../fhir/types.js';
 import { OutcomeError, issue } from '../fhir/outcome.js';
-import { SYSTEMS, checkIsikukood, deterministicId } from '../fhir/identifiers.js';
+import { SYSTEMS, checkIsikukood, checkRegistryCode, deterministicId } from '../fhir/identifiers.js';
+import { municipalities, municipalityOrganization } from '../careplan/directory.js';
 import type { Hl7Message, Hl7Repetition, Hl7Segment } from '../ingest/hl7v2/message.js';
 import { structureFor } from '../ingest/hl7v2/parse.js';
 import type { PlanEvent } from '../careplan/rules.js';
@@ -798,6 +799,16 @@ function practitionerRef(parts: { identifier?: Identifier; name?: Practitioner['
 }
 
 function organizationRef(parts: { identifier?: Identifier; name?: string }, ctx: Ctx): Reference {
+  // a municipality (its registry code in the directory) is the municipality's own Organization: its worklist and
+  // team membership are found by Organization/ehak-XXXX and its registry code
+  if (parts.identifier?.system === SYSTEMS.organisation) {
+    const m = [...municipalities().values()].find((x) => x.registryCode === parts.identifier!.value);
+    if (m) {
+      const o = municipalityOrganization(m);
+      if (!ctx.produced.some((r) => r.resourceType === 'Organization' && r.id === o.id)) ctx.produced.push(o);
+      return { reference: `Organization/${o.id}`, display: parts.name ?? m.name };
+    }
+  }
   const key = parts.identifier?.value ? [parts.identifier.system ?? '', parts.identifier.value] : ['name', parts.name ?? ''];
   const o: Organization = {
     resourceType: 'Organization',
@@ -816,12 +827,21 @@ function providerRefs(roleCode: string, scope: Scope, ctx: Ctx): Reference[] {
     if (comp(prd.fields[1]?.[0], 1).toUpperCase() !== roleCode) continue;
     const name = xpn(prd.fields[2]?.[0], ctx);
     const idRep = prd.fields[7]?.[0];
-    const identifier = idRep && present(comp(idRep, 1)) ? { system: /^[DNMAPS]\d{5}$/.test(comp(idRep, 1)) ? SYSTEMS.professional : `urn:care-gateway:assigner:${encodeURIComponent(comp(idRep, 2) || ctx.facility)}`, value: comp(idRep, 1) } : undefined;
-    if (name || identifier) out.push(practitionerRef({ identifier, name }, ctx));
-    else {
-      const org = xonParts(prd.fields[10]?.[0], ctx); // PRD-10 provider organisation (v2.6+)
-      if (org) out.push(organizationRef(org, ctx));
+    const id = idRep ? comp(idRep, 1) : '';
+    const org = xonParts(prd.fields[10]?.[0], ctx); // PRD-10 provider organisation (v2.6+)
+    // PRD-7 identifier ^ type/assigner: a Business Register code (EE-ARIREG, BR, or 8 digits that pass its check
+    // digit, not a professional code) names an organisation — a municipality's social department, a care home —
+    // whose name PRD-2 then carries (as written, in the family-name component)
+    const assigner = idRep ? `${comp(idRep, 2)}|${comp(idRep, 4)}|${comp(idRep, 5)}`.toUpperCase() : '';
+    const registry = present(id) && /^\d{8}$/.test(id) && (/ARIREG|(^|\|)BR(\||$)|EE-BR/.test(assigner) || checkRegistryCode(id)) && !/^[DNMAPS]\d{5}$/.test(id);
+    if (registry) {
+      const orgName = name ? [name.family, ...(name.given ?? [])].filter(Boolean).join(' ') || name.text : org?.name;
+      out.push(organizationRef({ identifier: { system: SYSTEMS.organisation, value: id }, ...(orgName ? { name: orgName } : {}) }, ctx));
+      continue;
     }
+    const identifier = idRep && present(id) ? { system: /^[DNMAPS]\d{5}$/.test(id) ? SYSTEMS.professional : `urn:care-gateway:assigner:${encodeURIComponent(comp(idRep, 2) || ctx.facility)}`, value: id } : undefined;
+    if (name || identifier) out.push(practitionerRef({ identifier, name }, ctx));
+    else if (org) out.push(organizationRef(org, ctx));
   }
   return out;
 }
