@@ -1,5 +1,5 @@
 /**
- * The command line (../shared/interfaces.md):
+ * The command line:
  *   care-gateway [serve]                         run the gateway (same as npm start)
  *   care-gateway convert FILE [--source NAME]    convert one file to a FHIR Bundle on standard output,
  *                                                without a server or store

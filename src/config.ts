@@ -1,5 +1,5 @@
 /**
- * Configuration from the environment, per ../shared/interfaces.md (the public contract).
+ * Configuration from the environment (the public contract: README "Configuration").
  * Read once at start; nothing else reads process.env.
  */
 import os from 'node:os';

@@ -1,5 +1,5 @@
 /**
- * The gateway process: reads the environment (../shared/interfaces.md), starts, and shuts down gracefully on
+ * The gateway process: reads the environment, starts, and shuts down gracefully on
  * SIGTERM/SIGINT (stop accepting, finish in-flight work, close the store).
  */
 import { loadConfig } from './config.js';

@@ -1,6 +1,6 @@
 /**
  * HL7 v2 over HTTP: `POST /hl7v2` with one ER7 message; the response body is the HL7 ACK — 200 with MSA|AA,
- * 4xx with AE/AR and an ERR segment (../shared/interfaces.md). Same semantics as MLLP (one receive path).
+ * 4xx with AE/AR and an ERR segment. Same semantics as MLLP (one receive path).
  */
 import { OutcomeError } from '../fhir/outcome.js';
 import type { Hl7Receiver } from '../ingest/hl7v2/receive.js';

@@ -2,7 +2,7 @@
  * The HTTP edge: node's http server, a few routes, body limits, and the one place where errors become
  * responses. FHIR interactions are handled by the transport-free FhirApi.
  *
- * Routes (../shared/interfaces.md): /fhir/*, POST /hl7v2, POST /social-care/{source}, /admin/messages,
+ * Routes: /fhir/*, POST /hl7v2, POST /social-care/{source}, /admin/messages,
  * GET /healthz, GET /readyz.
  */
 import http from 'node:http';

@@ -1,5 +1,5 @@
 /**
- * Municipal social-care records: `POST /social-care/{source}` with a CSV or JSON export (../shared/interfaces.md).
+ * Municipal social-care records: `POST /social-care/{source}` with a CSV or JSON export.
  * The file is stored whole in the inbox (committed) before anything else; then its rows are imported and the
  * answer is the import report: 200 when rows were accepted (rejected ones listed with row, field and reason),
  * 422 when every row was rejected, 400 when the file itself cannot be read, 404 for an unknown source; when the

@@ -6,7 +6,7 @@
  *   10 twice → 0). Standard EVS 585:2007.
  * - Business Register codes (8 digits; local governments start with 75): mod-11 check digit, weights 1–7, then 3–9.
  *
- * @see https://fhir.ee (identifier systems), ../shared/reference/domain-specs.md §1.2–1.3
+ * @see https://fhir.ee (identifier systems)
  */
 import crypto from 'node:crypto';
 
