@@ -1,5 +1,5 @@
 /**
- * Benchmarks (npm run bench). Figures go to the README and issue notes with the command that produced them.
+ * Benchmarks (npm run bench). Figures go to docs/benchmarks.md and issue notes with the command that produced them.
  *   npm run bench                 all of them, embedded store (PGlite) for the end-to-end part
  *   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test npm run bench   end-to-end on PostgreSQL too
  *   npm run bench -- convert      only in-process conversion; `validate`, `json`, `mllp`, `social` likewise

@@ -534,19 +534,25 @@ function participantKey(p: { member?: Reference; role?: CodeableConcept[] }): st
 /** Adds new participants, ends leaving ones; an existing open participation is kept as it is. */
 export function applyTeamChanges(team: CareTeam, changes: TeamChange[], at: string): CareTeam {
   const participants: CareTeamParticipant[] = [...(team.participant ?? [])];
+  const now = Date.now();
+  // a participation is current until its end: one that ends in the future (a decision for a school year) is active
+  const current = (p: CareTeamParticipant) => !p.period?.end || Date.parse(p.period.end) > now;
   for (const ch of changes) {
     const key = participantKey({ member: ch.member, role: [ch.role] });
-    const open = participants.findIndex((p) => participantKey(p) === key && !p.period?.end);
-    if (ch.end) {
-      if (open >= 0) participants[open] = { ...participants[open], period: { ...participants[open].period, end: ch.end } };
+    const open = participants.findIndex((p) => participantKey(p) === key && current(p));
+    const ended = ch.end !== undefined && Date.parse(ch.end) <= now;
+    if (open >= 0) {
+      // the same participation again: its end is what the source says now (set, moved, or kept)
+      if (ch.end && participants[open].period?.end !== ch.end) participants[open] = { ...participants[open], period: { ...participants[open].period, end: ch.end } };
       continue;
     }
-    if (open >= 0) continue;
+    // a participation that has already ended is kept as history only when it was never recorded
+    if (ended && participants.some((p) => participantKey(p) === key && p.period?.end === ch.end)) continue;
     participants.push({
       role: [ch.role],
       member: ch.member,
       ...(ch.onBehalfOf && ch.member.reference?.startsWith('Practitioner/') ? { onBehalfOf: ch.onBehalfOf } : {}),
-      period: { start: ch.start ?? at },
+      period: { start: ch.start ?? at, ...(ch.end ? { end: ch.end } : {}) },
     });
   }
   return { ...team, participant: participants };

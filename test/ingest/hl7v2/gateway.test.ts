@@ -211,7 +211,7 @@ describe.each(backends())('HL7 v2 through the gateway on %s', (_name, makeBacken
     expect(referral).toBeDefined();
     expect(referral!.requester?.reference).toBe(srs.find((s) => s.code?.coding?.[0].code === 'gp-follow-up-after-discharge')!.performer![0].reference);
     const task = (await get<Bundle<Task>>(`/Task?focus=ServiceRequest/${referral!.id}`)).entry![0].resource!;
-    expect(task.owner?.display).toBe('Elva Vallavalitsus');
+    expect(task.owner).toEqual({ reference: 'Organization/ehak-0171', display: 'Elva Vallavalitsus sotsiaalosakond' }); // the municipality's own Organization: its worklist
   });
 
   test('A40 merges: one active plan on the surviving patient, the other patient replaced-by it', async () => {
