@@ -15,7 +15,7 @@
  */
 import type { Identifier, Patient, Resource } from '@medplum/fhirtypes';
 import type { Queryable } from '../store/db.js';
-import { canonicalSystem, deterministicId, SYSTEMS } from '../fhir/identifiers.js';
+import { canonicalSystem, deterministicId, maskIsikukood, SYSTEMS } from '../fhir/identifiers.js';
 import { indexKey } from '../store/indexer.js';
 import { OutcomeError } from '../fhir/outcome.js';
 import type { Contribution } from './assemble.js';
@@ -169,10 +169,7 @@ export interface Duplicate {
   survivor: string;
 }
 
-/** Masks an isikukood for lists and logs: the first and the last digit only. */
-export function maskIsikukood(v: string): string {
-  return v.length > 2 ? `${v[0]}${'*'.repeat(v.length - 2)}${v[v.length - 1]}` : '**';
-}
+export { maskIsikukood };
 
 /** Every isikukood held by more than one current Patient (stores written before identity was enforced on every route). */
 export async function findDuplicates(q: Queryable): Promise<Duplicate[]> {

@@ -71,7 +71,7 @@ export function isikukoodCheckDigit(first10: string): number {
  * A valid code also yields the birth date and administrative gender it encodes.
  */
 export function checkIsikukood(code: string): IsikukoodCheck {
-  if (!/^\d{11}$/.test(code)) return { valid: false, reason: `an isikukood has 11 digits, got "${code}"` };
+  if (!/^\d{11}$/.test(code)) return { valid: false, reason: `an isikukood has 11 digits, got ${code.length} character(s)${/^\d*$/.test(code) ? '' : ' that are not all digits'}` };
   const g = Number(code[0]);
   if (g < 1 || g > 8) return { valid: false, reason: `the first digit (century and sex) must be 1–8, got ${g}` };
   const century = 1800 + Math.floor((g - 1) / 2) * 100;
@@ -80,7 +80,7 @@ export function checkIsikukood(code: string): IsikukoodCheck {
   const day = Number(code.slice(5, 7));
   const date = new Date(Date.UTC(year, month - 1, day));
   if (month < 1 || month > 12 || date.getUTCFullYear() !== year || date.getUTCMonth() !== month - 1 || date.getUTCDate() !== day) {
-    return { valid: false, reason: `digits 2–7 are not a real birth date (${code.slice(1, 7)})` };
+    return { valid: false, reason: `digits 2–7 are not a real birth date` };
   }
   const check = isikukoodCheckDigit(code.slice(0, 10));
   if (check !== Number(code[10])) return { valid: false, reason: `the check digit is ${code[10]} but should be ${check}` };
@@ -167,3 +167,8 @@ export function oneOffId(resourceType: string, ...parts: string[]): string {
 const ID_MEMO_SIZE = 20_000;
 let idMemo = new Map<string, string>();
 let idMemoOld = new Map<string, string>();
+
+/** An isikukood for ACKs, reports, lists and logs: the first and the last digit only (never the whole code). */
+export function maskIsikukood(v: string): string {
+  return v.length > 2 ? `${v[0]}${'*'.repeat(v.length - 2)}${v[v.length - 1]}` : '**';
+}

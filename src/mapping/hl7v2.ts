@@ -30,6 +30,7 @@ import type { OperationOutcomeIssue } from '../fhir/types.js';
 import { OutcomeError, issue } from '../fhir/outcome.js';
 import { SYSTEMS, checkIsikukood, checkRegistryCode, deterministicId } from '../fhir/identifiers.js';
 import { municipalities, municipalityOrganization } from '../careplan/directory.js';
+import { maskIsikukood } from '../fhir/identifiers.js';
 import type { Hl7Message, Hl7Repetition, Hl7Segment } from '../ingest/hl7v2/message.js';
 import { structureFor } from '../ingest/hl7v2/parse.js';
 import type { PlanEvent } from '../careplan/rules.js';
@@ -499,10 +500,10 @@ function checkPatient(p: Patient, where: string, ctx: Ctx): void {
     const c = checkIsikukood(id.value);
     if (!c.valid) continue;
     if (p.birthDate && p.birthDate.length === 10 && p.birthDate !== c.birthDate) {
-      ctx.issues.push(issue({ severity: 'warning', text: `birth date ${p.birthDate} contradicts isikukood ${id.value} (${c.birthDate})`, where: 'PID-7' }));
+      ctx.issues.push(issue({ severity: 'warning', text: `birth date ${p.birthDate} contradicts the isikukood ${maskIsikukood(id.value)} (${c.birthDate})`, where: 'PID-7' }));
     }
     if ((p.gender === 'male' || p.gender === 'female') && p.gender !== c.gender) {
-      ctx.issues.push(issue({ severity: 'warning', text: `sex ${p.gender} contradicts isikukood ${id.value} (${c.gender})`, where: 'PID-8' }));
+      ctx.issues.push(issue({ severity: 'warning', text: `sex ${p.gender} contradicts the isikukood ${maskIsikukood(id.value)} (${c.gender})`, where: 'PID-8' }));
     }
   }
   void where;
@@ -738,7 +739,7 @@ function patientId(list: Hl7Repetition[], ctx: Ctx, where: string): string | und
     if (id.system !== SYSTEMS.isikukood) continue;
     const check = checkIsikukood(id.value ?? '');
     if (!check.valid) {
-      ctx.issues.push(issue({ category: 'invalid', text: `${where}: isikukood ${id.value} is not valid: ${check.reason}`, where: `${where}${i ? `[${i + 1}]` : ''}.1` }));
+      ctx.issues.push(issue({ category: 'invalid', text: `${where}: isikukood ${maskIsikukood(id.value ?? "")} is not valid: ${check.reason}`, where: `${where}${i ? `[${i + 1}]` : ''}.1` }));
     }
   }
   const ni = ids.find((x) => x.system === SYSTEMS.isikukood);
