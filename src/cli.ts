@@ -20,7 +20,7 @@ import { convertHl7 } from './mapping/hl7v2.js';
 import { setDefaultZone } from './mapping/datatypes.js';
 import { validateResource } from './fhir/validate.js';
 import type { OperationOutcomeIssue } from './fhir/types.js';
-import { socialMapping, socialSources } from './social/mapping.js';
+import { setSocialMappingsDir, socialMapping, socialSources } from './social/mapping.js';
 import { buildProfiles } from './fhir/profiles.js';
 import { readRecords } from './social/records.js';
 import { checkRecord, contributionFor } from './social/convert.js';
@@ -123,6 +123,7 @@ async function run(argv: string[]): Promise<number> {
   }
   const config = loadConfig();
   setDefaultZone(config.hl7DefaultTimezone);
+  setSocialMappingsDir(config.socialMappingsDir); // a deployment's own export mappings, as the server reads them
   try {
     const bundle = convertFile(file, { source, defaultCharset: config.hl7DefaultCharset });
     process.stdout.write(JSON.stringify(bundle, null, 2) + '\n');

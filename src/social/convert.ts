@@ -6,6 +6,7 @@
  *
  * Every row is checked on its own; a bad row yields its errors (field + reason) and nothing else.
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type {
@@ -195,7 +196,7 @@ export function checkRecord(mapping: SocialMapping, raw: RawRecord, today = new 
     decision: {
       row: raw.row,
       at: raw.at,
-      decisionId: v.decisionId!,
+      decisionId: v.decisionId ?? compositeDecisionId(mapping, v, dates),
       isikukood: ik!,
       birthDate,
       gender,
@@ -209,6 +210,16 @@ export function checkRecord(mapping: SocialMapping, raw: RawRecord, today = new 
       amount,
     },
   };
+}
+
+/**
+ * The identifier of a decision an export does not number: a digest of the mapping's `decisionKey` fields as read
+ * (dates normalised, services mapped), so the same decision in the next export is the same ServiceRequest. A digest,
+ * not the values: an identifier is shown to everyone who sees the request, the isikukood must not be in it.
+ */
+function compositeDecisionId(mapping: SocialMapping, v: Partial<Record<Field, string>>, dates: Partial<Record<Field, string>>): string {
+  const parts = (mapping.decisionKey ?? []).map((f) => dates[f] ?? (v[f] ?? '').trim().toLowerCase());
+  return `K-${crypto.createHash('sha256').update(`${mapping.municipality.ehak}\u0000${parts.join('\u0000')}`).digest('hex').slice(0, 20)}`;
 }
 
 function humanName(text: string): HumanName {

@@ -24,9 +24,11 @@ export interface ImportReport {
   inboxId: string;
   /** processed: at least one row accepted (or the file has none); rejected: nothing accepted */
   status: 'processed' | 'rejected';
-  rows: { total: number; accepted: number; rejected: number; changed: number };
+  rows: { total: number; accepted: number; rejected: number; changed: number; duplicates?: number };
   /** every rejected row with its number, where it is in the file, the field, the column and the reason */
   rejected: RowError[];
+  /** rows that repeat an earlier row of the file exactly: imported once, listed here */
+  duplicates?: { row: number; at: string; duplicateOf: number; reason: string }[];
   /** a file-level problem (bad header, not CSV/JSON): no row was read */
   error?: string;
 }
@@ -96,6 +98,9 @@ export async function importStored(
   };
   let failure: unknown;
 
+  // an exact duplicate of an earlier row of this file (the same values in every field) is imported once; a row
+  // with the same decision but other values is a change within the file, and the later row wins (file order)
+  const seen = new Map<string, number>();
   try {
     for (const raw of readRecords(mapping, bytes)) {
       report.rows.total++;
@@ -105,6 +110,15 @@ export async function importStored(
         for (const e of errors) if (report.rejected.length < MAX_LISTED) report.rejected.push(e);
         continue;
       }
+      const fingerprint = JSON.stringify([decision.decisionId, Object.entries(decision.v).sort()]);
+      const first = seen.get(fingerprint);
+      if (first !== undefined) {
+        report.rows.duplicates = (report.rows.duplicates ?? 0) + 1;
+        report.duplicates ??= [];
+        if (report.duplicates.length < MAX_LISTED) report.duplicates.push({ row: decision.row, at: decision.at, duplicateOf: first, reason: `duplicate of row ${first}: imported once` });
+        continue;
+      }
+      if (seen.size < 1_000_000) seen.set(fingerprint, decision.row);
       const lane = lanes[laneOf(decision.isikukood, lanes.length)];
       lane.batch.push(decision);
       if (lane.batch.length >= BATCH) await flush(lane);

@@ -86,6 +86,11 @@ export interface SocialMapping {
   decimalComma: boolean;
   municipality: { ehak: string; name: string; registryCode?: string };
   fields: Map<Field, FieldRule>;
+  /**
+   * For exports without decision numbers: the fields that together identify a decision (e.g. isikukood, service and
+   * start); the decision's identifier is derived from their values (`decisionKey` in the mapping file)
+   */
+  decisionKey?: Field[];
   /** value maps with keys folded (trimmed, lower case) */
   maps: Record<string, Map<string, string>>;
 }
@@ -100,6 +105,7 @@ interface MappingFile {
   decimalComma?: boolean;
   municipality?: { ehak?: string; registryCode?: string | number };
   fields?: Record<string, string | { from?: string; value?: string | number; required?: boolean; map?: string }>;
+  decisionKey?: string[];
   maps?: Record<string, Record<string, string>>;
 }
 
@@ -150,7 +156,18 @@ export function compileMapping(source: string, file: string, doc: MappingFile): 
       map: map && maps[map] ? map : undefined,
     });
   }
-  for (const f of REQUIRED) if (!fields.has(f)) bad(`field ${f} is required in every mapping`);
+  let decisionKey: Field[] | undefined;
+  if (doc.decisionKey !== undefined) {
+    if (!Array.isArray(doc.decisionKey) || doc.decisionKey.length === 0) bad('decisionKey must be a list of fields, e.g. [isikukood, service, start]');
+    for (const k of doc.decisionKey) {
+      if (!(FIELDS as readonly string[]).includes(k) || k === 'decisionId') bad(`decisionKey names "${k}", which is not a field (known: ${FIELDS.filter((f) => f !== 'decisionId').join(', ')})`);
+      if (!fields.has(k as Field)) bad(`decisionKey names "${k}", which this mapping does not read (add it under fields:)`);
+      fields.set(k as Field, { ...fields.get(k as Field)!, required: true });
+    }
+    if (fields.has('decisionId')) bad('a mapping names either a decisionId field or a decisionKey, not both');
+    decisionKey = doc.decisionKey as Field[];
+  }
+  for (const f of REQUIRED) if (!fields.has(f) && !(f === 'decisionId' && decisionKey)) bad(`field ${f} is required in every mapping${f === 'decisionId' ? ' (or a decisionKey: the fields that together identify a decision)' : ''}`);
   if (!fields.get('service')?.map) bad('field service needs a value map (maps.services) from the export\'s labels to the project\'s service codes');
 
   if (registryCode) learnRegistryCode(ehak, registryCode);
@@ -166,6 +183,7 @@ export function compileMapping(source: string, file: string, doc: MappingFile): 
     decimalComma: doc.decimalComma ?? false,
     municipality: { ehak, name: m!.name, registryCode: registryCode || undefined },
     fields,
+    ...(decisionKey ? { decisionKey } : {}),
     maps,
   };
 }
