@@ -3,8 +3,8 @@
  *   care-gateway [serve]                         run the gateway (same as npm start)
  *   care-gateway convert FILE [--source NAME]    convert one file to a FHIR Bundle on standard output,
  *                                                without a server or store
- * FILE.hl7: one or more HL7 v2 messages → one batch Bundle of PUT-by-id entries (plus an OperationOutcome entry
- * listing what was not mapped);
+ * FILE.hl7: one or more HL7 v2 messages → one batch Bundle of PUT-by-id entries, which `POST /fhir` takes as it is
+ * (what was not mapped goes to standard error as an OperationOutcome);
  * FILE.json: a FHIR resource or Bundle, validated and printed back. FILE.csv|json --source NAME: a municipal
  * social-care export read through mappings/social/NAME.yaml.
  * Exit code 0 on success; 1 with a readable error (an OperationOutcome on standard error) otherwise.
@@ -19,7 +19,7 @@ import { parseHl7 } from './ingest/hl7v2/parse.js';
 import { convertHl7 } from './mapping/hl7v2.js';
 import { setDefaultZone } from './mapping/datatypes.js';
 import { validateResource } from './fhir/validate.js';
-import type { OperationOutcomeIssue } from './fhir/types.js';
+import type { OperationOutcome, OperationOutcomeIssue } from './fhir/types.js';
 import { setSocialMappingsDir, socialMapping, socialSources } from './social/mapping.js';
 import { buildProfiles } from './fhir/profiles.js';
 import { readRecords } from './social/records.js';
@@ -27,8 +27,11 @@ import { checkRecord, contributionFor } from './social/convert.js';
 
 const USAGE = 'usage: care-gateway convert FILE [--source NAME]   |   care-gateway profiles   |   care-gateway [serve]';
 
-/** Converts one file; returns the Bundle, or throws an OutcomeError. */
-export function convertFile(file: string, opts: { source?: string; defaultCharset?: string } = {}): Bundle {
+/**
+ * Converts one file; returns the Bundle and, apart from it, what the conversion noted (fields not mapped, rows
+ * refused) — the Bundle stays one a FHIR server takes as it is (`POST /fhir`) — or throws an OutcomeError.
+ */
+export function convertFile(file: string, opts: { source?: string; defaultCharset?: string } = {}): { bundle: Bundle; notes?: OperationOutcome } {
   if (!fs.existsSync(file)) throw new OutcomeError('not-found', `no such file: ${file}`);
   const bytes = fs.readFileSync(file);
   const ext = path.extname(file).toLowerCase();
@@ -43,7 +46,7 @@ export function convertFile(file: string, opts: { source?: string; defaultCharse
     const resources = (parsed as Bundle).resourceType === 'Bundle' ? ((parsed as Bundle).entry ?? []).map((e) => e.resource).filter((r): r is Resource => !!r) : [parsed as Resource];
     const issues = resources.flatMap((r, i) => validateResource(r, (parsed as Bundle).resourceType === 'Bundle' ? `Bundle.entry[${i}].resource` : undefined));
     if (issues.some((i) => i.severity === 'error')) throw OutcomeError.fromIssues('invalid', issues);
-    return { resourceType: 'Bundle', type: 'collection', entry: resources.map((resource) => ({ fullUrl: `${resource.resourceType}/${resource.id ?? ''}`, resource })) };
+    return { bundle: { resourceType: 'Bundle', type: 'collection', entry: resources.map((resource) => ({ fullUrl: `${resource.resourceType}/${resource.id ?? ''}`, resource })) } };
   }
   const { text } = decodeHl7(bytes, opts.defaultCharset ?? 'utf-8');
   const entry: BundleEntry[] = [];
@@ -55,22 +58,23 @@ export function convertFile(file: string, opts: { source?: string; defaultCharse
     for (const r of [c.patient, ...c.resources]) {
       const v = validateResource(r).filter((i) => i.severity === 'error');
       if (v.length) throw OutcomeError.fromIssues('invalid', v);
-      entry.push({ fullUrl: `urn:uuid:${r.id}`, resource: r, request: { method: 'PUT', url: `${r.resourceType}/${r.id}` } });
+      entry.push({ ...(UUID.test(r.id ?? '') ? { fullUrl: `urn:uuid:${r.id}` } : {}), resource: r, request: { method: 'PUT', url: `${r.resourceType}/${r.id}` } });
     }
   }
-  // a batch of PUT-by-id entries: posting it twice changes nothing (ids come from the source identifiers)
+  // a batch of PUT-by-id entries: posting it twice changes nothing (ids come from the source identifiers); what was not
+  // mapped comes apart from it (standard error), so nothing is dropped silently and the Bundle posts as it is
   const bundle: Bundle = { resourceType: 'Bundle', type: 'batch', entry };
-  // what was not mapped rides along as an OperationOutcome entry, so nothing is dropped silently
-  if (issues.length) entry.push({ fullUrl: 'urn:uuid:conversion-notes', resource: { resourceType: 'OperationOutcome', issue: issues } });
-  return bundle;
+  return { bundle, ...(issues.length ? { notes: { resourceType: 'OperationOutcome', issue: issues } } : {}) };
 }
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /**
  * A municipal export → a collection Bundle of what its good rows become (Patient stubs, ServiceRequests,
  * case workers, caregivers, schools); rejected rows ride along in an OperationOutcome entry with row and field.
  * If no row is good, the whole file fails.
  */
-function convertSocial(file: string, bytes: Buffer, source: string): Bundle {
+function convertSocial(file: string, bytes: Buffer, source: string): { bundle: Bundle; notes?: OperationOutcome } {
   const mapping = socialMapping(source);
   if (!mapping) throw new OutcomeError('not-found', `no mapping for social-care source "${source}" (known: ${socialSources().join(', ')})`);
   const entry: BundleEntry[] = [];
@@ -95,8 +99,7 @@ function convertSocial(file: string, bytes: Buffer, source: string): Bundle {
     }
   }
   if (rows > 0 && good === 0) throw OutcomeError.fromIssues('invalid', issues);
-  if (issues.length) entry.push({ fullUrl: 'urn:uuid:rejected-rows', resource: { resourceType: 'OperationOutcome', issue: issues } });
-  return { resourceType: 'Bundle', type: 'collection', entry };
+  return { bundle: { resourceType: 'Bundle', type: 'collection', entry }, ...(issues.length ? { notes: { resourceType: 'OperationOutcome', issue: issues } } : {}) };
 }
 
 async function run(argv: string[]): Promise<number> {
@@ -125,8 +128,9 @@ async function run(argv: string[]): Promise<number> {
   setDefaultZone(config.hl7DefaultTimezone);
   setSocialMappingsDir(config.socialMappingsDir); // a deployment's own export mappings, as the server reads them
   try {
-    const bundle = convertFile(file, { source, defaultCharset: config.hl7DefaultCharset });
+    const { bundle, notes } = convertFile(file, { source, defaultCharset: config.hl7DefaultCharset });
     process.stdout.write(JSON.stringify(bundle, null, 2) + '\n');
+    if (notes) process.stderr.write(`care-gateway: conversion notes (not part of the Bundle):\n${JSON.stringify(notes, null, 2)}\n`);
     return 0;
   } catch (err) {
     const e = toOutcomeError(err);
