@@ -1,8 +1,9 @@
 /**
  * $validate and the conformance resources over HTTP: the FHIR examples of the shared corpus and every resource
- * converted from the shared HL7 v2 corpus pass `POST /fhir/{type}/$validate`; broken variants fail with the right
- * expressions; nothing is stored; the profiles, CodeSystems and ValueSets are served and listed in the
- * CapabilityStatement; the shared plan and team written by the assembly conform to their profiles.
+ * converted from the shared HL7 v2 corpus pass `POST /fhir/{type}/$validate` (when the shared corpus is there:
+ * CG_CORPUS_DIR); broken variants of a plan of our own fail with the right expressions; nothing is stored; the
+ * profiles, CodeSystems and ValueSets are served and listed in the CapabilityStatement; the shared plan and team
+ * written by the assembly conform to their profiles.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -13,10 +14,11 @@ import { parseHl7 } from '../../src/ingest/hl7v2/parse.js';
 import { convertHl7 } from '../../src/mapping/hl7v2.js';
 import { pgliteBackend, type Backend } from '../helpers/backends.js';
 import { startTestGateway } from '../helpers/gateway.js';
+import { corpusFiles, requireCorpusDir, testCorpus } from '../helpers/corpus.js';
 import { eeDischarge } from '../fixtures/hl7v2/messages.js';
 
-const FHIR_CORPUS = path.resolve('../shared/corpus/fhir/r4-spec-examples');
-const HL7_CORPUS = path.resolve('../shared/corpus/hl7v2');
+const FHIR_EXAMPLES = 'fhir/r4-spec-examples';
+const PLAN = path.resolve('test/fixtures/fhir/CarePlan-home-rehab.json');
 
 let backend: Backend;
 let gw: Gateway;
@@ -39,16 +41,22 @@ const validate = async (r: unknown, type = (r as Resource).resourceType, query =
 };
 const errors = (oo: OperationOutcome) => oo.issue.filter((i) => i.severity === 'error' || i.severity === 'fatal');
 
-test('the FHIR examples of the corpus pass $validate, and broken variants fail at the right element', async () => {
-  const files = fs.readdirSync(FHIR_CORPUS).filter((f) => f.endsWith('.json'));
+testCorpus(FHIR_EXAMPLES, 'the FHIR examples of the corpus pass $validate', async () => {
+  const files = corpusFiles(FHIR_EXAMPLES, '.json');
   expect(files.length).toBeGreaterThanOrEqual(10);
   for (const f of files) {
-    const r = JSON.parse(fs.readFileSync(path.join(FHIR_CORPUS, f), 'utf8')) as Resource;
+    const r = JSON.parse(fs.readFileSync(path.join(requireCorpusDir(FHIR_EXAMPLES), f), 'utf8')) as Resource;
     const oo = await validate(r);
     expect([f, errors(oo)]).toEqual([f, []]);
     expect(oo.issue[0].diagnostics).toBe('All OK');
   }
-  const plan = JSON.parse(fs.readFileSync(path.join(FHIR_CORPUS, 'CarePlan-example.json'), 'utf8')) as CarePlan;
+});
+
+test('a plan passes $validate, and broken variants fail at the right element', async () => {
+  const plan = JSON.parse(fs.readFileSync(PLAN, 'utf8')) as CarePlan;
+  const oo = await validate(plan);
+  expect(errors(oo)).toEqual([]);
+  expect(oo.issue[0].diagnostics).toBe('All OK');
   const { subject: _s, ...noSubject } = plan;
   expect(errors(await validate(noSubject)).map((i) => i.expression![0])).toContain('CarePlan.subject');
   expect(errors(await validate({ ...plan, status: 'finished-ish' })).map((i) => i.expression![0])).toContain('CarePlan.status');
@@ -58,11 +66,10 @@ test('the FHIR examples of the corpus pass $validate, and broken variants fail a
   expect(asShared.map((i) => i.expression![0])).toEqual(['CarePlan.category[0]', 'CarePlan.activity[0].reference', 'CarePlan.activity[0].detail']);
 });
 
-test('every resource converted from the HL7 v2 corpus passes $validate; a wrong isikukood slice does not', async () => {
-  const files = (fs.readdirSync(HL7_CORPUS, { recursive: true }) as string[]).filter((f) => f.endsWith('.hl7'));
+testCorpus('hl7v2', 'every resource converted from the HL7 v2 corpus passes $validate', async () => {
   let checked = 0;
-  for (const f of files) {
-    for (const msg of decodeHl7(fs.readFileSync(path.join(HL7_CORPUS, f)), 'utf-8').text.split(/\r(?=MSH\|)/)) {
+  for (const f of corpusFiles('hl7v2', '.hl7')) {
+    for (const msg of decodeHl7(fs.readFileSync(path.join(requireCorpusDir('hl7v2'), f)), 'utf-8').text.split(/\r(?=MSH\|)/)) {
       let resources: Resource[];
       try {
         const c = convertHl7(parseHl7(msg));
@@ -78,6 +85,9 @@ test('every resource converted from the HL7 v2 corpus passes $validate; a wrong 
     }
   }
   expect(checked).toBeGreaterThan(300);
+});
+
+test('a wrong isikukood slice fails $validate; nothing is stored; a resource of another type is 422', async () => {
   const NI = 'https://fhir.ee/sid/pid/est/ni';
   const twice = { resourceType: 'Patient', identifier: [{ system: NI, value: '37302102711' }, { system: NI, value: '44501231007' }] };
   const oo = await validate({ resourceType: 'Parameters', parameter: [{ name: 'resource', resource: twice }, { name: 'profile', valueUri: 'https://care-gateway.ee/fhir/StructureDefinition/ee-patient' }] }, 'Patient');

@@ -27,7 +27,7 @@ test('an HL7 v2 discharge becomes a batch Bundle of PUT-by-id entries', () => {
 });
 
 test('a FHIR resource file is validated and printed back', () => {
-  const r = run('convert', path.resolve(process.cwd(), '../shared/corpus/fhir/r4-spec-examples/CarePlan-example.json'));
+  const r = run('convert', path.resolve(process.cwd(), 'test/fixtures/fhir/CarePlan-home-rehab.json'));
   expect(r.status).toBe(0);
   expect((JSON.parse(r.stdout) as Bundle).entry![0].resource!.resourceType).toBe('CarePlan');
 });

@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { CarePlan, CareTeam, Encounter, Patient, Provenance, Resource } from '@medplum/fhirtypes';
 import { extractSearchValues, instantRange, normalizeString, searchParamsFor, splitReference, type SearchValues } from '../../src/fhir/searchparams.js';
+import { corpusFiles, requireCorpusDir, testCorpus } from '../helpers/corpus.js';
 
 const rows = <K extends keyof SearchValues>(v: SearchValues, kind: K, param: string): Omit<SearchValues[K][number], 'param'>[] =>
   (v[kind] as SearchValues[K][number][]).filter((r) => r.param === param).map(({ param: _p, ...rest }) => rest);
@@ -196,14 +197,21 @@ test('dates, references and strings are normalised', () => {
   expect(normalizeString('  Õunapuu-Šmidt ')).toBe('ounapuu-smidt');
 });
 
-test('the direct path walk and the FHIRPath engine give the same rows (corpus and the resources above)', () => {
-  const dir = path.resolve(process.cwd(), '../shared/corpus/fhir/r4-spec-examples');
-  const corpus = fs.readdirSync(dir).filter((f) => f.endsWith('.json')).map((f) => JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as Resource);
-  for (const r of [...corpus, patient, carePlan]) {
-    const fast = extractSearchValues(r);
-    expect(fast).toEqual(extractSearchValues(r, { fhirPathOnly: true }));
-    expect(Object.values(fast).flat().length).toBeGreaterThan(0);
-  }
+/** The direct path walk and the FHIRPath engine give the same rows, and some. */
+const sameRowsBothWays = (r: Resource) => {
+  const fast = extractSearchValues(r);
+  expect(fast).toEqual(extractSearchValues(r, { fhirPathOnly: true }));
+  expect(Object.values(fast).flat().length).toBeGreaterThan(0);
+};
+
+test('the direct path walk and the FHIRPath engine give the same rows (the resources above and our fixtures)', () => {
+  const fixtures = ['CarePlan-home-rehab.json', 'CareTeam-home-rehab.json'].map((f) => JSON.parse(fs.readFileSync(path.resolve('test/fixtures/fhir', f), 'utf8')) as Resource);
+  for (const r of [patient, carePlan, ...fixtures]) sameRowsBothWays(r);
+});
+
+testCorpus('fhir/r4-spec-examples', 'the direct path walk and the FHIRPath engine give the same rows (the R4 examples of the shared corpus)', () => {
+  const dir = requireCorpusDir('fhir/r4-spec-examples');
+  for (const f of corpusFiles('fhir/r4-spec-examples', '.json')) sameRowsBothWays(JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as Resource);
 });
 
 test('the FHIRPath shapes walked directly: where(resolve() is T), where(system=…), as(T) and (x as T) pick only their own values', () => {

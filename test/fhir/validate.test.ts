@@ -1,7 +1,8 @@
 /**
  * Validation of every write: the official R4 JSON schema, minimum cardinality from the base StructureDefinitions,
  * and invariants. Every issue comes back at once with its FHIRPath. @medplum/core's validateResource is an
- * independent second opinion on the same inputs.
+ * independent second opinion on the same inputs. The R4 examples of the shared corpus are checked when it is there
+ * (CG_CORPUS_DIR); the tests that break a valid plan or team start from our own (test/fixtures/fhir).
  *
  * @see https://hl7.org/fhir/R4/validation.html
  */
@@ -12,10 +13,13 @@ import type { Bundle, CarePlan, CareTeam, Resource } from '@medplum/fhirtypes';
 import { validateResource, assertValid, invariantTable, pointerToFhirPath } from '../../src/fhir/validate.js';
 import { readDefinitions } from '../../src/fhir/definitions.js';
 import { OutcomeError } from '../../src/fhir/outcome.js';
+import { corpusFiles, describeCorpus, requireCorpusDir } from '../helpers/corpus.js';
 
-const CORPUS = path.resolve(process.cwd(), '../shared/corpus/fhir/r4-spec-examples');
-const corpus = fs.readdirSync(CORPUS).filter((f) => f.endsWith('.json'));
-const load = <T extends Resource>(f: string): T => JSON.parse(fs.readFileSync(path.join(CORPUS, f), 'utf8')) as T;
+const EXAMPLES = 'fhir/r4-spec-examples';
+const FIXTURES = path.resolve(process.cwd(), 'test/fixtures/fhir');
+const read = <T extends Resource>(dir: string, f: string): T => JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as T;
+/** A plan and a team of our own (test/fixtures/fhir), valid, to break in the tests below. */
+const load = <T extends Resource>(f: string): T => read<T>(FIXTURES, f);
 const errorsOf = (r: unknown) => validateResource(r).filter((i) => i.severity === 'error');
 const where = (r: unknown) => errorsOf(r).flatMap((i) => i.expression ?? []);
 /** @medplum/core reports some problems as issues and throws on others */
@@ -32,7 +36,15 @@ beforeAll(() => {
   indexStructureDefinitionBundle(readDefinitions<Bundle>('profiles-resources.json'));
 });
 
-test.each(corpus)('the R4 example %s is valid (and @medplum/core agrees)', (f) => {
+describeCorpus(EXAMPLES, 'the R4 examples of the shared corpus', () => {
+  test.each(corpusFiles(EXAMPLES, '.json'))('the R4 example %s is valid (and @medplum/core agrees)', (f) => {
+    const r = read(requireCorpusDir(EXAMPLES), f);
+    expect(errorsOf(r)).toEqual([]);
+    expect(medplumFindsErrors(r)).toBe(false);
+  });
+});
+
+test.each(fs.readdirSync(FIXTURES).filter((f) => f.endsWith('.json')).sort())('our fixture %s is valid (and @medplum/core agrees)', (f) => {
   const r = load(f);
   expect(errorsOf(r)).toEqual([]);
   expect(medplumFindsErrors(r)).toBe(false);
@@ -45,13 +57,13 @@ test('an unknown element is reported at its path', () => {
 
 test('a wrong type, a bad code and a bad date format are each reported', () => {
   expect(where({ resourceType: 'Patient', birthDate: 19730210 })).toEqual(['Patient.birthDate']);
-  const bogus = { ...load<CarePlan>('CarePlan-example.json'), status: 'bogus' } as unknown as CarePlan;
+  const bogus = { ...load<CarePlan>('CarePlan-home-rehab.json'), status: 'bogus' } as unknown as CarePlan;
   expect(where(bogus)).toEqual(['CarePlan.status']); // (@medplum/core does not expand this binding)
   expect(where({ resourceType: 'Patient', birthDate: '10.02.1973' })).toEqual(['Patient.birthDate']);
 });
 
 test('a missing required element is found, nested ones too', () => {
-  const { subject: _s, ...noSubject } = load<CarePlan>('CarePlan-example.json');
+  const { subject: _s, ...noSubject } = load<CarePlan>('CarePlan-home-rehab.json');
   expect(where(noSubject)).toEqual(['CarePlan.subject']);
   expect(medplumFindsErrors(noSubject as CarePlan)).toBe(true); // second opinion agrees
   const agent = [{ type: { text: 'author' } }];
@@ -60,7 +72,7 @@ test('a missing required element is found, nested ones too', () => {
   ]);
   expect(where({ resourceType: 'Provenance' }).sort()).toEqual(['Provenance.agent', 'Provenance.recorded', 'Provenance.target']);
   // status and intent are primitives with no `required` in the JSON schema: the StructureDefinition layer finds them
-  const { status: _st, intent: _in, ...noCodes } = load<CarePlan>('CarePlan-example.json');
+  const { status: _st, intent: _in, ...noCodes } = load<CarePlan>('CarePlan-home-rehab.json');
   expect(where(noCodes).sort()).toEqual(['CarePlan.intent', 'CarePlan.status']);
   expect(medplumFindsErrors(noCodes as CarePlan)).toBe(true);
   // a primitive given only as an extension (`_status`) is present
@@ -76,7 +88,7 @@ test('an element with neither value nor children (ele-1)', () => {
 });
 
 test('cpl-3: an activity with both a reference and a detail', () => {
-  const cp = load<CarePlan>('CarePlan-example.json');
+  const cp = load<CarePlan>('CarePlan-home-rehab.json');
   const bad = { ...cp, activity: [{ reference: { reference: 'ServiceRequest/1' }, detail: { status: 'scheduled' } }] } as CarePlan;
   const issues = errorsOf(bad);
   expect(issues.map((i) => i.expression)).toContainEqual(['CarePlan.activity[0]']);
@@ -84,8 +96,8 @@ test('cpl-3: an activity with both a reference and a detail', () => {
 });
 
 test('ctm-1: onBehalfOf for a member who is not a Practitioner', () => {
-  const ct = load<CareTeam>('CareTeam-example.json');
-  // the example's own participant[1] is a contained Practitioner with onBehalfOf: fine
+  const ct = load<CareTeam>('CareTeam-home-rehab.json');
+  // the fixture's own participant[1] is a contained Practitioner with onBehalfOf: fine
   const bad = { ...ct, participant: [...ct.participant!, { member: { reference: 'Patient/example' }, onBehalfOf: { reference: 'Organization/f001' } }] } as CareTeam;
   const issues = errorsOf(bad);
   expect(issues.map((i) => i.expression?.[0])).toEqual(['CareTeam.participant[2]']);
@@ -124,7 +136,7 @@ test('dom-2, dom-3, dom-4: rules for contained resources', () => {
 });
 
 test('per-1: a period that ends before it starts, wherever it is', () => {
-  const cp = { ...load<CarePlan>('CarePlan-example.json'), period: { start: '2026-05-01', end: '2026-04-01' } };
+  const cp = { ...load<CarePlan>('CarePlan-home-rehab.json'), period: { start: '2026-05-01', end: '2026-04-01' } };
   expect(where(cp)).toEqual(['CarePlan.period']);
   expect(errorsOf(cp)[0].diagnostics).toBe('per-1: If present, start SHALL have a lower value than end');
   // inside a data type, inside an extension, and inside a backbone element

@@ -12,6 +12,8 @@ import { connectMllp, sendMessages } from '../../src/mllp/client.js';
 import { buildAck, readMsh } from '../../src/ingest/hl7v2/ack.js';
 import { createHl7Receiver, type StoreMeta } from '../../src/ingest/hl7v2/receive.js';
 import { createLogger, silentLogger } from '../../src/log.js';
+import { requireCorpusDir, testCorpus } from '../helpers/corpus.js';
+import { largeMdm } from '../fixtures/hl7v2/messages.js';
 
 const HOST = '127.0.0.1';
 const msg = (id: string, extra = '') => `MSH|^~\\&|HIS|ELVA|GW|TARTU|20261110120000||ADT^A08^ADT_A01|${id}|P|2.5.1\rPID|1||37302102711^^^EE^NI||Tamm^Jüri${extra}`;
@@ -105,7 +107,7 @@ describe('MLLP listener', () => {
   });
 
   test('a message over the size limit gets an AR (from its MSH) and the connection is closed; the server stays up', async () => {
-    const large = fs.readFileSync(path.resolve(process.cwd(), '../shared/corpus/hl7v2/ipf/camel-msg-02-mdm-t02-large.hl7'));
+    const large = Buffer.from(largeMdm('BIG-1', 64), 'utf8');
     expect(large.length).toBeGreaterThan(16 * 1024);
     const controlId = readMsh(large.toString('latin1'))!.controlId;
     const c = await connectMllp(HOST, server.port);
@@ -245,8 +247,8 @@ describe('end to end with the receive path (fake store)', () => {
     expect(texts.at(-1)).toBe(text);
   });
 
-  test('corpus messages over one pipelined connection: one AA each, MSA-2 = MSH-10, in order', async () => {
-    const ROOT = path.resolve(process.cwd(), '../shared/corpus/hl7v2/microsoft-fhir-converter');
+  testCorpus('hl7v2/microsoft-fhir-converter', 'corpus messages over one pipelined connection: one AA each, MSA-2 = MSH-10, in order', async () => {
+    const ROOT = requireCorpusDir('hl7v2/microsoft-fhir-converter');
     const files = fs.readdirSync(ROOT).filter((f) => /^ADT-A0\d-0\d\.hl7$/.test(f)).sort();
     const payloads = files.map((f) => fs.readFileSync(path.join(ROOT, f)));
     const acks = await sendMessages(HOST, server.port, payloads, { pipeline: true });

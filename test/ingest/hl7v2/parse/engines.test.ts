@@ -1,15 +1,15 @@
 /**
  * The two parse engines (plain split and the npm `hl7v2` wrapper) fill the same Hl7Message for every message of
- * the shared corpus, so either can sit behind parseHl7. HL7 v2.5.1 §2.5–2.7.
+ * our fixtures and of the shared corpus (CG_CORPUS_DIR, when it is there), so either can sit behind parseHl7.
+ * HL7 v2.5.1 §2.5–2.7.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { decodeHl7 } from '../../../../src/ingest/hl7v2/decode.js';
 import { loadHl7v2Engine, parseHl7 } from '../../../../src/ingest/hl7v2/parse.js';
 import type { Hl7Field } from '../../../../src/ingest/hl7v2/message.js';
-
-const ROOT = path.resolve(process.cwd(), '../shared/corpus/hl7v2');
-const files = (fs.readdirSync(ROOT, { recursive: true }) as string[]).filter((f) => f.endsWith('.hl7')).sort();
+import { corpusFiles, describeCorpus, requireCorpusDir } from '../../../helpers/corpus.js';
+import { eeDischarge, eeMerge, gpReferral, largeMdm, utf8AcceptOnError } from '../../../fixtures/hl7v2/messages.js';
 
 /** Trailing empty fields/components are not data: drop them so both engines compare on content. */
 const trim = (fields: Hl7Field[]): unknown[] => {
@@ -26,12 +26,26 @@ const KNOWN_DIFFERENT = new Set(['linuxforhealth-hl7v2-fhir-converter/sample_uni
 
 beforeAll(() => loadHl7v2Engine());
 
-test.each(files.filter((f) => !KNOWN_DIFFERENT.has(f)))('%s: split and hl7v2 engines agree', (file) => {
-  const { text } = decodeHl7(fs.readFileSync(path.join(ROOT, file)), 'utf-8');
+function expectEnginesAgree(text: string): void {
   for (const one of text.split(/\r(?=MSH\|)/)) {
     const a = parseHl7(one, { engine: 'split' });
     const b = parseHl7(one, { engine: 'hl7v2' });
     expect({ ...b, segments: undefined }).toEqual({ ...a, segments: undefined });
     expect(b.segments.map((s) => [s.name, trim(s.fields)])).toEqual(a.segments.map((s) => [s.name, trim(s.fields)]));
   }
+}
+
+test.each([
+  ['ADT^A03 discharge', eeDischarge()],
+  ['ADT^A01 admission', eeDischarge({ trigger: 'A01', charset: '' })],
+  ['ADT^A40 merge', eeMerge('37302102711', '44501231007')],
+  ['REF^I12 referral', gpReferral()],
+  ['ADT^A01 in UTF-8 without MSH-18', utf8AcceptOnError()],
+  ['MDM^T02 with a large document', largeMdm('MDM-1', 24)],
+])('%s (our fixture): split and hl7v2 engines agree', (_name, text) => expectEnginesAgree(text));
+
+describeCorpus('hl7v2', 'the HL7 v2 messages of the shared corpus', () => {
+  test.each(corpusFiles('hl7v2', '.hl7').filter((f) => !KNOWN_DIFFERENT.has(f)))('%s: split and hl7v2 engines agree', (file) => {
+    expectEnginesAgree(decodeHl7(fs.readFileSync(path.join(requireCorpusDir('hl7v2'), file)), 'utf-8').text);
+  });
 });

@@ -7,6 +7,8 @@ import path from 'node:path';
 import { OutcomeError, issue } from '../../../../src/fhir/outcome.js';
 import { ackMode, ackToSend, buildAck, errLocation, escapeHl7, readMsh, shouldSendAck } from '../../../../src/ingest/hl7v2/ack.js';
 import { decodeHl7 } from '../../../../src/ingest/hl7v2/decode.js';
+import { corpusFiles, describeCorpus, requireCorpusDir } from '../../../helpers/corpus.js';
+import { utf8AcceptOnError } from '../../../fixtures/hl7v2/messages.js';
 
 const MSG =
   'MSH|^~\\&|ELVA_HIS|ELVA_HAIGLA|CARE_GW|TARTUMAA|20261110120000||ADT^A03^ADT_A03|CTRL-9|P|2.5.1|||AL|ER||8859/15\rPID|1||37302102711^^^EE^NI||Tamm^Jüri';
@@ -202,23 +204,18 @@ describe('MSH-15 / MSH-16 (table 0155)', () => {
     expect(ackToSend(undefined, 'AR')).toBe('AR');
   });
 
-  test('corpus: msg-01-utf8.hl7 asks MSH-15 = ER — no ACK on success, CE on error', () => {
-    const file = path.resolve(process.cwd(), '../shared/corpus/hl7v2/ipf/msg-01-utf8.hl7');
-    const text = decodeHl7(fs.readFileSync(file)).text;
+  test('a UTF-8 message asking MSH-15 = ER (MSH-16 empty) — no ACK on success, CE on error', () => {
+    const text = decodeHl7(Buffer.from(utf8AcceptOnError(), 'utf8')).text;
     expect(ackMode(text)).toEqual({ accept: 'ER', application: '' });
     expect(ackToSend(readMsh(text), 'AA')).toBeNull();
     expect(ackToSend(readMsh(text), 'AE')).toBe('CE');
   });
 });
 
-describe('corpus', () => {
-  const ROOT = path.resolve(process.cwd(), '../shared/corpus/hl7v2');
-  const files = fs
-    .readdirSync(ROOT, { recursive: true, encoding: 'utf8' })
-    .filter((f) => f.endsWith('.hl7'))
-    .sort();
+describeCorpus('hl7v2', 'corpus', () => {
+  const ROOT = requireCorpusDir('hl7v2');
 
-  test.each(files)('%s: the ACK answers its MSH-10 and echoes its version', (file) => {
+  test.each(corpusFiles('hl7v2', '.hl7'))('%s: the ACK answers its MSH-10 and echoes its version', (file) => {
     const text = decodeHl7(fs.readFileSync(path.join(ROOT, file))).text;
     const fields = text.split('\r')[0].split('|');
     const s = segments(buildAck(text, { code: 'AA' }));

@@ -8,6 +8,8 @@ import iconv from 'iconv-lite';
 import { OutcomeError } from '../../../../src/fhir/outcome.js';
 import { loadConfig } from '../../../../src/config.js';
 import { charsetFor, declaredCharset, decodeHl7, encode, normaliseSegments, rawMsh } from '../../../../src/ingest/hl7v2/decode.js';
+import { corpusFiles, describeCorpus, requireCorpusDir } from '../../../helpers/corpus.js';
+import { utf8AcceptOnError } from '../../../fixtures/hl7v2/messages.js';
 
 const ALL = 'õäöüšžÕÄÖÜŠŽ';
 const LATIN1 = 'õäöüÕÄÖÜ';
@@ -112,14 +114,15 @@ test('segment separators CRLF, LF and CR become CR; blank and trailing white-spa
   expect(decodeHl7(Buffer.from('MSH|^~\\&|A\nPID|1\n\n')).text).toBe('MSH|^~\\&|A\rPID|1');
 });
 
-describe('corpus', () => {
-  const ROOT = path.resolve(process.cwd(), '../shared/corpus/hl7v2');
-  const files = fs.existsSync(ROOT)
-    ? fs
-        .readdirSync(ROOT, { recursive: true, encoding: 'utf8' })
-        .filter((f) => f.endsWith('.hl7'))
-        .sort()
-    : [];
+test('a UTF-8 message without MSH-18 keeps its Estonian letters under the default charset', () => {
+  const d = decodeHl7(Buffer.from(utf8AcceptOnError(), 'utf8'), 'utf-8');
+  expect(d.text).toContain('Põder-Šmidt^Õnne^Žanna');
+  expect(d.text).toContain('Jõe 5^^Võru^Võrumaa');
+});
+
+describeCorpus('hl7v2', 'corpus', () => {
+  const ROOT = requireCorpusDir('hl7v2');
+  const files = corpusFiles('hl7v2', '.hl7');
 
   test('the corpus is there', () => expect(files.length).toBeGreaterThan(20));
 
