@@ -1,4 +1,4 @@
-/** `care-gateway convert FILE` (interfaces.md CLI): a Bundle on stdout, exit 0; a readable error and non-zero exit otherwise. */
+/** `care-gateway convert FILE` (src/cli.ts): a Bundle on stdout, exit 0; a readable error and non-zero exit otherwise. */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';

@@ -121,7 +121,7 @@ test('A13 cancel discharge: the encounter is in progress again, without end or d
 });
 
 test('an invalid isikukood is an error at PID-3.1 (the message gets AE)', () => {
-  const c = convert({ isikukood: '36805280108' }); // bad check digit (domain-specs §1.3)
+  const c = convert({ isikukood: '36805280108' }); // bad check digit (EVS 585)
   const errors = c.issues.filter((i) => i.severity === 'error');
   expect(errors).toHaveLength(1);
   expect(errors[0].expression).toEqual(['PID-3.1']);

@@ -1,5 +1,5 @@
 /**
- * Estonian identifiers (domain-specs.md §1.2–1.3: isikukood EVS 585 two-stage mod 11, Business Register codes,
+ * Estonian identifiers (isikukood EVS 585 two-stage mod 11, Business Register codes,
  * canonical systems and aliases) and deterministic ids (RFC 4122 §4.3 UUID v5).
  */
 import crypto from 'node:crypto';
@@ -18,7 +18,7 @@ test.each([
 });
 
 test.each([
-  ['36805280108', /check digit/], // checksum (domain-specs: also used wrongly in TEHIK examples)
+  ['36805280108', /check digit/], // checksum (also used wrongly in TEHIK examples)
   ['39406240016', /check digit/],
   ['39510212711', /check digit/],
   ['48501212711', /check digit/],
