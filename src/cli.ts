@@ -3,7 +3,7 @@
  *   care-gateway [serve]                         run the gateway (same as npm start)
  *   care-gateway convert FILE [--source NAME]    convert one file to a FHIR Bundle on standard output,
  *                                                without a server or store
- * FILE.hl7: one or more HL7 v2 messages → one batch Bundle of PUT-by-id entries, which `POST /fhir` takes as it is
+ * FILE.hl7: one or more HL7 v2 messages → one transaction Bundle of PUT-by-id entries, which `POST /fhir` takes as it is
  * (what was not mapped goes to standard error as an OperationOutcome);
  * FILE.json: a FHIR resource or Bundle, validated and printed back. FILE.csv|json --source NAME: a municipal
  * social-care export read through mappings/social/NAME.yaml.
@@ -61,9 +61,10 @@ export function convertFile(file: string, opts: { source?: string; defaultCharse
       entry.push({ ...(UUID.test(r.id ?? '') ? { fullUrl: `urn:uuid:${r.id}` } : {}), resource: r, request: { method: 'PUT', url: `${r.resourceType}/${r.id}` } });
     }
   }
-  // a batch of PUT-by-id entries: posting it twice changes nothing (ids come from the source identifiers); what was not
-  // mapped comes apart from it (standard error), so nothing is dropped silently and the Bundle posts as it is
-  const bundle: Bundle = { resourceType: 'Bundle', type: 'batch', entry };
+  // a transaction of PUT-by-id entries (their references to each other resolve within it): posting it twice changes
+  // nothing (ids come from the source identifiers); what was not mapped comes apart from it (standard error), so
+  // nothing is dropped silently and the Bundle posts as it is
+  const bundle: Bundle = { resourceType: 'Bundle', type: 'transaction', entry };
   return { bundle, ...(issues.length ? { notes: { resourceType: 'OperationOutcome', issue: issues } } : {}) };
 }
 

@@ -9,14 +9,14 @@ import { eeDischarge } from '../fixtures/hl7v2/messages.js';
 const BIN = path.resolve(process.cwd(), 'bin/care-gateway.js');
 const run = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8' });
 
-test('an HL7 v2 discharge becomes a batch Bundle of PUT-by-id entries', () => {
+test('an HL7 v2 discharge becomes a transaction Bundle of PUT-by-id entries', () => {
   const dir = tempDir();
   const file = path.join(dir, 'a03.hl7');
   fs.writeFileSync(file, eeDischarge().replace(/\r/g, '\n')); // LF separators, as many files have
   const r = run('convert', file);
   expect(r.status).toBe(0);
   const bundle = JSON.parse(r.stdout) as Bundle;
-  expect(bundle.type).toBe('batch');
+  expect(bundle.type).toBe('transaction');
   const patient = bundle.entry!.find((e) => e.resource?.resourceType === 'Patient')!.resource as Patient;
   expect(patient.identifier?.[0]).toEqual({ type: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/v2-0203', code: 'NI' }] }, system: 'https://fhir.ee/sid/pid/est/ni', value: '37302102711' });
   expect(bundle.entry!.every((e) => e.request?.method === 'PUT')).toBe(true);
