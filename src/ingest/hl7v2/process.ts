@@ -10,7 +10,7 @@ import type { OperationOutcomeIssue } from '../../fhir/types.js';
 import { OutcomeError, toOutcomeError } from '../../fhir/outcome.js';
 import type { Store } from '../../store/index.js';
 import type { InboxEntry } from '../../store/inbox.js';
-import { assembleMany, type Contribution } from '../../careplan/assemble.js';
+import { assembleMany, type AssemblyResult, type Contribution } from '../../careplan/assemble.js';
 import { inUnitOfWork } from '../../store/unit-of-work.js';
 import { convertHl7, type Conversion } from '../../mapping/hl7v2.js';
 import { parseHl7 } from './parse.js';
@@ -45,7 +45,7 @@ type Finish = Parameters<Store['inbox']['finishMany']>[0][number];
  * entry is recorded as rejected with `reason` and `record`), or a fault of ours (not processed now).
  */
 export type Converted =
-  | { kind: 'converted'; conv: Conversion; notes: OperationOutcomeIssue[] }
+  | { kind: 'converted'; conv: Conversion; notes: OperationOutcomeIssue[]; /** the further patient pairs of a merge message */ also?: Conversion[] }
   | { kind: 'refused'; outcome: ProcessOutcome; reason: string; record: unknown }
   | { kind: 'fault'; error: Error };
 
@@ -56,9 +56,20 @@ export type Converted =
  */
 export function convertMessage(text: string, opts: { validate?: boolean } = {}): Converted {
   let conv: Conversion;
+  let also: Conversion[] = [];
   try {
-    conv = convertHl7(parseHl7(text));
-    if (opts.validate) for (const r of [conv.patient, ...(conv.organization ? [conv.organization] : []), ...conv.resources]) assertValidWithProfiles(r);
+    const pairs = mergePairs(text);
+    conv = convertHl7(parseHl7(pairs[0]));
+    // ADT^A40 (and A39/A41/A42) may carry several PID/MRG pairs: every pair is a merge of its own, all applied
+    also = pairs.slice(1).map((t, k) => {
+      const c = convertHl7(parseHl7(t));
+      for (const i of c.issues) i.expression = (i.expression ?? []).map((x) => x.replace(/^(PID|PD1|MRG|PV1)\b/, `$1[${k + 2}]`));
+      return c;
+    });
+    for (const c of [conv, ...also]) {
+      if (opts.validate) for (const r of [c.patient, ...(c.organization ? [c.organization] : []), ...c.resources]) assertValidWithProfiles(r);
+    }
+    for (const c of also) conv.issues.push(...c.issues);
   } catch (err) {
     const e = toOutcomeError(err);
     if (e.category === 'fault') return { kind: 'fault', error: err instanceof Error ? err : new Error(String(err)) };
@@ -80,7 +91,28 @@ export function convertMessage(text: string, opts: { validate?: boolean } = {}):
     const e = OutcomeError.fromIssues('invalid', errors);
     return { kind: 'refused', reason: e.message, record: { resourceType: 'OperationOutcome', issue: conv.issues }, outcome: { code: 'AE', errors: [e], issues: notes } };
   }
-  return { kind: 'converted', conv, notes };
+  return { kind: 'converted', conv, notes, ...(also.length ? { also } : {}) };
+}
+
+/**
+ * A merge message (A39–A42) with several patient groups (PID [PD1] MRG [PV1]) as one message per group, each with the
+ * message's own header: the merges are independent, and each is converted as a message of one pair would be. Any
+ * other message is itself.
+ */
+function mergePairs(text: string): string[] {
+  const segments = text.split('\r').filter(Boolean);
+  const msh = segments[0] ?? '';
+  const trigger = /^MSH\|[^|]*(?:\|[^|]*){6}\|([^|]*)/.exec(msh)?.[1]?.split('^')[1] ?? '';
+  if (!['A39', 'A40', 'A41', 'A42'].includes(trigger)) return [text];
+  const firstPid = segments.findIndex((s) => s.startsWith('PID|'));
+  if (firstPid < 0 || segments.filter((s) => s.startsWith('PID|')).length < 2) return [text];
+  const header = segments.slice(0, firstPid);
+  const groups: string[][] = [];
+  for (const s of segments.slice(firstPid)) {
+    if (s.startsWith('PID|') || groups.length === 0) groups.push([]);
+    groups[groups.length - 1].push(s);
+  }
+  return groups.map((g) => [...header, ...g].join('\r'));
 }
 
 /**
@@ -105,7 +137,7 @@ export function hl7BatchProcessor(store: Store, opts: { giveWay?: () => Promise<
       else if (c.kind === 'refused') {
         finishes.push({ id: item.entry.id, status: 'rejected', reason: c.reason, outcome: c.record });
         out[i] = c.outcome;
-      } else converted.push({ i, conv: c.conv, notes: c.notes });
+      } else for (const conv of [c.conv, ...(c.also ?? [])]) converted.push({ i, conv, notes: c.notes });
     });
 
     // one unit of work for the batch; a concurrent change or deadlock is rerun inside (inUnitOfWork)
@@ -117,18 +149,27 @@ export function hl7BatchProcessor(store: Store, opts: { giveWay?: () => Promise<
         });
         const results = await assembleMany(w, contributions, { between: opts.giveWay });
         const done: Finish[] = [...finishes];
+        // one entry, one outcome: a message that made several contributions (the pairs of a merge) is processed when
+        // every one was applied; any refused one makes it AE, naming it
+        const byItem = new Map<number, { conv: Conversion; notes: OperationOutcomeIssue[]; r: AssemblyResult | OutcomeError }[]>();
         results.forEach((r, k) => {
           const { i, conv, notes } = converted[k];
+          byItem.set(i, [...(byItem.get(i) ?? []), { conv, notes, r }]);
+        });
+        for (const [i, parts] of byItem) {
           const id = items[i].entry.id;
-          if (r instanceof OutcomeError) {
+          const failed = parts.map((p) => p.r).filter((r): r is OutcomeError => r instanceof OutcomeError);
+          const { conv, notes } = parts[0];
+          if (failed.length) {
             // the converted resources failed validation or a state rule: the content is wrong
-            done.push({ id, status: 'rejected', reason: r.message, outcome: r.outcome });
-            out[i] = { code: 'AE', errors: [r], issues: notes };
+            done.push({ id, status: 'rejected', reason: failed.map((e) => e.message).join('; '), outcome: failed[0].outcome });
+            out[i] = { code: 'AE', errors: failed, issues: notes };
           } else {
-            done.push({ id, status: 'processed', produced: r.written, patientKey: r.patientId, outcome: { resourceType: 'OperationOutcome', issue: conv.issues } });
+            const ok = parts.map((p) => p.r as AssemblyResult);
+            done.push({ id, status: 'processed', produced: ok.flatMap((r) => r.written), patientKey: ok[0].patientId, outcome: { resourceType: 'OperationOutcome', issue: conv.issues } });
             out[i] = { code: 'AA', errors: [], issues: notes };
           }
-        });
+        }
         await store.inbox.finishMany(done, w.tx); // assembleMany has flushed: same transaction, after the writes
       });
 

@@ -428,7 +428,7 @@ export class Hl7Receiver {
    */
   private async acceptConverted(c: Extract<Converted, { kind: 'converted' }>, entry: InboxEntry, text: string): Promise<ProcessOutcome> {
     const lane = this.background[laneOf(c.conv.patientId, this.background.length)];
-    const committed = lane.submit({ entry, text, converted: { conv: c.conv, notes: c.notes } });
+    const committed = lane.submit({ entry, text, converted: { conv: c.conv, notes: c.notes, ...(c.also ? { also: c.also } : {}) } });
     const settled: Promise<void> = committed
       .then(
         (r) => {
