@@ -110,13 +110,19 @@ export interface Decoded {
 export function decodeHl7(bytes: Buffer, defaultCharset = 'utf-8'): Decoded {
   const body = withoutBom(bytes);
   const declared = declaredCharset(body);
-  const charset = declared ? charsetFor(declared) : charsetFor(defaultCharset, true);
+  let charset = declared ? charsetFor(declared) : charsetFor(defaultCharset, true);
+  const early: OperationOutcomeIssue[] = [];
+  if (!charset && declared && body.every((b) => b < 0x80)) {
+    // an MSH-18 value no table knows, on a message that is pure ASCII: every character set reads it the same
+    charset = 'utf-8';
+    early.push(issue({ severity: 'warning', text: `character set "${declared}" in MSH-18 is not one HL7 table 0211 knows; the message is pure ASCII, so it was read as such`, where: 'MSH-18' }));
+  }
   if (!charset) {
     throw declared
       ? new OutcomeError('unsupported', `character set "${declared}" in MSH-18 is not supported (HL7 table 0211)`, 'MSH-18')
       : new OutcomeError('unsupported', `the configured default character set "${defaultCharset}" is not supported`, 'MSH-18');
   }
-  const warnings: OperationOutcomeIssue[] = [];
+  const warnings: OperationOutcomeIssue[] = [...early];
   let text: string;
   if (charset === 'utf-8') {
     try {

@@ -141,3 +141,11 @@ describeCorpus('hl7v2', 'corpus', () => {
     expect(d.text).toContain('Blöhplatz');
   });
 });
+
+test('an MSH-18 value no table knows: read with a warning when the message is pure ASCII, refused when it is not', () => {
+  const ascii = 'MSH|^~\\&|A|B|C|D|20261110120000||ADT^A08^ADT_A01|U-1|P|2.5.1||||||X-UNKNOWN-SET\rPID|1||37302102711^^^EE^NI||Tamm^Juri';
+  const d = decodeHl7(Buffer.from(ascii, 'latin1'));
+  expect(d.text).toContain('Tamm^Juri');
+  expect(d.warnings.map((w) => w.diagnostics).join(' ')).toMatch(/X-UNKNOWN-SET.*pure ASCII/);
+  expect(() => decodeHl7(Buffer.from(ascii.replace('Juri', 'J\u00fcri'), 'latin1'))).toThrow(/X-UNKNOWN-SET.*not supported/);
+});
