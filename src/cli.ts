@@ -16,7 +16,7 @@ import { OutcomeError, toOutcomeError } from './fhir/outcome.js';
 import { loadConfig } from './config.js';
 import { decodeHl7 } from './ingest/hl7v2/decode.js';
 import { parseHl7 } from './ingest/hl7v2/parse.js';
-import { convertHl7 } from './mapping/hl7v2.js';
+import { convertHl7, facilityCharset } from './mapping/hl7v2.js';
 import { setDefaultZone } from './mapping/datatypes.js';
 import { validateResource } from './fhir/validate.js';
 import type { OperationOutcome, OperationOutcomeIssue } from './fhir/types.js';
@@ -25,13 +25,13 @@ import { buildProfiles } from './fhir/profiles.js';
 import { readRecords } from './social/records.js';
 import { checkRecord, contributionFor } from './social/convert.js';
 
-const USAGE = 'usage: care-gateway convert FILE [--source NAME]   |   care-gateway profiles   |   care-gateway [serve]';
+const USAGE = 'usage: care-gateway convert FILE [--source NAME] [--charset NAME]   |   care-gateway profiles   |   care-gateway [serve]';
 
 /**
  * Converts one file; returns the Bundle and, apart from it, what the conversion noted (fields not mapped, rows
  * refused) — the Bundle stays one a FHIR server takes as it is (`POST /fhir`) — or throws an OutcomeError.
  */
-export function convertFile(file: string, opts: { source?: string; defaultCharset?: string } = {}): { bundle: Bundle; notes?: OperationOutcome } {
+export function convertFile(file: string, opts: { source?: string; defaultCharset?: string; charset?: string } = {}): { bundle: Bundle; notes?: OperationOutcome } {
   if (!fs.existsSync(file)) throw new OutcomeError('not-found', `no such file: ${file}`);
   const bytes = fs.readFileSync(file);
   const ext = path.extname(file).toLowerCase();
@@ -48,7 +48,7 @@ export function convertFile(file: string, opts: { source?: string; defaultCharse
     if (issues.some((i) => i.severity === 'error')) throw OutcomeError.fromIssues('invalid', issues);
     return { bundle: { resourceType: 'Bundle', type: 'collection', entry: resources.map((resource) => ({ fullUrl: `${resource.resourceType}/${resource.id ?? ''}`, resource })) } };
   }
-  const { text } = decodeHl7(bytes, opts.defaultCharset ?? 'utf-8');
+  const { text } = decodeHl7(bytes, opts.charset ?? opts.defaultCharset ?? 'utf-8', opts.charset ? undefined : facilityCharset);
   const entry: BundleEntry[] = [];
   const issues = [];
   for (const one of text.split(/\r(?=MSH\|)/)) {
@@ -121,7 +121,9 @@ async function run(argv: string[]): Promise<number> {
   const file = rest.find((a) => !a.startsWith('--'));
   const si = rest.indexOf('--source');
   const source = si >= 0 ? rest[si + 1] : undefined;
-  if (!file || (si >= 0 && !source)) {
+  const ci = rest.indexOf('--charset');
+  const charset = ci >= 0 ? rest[ci + 1] : undefined;
+  if (!file || (si >= 0 && !source) || (ci >= 0 && !charset)) {
     process.stderr.write(`${USAGE}\n`);
     return 2;
   }
@@ -129,7 +131,7 @@ async function run(argv: string[]): Promise<number> {
   setDefaultZone(config.hl7DefaultTimezone);
   setSocialMappingsDir(config.socialMappingsDir); // a deployment's own export mappings, as the server reads them
   try {
-    const { bundle, notes } = convertFile(file, { source, defaultCharset: config.hl7DefaultCharset });
+    const { bundle, notes } = convertFile(file, { source, defaultCharset: config.hl7DefaultCharset, charset });
     process.stdout.write(JSON.stringify(bundle, null, 2) + '\n');
     if (notes) process.stderr.write(`care-gateway: conversion notes (not part of the Bundle):\n${JSON.stringify(notes, null, 2)}\n`);
     return 0;

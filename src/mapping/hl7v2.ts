@@ -135,7 +135,7 @@ interface Compiled {
   messages: Map<string, MessageFile>;
   rules: Map<string, CompiledRule>;
   codes: CodeTables;
-  facilities: Map<string, { registryCode: string; name?: string }>;
+  facilities: Map<string, { registryCode: string; name?: string; charset?: string }>;
 }
 
 /* ------------------------------------------------------------------ loading */
@@ -205,7 +205,7 @@ export function loadMappings(dir = mappingsDir()): Compiled {
     rules.set(path.basename(f, '.yaml'), { ...r, used, compiled: compiledElements });
   }
   for (const m of messages.values()) for (const r of m.resources) if (!rules.has(r.rule)) throw new Error(`messages/${m.structure}.yaml: no resource rule "${r.rule}"`);
-  const fac = read<{ facilities: Record<string, { registryCode: string; name?: string }> }>(path.join(dir, 'facilities.yaml'));
+  const fac = read<{ facilities: Record<string, { registryCode: string; name?: string; charset?: string }> }>(path.join(dir, 'facilities.yaml'));
   const facilities = new Map(Object.entries(fac.facilities ?? {}).map(([k, v]) => [k.toUpperCase(), v]));
   const c: Compiled = { messages, rules, codes: loadCodeTables(path.join(dir, 'codes')), facilities };
   if (dir === mappingsDir()) compiled = c;
@@ -752,6 +752,11 @@ function patientId(list: Hl7Repetition[], ctx: Ctx, where: string): string | und
 }
 
 /** The id of the Patient with this identifier, whichever source names them (HL7 v2, FHIR, municipal files). */
+/** The character set a sending facility uses when it leaves MSH-18 empty (`charset` in mappings/facilities.yaml). */
+export function facilityCharset(facility: string): string | undefined {
+  return loadMappings().facilities.get(facility.trim().toUpperCase())?.charset;
+}
+
 export function patientIdFor(system: string, value: string): string {
   return deterministicId('Patient', system, value);
 }

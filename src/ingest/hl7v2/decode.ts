@@ -107,10 +107,13 @@ export interface Decoded {
  * @throws OutcomeError `unsupported` at MSH-18 for an unknown charset; `invalid` at MSH-18 when the bytes are not
  *   valid UTF-8 although UTF-8 applies
  */
-export function decodeHl7(bytes: Buffer, defaultCharset = 'utf-8'): Decoded {
+export function decodeHl7(bytes: Buffer, defaultCharset = 'utf-8', senderCharset?: (facility: string) => string | undefined): Decoded {
   const body = withoutBom(bytes);
   const declared = declaredCharset(body);
-  let charset = declared ? charsetFor(declared) : charsetFor(defaultCharset, true);
+  // MSH-18 empty: the sending facility's own default (mappings/facilities.yaml `charset`), else the configured one
+  const facility = declared ? '' : (rawMsh(body).split('|')[3] ?? '').split('^')[0];
+  const fallback = (facility && senderCharset?.(facility)) || defaultCharset;
+  let charset = declared ? charsetFor(declared) : charsetFor(fallback, true);
   const early: OperationOutcomeIssue[] = [];
   if (!charset && declared && body.every((b) => b < 0x80)) {
     // an MSH-18 value no table knows, on a message that is pure ASCII: every character set reads it the same

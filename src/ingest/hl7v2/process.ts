@@ -12,7 +12,7 @@ import type { Store } from '../../store/index.js';
 import type { InboxEntry } from '../../store/inbox.js';
 import { assembleMany, type AssemblyResult, type Contribution } from '../../careplan/assemble.js';
 import { inUnitOfWork } from '../../store/unit-of-work.js';
-import { convertHl7, type Conversion } from '../../mapping/hl7v2.js';
+import { convertHl7, facilityCharset, type Conversion } from '../../mapping/hl7v2.js';
 import { parseHl7 } from './parse.js';
 import { assertValidWithProfiles } from '../../write-checks.js';
 import { decodeHl7 } from './decode.js';
@@ -208,7 +208,7 @@ export function reprocessHl7(store: Store, defaultCharset: string): (entry: Inbo
   return async (entry) => {
     let text: string;
     try {
-      text = decodeHl7(entry.payload, defaultCharset).text;
+      text = decodeHl7(entry.payload, defaultCharset, facilityCharset).text;
     } catch (err) {
       const e = toOutcomeError(err);
       await store.inbox.finish(entry.id, { status: 'rejected', reason: e.message, outcome: e.outcome });

@@ -23,6 +23,7 @@ import { CATEGORIES, OutcomeError, toOutcomeError } from '../../fhir/outcome.js'
 import type { OperationOutcomeIssue } from '../../fhir/types.js';
 import type { Logger } from '../../log.js';
 import type { Principal } from '../../auth/jwt.js';
+import { facilityCharset } from '../../mapping/hl7v2.js';
 import type { Store } from '../../store/index.js';
 import type { InboxEntry, InboxInput, ReceiveResult as InboxReceiveResult } from '../../store/inbox.js';
 import { Batcher } from '../batcher.js';
@@ -140,7 +141,7 @@ export function createHl7Receiver(deps: Hl7ReceiverDeps): Hl7Receive {
     let decoded: Decoded | undefined;
     let refusal: OutcomeError | undefined;
     try {
-      decoded = decodeHl7(payload, deps.defaultCharset);
+      decoded = decodeHl7(payload, deps.defaultCharset, facilityCharset);
     } catch (err) {
       refusal = toOutcomeError(err);
     }
