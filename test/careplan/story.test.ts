@@ -1,0 +1,71 @@
+/**
+ * One person's story through every source, asserting the shared plan, team, worklists and identity at each step:
+ * a hospital discharge (Elva) → a move written in XAD-4 (Kambja) → the discharge cancelled (A13) → a GP referral to
+ * the municipality. (A child's decision with a school, its HEVKO and a guardian: child-team.test.ts; municipal
+ * decisions for the same person: decision-key.test.ts and social/import.test.ts.)
+ */
+import type { Bundle, CarePlan, CareTeam, Patient, ServiceRequest, Task } from '@medplum/fhirtypes';
+import { backends, type Backend } from '../helpers/backends.js';
+import { startTestGateway } from '../helpers/gateway.js';
+import { eeDischarge, gpReferral } from '../fixtures/hl7v2/messages.js';
+import { deterministicId, isikukoodCheckDigit, SYSTEMS } from '../../src/fhir/identifiers.js';
+import type { Gateway } from '../../src/app.js';
+
+const ik = (ten: string) => ten + isikukoodCheckDigit(ten);
+
+describe.each(backends())('a story across sources on %s', (_name, makeBackend) => {
+  let backend: Backend;
+  let gw: Gateway;
+  let base: string;
+  let url: string;
+  beforeAll(async () => {
+    backend = makeBackend();
+    await backend.open().then((s) => s.close());
+    ({ gw, base, url } = await startTestGateway(backend));
+  });
+  afterAll(async () => {
+    await gw.close();
+    await backend.cleanup();
+  });
+  const hl7 = async (m: string) => {
+    const ack = await (await fetch(`${url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: m })).text();
+    expect(ack).toContain('MSA|AA');
+  };
+  const get = async <T>(p: string) => (await (await fetch(`${base}${p}`)).json()) as T;
+  const team = async (p: string) => (await get<Bundle<CareTeam>>(`/CareTeam?subject=Patient/${p}`)).entry![0].resource!;
+  const current = (t: CareTeam, role: string) => (t.participant ?? []).filter((x) => x.role?.[0]?.coding?.[0]?.code === role && (!x.period?.end || Date.parse(x.period.end) > Date.now())).map((x) => x.member!.reference);
+  const tasks = async (owner: string, p: string) => (await get<Bundle<Task>>(`/Task?owner=${owner}&patient=Patient/${p}&status=requested`)).entry?.map((e) => e.resource!) ?? [];
+  const plans = async (p: string) => (await get<Bundle<CarePlan>>(`/CarePlan?subject=Patient/${p}`)).entry?.map((e) => e.resource!) ?? [];
+
+  test('discharge → move → cancellation → referral: one person, one plan, the right worklists at each step', async () => {
+    const who = ik('3730210501');
+    const p = deterministicId('Patient', SYSTEMS.isikukood, who);
+    // 1. discharge from Elva hospital, living in Elva vald: the plan, Elva in the team, Elva's assessment Task
+    await hl7(eeDischarge({ isikukood: who, controlId: 'ST-1', visit: 'V-ST', ehak: '0171', eventTime: '20261110120000' }));
+    expect(await plans(p)).toHaveLength(1);
+    expect(current(await team(p), 'municipality-of-residence')).toEqual(['Organization/ehak-0171']);
+    expect((await tasks('Organization/ehak-0171', p)).length).toBe(1);
+    // 2. a move to Kambja vald, written in XAD-4: Kambja in, Elva out, the Task handed over
+    await hl7(
+      eeDischarge({ isikukood: who, controlId: 'ST-2', visit: 'V-ST', trigger: 'A08', eventTime: '20261111120000' })
+        .split('\r')
+        .map((s) => (s.startsWith('PID|') ? s.split('|').map((f, i) => (i === 11 ? 'Pargi 3^^Ülenurme^Kambja vald^61714^EE^H' : f)).join('|') : s))
+        .join('\r'),
+    );
+    expect(current(await team(p), 'municipality-of-residence')).toEqual(['Organization/ehak-0283']);
+    expect(await tasks('Organization/ehak-0171', p)).toEqual([]);
+    expect((await tasks('Organization/ehak-0283', p)).length).toBe(1);
+    // 3. the discharge cancelled: what it added is revoked and cancelled — the assessment leaves Kambja's worklist
+    await hl7(eeDischarge({ isikukood: who, controlId: 'ST-3', visit: 'V-ST', trigger: 'A13', eventTime: '20261112120000' }));
+    expect(await tasks('Organization/ehak-0283', p)).toEqual([]);
+    const revoked = (await get<Bundle<ServiceRequest>>(`/ServiceRequest?subject=Patient/${p}&status=revoked`)).entry ?? [];
+    expect(revoked.length).toBeGreaterThan(0);
+    // 4. the GP refers the person to Elva's social department (the referral names Elva by registry code)
+    await hl7(gpReferral(who, 'ST-4'));
+    expect((await tasks('Organization/ehak-0171', p)).some((t) => t.focus?.reference?.startsWith('ServiceRequest/'))).toBe(true);
+    // 5. the person is still one Patient with one active plan, whichever source spoke
+    const people = (await get<Bundle<Patient>>(`/Patient?identifier=https://fhir.ee/sid/pid/est/ni|${who}`)).entry!;
+    expect(people.map((e) => e.resource!.id)).toEqual([p]);
+    expect((await plans(p)).filter((x) => x.status === 'active')).toHaveLength(1);
+  });
+});
