@@ -60,8 +60,9 @@ test('bytes that do not match the declared UTF-8 are refused at MSH-18, not garb
   }
 });
 
-test('an unknown MSH-18 is unsupported', () => {
-  expect(() => decodeHl7(Buffer.from(`${MSH('KLINGON')}\rPID|1`))).toThrow(/not supported/);
+test('an unknown MSH-18 is unsupported when the message is not pure ASCII (pure ASCII reads the same in any set)', () => {
+  expect(() => decodeHl7(Buffer.from(`${MSH('KLINGON')}\rPID|1||||Tamm^J\u00fcri`, 'latin1'))).toThrow(/not supported/);
+  expect(decodeHl7(Buffer.from(`${MSH('KLINGON')}\rPID|1`)).warnings[0].diagnostics).toMatch(/pure ASCII/);
 });
 
 test('escape sequences are decoded with the message’s own delimiters', () => {
