@@ -1,0 +1,24 @@
+/**
+ * NTE segments become notes on the resource they follow, with escapes decoded: after a DG1 on the Condition, after an
+ * OBX on the Observation (V2-to-FHIR IG: the group's NTE → .note).
+ */
+import type { Condition, Observation } from '@medplum/fhirtypes';
+import { convertMessage } from '../../src/ingest/hl7v2/process.js';
+import { eeDischarge } from '../fixtures/hl7v2/messages.js';
+
+test('a note after the diagnosis goes on the Condition, escapes decoded; one after an OBX on the Observation', () => {
+  const m = [
+    eeDischarge(),
+    'NTE|1||Paremal k\\T\\e n\\F\\rk\\.br\\vajab abi',
+    'OBX|1|NM|8867-4^Heart rate^LN||72|/min|||||F',
+    'NTE|1||mõõdetud puhkeolekus',
+  ].join('\r');
+  const c = convertMessage(m);
+  expect(c.kind).toBe('converted');
+  if (c.kind !== 'converted') return;
+  const condition = c.conv.resources.find((r): r is Condition => r.resourceType === 'Condition')!;
+  expect(condition.note).toEqual([{ text: 'Paremal k&e n|rk\nvajab abi' }]);
+  const obs = c.conv.resources.find((r): r is Observation => r.resourceType === 'Observation')!;
+  expect(obs.note).toEqual([{ text: 'mõõdetud puhkeolekus' }]);
+  expect(c.notes.filter((n) => /NTE/.test(JSON.stringify(n)))).toEqual([]);
+});
