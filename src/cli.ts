@@ -17,6 +17,7 @@ import { loadConfig } from './config.js';
 import { decodeHl7 } from './ingest/hl7v2/decode.js';
 import { parseHl7 } from './ingest/hl7v2/parse.js';
 import { convertHl7, facilityCharset } from './mapping/hl7v2.js';
+import { devKeys, DEV_ISSUER } from './auth/dev-keys.js';
 import { setDefaultZone } from './mapping/datatypes.js';
 import { validateResource } from './fhir/validate.js';
 import type { OperationOutcome, OperationOutcomeIssue } from './fhir/types.js';
@@ -25,7 +26,7 @@ import { buildProfiles } from './fhir/profiles.js';
 import { readRecords } from './social/records.js';
 import { checkRecord, contributionFor } from './social/convert.js';
 
-const USAGE = 'usage: care-gateway convert FILE [--source NAME] [--charset NAME]   |   care-gateway profiles   |   care-gateway [serve]';
+const USAGE = 'usage: care-gateway convert FILE [--source NAME] [--charset NAME]   |   care-gateway dev-keys [DIR]   |   care-gateway profiles   |   care-gateway [serve]';
 
 /**
  * Converts one file; returns the Bundle and, apart from it, what the conversion noted (fields not mapped, rows
@@ -112,6 +113,16 @@ async function run(argv: string[]): Promise<number> {
   if (cmd === 'profiles') {
     // regenerates profiles/StructureDefinition-*.json (snapshots) from the differentials in profiles/src
     for (const f of buildProfiles()) process.stdout.write(`${f}\n`);
+    return 0;
+  }
+  if (cmd === 'dev-keys') {
+    // a trial with authentication on: a JWKS, and a token for each kind of caller
+    const dir = rest.find((a) => !a.startsWith('--')) ?? 'dev-keys';
+    const config = loadConfig();
+    const audience = config.baseUrl ?? `http://${config.host === '0.0.0.0' ? 'localhost' : config.host}:${config.port}/fhir`;
+    const { jwks, tokens } = devKeys(dir, audience, config.auth?.maxLifetimeS ?? 3600);
+    process.stdout.write(`AUTH_JWKS=${path.resolve(jwks)}\nAUTH_ISSUERS=${DEV_ISSUER}\nAUTH_AUDIENCE=${audience}\n`);
+    for (const [k, v] of Object.entries(tokens)) process.stdout.write(`${k}_TOKEN=${v}\n`);
     return 0;
   }
   if (cmd !== 'convert') {
