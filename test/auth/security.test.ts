@@ -15,6 +15,7 @@ import { backends, tempDir, type Backend } from '../helpers/backends.js';
 import { spawnGateway, startTestGateway } from '../helpers/gateway.js';
 import { eeDischarge } from '../fixtures/hl7v2/messages.js';
 import { isikukoodCheckDigit } from '../../src/fhir/identifiers.js';
+import { registryCode } from '../helpers/auth.js';
 
 const NI = 'https://fhir.ee/sid/pid/est/ni';
 const ISSUER = 'https://auth.tartumaa.test';
@@ -24,14 +25,6 @@ const TARTU = '75006546'; // Tartu linn (mappings/social/tartu-linn.yaml)
 const ELVA = '77000170'; // Elva vald (mappings/directory), also given in the test mapping
 const COUNTY = registryCode('7000000');
 
-function registryCode(seven: string): string {
-  const d = [...seven].map(Number);
-  const mod = (w: number[]) => d.reduce((s, x, i) => s + x * w[i], 0) % 11;
-  let c = mod([1, 2, 3, 4, 5, 6, 7]);
-  if (c === 10) c = mod([3, 4, 5, 6, 7, 8, 9]);
-  if (c === 10) c = 0;
-  return seven + c;
-}
 const ik = (ten: string) => ten + isikukoodCheckDigit(ten);
 const A = ik('3730210271'); // lives in Elva vald
 const B = ik('4450123100'); // lives in Tartu linn

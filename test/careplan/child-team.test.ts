@@ -5,30 +5,17 @@
  * RelatedPerson and the guardian role in the team, whether the municipality or a hospital (NK1-7) says so.
  */
 import type { Bundle, CareTeam, RelatedPerson } from '@medplum/fhirtypes';
-import { backends, type Backend } from '../helpers/backends.js';
-import { startTestGateway } from '../helpers/gateway.js';
+import { backends } from '../helpers/backends.js';
+import { useGateway } from '../helpers/gateway.js';
 import { eeDischarge } from '../fixtures/hl7v2/messages.js';
 import { deterministicId, isikukoodCheckDigit, SYSTEMS } from '../../src/fhir/identifiers.js';
-import type { Gateway } from '../../src/app.js';
 
 const ik = (ten: string) => ten + isikukoodCheckDigit(ten);
 const GUARD = { system: 'http://terminology.hl7.org/CodeSystem/v3-RoleCode', code: 'GUARD' };
 
 describe.each(backends())("the child's team on %s", (_name, makeBackend) => {
-  let backend: Backend;
-  let gw: Gateway;
-  let base: string;
-  let url: string;
-  beforeAll(async () => {
-    backend = makeBackend();
-    await backend.open().then((s) => s.close());
-    ({ gw, base, url } = await startTestGateway(backend));
-  });
-  afterAll(async () => {
-    await gw.close();
-    await backend.cleanup();
-  });
-  const get = async <T>(p: string) => (await (await fetch(`${base}${p}`)).json()) as T;
+  const ctx = useGateway(makeBackend);
+  const get = async <T>(p: string) => (await (await fetch(`${ctx.base}${p}`)).json()) as T;
   const teamOf = async (patient: string) => (await get<Bundle<CareTeam>>(`/CareTeam?subject=Patient/${patient}`)).entry![0].resource!;
   const roleOf = (p: NonNullable<CareTeam['participant']>[number]) => p.role?.[0]?.coding?.[0]?.code;
 
@@ -46,7 +33,7 @@ describe.each(backends())("the child's team on %s", (_name, makeBackend) => {
         },
       ],
     });
-    const post = (body: unknown) => fetch(`${url}/social-care/elva`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    const post = (body: unknown) => fetch(`${ctx.url}/social-care/elva`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
     expect((await post(decision('2031-06-15'))).status).toBe(200);
     const patient = deterministicId('Patient', SYSTEMS.isikukood, child);
     const team = await teamOf(patient);
@@ -74,7 +61,7 @@ describe.each(backends())("the child's team on %s", (_name, makeBackend) => {
   test('a hospital that names a parent as guardian in NK1-7 gives them GUARD and the guardian role', async () => {
     const child = ik('5120405111');
     const message = eeDischarge({ isikukood: child, controlId: 'CT-2', visit: 'V-CT-2' }).replace(/NK1\|[^\r]*/, 'NK1|1|Pärn^Tiina|MTH^Mother^HL70063||^PRN^PH^^^^^^^^^+3725666777||GRD^Guardian^HL70063');
-    expect(await (await fetch(`${url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: message })).text()).toContain('MSA|AA');
+    expect(await (await fetch(`${ctx.url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: message })).text()).toContain('MSA|AA');
     const patient = deterministicId('Patient', SYSTEMS.isikukood, child);
     const parent = (await get<Bundle<RelatedPerson>>(`/RelatedPerson?patient=Patient/${patient}`)).entry!.map((e) => e.resource!)[0];
     expect(parent.relationship!.flatMap((r) => r.coding ?? [])).toEqual(expect.arrayContaining([expect.objectContaining({ code: 'MTH' }), expect.objectContaining(GUARD)]));

@@ -6,34 +6,21 @@
  * operation with A40's semantics.
  */
 import type { Bundle, CarePlan, Patient } from '@medplum/fhirtypes';
-import { backends, type Backend } from '../helpers/backends.js';
-import { startTestGateway } from '../helpers/gateway.js';
+import { backends } from '../helpers/backends.js';
+import { useGateway } from '../helpers/gateway.js';
 import { eeDischarge } from '../fixtures/hl7v2/messages.js';
 import { deterministicId, isikukoodCheckDigit, SYSTEMS } from '../../src/fhir/identifiers.js';
-import type { Gateway } from '../../src/app.js';
 
 const NI = 'https://fhir.ee/sid/pid/est/ni';
 const ik = (ten: string) => ten + isikukoodCheckDigit(ten);
 const derived = (isikukood: string) => deterministicId('Patient', SYSTEMS.isikukood, isikukood);
 
 describe.each(backends())('identity across routes on %s', (_name, makeBackend) => {
-  let backend: Backend;
-  let gw: Gateway;
-  let base: string;
-  let url: string;
-  beforeAll(async () => {
-    backend = makeBackend();
-    await backend.open().then((s) => s.close());
-    ({ gw, base, url } = await startTestGateway(backend));
-  });
-  afterAll(async () => {
-    await gw.close();
-    await backend.cleanup();
-  });
+  const ctx = useGateway(makeBackend);
 
-  const fhir = (path: string, init: RequestInit = {}) => fetch(`${base}${path}`, { ...init, headers: { 'Content-Type': 'application/fhir+json', ...(init.headers ?? {}) } });
+  const fhir = (path: string, init: RequestInit = {}) => fetch(`${ctx.base}${path}`, { ...init, headers: { 'Content-Type': 'application/fhir+json', ...(init.headers ?? {}) } });
   const hl7 = async (message: string) => {
-    const ack = await (await fetch(`${url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'x-application/hl7-v2+er7' }, body: message })).text();
+    const ack = await (await fetch(`${ctx.url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'x-application/hl7-v2+er7' }, body: message })).text();
     expect(ack).toContain('MSA|AA');
     return ack;
   };
@@ -119,20 +106,20 @@ describe.each(backends())('identity across routes on %s', (_name, makeBackend) =
   test('duplicates from before: listed (isikukood masked) and merged as an A40 would', async () => {
     const who = ik('3730210106');
     // a Patient an earlier version created with a random id, beside the one the hospital's messages make
-    await gw.store.repo.update({ ...patient(who, 'Vana'), id: 'legacy-random-id' });
-    await gw.store.repo.update({ ...patient(who, 'Kask'), id: derived(who) });
+    await ctx.gw.store.repo.update({ ...patient(who, 'Vana'), id: 'legacy-random-id' });
+    await ctx.gw.store.repo.update({ ...patient(who, 'Kask'), id: derived(who) });
     await hl7(eeDischarge({ isikukood: who, controlId: 'ID-8', visit: 'V-ID-8', pid3: `${who}^^^EE^NI` }));
-    const list = (await (await fetch(`${url}/admin/patients/$duplicates`)).json()) as { duplicates: { isikukood: string; patients: string[]; survivor: string }[] };
+    const list = (await (await fetch(`${ctx.url}/admin/patients/$duplicates`)).json()) as { duplicates: { isikukood: string; patients: string[]; survivor: string }[] };
     const mine = list.duplicates.find((d) => d.patients.includes('legacy-random-id'))!;
     expect(mine.survivor).toBe(derived(who));
     expect(mine.isikukood).not.toContain(who.slice(1, 10));
-    const merged = (await (await fetch(`${url}/admin/patients/$merge-duplicates`, { method: 'POST' })).json()) as { merged: { survivor: string; retired: string }[] };
+    const merged = (await (await fetch(`${ctx.url}/admin/patients/$merge-duplicates`, { method: 'POST' })).json()) as { merged: { survivor: string; retired: string }[] };
     expect(merged.merged).toContainEqual({ survivor: derived(who), retired: 'legacy-random-id' });
     const retired = (await (await fhir('/Patient/legacy-random-id')).json()) as Patient;
     expect(retired.active).toBe(false);
     expect(retired.link?.[0]).toMatchObject({ type: 'replaced-by', other: { reference: `Patient/${derived(who)}` } });
     expect(await plansOf(derived(who))).toBe(1);
-    const after = (await (await fetch(`${url}/admin/patients/$duplicates`)).json()) as { duplicates: { patients: string[] }[] };
+    const after = (await (await fetch(`${ctx.url}/admin/patients/$duplicates`)).json()) as { duplicates: { patients: string[] }[] };
     expect(after.duplicates.some((d) => d.patients.includes('legacy-random-id'))).toBe(true); // still holds the isikukood, inactive
   });
 });

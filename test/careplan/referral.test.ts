@@ -5,35 +5,22 @@
  * `Task?owner=` and by `owner:Organization.identifier=` — never a Practitioner named after the department.
  */
 import type { Bundle, Practitioner, ServiceRequest, Task } from '@medplum/fhirtypes';
-import { backends, type Backend } from '../helpers/backends.js';
-import { startTestGateway } from '../helpers/gateway.js';
+import { backends } from '../helpers/backends.js';
+import { useGateway } from '../helpers/gateway.js';
 import { gpReferral } from '../fixtures/hl7v2/messages.js';
 import { deterministicId, isikukoodCheckDigit, SYSTEMS } from '../../src/fhir/identifiers.js';
-import type { Gateway } from '../../src/app.js';
 
 const ik = (ten: string) => ten + isikukoodCheckDigit(ten);
 const BR = 'https://fhir.ee/sid/org/est/br';
 
 describe.each(backends())('referrals to a municipality on %s', (_name, makeBackend) => {
-  let backend: Backend;
-  let gw: Gateway;
-  let base: string;
-  let url: string;
-  beforeAll(async () => {
-    backend = makeBackend();
-    await backend.open().then((s) => s.close());
-    ({ gw, base, url } = await startTestGateway(backend));
-  });
-  afterAll(async () => {
-    await gw.close();
-    await backend.cleanup();
-  });
-  const get = async <T>(p: string) => (await (await fetch(`${base}${p}`)).json()) as T;
+  const ctx = useGateway(makeBackend);
+  const get = async <T>(p: string) => (await (await fetch(`${ctx.base}${p}`)).json()) as T;
 
   test('HL7 v2 REF^I12: performer and Task owner are the Organization of Elva vald; its worklist finds the Task', async () => {
     const who = ik('3730210301');
     const patient = deterministicId('Patient', SYSTEMS.isikukood, who);
-    const ack = await (await fetch(`${url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: gpReferral(who, 'RF-1') })).text();
+    const ack = await (await fetch(`${ctx.url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: gpReferral(who, 'RF-1') })).text();
     expect(ack).toContain('MSA|AA');
     const sr = (await get<Bundle<ServiceRequest>>(`/ServiceRequest?subject=Patient/${patient}&identifier=GP-REF-77`)).entry![0].resource!;
     expect(sr.performer).toEqual([{ reference: 'Organization/ehak-0171', display: 'Elva Vallavalitsus sotsiaalosakond' }]);
@@ -64,7 +51,7 @@ describe.each(backends())('referrals to a municipality on %s', (_name, makeBacke
         },
       ],
     };
-    const res = await fetch(base, { method: 'POST', headers: { 'Content-Type': 'application/fhir+json' }, body: JSON.stringify(bundle) });
+    const res = await fetch(ctx.base, { method: 'POST', headers: { 'Content-Type': 'application/fhir+json' }, body: JSON.stringify(bundle) });
     expect(res.status).toBe(200);
     const id = deterministicId('Patient', SYSTEMS.isikukood, who);
     const tasks = (await get<Bundle<Task>>(`/Task?owner=Organization/ehak-0171&patient=Patient/${id}`)).entry ?? [];

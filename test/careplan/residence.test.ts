@@ -5,12 +5,11 @@
  * is a warning in the ACK (ERR severity W) and in the message log, never silent.
  */
 import type { Bundle, CareTeam, Task } from '@medplum/fhirtypes';
-import { backends, type Backend } from '../helpers/backends.js';
-import { startTestGateway } from '../helpers/gateway.js';
+import { backends } from '../helpers/backends.js';
+import { useGateway } from '../helpers/gateway.js';
 import { eeDischarge } from '../fixtures/hl7v2/messages.js';
 import { deterministicId, isikukoodCheckDigit, SYSTEMS } from '../../src/fhir/identifiers.js';
 import { municipalityOfAddress } from '../../src/careplan/directory.js';
-import type { Gateway } from '../../src/app.js';
 
 const ik = (ten: string) => ten + isikukoodCheckDigit(ten);
 
@@ -33,21 +32,9 @@ test('the directory places an address by EHAK, by the municipality in state/dist
 });
 
 describe.each(backends())('residence on %s', (_name, makeBackend) => {
-  let backend: Backend;
-  let gw: Gateway;
-  let base: string;
-  let url: string;
-  beforeAll(async () => {
-    backend = makeBackend();
-    await backend.open().then((s) => s.close());
-    ({ gw, base, url } = await startTestGateway(backend));
-  });
-  afterAll(async () => {
-    await gw.close();
-    await backend.cleanup();
-  });
-  const hl7 = async (m: string) => (await fetch(`${url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: m })).text();
-  const get = async <T>(p: string) => (await (await fetch(`${base}${p}`)).json()) as T;
+  const ctx = useGateway(makeBackend);
+  const hl7 = async (m: string) => (await fetch(`${ctx.url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: m })).text();
+  const get = async <T>(p: string) => (await (await fetch(`${ctx.base}${p}`)).json()) as T;
   const openMunicipalities = async (patient: string) => {
     const team = (await get<Bundle<CareTeam>>(`/CareTeam?subject=Patient/${patient}`)).entry![0].resource!;
     return (team.participant ?? []).filter((p) => p.role?.[0]?.coding?.[0]?.code === 'municipality-of-residence' && !p.period?.end).map((p) => p.member!.reference);
@@ -84,9 +71,9 @@ describe.each(backends())('residence on %s', (_name, makeBackend) => {
     expect(ack).toMatch(/ERR\|[^\r]*\|W\|/);
     expect(ack).toContain('municipality of residence cannot be determined');
     expect(await openMunicipalities(patient)).toEqual(['Organization/ehak-0171']);
-    const log = (await (await fetch(`${url}/admin/messages?_count=5`)).json()) as { entries: { controlId?: string; id: string }[] };
+    const log = (await (await fetch(`${ctx.url}/admin/messages?_count=5`)).json()) as { entries: { controlId?: string; id: string }[] };
     const entry = log.entries.find((e) => e.controlId === 'R-4')!;
-    const full = (await (await fetch(`${url}/admin/messages/${entry.id}`)).json()) as { outcome?: { issue: { severity: string; diagnostics?: string }[] } };
+    const full = (await (await fetch(`${ctx.url}/admin/messages/${entry.id}`)).json()) as { outcome?: { issue: { severity: string; diagnostics?: string }[] } };
     expect(full.outcome!.issue.some((i) => i.severity === 'warning' && /municipality of residence/.test(i.diagnostics ?? ''))).toBe(true);
   });
 });

@@ -5,33 +5,20 @@
  * decisions for the same person: decision-key.test.ts and social/import.test.ts.)
  */
 import type { Bundle, CarePlan, CareTeam, Patient, ServiceRequest, Task } from '@medplum/fhirtypes';
-import { backends, type Backend } from '../helpers/backends.js';
-import { startTestGateway } from '../helpers/gateway.js';
+import { backends } from '../helpers/backends.js';
+import { useGateway } from '../helpers/gateway.js';
 import { eeDischarge, gpReferral } from '../fixtures/hl7v2/messages.js';
 import { deterministicId, isikukoodCheckDigit, SYSTEMS } from '../../src/fhir/identifiers.js';
-import type { Gateway } from '../../src/app.js';
 
 const ik = (ten: string) => ten + isikukoodCheckDigit(ten);
 
 describe.each(backends())('a story across sources on %s', (_name, makeBackend) => {
-  let backend: Backend;
-  let gw: Gateway;
-  let base: string;
-  let url: string;
-  beforeAll(async () => {
-    backend = makeBackend();
-    await backend.open().then((s) => s.close());
-    ({ gw, base, url } = await startTestGateway(backend));
-  });
-  afterAll(async () => {
-    await gw.close();
-    await backend.cleanup();
-  });
+  const ctx = useGateway(makeBackend);
   const hl7 = async (m: string) => {
-    const ack = await (await fetch(`${url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: m })).text();
+    const ack = await (await fetch(`${ctx.url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: m })).text();
     expect(ack).toContain('MSA|AA');
   };
-  const get = async <T>(p: string) => (await (await fetch(`${base}${p}`)).json()) as T;
+  const get = async <T>(p: string) => (await (await fetch(`${ctx.base}${p}`)).json()) as T;
   const team = async (p: string) => (await get<Bundle<CareTeam>>(`/CareTeam?subject=Patient/${p}`)).entry![0].resource!;
   const current = (t: CareTeam, role: string) => (t.participant ?? []).filter((x) => x.role?.[0]?.coding?.[0]?.code === role && (!x.period?.end || Date.parse(x.period.end) > Date.now())).map((x) => x.member!.reference);
   const tasks = async (owner: string, p: string) => (await get<Bundle<Task>>(`/Task?owner=${owner}&patient=Patient/${p}&status=requested`)).entry?.map((e) => e.resource!) ?? [];

@@ -4,11 +4,10 @@
  * a pair dropped.
  */
 import type { Bundle, CarePlan, Patient } from '@medplum/fhirtypes';
-import { backends, type Backend } from '../../helpers/backends.js';
-import { startTestGateway } from '../../helpers/gateway.js';
+import { backends } from '../../helpers/backends.js';
+import { useGateway } from '../../helpers/gateway.js';
 import { eeDischarge } from '../../fixtures/hl7v2/messages.js';
 import { deterministicId, isikukoodCheckDigit, SYSTEMS } from '../../../src/fhir/identifiers.js';
-import type { Gateway } from '../../../src/app.js';
 
 const ik = (ten: string) => ten + isikukoodCheckDigit(ten);
 const id = (isikukood: string) => deterministicId('Patient', SYSTEMS.isikukood, isikukood);
@@ -22,21 +21,9 @@ function merge(pairs: [string, string][], controlId: string): string {
 }
 
 describe.each(backends())('merge messages with several pairs on %s', (_name, makeBackend) => {
-  let backend: Backend;
-  let gw: Gateway;
-  let base: string;
-  let url: string;
-  beforeAll(async () => {
-    backend = makeBackend();
-    await backend.open().then((s) => s.close());
-    ({ gw, base, url } = await startTestGateway(backend));
-  });
-  afterAll(async () => {
-    await gw.close();
-    await backend.cleanup();
-  });
-  const hl7 = async (m: string) => (await fetch(`${url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: m })).text();
-  const get = async <T>(p: string) => (await (await fetch(`${base}${p}`)).json()) as T;
+  const ctx = useGateway(makeBackend);
+  const hl7 = async (m: string) => (await fetch(`${ctx.url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: m })).text();
+  const get = async <T>(p: string) => (await (await fetch(`${ctx.base}${p}`)).json()) as T;
 
   test('every PID/MRG pair is merged', async () => {
     const [s1, r1, s2, r2] = ['3730210401', '3730210402', '3730210403', '3730210404'].map(ik);
