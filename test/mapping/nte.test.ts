@@ -22,3 +22,14 @@ test('a note after the diagnosis goes on the Condition, escapes decoded; one aft
   expect(obs.note).toEqual([{ text: 'mõõdetud puhkeolekus' }]);
   expect(c.notes.filter((n) => /NTE/.test(JSON.stringify(n)))).toEqual([]);
 });
+
+test('a note right after the RF1 goes on the referral', async () => {
+  const { gpReferral } = await import('../fixtures/hl7v2/messages.js');
+  const m = gpReferral('37302102711', 'NTE-RF').split('\r');
+  m.splice(2, 0, 'NTE|1||Elab \\T\\ liigub üksi\\.br\\vajab koduteenust');
+  const c = convertMessage(m.join('\r'));
+  expect(c.kind).toBe('converted');
+  if (c.kind !== 'converted') return;
+  const sr = c.conv.resources.find((r) => r.resourceType === 'ServiceRequest') as { note?: { text?: string }[] };
+  expect(sr.note).toEqual([{ text: 'Elab & liigub üksi\nvajab koduteenust' }]);
+});
