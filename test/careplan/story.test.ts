@@ -1,8 +1,8 @@
 /**
  * One person's story through every source, asserting the shared plan, team, worklists and identity at each step:
  * a hospital discharge (Elva) → a move written in XAD-4 (Kambja) → the discharge cancelled (A13) → a GP referral to
- * the municipality. (A child's decision with a school, its HEVKO and a guardian: child-team.test.ts; municipal
- * decisions for the same person: decision-key.test.ts and social/import.test.ts.)
+ * the municipality → the municipality's decision; and a child: a decision with a school, its HEVKO and a guardian, then a
+ * hospital stay.
  */
 import type { Bundle, CarePlan, CareTeam, Patient, ServiceRequest, Task } from '@medplum/fhirtypes';
 import { backends } from '../helpers/backends.js';
@@ -24,7 +24,7 @@ describe.each(backends())('a story across sources on %s', (_name, makeBackend) =
   const tasks = async (owner: string, p: string) => (await get<Bundle<Task>>(`/Task?owner=${owner}&patient=Patient/${p}&status=requested`)).entry?.map((e) => e.resource!) ?? [];
   const plans = async (p: string) => (await get<Bundle<CarePlan>>(`/CarePlan?subject=Patient/${p}`)).entry?.map((e) => e.resource!) ?? [];
 
-  test('discharge → move → cancellation → referral: one person, one plan, the right worklists at each step', async () => {
+  test('discharge → move → cancellation → referral → municipal decision: one person, one plan, the right worklists at each step', async () => {
     const who = ik('3730210501');
     const p = deterministicId('Patient', SYSTEMS.isikukood, who);
     // 1. discharge from Elva hospital, living in Elva vald: the plan, Elva in the team, Elva's assessment Task
@@ -50,9 +50,49 @@ describe.each(backends())('a story across sources on %s', (_name, makeBackend) =
     // 4. the GP refers the person to Elva's social department (the referral names Elva by registry code)
     await hl7(gpReferral(who, 'ST-4'));
     expect((await tasks('Organization/ehak-0171', p)).some((t) => t.focus?.reference?.startsWith('ServiceRequest/'))).toBe(true);
-    // 5. the person is still one Patient with one active plan, whichever source spoke
+    // 5. Elva decides on home care for them: the decision joins the same plan, Elva's case worker the team
+    const decision = {
+      otsused: [
+        {
+          number: 'E-ST-1',
+          kuupaev: '2026-11-20',
+          klient: { isikukood: who, nimi: { eesnimi: 'Jüri', perenimi: 'Tamm' }, aadress: 'Kesk 1, Elva' },
+          teenus: { kood: 'KOD', seis: 'kehtiv', algus: '2026-11-23', lopp: '2031-11-22' },
+          menetleja: { isikukood_hash: 'cw-st', nimi: 'Piret Saar', roll: 'juhtumikorraldaja' },
+        },
+      ],
+    };
+    const imported = await fetch(`${ctx.url}/social-care/elva`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(decision) });
+    expect(imported.status).toBe(200);
+    const plan = (await plans(p)).find((x) => x.status === 'active')!;
+    const services = (await get<Bundle<ServiceRequest>>(`/ServiceRequest?subject=Patient/${p}&identifier=https://care-gateway.ee/fhir/sid/social-decision/0171|E-ST-1`)).entry!;
+    expect(plan.activity!.map((a) => a.reference?.reference)).toContain(`ServiceRequest/${services[0].resource!.id}`);
+    expect(current(await team(p), 'case-manager').length).toBe(1);
+    // 6. the person is still one Patient with one active plan, whichever source spoke
     const people = (await get<Bundle<Patient>>(`/Patient?identifier=https://fhir.ee/sid/pid/est/ni|${who}`)).entry!;
     expect(people.map((e) => e.resource!.id)).toEqual([p]);
     expect((await plans(p)).filter((x) => x.status === 'active')).toHaveLength(1);
+  });
+
+  test('a child: a decision with a school, its HEVKO and a guardian, then a hospital stay — one team holds them all', async () => {
+    const child = ik('5120405501');
+    const p = deterministicId('Patient', SYSTEMS.isikukood, child);
+    const decision = {
+      otsused: [
+        {
+          number: 'E-ST-C',
+          kuupaev: '2026-09-01',
+          klient: { isikukood: child, nimi: { eesnimi: 'Mia', perenimi: 'Pärn' }, aadress: 'Pargi 3, Elva' },
+          teenus: { kood: 'LJK', seis: 'kehtiv', algus: '2026-09-01', lopp: '2031-06-15' },
+          hooldajad: [{ nimi: 'Tiina Pärn', seos: 'eestkostja' }],
+          kool: { nimi: 'Elva Gümnaasium', hev_koordinaator: { nimi: 'Evelin Org' } },
+        },
+      ],
+    };
+    expect((await fetch(`${ctx.url}/social-care/elva`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(decision) })).status).toBe(200);
+    await hl7(eeDischarge({ isikukood: child, controlId: 'ST-C1', visit: 'V-ST-C', ehak: '0171', pid3: `${child}^^^EE^NI` }));
+    const t = await team(p);
+    for (const role of ['school', 'special-needs-coordinator', '58626002', 'municipality-of-residence']) expect([role, current(t, role).length]).toEqual([role, 1]);
+    expect(await plans(p)).toHaveLength(1);
   });
 });
