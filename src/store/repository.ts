@@ -281,8 +281,9 @@ export class Writer {
     const ifMatch = opts.ifMatch;
     const keyOf = (r: Resource): string => `${r.resourceType}/${r.id}`;
     const list = uniqueById(resources);
-    // a caller's writes are checked against its rights first: a refusal tells nothing about the content's validity
-    if (!this.guard) for (const r of list) this.opts.validate?.(r);
+    // only what will be written is validated (what is sent back unchanged was valid when it was stored — the
+    // gateway's own profiles, re-sent at every start, are large), and a caller's writes are checked against its
+    // rights first: a refusal tells nothing about the content's validity
     const selectCurrent = async (rs: Resource[]) =>
       new Map(
         (
@@ -302,6 +303,7 @@ export class Writer {
       return ifMatch === undefined && !!cur && !cur.deleted && sameContent(JSON.parse(cur.content) as Resource, r);
     };
     const toWrite = list.filter((r) => !unchanged(r));
+    if (!this.guard) for (const r of toWrite) this.opts.validate?.(r);
     if (toWrite.length) {
       await this.lockKeys(toWrite.map((r) => `res|${r.resourceType}|${r.id}`));
       const fresh = await selectCurrent(toWrite);
@@ -323,7 +325,7 @@ export class Writer {
           throw new OutcomeError('forbidden', `${keyOf(r)} is not yours to write`);
         }
       }
-      for (const r of list) this.opts.validate?.(r);
+      for (const r of toWrite) this.opts.validate?.(r);
     }
     if (ifMatch !== undefined) {
       const c = current.get(keyOf(list[0]));
