@@ -373,6 +373,9 @@ export class Access implements Guard {
     await this.loadConsents(people.filter((p) => this.visible.get(p)), q);
     this.orgSet = await this.orgRefs(q);
     return resources.map((r, i) => {
+      // a stored Bundle (a document, a collection) carries whole resources of anyone, not references to them: only
+      // for callers who see everyone
+      if (r.resourceType === 'Bundle' && !this.seesAll) return { refusal: 'no-relationship' as const };
       // what the token's scopes do not cover is not shown, included resources too
       if (!allows(this.principal, r.resourceType, 'r') && !allows(this.principal, r.resourceType, 's')) return { refusal: 'scope' as const };
       // an audit record is about who did what: shown to the organisation it names as the actor, and the coordinator —

@@ -151,6 +151,16 @@ describe.each(backends())('second-round probes on %s', (_name, makeBackend) => {
     expect(await team(g.tokens.muniA)).not.toContain('child-protection-specialist');
   });
 
+  test('a stored Bundle (whole resources of anyone inside) is only for callers who see everyone', async () => {
+    const doc = { resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'Patient', identifier: [{ system: NI, value: C }], name: [{ family: 'Hidden' }] } }] };
+    const created = await g.call('/Bundle', g.tokens.coordinator, { method: 'POST', body: JSON.stringify(doc) });
+    expect(created.status).toBe(201);
+    const id = ((await created.json()) as Resource).id;
+    expect((await g.call(`/Bundle/${id}`, hospital2)).status).toBe(403);
+    expect(await (await g.call('/Bundle?_count=100', hospital2)).text()).not.toContain('Hidden');
+    expect((await g.call(`/Bundle/${id}`, g.tokens.coordinator)).status).toBe(200);
+  });
+
   test('unchanged writes, own audit records and malformed values tell nothing', async () => {
     const stored = await json<Patient>(g.call(`/Patient/${c}`, g.tokens.coordinator));
     expect((await g.call(`/Patient/${c}`, hospital2, { method: 'PUT', body: JSON.stringify(stored) })).status).toBe(403);
