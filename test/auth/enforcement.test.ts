@@ -9,7 +9,7 @@
  */
 import type { AuditEvent, Bundle, CapabilityStatement, CareTeam, Patient, Resource, ServiceRequest } from '@medplum/fhirtypes';
 import { backends, type Backend } from '../helpers/backends.js';
-import { ik, NI, startSecuredGateway, TARTU, type SecuredGateway } from '../helpers/auth.js';
+import { ik, NI, registryCode, sign, startSecuredGateway, TARTU, type SecuredGateway } from '../helpers/auth.js';
 
 const A = ik('3730210271');
 const B = ik('4450123100');
@@ -204,46 +204,54 @@ describe.each(backends())('access enforcement on %s', (_name, makeBackend) => {
     expect(new Set(all.map((e) => e.agent![0].who!.identifier?.value ?? e.agent![0].who!.display)).size).toBeGreaterThan(2);
   });
 
-  test('generated from the CapabilityStatement: no type, interaction or Bundle entry shows A to Tartu linn', async () => {
+  test('generated from the CapabilityStatement: no type, interaction or Bundle entry shows A to any kind of caller without a relationship', async () => {
     const cs = await json<CapabilityStatement>(g.call('/metadata'));
     const types = cs.rest![0].resource!.map((r) => r.type);
     expect(types.length).toBeGreaterThan(100);
     const leaks: string[] = [];
-    // (AuditEvents are the caller's own: they name what it asked for, refused requests included)
-    for (const type of types.filter((t) => t !== 'AuditEvent')) {
-      for (const path of [`/${type}?_count=1000`, `/${type}/_history?_count=1000`, `/${type}?_include=*&_revinclude=*&_count=1000`]) {
-        const res = await g.call(path, g.tokens.muniA);
-        // (own AuditEvents reached by _revinclude name what this caller asked for: left out of the scan)
-        const bundle = JSON.parse(await res.text()) as Bundle;
-        bundle.entry = (bundle.entry ?? []).filter((e) => e.resource?.resourceType !== 'AuditEvent');
-        const body = JSON.stringify(bundle);
-        if (leaksA(body)) leaks.push(`${path}: ${[...new Set(((JSON.parse(body) as Bundle).entry ?? []).filter((e) => leaksA(JSON.stringify(e))).map((e) => `${e.resource?.resourceType}/${e.resource?.id}`))].join(' ')}`);
+    // every kind of caller that has no care relationship with A: a municipality (Tartu linn), a hospital and a GP
+    // practice that have never treated A
+    const roles: [string, string][] = [
+      ['municipality', g.tokens.muniA],
+      ['hospital', sign(g.claims(registryCode('1122334'), 'hospital'))],
+      ['gp', sign(g.claims(registryCode('2233445'), 'gp'))],
+    ];
+    for (const [role, token] of roles) {
+      // (AuditEvents are the caller's own: they name what it asked for, refused requests included)
+      for (const type of types.filter((t) => t !== 'AuditEvent')) {
+        for (const path of [`/${type}?_count=1000`, `/${type}/_history?_count=1000`, `/${type}?_include=*&_revinclude=*&_count=1000`]) {
+          const res = await g.call(path, token);
+          // (own AuditEvents reached by _revinclude name what this caller asked for: left out of the scan)
+          const bundle = JSON.parse(await res.text()) as Bundle;
+          bundle.entry = (bundle.entry ?? []).filter((e) => e.resource?.resourceType !== 'AuditEvent');
+          const body = JSON.stringify(bundle);
+          if (leaksA(body)) leaks.push(`${role} ${path}: ${[...new Set(((JSON.parse(body) as Bundle).entry ?? []).filter((e) => leaksA(JSON.stringify(e))).map((e) => `${e.resource?.resourceType}/${e.resource?.id}`))].join(' ')}`);
+        }
       }
-    }
-    const batch = { resourceType: 'Bundle', type: 'batch', entry: types.filter((t) => t !== 'AuditEvent').map((t) => ({ request: { method: 'GET', url: `${t}?_count=100` } })) };
-    if (leaksA(await text(g.call('', g.tokens.muniA, { method: 'POST', body: JSON.stringify(batch) })))) leaks.push('batch of every type');
-    // every interaction on each of A's resources
-    for (const r of everythingA.filter((x) => x.resourceType !== 'AuditEvent')) {
-      const at = `/${r.resourceType}/${r.id}`;
-      const { meta: _m, ...content } = r as Resource & { meta?: unknown };
-      const probes: [string, string, RequestInit][] = [
-        ['read', at, {}],
-        ['vread', `${at}/_history/${r.meta!.versionId}`, {}],
-        ['history', `${at}/_history`, {}],
-        ['update', at, { method: 'PUT', body: JSON.stringify(content) }],
-        ['update changed', at, { method: 'PUT', body: JSON.stringify({ ...content, language: 'et' }) }],
-        ['delete', at, { method: 'DELETE' }],
-        ['validate', `${at}/$validate`, { method: 'POST' }],
-        ['batch GET', '', { method: 'POST', body: JSON.stringify({ resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: `${r.resourceType}/${r.id}` } }] }) }],
-        ['batch PUT', '', { method: 'POST', body: JSON.stringify({ resourceType: 'Bundle', type: 'batch', entry: [{ resource: { ...content, language: 'et' }, request: { method: 'PUT', url: `${r.resourceType}/${r.id}` } }] }) }],
-        ['batch DELETE', '', { method: 'POST', body: JSON.stringify({ resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'DELETE', url: `${r.resourceType}/${r.id}` } }] }) }],
-      ];
-      for (const [what, path, init] of probes) {
-        const res = await g.call(path, g.tokens.muniA, init);
-        const body = await res.text();
-        // an unchanged PUT writes nothing and echoes what the caller sent: not a leak
-        const allowedEcho = what === 'update' && res.status === 200;
-        if ((res.status < 300 && !what.startsWith('batch') && !allowedEcho) || (!allowedEcho && leaksA(body))) leaks.push(`${what} ${r.resourceType}/${r.id} → ${res.status}`);
+      const batch = { resourceType: 'Bundle', type: 'batch', entry: types.filter((t) => t !== 'AuditEvent').map((t) => ({ request: { method: 'GET', url: `${t}?_count=100` } })) };
+      if (leaksA(await text(g.call('', token, { method: 'POST', body: JSON.stringify(batch) })))) leaks.push(`${role} batch of every type`);
+      // every interaction on each of A's resources
+      for (const r of everythingA.filter((x) => x.resourceType !== 'AuditEvent')) {
+        const at = `/${r.resourceType}/${r.id}`;
+        const { meta: _m, ...content } = r as Resource & { meta?: unknown };
+        const probes: [string, string, RequestInit][] = [
+          ['read', at, {}],
+          ['vread', `${at}/_history/${r.meta!.versionId}`, {}],
+          ['history', `${at}/_history`, {}],
+          ['update', at, { method: 'PUT', body: JSON.stringify(content) }],
+          ['update changed', at, { method: 'PUT', body: JSON.stringify({ ...content, language: 'et' }) }],
+          ['delete', at, { method: 'DELETE' }],
+          ['validate', `${at}/$validate`, { method: 'POST' }],
+          ['batch GET', '', { method: 'POST', body: JSON.stringify({ resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: `${r.resourceType}/${r.id}` } }] }) }],
+          ['batch PUT', '', { method: 'POST', body: JSON.stringify({ resourceType: 'Bundle', type: 'batch', entry: [{ resource: { ...content, language: 'et' }, request: { method: 'PUT', url: `${r.resourceType}/${r.id}` } }] }) }],
+          ['batch DELETE', '', { method: 'POST', body: JSON.stringify({ resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'DELETE', url: `${r.resourceType}/${r.id}` } }] }) }],
+        ];
+        for (const [what, path, init] of probes) {
+          const res = await g.call(path, token, init);
+          const body = await res.text();
+          // (a refused write may name the resource the caller itself named; a 2xx or A's data in the body is a leak)
+          if ((res.status < 300 && !what.startsWith('batch')) || leaksA(body.replaceAll(`${r.resourceType}/${r.id}`, ''))) leaks.push(`${role} ${what} ${r.resourceType}/${r.id} → ${res.status}`);
+        }
       }
     }
     expect(leaks).toEqual([]);
