@@ -74,7 +74,7 @@ function identityValue(r: Resource): string | undefined {
  * names no other identity — two people with different isikukoods are never joined because a sender reused a
  * record number.
  */
-async function holderOf(q: Queryable, r: Resource): Promise<string | undefined> {
+async function holderOf(q: Queryable, r: Resource): Promise<{ id: string; stored: Resource } | undefined> {
   const ids = namingIdentifiers(r);
   if (ids.length === 0) return undefined;
   const found = await holders(q, r.resourceType, ids);
@@ -86,8 +86,9 @@ async function holderOf(q: Queryable, r: Resource): Promise<string | undefined> 
   const stored = new Map(rows.map((x) => [x.id, JSON.parse(x.content) as Resource]));
   // candidates come in the order of `r`'s identifiers, strongest first
   for (const c of candidates) {
-    const theirs = stored.get(c) && identityValue(stored.get(c)!);
-    if (!theirs || !mine || theirs === mine) return c;
+    const held = stored.get(c);
+    const theirs = held && identityValue(held);
+    if (held && (!theirs || !mine || theirs === mine)) return { id: c, stored: held };
   }
   return undefined;
 }
@@ -102,7 +103,7 @@ export async function identityHolder(q: Queryable, r: Resource): Promise<string 
     const own = await q.query<{ id: string }>(`SELECT id FROM resource WHERE resource_type = $1 AND id = $2 AND NOT deleted`, [r.resourceType, r.id]);
     if (own.length) return r.id;
   }
-  return holderOf(q, r);
+  return (await holderOf(q, r))?.id;
 }
 
 /**
@@ -144,15 +145,15 @@ export async function resolvePeople(q: Queryable, cs: Contribution[]): Promise<C
   const out: Contribution[] = [];
   for (const c of cs) {
     const from = c.patient.id!;
-    const to = stored.has(from) ? undefined : await holderOf(q, c.patient);
-    if (!to || to === from) {
+    const holder = stored.has(from) ? undefined : await holderOf(q, c.patient);
+    if (!holder || holder.id === from) {
       out.push(c);
       continue;
     }
-    const [holder] = await q.query<{ content: string }>(`SELECT content FROM resource WHERE resource_type = 'Patient' AND id = $1`, [to]);
+    const to = holder.id;
     const moved = repoint(c, `Patient/${from}`, `Patient/${to}`);
     // the identifiers of both, so the next message with either one finds the person
-    const known = holder ? ((JSON.parse(holder.content) as Patient).identifier ?? []) : [];
+    const known = (holder.stored as Patient).identifier ?? [];
     const incoming = moved.patient.identifier ?? [];
     const key = (i: Identifier) => `${i.system ? canonicalSystem(i.system) : ''}|${i.value ?? ''}`;
     const identifier = [...incoming, ...known.filter((k) => !incoming.some((i) => key(i) === key(k)))];
@@ -169,7 +170,6 @@ export interface Duplicate {
   survivor: string;
 }
 
-export { maskIsikukood };
 
 /** Every isikukood held by more than one current Patient (stores written before identity was enforced on every route). */
 export async function findDuplicates(q: Queryable): Promise<Duplicate[]> {

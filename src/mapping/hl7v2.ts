@@ -28,9 +28,8 @@ import YAML from 'yaml';
 import type { Attachment, Coding, Identifier, Organization, Patient, Practitioner, Reference, Resource } from '@medplum/fhirtypes';
 import type { OperationOutcomeIssue } from '../fhir/types.js';
 import { OutcomeError, issue } from '../fhir/outcome.js';
-import { SYSTEMS, checkIsikukood, checkRegistryCode, deterministicId } from '../fhir/identifiers.js';
+import { SYSTEMS, checkIsikukood, checkRegistryCode, deterministicId, maskIsikukood } from '../fhir/identifiers.js';
 import { municipalities, municipalityOrganization } from '../careplan/directory.js';
-import { maskIsikukood } from '../fhir/identifiers.js';
 import type { Hl7Message, Hl7Repetition, Hl7Segment } from '../ingest/hl7v2/message.js';
 import { structureFor } from '../ingest/hl7v2/parse.js';
 import type { PlanEvent } from '../careplan/rules.js';
@@ -739,7 +738,7 @@ function patientId(list: Hl7Repetition[], ctx: Ctx, where: string): string | und
     if (id.system !== SYSTEMS.isikukood) continue;
     const check = checkIsikukood(id.value ?? '');
     if (!check.valid) {
-      ctx.issues.push(issue({ category: 'invalid', text: `${where}: isikukood ${maskIsikukood(id.value ?? "")} is not valid: ${check.reason}`, where: `${where}${i ? `[${i + 1}]` : ''}.1` }));
+      ctx.issues.push(issue({ category: 'invalid', text: `${where}: isikukood ${maskIsikukood(id.value ?? '')} is not valid: ${check.reason}`, where: `${where}${i ? `[${i + 1}]` : ''}.1` }));
     }
   }
   const ni = ids.find((x) => x.system === SYSTEMS.isikukood);

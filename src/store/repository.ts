@@ -825,12 +825,10 @@ export class CallerRepository {
     }
     let cursor = await this.cursorIn(opts.cursor);
     const entries: HistoryEntry[] = [];
-    let scanned = 0;
     for (let round = 0; round < (g ? 8 : 1); round++) {
       const rows = await this.repo.history({ ...opts, cursor, count: count + 1 });
       const more = rows.length > count;
       const page = more ? rows.slice(0, count) : rows;
-      scanned += page.length;
       cursor = more ? encodeHistoryCursor(page[page.length - 1]) : undefined;
       if (!g) {
         entries.push(...page);
@@ -852,7 +850,6 @@ export class CallerRepository {
       entries.length = count;
       cursor = encodeHistoryCursor(entries[entries.length - 1]);
     }
-    void scanned;
     return { entries, next: await this.cursorOut(cursor) };
   }
 

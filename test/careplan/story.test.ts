@@ -22,6 +22,8 @@ describe.each(backends())('a story across sources on %s', (_name, makeBackend) =
   const team = async (p: string) => (await get<Bundle<CareTeam>>(`/CareTeam?subject=Patient/${p}`)).entry![0].resource!;
   const current = (t: CareTeam, role: string) => (t.participant ?? []).filter((x) => x.role?.[0]?.coding?.[0]?.code === role && (!x.period?.end || Date.parse(x.period.end) > Date.now())).map((x) => x.member!.reference);
   const tasks = async (owner: string, p: string) => (await get<Bundle<Task>>(`/Task?owner=${owner}&patient=Patient/${p}&status=requested`)).entry?.map((e) => e.resource!) ?? [];
+  /** Elva vald's JSON export of these decisions, posted as the municipality posts it */
+  const elvaExport = (otsused: unknown[]) => fetch(`${ctx.url}/social-care/elva`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ otsused }) });
   const plans = async (p: string) => (await get<Bundle<CarePlan>>(`/CarePlan?subject=Patient/${p}`)).entry?.map((e) => e.resource!) ?? [];
 
   test('discharge → move → cancellation → referral → municipal decision: one person, one plan, the right worklists at each step', async () => {
@@ -51,18 +53,15 @@ describe.each(backends())('a story across sources on %s', (_name, makeBackend) =
     await hl7(gpReferral(who, 'ST-4'));
     expect((await tasks('Organization/ehak-0171', p)).some((t) => t.focus?.reference?.startsWith('ServiceRequest/'))).toBe(true);
     // 5. Elva decides on home care for them: the decision joins the same plan, Elva's case worker the team
-    const decision = {
-      otsused: [
-        {
-          number: 'E-ST-1',
-          kuupaev: '2026-11-20',
-          klient: { isikukood: who, nimi: { eesnimi: 'Jüri', perenimi: 'Tamm' }, aadress: 'Kesk 1, Elva' },
-          teenus: { kood: 'KOD', seis: 'kehtiv', algus: '2026-11-23', lopp: '2031-11-22' },
-          menetleja: { isikukood_hash: 'cw-st', nimi: 'Piret Saar', roll: 'juhtumikorraldaja' },
-        },
-      ],
-    };
-    const imported = await fetch(`${ctx.url}/social-care/elva`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(decision) });
+    const imported = await elvaExport([
+      {
+        number: 'E-ST-1',
+        kuupaev: '2026-11-20',
+        klient: { isikukood: who, nimi: { eesnimi: 'Jüri', perenimi: 'Tamm' }, aadress: 'Kesk 1, Elva' },
+        teenus: { kood: 'KOD', seis: 'kehtiv', algus: '2026-11-23', lopp: '2031-11-22' },
+        menetleja: { isikukood_hash: 'cw-st', nimi: 'Piret Saar', roll: 'juhtumikorraldaja' },
+      },
+    ]);
     expect(imported.status).toBe(200);
     const plan = (await plans(p)).find((x) => x.status === 'active')!;
     const services = (await get<Bundle<ServiceRequest>>(`/ServiceRequest?subject=Patient/${p}&identifier=https://care-gateway.ee/fhir/sid/social-decision/0171|E-ST-1`)).entry!;
@@ -77,19 +76,17 @@ describe.each(backends())('a story across sources on %s', (_name, makeBackend) =
   test('a child: a decision with a school, its HEVKO and a guardian, then a hospital stay — one team holds them all', async () => {
     const child = ik('5120405501');
     const p = deterministicId('Patient', SYSTEMS.isikukood, child);
-    const decision = {
-      otsused: [
-        {
-          number: 'E-ST-C',
-          kuupaev: '2026-09-01',
-          klient: { isikukood: child, nimi: { eesnimi: 'Mia', perenimi: 'Pärn' }, aadress: 'Pargi 3, Elva' },
-          teenus: { kood: 'LJK', seis: 'kehtiv', algus: '2026-09-01', lopp: '2031-06-15' },
-          hooldajad: [{ nimi: 'Tiina Pärn', seos: 'eestkostja' }],
-          kool: { nimi: 'Elva Gümnaasium', hev_koordinaator: { nimi: 'Evelin Org' } },
-        },
-      ],
-    };
-    expect((await fetch(`${ctx.url}/social-care/elva`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(decision) })).status).toBe(200);
+    const decided = await elvaExport([
+      {
+        number: 'E-ST-C',
+        kuupaev: '2026-09-01',
+        klient: { isikukood: child, nimi: { eesnimi: 'Mia', perenimi: 'Pärn' }, aadress: 'Pargi 3, Elva' },
+        teenus: { kood: 'LJK', seis: 'kehtiv', algus: '2026-09-01', lopp: '2031-06-15' },
+        hooldajad: [{ nimi: 'Tiina Pärn', seos: 'eestkostja' }],
+        kool: { nimi: 'Elva Gümnaasium', hev_koordinaator: { nimi: 'Evelin Org' } },
+      },
+    ]);
+    expect(decided.status).toBe(200);
     await hl7(eeDischarge({ isikukood: child, controlId: 'ST-C1', visit: 'V-ST-C', ehak: '0171', pid3: `${child}^^^EE^NI` }));
     const t = await team(p);
     for (const role of ['school', 'special-needs-coordinator', '58626002', 'municipality-of-residence']) expect([role, current(t, role).length]).toEqual([role, 1]);
