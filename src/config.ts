@@ -36,7 +36,7 @@ export interface Config {
   /** when an HL7 v2 AA goes back: after the plan commit (default) or after storage, conversion and checks */
   hl7AckAfter: 'commit' | 'conversion';
   /** bearer-token authentication (SMART Backend Services); undefined = off (allowed on loopback only) */
-  auth?: { jwks: string; issuers: string[]; audience?: string; ratePerSecond: number; maxLifetimeS: number };
+  auth?: { jwks: string; issuers: string[]; audience?: string; ratePerSecond: number; maxLifetimeS: number; failuresPerMinute: number };
   /** a file holding the secret that signs the audit chain's head (AUDIT_KEY_FILE); kept outside the database */
   auditKeyFile?: string;
   /** MLLP senders allowed (MLLP_ALLOWED_SENDERS: APP|FACILITY@ADDRESS,…); undefined = any (loopback only) */
@@ -95,6 +95,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
           issuers: (env.AUTH_ISSUERS ?? '').split(/[\s,]+/).filter(Boolean),
           audience: env.AUTH_AUDIENCE || undefined,
           ratePerSecond: int(env, 'RATE_LIMIT', 50),
+          failuresPerMinute: int(env, 'AUTH_FAILURES_PER_MINUTE', 300),
           maxLifetimeS: maxTokenLifetime(env),
         }
       : undefined,

@@ -13,6 +13,8 @@ import { TokenVerifier, type AuthConfig, type OrgKind, type Principal } from './
 export interface SecurityConfig extends AuthConfig {
   /** requests per second per client (burst: twice that); 0 = no limit */
   ratePerSecond: number;
+  /** failed authentications an address may make per minute before it is refused unverified (burst: 4 s worth); default 300 */
+  failuresPerMinute?: number;
 }
 
 /** Refused authentications from one address in one minute. */
@@ -25,8 +27,6 @@ export interface RefusalSummary {
   reasons: Record<string, number>;
 }
 
-/** Failed authentications an address may make per second before it is refused unverified (burst: 4× that). */
-const FAILURES_PER_SECOND = 5;
 const MAX_BUCKETS = 10_000;
 
 export class Security {
@@ -44,7 +44,8 @@ export class Security {
    */
   async authenticate(headers: Record<string, string | undefined>, address = ''): Promise<Principal> {
     const addressKey = `address ${address}`;
-    if (!this.has(addressKey, FAILURES_PER_SECOND)) {
+    const failures = (this.cfg.failuresPerMinute ?? 300) / 60;
+    if (!this.has(addressKey, failures)) {
       this.refused(address, 'rate-limited (failed authentications)');
       throw new OutcomeError('rate-limited', `too many failed authentications from ${address || 'this address'}; wait and try again`);
     }
@@ -55,7 +56,7 @@ export class Security {
       if (!m) throw new OutcomeError('unauthorized', 'a bearer token is required (Authorization: Bearer …)');
       p = await this.verifier.verify(m[1]);
     } catch (err) {
-      this.take(addressKey, FAILURES_PER_SECOND);
+      this.take(addressKey, failures);
       this.refused(address, err instanceof OutcomeError ? err.message.replace(/^invalid bearer token: /, '').slice(0, 120) : 'error');
       throw err;
     }

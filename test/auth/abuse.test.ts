@@ -20,7 +20,8 @@ describe.each(backends())('abusive load on %s', (name, makeBackend) => {
   beforeAll(async () => {
     backend = makeBackend();
     await backend.open().then((s) => s.close());
-    g = await startSecuredGateway(backend, [[A, '0171']], { MLLP_IDLE_TIMEOUT_S: '1', MLLP_MAX_CONNECTIONS_PER_ADDRESS: '2' });
+    // a failure budget that refills slowly (one every 2 s, burst 2), so "still refused" does not race the clock
+    g = await startSecuredGateway(backend, [[A, '0171']], { MLLP_IDLE_TIMEOUT_S: '1', MLLP_MAX_CONNECTIONS_PER_ADDRESS: '2', AUTH_FAILURES_PER_MINUTE: '30' });
     mllpPort = g.gw.mllp!.port;
   });
   afterAll(async () => {
@@ -65,9 +66,9 @@ describe.each(backends())('abusive load on %s', (name, makeBackend) => {
     expect(statuses.filter((s) => s === 429).length).toBeGreaterThan(0);
     expect(statuses.every((s) => s === 401 || s === 429)).toBe(true);
     expect(await g.gw.auditRefusals(true)).toBe(1);
-    // while the address's failure budget is spent, valid tokens from it wait too; it refills at 5 a second
+    // while the address's failure budget is spent, valid tokens from it wait too; it refills (here) one every 2 s
     expect((await g.call('/Patient?_count=1', g.tokens.coordinator)).status).toBe(429);
-    await new Promise((r) => setTimeout(r, 500));
+    await new Promise((r) => setTimeout(r, 2100));
     const b = (await (await g.call(`/AuditEvent?date=ge${t0}&_count=100`, g.tokens.coordinator)).json()) as Bundle;
     const summaries = (b.entry ?? []).map((e) => e.resource as AuditEvent).filter((e) => /refused at authentication/.test(e.outcomeDesc ?? ''));
     expect(summaries).toHaveLength(1);
