@@ -26,7 +26,7 @@ import { spawn } from 'node:child_process';
 import type { Resource } from '@medplum/fhirtypes';
 import { openStore } from '../src/store/index.js';
 import { writeChecks } from '../src/write-checks.js';
-import { municipalities, municipalityOrganization, EHAK_EXTENSIONS } from '../src/careplan/directory.js';
+import { municipalities, municipalityOrganization, EHAK_EXTENSIONS } from '../src/county/directory.js';
 import { isikukood } from './social.js';
 import { line, percentile, dropSchema } from './timing.js';
 

@@ -5,8 +5,8 @@
  * what is cached across messages (deterministic ids of the hospital and its doctors) helps only as in real traffic.
  */
 import { HL7Message } from 'hl7v2';
-import { decodeHl7 } from '../src/ingest/hl7v2/decode.js';
-import { parseHl7 } from '../src/ingest/hl7v2/parse.js';
+import { decodeHl7 } from '../src/hl7v2/decode.js';
+import { parseHl7 } from '../src/hl7v2/parse.js';
 import { convertHl7 } from '../src/mapping/hl7v2.js';
 import { validateResource } from '../src/fhir/validate.js';
 import { adtA03 } from './fixtures.js';

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HL7Message } from 'hl7v2';
-import { loadHl7v2Engine, parseHl7 } from '../src/ingest/hl7v2/parse.js';
+import { loadHl7v2Engine, parseHl7 } from '../src/hl7v2/parse.js';
 import { line, opsPerSecond } from './timing.js';
 
 /** The fixture sits in bench/fixtures whether this runs from bench/ (ts) or dist/bench/ (compiled). */

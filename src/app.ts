@@ -9,7 +9,7 @@ import { openStore, type Store } from './store/index.js';
 import { startHttpServer, type HttpServer } from './api/http.js';
 import { hl7v2Route } from './api/hl7v2.js';
 import { InboxWorker } from './ingest/worker.js';
-import { Hl7Receiver, type ReceiveResult } from './ingest/hl7v2/receive.js';
+import { Hl7Receiver, type ReceiveResult } from './ingest/hl7v2/receiver.js';
 import { convertMessage, hl7BatchProcessor, reprocessHl7 } from './ingest/hl7v2/process.js';
 import { loadMappings } from './mapping/hl7v2.js';
 import { setDefaultZone } from './mapping/datatypes.js';
@@ -24,9 +24,9 @@ import { Security, isLoopback } from './auth/security.js';
 import { SenderAllowList, parseSenderRules } from './mllp/senders.js';
 import { OutcomeError } from './fhir/outcome.js';
 import { recordAudit, setAuditKey, verifyAuditChain } from './auth/audit.js';
-import { admitHl7Caller } from './auth/hl7-callers.js';
-import { readMsh } from './ingest/hl7v2/ack.js';
-import { rawMsh } from './ingest/hl7v2/decode.js';
+import { admitHl7Caller } from './api/hl7-callers.js';
+import { readMsh } from './hl7v2/ack.js';
+import { rawMsh } from './hl7v2/decode.js';
 import { json } from './api/fhir.js';
 import { releaseDefinitions, resourceTypes } from './fhir/definitions.js';
 import { prepareValidation } from './fhir/validate.js';
@@ -130,7 +130,7 @@ export async function startGateway(config: Config, logger: Logger, opts: Gateway
     convert: (text) => convertMessage(text, { validate: true }),
     defaultCharset: config.hl7DefaultCharset,
     logger: logger.child({ channel: 'hl7v2' }),
-    // MLLP senders are known by MSH-3/4 and address; over HTTP the bearer token says who sends (auth/hl7-callers.ts)
+    // MLLP senders are known by MSH-3/4 and address; over HTTP the bearer token says who sends (api/hl7-callers.ts)
     admit: async (msh, channel, peer, message) => {
       if (channel === 'http') return message.caller ? admitHl7Caller(store.db, msh, message.text, message.caller) : undefined;
       if (!senders) return undefined;

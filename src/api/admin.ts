@@ -13,7 +13,7 @@ import { OutcomeError, notFound } from '../fhir/outcome.js';
 import type { InboxStatus } from '../store/inbox.js';
 import type { Store } from '../store/index.js';
 import { json } from './fhir.js';
-import type { Route } from './http.js';
+import type { Route } from './route.js';
 import { duplicateMerge, findDuplicates } from '../careplan/identity.js';
 import { assembleMany } from '../careplan/assemble.js';
 import { inUnitOfWork } from '../store/unit-of-work.js';

@@ -93,7 +93,7 @@ export function capabilityStatement(baseUrl: string): CapabilityStatement {
             'OAuth 2.0 bearer JWTs as in SMART Backend Services (system/ scopes, v1 and v2), with the claims organization and organization_kind; access is scoped to the people the organisation cares for, consent and minimum-necessary rules apply.',
         },
         resource,
-        // transaction: all or nothing, urn:uuid references resolved; batch: entry by entry (src/api/bundle.ts)
+        // transaction: all or nothing, urn:uuid references resolved; batch: entry by entry (src/ingest/fhir/bundle.ts)
         interaction: [{ code: 'transaction' }, { code: 'batch' }, { code: 'history-system' }],
         operation: [{ name: 'process-message', definition: 'http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message' }],
       },

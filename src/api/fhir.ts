@@ -14,7 +14,7 @@ import { reshapes, shaper } from './shape.js';
 import { storedText } from '../store/stored.js';
 import { processBundle, processMessage, type Submission } from '../ingest/fhir/process.js';
 import { checkResource } from '../write-checks.js';
-import { applyToHolder, checkReferencesExist, resolveMunicipalities } from './bundle.js';
+import { applyToHolder, checkReferencesExist, resolveMunicipalities } from '../ingest/fhir/bundle.js';
 import { assertOnePatient, identityHolder, identityId } from '../careplan/identity.js';
 import crypto from 'node:crypto';
 import type { Logger } from '../log.js';

@@ -3,8 +3,8 @@
  * 4xx with AE/AR and an ERR segment. Same semantics as MLLP (one receive path).
  */
 import { OutcomeError } from '../fhir/outcome.js';
-import type { Hl7Receiver } from '../ingest/hl7v2/receive.js';
-import type { Route } from './http.js';
+import type { Hl7Receiver } from '../ingest/hl7v2/receiver.js';
+import type { Route } from './route.js';
 
 const TYPES = new Set(['x-application/hl7-v2+er7', 'application/hl7-v2', 'text/plain', 'application/edi-hl7', '']);
 

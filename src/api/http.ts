@@ -15,22 +15,11 @@ import { FhirApi, json, type FhirResponse } from './fhir.js';
 import { adminRoutes } from './admin.js';
 import { Security } from '../auth/security.js';
 import { recordAudit } from '../auth/audit.js';
+import type { HttpRequest, Route } from './route.js';
 import type { Principal } from '../auth/jwt.js';
 import type { JsonLimits } from '../fhir/json.js';
 
-export interface HttpRequest {
-  method: string;
-  path: string;
-  query: URLSearchParams;
-  headers: Record<string, string | undefined>;
-  body: Buffer;
-  remoteAddress: string;
-  /** the authenticated caller, when authentication is on */
-  principal?: Principal;
-}
-
-/** A route handler for the non-FHIR paths (HL7 v2, social care, admin). */
-export type Route = (req: HttpRequest, match: RegExpExecArray) => Promise<FhirResponse>;
+export type { HttpRequest, Route } from './route.js';
 
 export interface HttpOptions {
   host: string;

@@ -9,7 +9,7 @@ import { OutcomeError } from '../fhir/outcome.js';
 import type { Store } from '../store/index.js';
 import { socialMapping, socialSources } from '../social/mapping.js';
 import { importStored } from '../social/import.js';
-import type { Route } from './http.js';
+import type { Route } from './route.js';
 import type { ImportWorkers } from '../social/workers.js';
 
 const CSV_TYPES = new Set(['text/csv', 'text/plain', 'application/csv', 'application/vnd.ms-excel', 'application/octet-stream', '']);

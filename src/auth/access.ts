@@ -25,7 +25,7 @@ import type { AuditEvent, CareTeam, Coding, Consent, ConsentProvision, Organizat
 import type { Queryable } from '../store/db.js';
 import type { Guard, Operation } from '../store/guard.js';
 import { indexRows } from '../store/indexer.js';
-import { municipalities, municipalityOfResidence } from '../careplan/directory.js';
+import { municipalities, municipalityOfResidence } from '../county/directory.js';
 import { CONFIDENTIALITY_SYSTEM, canonicalSystem, deterministicId, SYSTEMS } from '../fhir/identifiers.js';
 import { OutcomeError } from '../fhir/outcome.js';
 import { allows, type OrgKind, type Principal } from './jwt.js';

@@ -32,10 +32,11 @@ import type { Writer } from '../store/repository.js';
 import { OutcomeError, toOutcomeError } from '../fhir/outcome.js';
 import type { UnitOfWork } from '../store/unit-of-work.js';
 import { deterministicId, oneOffId } from '../fhir/identifiers.js';
-import { municipalityOfResidence, municipalityOrganization } from './directory.js';
-import { ruleBook, type Party, type PlanEvent, type RuleAction, type RuleFacts } from './rules.js';
+import { municipalityOfResidence, municipalityOrganization } from '../county/directory.js';
+import type { Contribution, PlanEvent, TeamChange } from '../county/contribution.js';
+import { ruleBook, type Party, type RuleAction, type RuleFacts } from './rules.js';
 import { resolvePeople } from './identity.js';
-import { ROLES, role } from './roles.js';
+import { ROLES, role } from '../county/roles.js';
 import { PROFILE_BASE } from '../fhir/profiles.js';
 
 /** A reference to any resource type (the plan and team point at many kinds). */
@@ -46,47 +47,6 @@ export const CARE_COORDINATION_CATEGORY: CodeableConcept = {
   coding: [{ system: 'http://loinc.org', code: 'LA28865-6', display: 'Longitudinal care-coordination focused care team' }],
 };
 export const INBOX_SYSTEM = 'urn:care-gateway:inbox';
-
-export interface TeamChange {
-  member: Reference;
-  role: CodeableConcept;
-  onBehalfOf?: Reference;
-  start?: string;
-  /** the participant left: their participation gets period.end (nobody is deleted) */
-  end?: string;
-}
-
-export interface Contribution {
-  channel: 'hl7v2' | 'fhir' | 'social-care';
-  /** the inbox entry the contribution came from (Provenance.entity source) */
-  inboxId: string;
-  /** for people: e.g. `HL7 v2 ADT^A03 control id 123 from ELVA_HIS`; goes into Provenance.entity.what.display */
-  description: string;
-  /** the contributing organisation: hospital, GP practice or municipality */
-  organization?: Organization;
-  /** the person who made the contribution (EVN-5, the case worker, …) */
-  author?: Reference;
-  patient: Patient;
-  /** the contributed resources, with ids (deterministic from source identifiers) */
-  resources: Resource[];
-  event: PlanEvent;
-  /** the encounter a discharge or its cancellation is about */
-  encounterId?: string;
-  /** when the event happened (EVN-2 / EVN-6, Encounter.period.end, decision date) */
-  occurredAt?: string;
-  /** local segments the message carried and flags its source set (for the rules) */
-  segments?: string[];
-  flags?: string[];
-  team?: TeamChange[];
-  /** A40 merge: the patient id that is retired in favour of `patient` */
-  merge?: { retiredPatientId: string };
-  /**
-   * The Patient is only what this source knows to identify the person (a municipal export): it is created when
-   * the person is new, never overwrites a stored Patient, and carries no event time, so the next hospital or GP
-   * message sets the demographics in full.
-   */
-  patientStub?: boolean;
-}
 
 export interface AssemblyResult {
   patientId: string;

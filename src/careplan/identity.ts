@@ -6,7 +6,7 @@
  * Patient an earlier version of the gateway created with a random id) is turned onto the Patient that holds one of
  * its identifiers; the identifiers of both are kept together, so the next message with either one finds the person.
  *
- * Rules for FHIR clients (api/fhir.ts, api/bundle.ts):
+ * Rules for FHIR clients (api/fhir.ts, ingest/fhir/bundle.ts):
  * - a create (POST, alone or in a Bundle) of a Patient whose isikukood (or other identity identifier) already has a
  *   Patient is applied to that Patient — as an update when the caller may change it, otherwise left as it is and
  *   answered with its location (200): never a second Patient;
@@ -18,7 +18,7 @@ import type { Queryable } from '../store/db.js';
 import { canonicalSystem, deterministicId, maskIsikukood, SYSTEMS } from '../fhir/identifiers.js';
 import { indexKey } from '../store/indexer.js';
 import { OutcomeError } from '../fhir/outcome.js';
-import type { Contribution } from './assemble.js';
+import type { Contribution } from '../county/contribution.js';
 
 const IDENTITY: Record<string, string> = { Patient: SYSTEMS.isikukood, Practitioner: SYSTEMS.professional, Organization: SYSTEMS.organisation };
 

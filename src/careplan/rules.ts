@@ -5,18 +5,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
-import { mappingsDir } from '../mapping/files.js';
+import { mappingsDir } from '../paths.js';
+import type { PlanEvent } from '../county/contribution.js';
 
-export type PlanEvent =
-  | 'discharge'
-  | 'discharge-cancelled'
-  | 'admission'
-  | 'admission-cancelled'
-  | 'referral'
-  | 'service-decision'
-  | 'demographics'
-  | 'merge'
-  | 'other';
 
 export type Party = 'general-practitioner' | 'municipality-of-residence' | 'hospital' | 'county-coordinator';
 

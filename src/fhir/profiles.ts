@@ -15,13 +15,9 @@ import path from 'node:path';
 import type { CodeSystem, ElementDefinition, OperationOutcomeIssue, Resource, StructureDefinition, ValueSet } from '@medplum/fhirtypes';
 import { readDefinitions } from './definitions.js';
 import { pathText, type At } from './outcome.js';
-import { mappingsDir } from '../mapping/files.js';
+import { profilesDir } from '../paths.js';
 
 export const PROFILE_BASE = 'https://care-gateway.ee/fhir/StructureDefinition/';
-
-export function profilesDir(): string {
-  return path.join(path.dirname(mappingsDir()), 'profiles');
-}
 
 function baseDefinition(url: string): StructureDefinition {
   for (const file of ['profiles-resources.json', 'profiles-types.json']) {

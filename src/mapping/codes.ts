@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import type { Coding } from '@medplum/fhirtypes';
-import { mappingsDir } from './files.js';
+import { mappingsDir } from '../paths.js';
 
 interface TableFile {
   valueSet: string;

@@ -7,7 +7,7 @@
  * @see https://build.fhir.org/ig/HL7/v2-to-fhir/datatype_maps.html
  */
 import type { Address, CodeableConcept, Coding, ContactPoint, HumanName, Identifier } from '@medplum/fhirtypes';
-import type { Hl7Repetition } from '../ingest/hl7v2/message.js';
+import type { Hl7Repetition } from '../hl7v2/message.js';
 import { canonicalSystem, SYSTEMS } from '../fhir/identifiers.js';
 import type { CodeTables } from './codes.js';
 

@@ -29,13 +29,13 @@ import type { Attachment, Coding, Identifier, Organization, Patient, Practitione
 import type { OperationOutcomeIssue } from '../fhir/types.js';
 import { OutcomeError, issue } from '../fhir/outcome.js';
 import { SYSTEMS, checkIsikukood, checkRegistryCode, deterministicId, maskIsikukood } from '../fhir/identifiers.js';
-import { municipalities, municipalityOrganization } from '../careplan/directory.js';
-import type { Hl7Message, Hl7Repetition, Hl7Segment } from '../ingest/hl7v2/message.js';
-import { structureFor } from '../ingest/hl7v2/parse.js';
-import type { PlanEvent } from '../careplan/rules.js';
-import type { TeamChange } from '../careplan/assemble.js';
-import { ROLES, role as roleOf } from '../careplan/roles.js';
-import { mappingsDir } from './files.js';
+import { municipalities, municipalityOrganization } from '../county/directory.js';
+import type { Hl7Message, Hl7Repetition, Hl7Segment } from '../hl7v2/message.js';
+import { structureFor } from '../hl7v2/parse.js';
+import type { PlanEvent } from '../county/contribution.js';
+import type { TeamChange } from '../county/contribution.js';
+import { ROLES, role as roleOf } from '../county/roles.js';
+import { mappingsDir } from '../paths.js';
 import { loadCodeTables, type CodeTables } from './codes.js';
 import { comp, cwe, cx, dtm, present, xad, xcnParts, xonParts, xpn, xtn, type IdentifierContext } from './datatypes.js';
 

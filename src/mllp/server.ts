@@ -22,8 +22,8 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from '../log.js';
 import { OutcomeError } from '../fhir/outcome.js';
-import { buildAck, readMsh } from '../ingest/hl7v2/ack.js';
-import { declaredCharset, encode, rawMsh } from '../ingest/hl7v2/decode.js';
+import { buildAck, readMsh } from '../hl7v2/ack.js';
+import { declaredCharset, encode, rawMsh } from '../hl7v2/decode.js';
 import { Deframer, frame } from './framing.js';
 
 export { Deframer, frame, VT, FS, CR } from './framing.js';

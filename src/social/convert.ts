@@ -23,10 +23,10 @@ import type {
 } from '@medplum/fhirtypes';
 import { checkIsikukood, checkRegistryCode, CONFIDENTIALITY_SYSTEM, deterministicId, SYSTEMS } from '../fhir/identifiers.js';
 import { patientIdFor } from '../mapping/hl7v2.js';
-import { mappingsDir } from '../mapping/files.js';
-import { EHAK_EXTENSIONS, municipalities, municipalityOrganization } from '../careplan/directory.js';
-import { ROLES, role, type RoleCode } from '../careplan/roles.js';
-import type { Contribution, TeamChange } from '../careplan/assemble.js';
+import { mappingsDir } from '../paths.js';
+import { EHAK_EXTENSIONS, municipalities, municipalityOrganization } from '../county/directory.js';
+import { ROLES, role, type RoleCode } from '../county/roles.js';
+import type { Contribution, TeamChange } from '../county/contribution.js';
 import { PROFILE_BASE } from '../fhir/profiles.js';
 import { fold, type Field, type SocialMapping } from './mapping.js';
 import type { RawRecord } from './records.js';

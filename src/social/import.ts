@@ -12,7 +12,7 @@ import type { Repository } from '../store/repository.js';
 import { assemble, assembleMany } from '../careplan/assemble.js';
 import { inUnitOfWork } from '../store/unit-of-work.js';
 import { checkRecord, contributionFor, type Decision, type RowError } from './convert.js';
-import type { ImportWorkers } from './workers.js';
+import type { ImportWorkers, RowOutcome } from './workers.js';
 import { readRecords } from './records.js';
 import { socialMapping, type SocialMapping } from './mapping.js';
 import type { InboxEntry } from '../store/inbox.js';
@@ -145,7 +145,6 @@ export async function importStored(
 }
 
 /** What became of one row of a batch: accepted (and whether it wrote anything), or rejected with the reason. */
-export type RowOutcome = { changed: boolean } | { rejected: string };
 
 /**
  * Commits one lane's batch: one unit of work (every person's plan read ahead in one statement, all writes in one

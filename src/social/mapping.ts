@@ -8,8 +8,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import iconv from 'iconv-lite';
-import { mappingsDir } from '../mapping/files.js';
-import { learnRegistryCode, municipalities } from '../careplan/directory.js';
+import { mappingsDir } from '../paths.js';
+import { learnRegistryCode, municipalities } from '../county/directory.js';
 import { checkRegistryCode } from '../fhir/identifiers.js';
 import { OutcomeError } from '../fhir/outcome.js';
 

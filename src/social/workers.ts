@@ -19,7 +19,9 @@
 import { Worker } from 'node:worker_threads';
 import { OutcomeError, type Category } from '../fhir/outcome.js';
 import type { Decision } from './convert.js';
-import type { RowOutcome } from './import.js';
+
+/** What committing one row did: changed the plan or not, or the store refused it. */
+export type RowOutcome = { changed: boolean } | { rejected: string };
 
 /** What a worker needs to open the same store and read the same mappings as the process. */
 export interface WorkerSetup {

@@ -7,7 +7,8 @@
 import crypto from 'node:crypto';
 import { isikukoodCheckDigit } from '../../src/fhir/identifiers.js';
 import type { CarePlan, CareTeam, Condition, Encounter, Organization, Patient, Practitioner, Provenance, RelatedPerson, Resource, ServiceRequest, Task } from '@medplum/fhirtypes';
-import { assemble, assembleMany, planIdFor, teamIdFor, type Contribution } from '../../src/careplan/assemble.js';
+import { assemble, assembleMany, planIdFor, teamIdFor } from '../../src/careplan/assemble.js';
+import type { Contribution } from '../../src/county/contribution.js';
 import { OutcomeError } from '../../src/fhir/outcome.js';
 import { inUnitOfWork } from '../../src/store/unit-of-work.js';
 import type { Store } from '../../src/store/index.js';

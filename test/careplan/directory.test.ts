@@ -2,7 +2,7 @@
  * The municipality directory: every registry code it carries passes the Business Register check digit, and an
  * Organization named by one of them is that municipality (its access and its team membership follow).
  */
-import { municipalities, municipalityOrganization } from '../../src/careplan/directory.js';
+import { municipalities, municipalityOrganization } from '../../src/county/directory.js';
 import { checkRegistryCode } from '../../src/fhir/identifiers.js';
 
 test('registry codes in the directory are real codes (check digit), and the municipality Organization carries its code', () => {

@@ -9,7 +9,7 @@ import { backends } from '../helpers/backends.js';
 import { useGateway } from '../helpers/gateway.js';
 import { eeDischarge } from '../fixtures/hl7v2/messages.js';
 import { deterministicId, isikukoodCheckDigit, SYSTEMS } from '../../src/fhir/identifiers.js';
-import { municipalityOfAddress } from '../../src/careplan/directory.js';
+import { municipalityOfAddress } from '../../src/county/directory.js';
 
 const ik = (ten: string) => ten + isikukoodCheckDigit(ten);
 

@@ -4,7 +4,7 @@
  * DG1; Event[EncounterStatus]: A03 finished, A11 cancelled, A13 in-progress).
  */
 import type { Condition, Encounter, Organization, Practitioner, RelatedPerson } from '@medplum/fhirtypes';
-import { parseHl7 } from '../../src/ingest/hl7v2/parse.js';
+import { parseHl7 } from '../../src/hl7v2/parse.js';
 import { convertHl7, type Conversion } from '../../src/mapping/hl7v2.js';
 import { deterministicId, SYSTEMS } from '../../src/fhir/identifiers.js';
 import { CATEGORIES } from '../../src/fhir/outcome.js';

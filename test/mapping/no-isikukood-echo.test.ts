@@ -3,7 +3,7 @@
  * not in a warning about a contradicting birth date — the first and last digits at most.
  */
 import { convertMessage } from '../../src/ingest/hl7v2/process.js';
-import { buildAck } from '../../src/ingest/hl7v2/ack.js';
+import { buildAck } from '../../src/hl7v2/ack.js';
 import { checkIsikukood } from '../../src/fhir/identifiers.js';
 import { eeDischarge } from '../fixtures/hl7v2/messages.js';
 

@@ -9,7 +9,7 @@ import path from 'node:path';
 import iconv from 'iconv-lite';
 import { startMllpServer, frame, type MllpServer, type MllpHandler } from '../../src/mllp/server.js';
 import { connectMllp, sendMessages } from '../../src/mllp/client.js';
-import { buildAck, readMsh } from '../../src/ingest/hl7v2/ack.js';
+import { buildAck, readMsh } from '../../src/hl7v2/ack.js';
 import { createHl7Receiver, type StoreMeta } from '../../src/ingest/hl7v2/receive.js';
 import { createLogger, silentLogger } from '../../src/log.js';
 import { requireCorpusDir, testCorpus } from '../helpers/corpus.js';

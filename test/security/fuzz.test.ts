@@ -5,8 +5,8 @@
  * RangeError or hang. Bounded: a fixed number of cases per target (FUZZ_CASES, default 1,500), so CI time stays
  * small; a run prints its seed, and FUZZ_SEED reproduces it.
  */
-import { decodeHl7 } from '../../src/ingest/hl7v2/decode.js';
-import { parseHl7 } from '../../src/ingest/hl7v2/parse.js';
+import { decodeHl7 } from '../../src/hl7v2/decode.js';
+import { parseHl7 } from '../../src/hl7v2/parse.js';
 import { convertMessage } from '../../src/ingest/hl7v2/process.js';
 import { CsvReader, CsvError } from '../../src/social/csv.js';
 import { buildSearch, parseSearchQuery } from '../../src/store/search.js';

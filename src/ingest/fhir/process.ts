@@ -18,10 +18,11 @@ import { bundleEntryLimit, parseJsonBody, type JsonLimits } from '../../fhir/jso
 import { deterministicId } from '../../fhir/identifiers.js';
 import type { Store } from '../../store/index.js';
 import type { CallerRepository, Writer } from '../../store/repository.js';
-import { assemble, INBOX_SYSTEM, type Contribution } from '../../careplan/assemble.js';
-import type { PlanEvent } from '../../careplan/rules.js';
-import { mappingsDir } from '../../mapping/files.js';
-import { failedEntry, planBundle, runBatchEntry, runTransaction, type EntryResult, type PlannedEntry } from '../../api/bundle.js';
+import { assemble, INBOX_SYSTEM } from '../../careplan/assemble.js';
+import type { Contribution } from '../../county/contribution.js';
+import type { PlanEvent } from '../../county/contribution.js';
+import { mappingsDir } from '../../paths.js';
+import { failedEntry, planBundle, runBatchEntry, runTransaction, type EntryResult, type PlannedEntry } from './bundle.js';
 
 export interface Submission {
   body: Buffer;

@@ -10,14 +10,15 @@ import type { OperationOutcomeIssue } from '../../fhir/types.js';
 import { OutcomeError, toOutcomeError } from '../../fhir/outcome.js';
 import type { Store } from '../../store/index.js';
 import type { InboxEntry } from '../../store/inbox.js';
-import { assembleMany, type AssemblyResult, type Contribution } from '../../careplan/assemble.js';
+import { assembleMany, type AssemblyResult } from '../../careplan/assemble.js';
+import type { Contribution } from '../../county/contribution.js';
 import { inUnitOfWork } from '../../store/unit-of-work.js';
 import { convertHl7, facilityCharset, type Conversion } from '../../mapping/hl7v2.js';
-import { parseHl7 } from './parse.js';
+import { parseHl7 } from '../../hl7v2/parse.js';
 import { assertValidWithProfiles } from '../../write-checks.js';
-import { decodeHl7 } from './decode.js';
-import { municipalityOfResidence, unplacedEstonianAddress } from '../../careplan/directory.js';
-import type { Hl7BatchProcessor, Hl7Item, Hl7Processor, ProcessOutcome } from './receive.js';
+import { decodeHl7 } from '../../hl7v2/decode.js';
+import { municipalityOfResidence, unplacedEstonianAddress } from '../../county/directory.js';
+import type { Converted, Hl7BatchProcessor, Hl7Item, Hl7Processor, ProcessOutcome } from './types.js';
 
 /** The contribution a converted message makes to the shared plan. */
 export function contributionOf(conv: Conversion, inboxId: string, description: string): Contribution {
@@ -39,15 +40,6 @@ export function contributionOf(conv: Conversion, inboxId: string, description: s
 }
 
 type Finish = Parameters<Store['inbox']['finishMany']>[0][number];
-
-/**
- * What converting one message decided: converted (with the warnings that go back in the ACK), refused (AE/AR; the
- * entry is recorded as rejected with `reason` and `record`), or a fault of ours (not processed now).
- */
-export type Converted =
-  | { kind: 'converted'; conv: Conversion; notes: OperationOutcomeIssue[]; /** the further patient pairs of a merge message */ also?: Conversion[] }
-  | { kind: 'refused'; outcome: ProcessOutcome; reason: string; record: unknown }
-  | { kind: 'fault'; error: Error };
 
 /**
  * Parses and maps one message. With `validate`, the resources are also checked as the store will check them on

@@ -8,12 +8,13 @@
  */
 import type { CarePlan } from '@medplum/fhirtypes';
 import { connectMllp } from '../../../src/mllp/client.js';
-import { parseHl7 } from '../../../src/ingest/hl7v2/parse.js';
-import { value, segmentsNamed } from '../../../src/ingest/hl7v2/message.js';
+import { parseHl7 } from '../../../src/hl7v2/parse.js';
+import { value, segmentsNamed } from '../../../src/hl7v2/message.js';
 import { patientIdFor } from '../../../src/mapping/hl7v2.js';
 import { planIdFor } from '../../../src/careplan/assemble.js';
 import { SYSTEMS, isikukoodCheckDigit } from '../../../src/fhir/identifiers.js';
-import { Hl7Receiver, type Hl7Item, type ProcessOutcome } from '../../../src/ingest/hl7v2/receive.js';
+import { Hl7Receiver } from '../../../src/ingest/hl7v2/receiver.js';
+import type { Hl7Item, ProcessOutcome } from '../../../src/ingest/hl7v2/types.js';
 import { convertMessage, hl7BatchProcessor } from '../../../src/ingest/hl7v2/process.js';
 import { silentLogger } from '../../../src/log.js';
 import { loadConfig } from '../../../src/config.js';

@@ -5,8 +5,8 @@
 import type { Bundle, CarePlan, CareTeam, Encounter, Patient, Provenance, ServiceRequest, Task } from '@medplum/fhirtypes';
 import type { Gateway } from '../../../src/app.js';
 import { connectMllp } from '../../../src/mllp/client.js';
-import { parseHl7 } from '../../../src/ingest/hl7v2/parse.js';
-import { value, segmentsNamed } from '../../../src/ingest/hl7v2/message.js';
+import { parseHl7 } from '../../../src/hl7v2/parse.js';
+import { value, segmentsNamed } from '../../../src/hl7v2/message.js';
 import { patientIdFor } from '../../../src/mapping/hl7v2.js';
 import { planIdFor } from '../../../src/careplan/assemble.js';
 import { SYSTEMS, isikukoodCheckDigit } from '../../../src/fhir/identifiers.js';

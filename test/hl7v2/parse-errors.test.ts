@@ -3,10 +3,10 @@
  * The traps found in the npm `hl7v2` parser are each pinned here: LF-only messages, a BOM, MSH-18 spellings.
  */
 import iconv from 'iconv-lite';
-import { decodeHl7, declaredCharset } from '../../../src/ingest/hl7v2/decode.js';
-import { parseHl7, unescape, escape } from '../../../src/ingest/hl7v2/parse.js';
-import { value, repetitions, segmentsNamed } from '../../../src/ingest/hl7v2/message.js';
-import { OutcomeError } from '../../../src/fhir/outcome.js';
+import { decodeHl7, declaredCharset } from '../../src/hl7v2/decode.js';
+import { parseHl7, unescape, escape } from '../../src/hl7v2/parse.js';
+import { value, repetitions, segmentsNamed } from '../../src/hl7v2/message.js';
+import { OutcomeError } from '../../src/fhir/outcome.js';
 
 const MSH = (charset = '') => `MSH|^~\\&|APP|FAC|GW|TARTU|20261110120000||ADT^A03^ADT_A03|C1|P|2.5.1||||||${charset}`; // charset in MSH-18
 const PID = 'PID|1||37302102711^^^EE^NI~H-1^^^ELVA^MR||Õunapuu^Tõnu^Šimo||19730210|M';

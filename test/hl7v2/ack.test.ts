@@ -4,11 +4,11 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { OutcomeError, issue } from '../../../../src/fhir/outcome.js';
-import { ackMode, ackToSend, buildAck, errLocation, escapeHl7, readMsh, shouldSendAck } from '../../../../src/ingest/hl7v2/ack.js';
-import { decodeHl7 } from '../../../../src/ingest/hl7v2/decode.js';
-import { corpusFiles, describeCorpus, requireCorpusDir } from '../../../helpers/corpus.js';
-import { utf8AcceptOnError } from '../../../fixtures/hl7v2/messages.js';
+import { OutcomeError, issue } from '../../src/fhir/outcome.js';
+import { ackMode, ackToSend, buildAck, errLocation, escapeHl7, readMsh, shouldSendAck } from '../../src/hl7v2/ack.js';
+import { decodeHl7 } from '../../src/hl7v2/decode.js';
+import { corpusFiles, describeCorpus, requireCorpusDir } from '../helpers/corpus.js';
+import { utf8AcceptOnError } from '../fixtures/hl7v2/messages.js';
 
 const MSG =
   'MSH|^~\\&|ELVA_HIS|ELVA_HAIGLA|CARE_GW|TARTUMAA|20261110120000||ADT^A03^ADT_A03|CTRL-9|P|2.5.1|||AL|ER||8859/15\rPID|1||37302102711^^^EE^NI||Tamm^Jüri';

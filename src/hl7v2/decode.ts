@@ -13,8 +13,8 @@
  *   character sets)
  */
 import iconv from 'iconv-lite';
-import { issue, OutcomeError } from '../../fhir/outcome.js';
-import type { OperationOutcomeIssue } from '../../fhir/types.js';
+import { issue, OutcomeError } from '../fhir/outcome.js';
+import type { OperationOutcomeIssue } from '../fhir/types.js';
 
 /**
  * MSH-18 values → iconv-lite encoding names. The HL7 table 0211 values we can decode byte-wise, plus lenient

@@ -3,7 +3,7 @@
  * escape-decoded here with the message's own delimiters (MSH-1, MSH-2).
  *
  * This module is the one place that knows how HL7 v2 text is split, so the splitter can be swapped. Two engines
- * give the same Hl7Message (test/ingest/hl7v2/parse/engines.test.ts proves it on the whole corpus):
+ * give the same Hl7Message (test/hl7v2/engines.test.ts proves it on the whole corpus):
  * - `split` (the default): a plain split on the delimiters.
  * - `hl7v2`: the npm `hl7v2` parser (panates, pinned 1.8.0), wrapped around its traps: it splits segments on CR
  *   only (we normalise CRLF/LF first), throws on a BOM (stripped first), types date/time values and drops their
@@ -16,7 +16,7 @@
  */
 import type { HL7Message } from 'hl7v2';
 import type { HL7Dictionary } from 'hl7v2-dictionary';
-import { OutcomeError } from '../../fhir/outcome.js';
+import { OutcomeError } from '../fhir/outcome.js';
 import { normaliseSegments } from './decode.js';
 import type { Hl7Delimiters, Hl7Field, Hl7Message, Hl7Segment } from './message.js';
 

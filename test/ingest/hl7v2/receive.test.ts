@@ -5,9 +5,10 @@
 import crypto from 'node:crypto';
 import { jest } from '@jest/globals';
 import iconv from 'iconv-lite';
-import { OutcomeError } from '../../../../src/fhir/outcome.js';
-import { silentLogger } from '../../../../src/log.js';
-import { createHl7Receiver, type ProcessOutcome, type StoreMeta, type StoreResult } from '../../../../src/ingest/hl7v2/receive.js';
+import { OutcomeError } from '../../../src/fhir/outcome.js';
+import { silentLogger } from '../../../src/log.js';
+import { createHl7Receiver, type StoreMeta, type StoreResult } from '../../../src/ingest/hl7v2/receive.js';
+import type { ProcessOutcome } from '../../../src/ingest/hl7v2/types.js';
 
 const msg = (id: string, opts: { charset?: string; name?: string; acks?: [string, string] } = {}) =>
   `MSH|^~\\&|ELVA_HIS|ELVA_HAIGLA|CARE_GW|TARTUMAA|20261110120000||ADT^A08^ADT_A01|${id}|P|2.5.1|||${opts.acks?.[0] ?? ''}|${opts.acks?.[1] ?? ''}||${opts.charset ?? ''}\r` +

@@ -15,14 +15,14 @@
  * source comes first.
  */
 import crypto from 'node:crypto';
-import type { Bundle, BundleEntry, OperationOutcomeIssue, Resource } from '../fhir/types.js';
+import type { Bundle, BundleEntry, OperationOutcomeIssue, Resource } from '../../fhir/types.js';
 import type { Organization } from '@medplum/fhirtypes';
-import { OutcomeError, toOutcomeError, CATEGORIES } from '../fhir/outcome.js';
-import { isResourceType } from '../fhir/definitions.js';
-import type { Writer, WriteResult } from '../store/repository.js';
-import { assertOnePatient, identityHolder, identityId } from '../careplan/identity.js';
-import { municipalities, municipalityOrganization } from '../careplan/directory.js';
-import { canonicalSystem, SYSTEMS } from '../fhir/identifiers.js';
+import { OutcomeError, toOutcomeError, CATEGORIES } from '../../fhir/outcome.js';
+import { isResourceType } from '../../fhir/definitions.js';
+import type { Writer, WriteResult } from '../../store/repository.js';
+import { assertOnePatient, identityHolder, identityId } from '../../careplan/identity.js';
+import { municipalities, municipalityOrganization } from '../../county/directory.js';
+import { canonicalSystem, SYSTEMS } from '../../fhir/identifiers.js';
 
 export { identityId };
 

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import type { Address, Organization, Patient } from '@medplum/fhirtypes';
-import { mappingsDir } from '../mapping/files.js';
+import { mappingsDir } from '../paths.js';
 
 export const EHAK_SYSTEM = 'https://fhir.ee/sid/ehak';
 export const BR_SYSTEM = 'https://fhir.ee/sid/org/est/br';

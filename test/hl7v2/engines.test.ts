@@ -5,11 +5,11 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { decodeHl7 } from '../../../../src/ingest/hl7v2/decode.js';
-import { loadHl7v2Engine, parseHl7 } from '../../../../src/ingest/hl7v2/parse.js';
-import type { Hl7Field } from '../../../../src/ingest/hl7v2/message.js';
-import { corpusFiles, describeCorpus, requireCorpusDir } from '../../../helpers/corpus.js';
-import { eeDischarge, eeMerge, gpReferral, largeMdm, utf8AcceptOnError } from '../../../fixtures/hl7v2/messages.js';
+import { decodeHl7 } from '../../src/hl7v2/decode.js';
+import { loadHl7v2Engine, parseHl7 } from '../../src/hl7v2/parse.js';
+import type { Hl7Field } from '../../src/hl7v2/message.js';
+import { corpusFiles, describeCorpus, requireCorpusDir } from '../helpers/corpus.js';
+import { eeDischarge, eeMerge, gpReferral, largeMdm, utf8AcceptOnError } from '../fixtures/hl7v2/messages.js';
 
 /** Trailing empty fields/components are not data: drop them so both engines compare on content. */
 const trim = (fields: Hl7Field[]): unknown[] => {

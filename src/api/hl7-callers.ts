@@ -15,12 +15,12 @@
 import type { Patient } from '@medplum/fhirtypes';
 import { OutcomeError } from '../fhir/outcome.js';
 import type { Queryable } from '../store/db.js';
-import type { RawMsh } from '../ingest/hl7v2/ack.js';
+import type { RawMsh } from '../hl7v2/ack.js';
 import { convertMessage } from '../ingest/hl7v2/process.js';
 import { loadMappings } from '../mapping/hl7v2.js';
 import { identityHolder } from '../careplan/identity.js';
-import { Access } from './access.js';
-import type { Principal } from './jwt.js';
+import { Access } from '../auth/access.js';
+import type { Principal } from '../auth/jwt.js';
 
 const GP_MESSAGES = new Set(['REF', 'ORU', 'MDM', 'PPR']);
 const MERGES = new Set(['A39', 'A40', 'A41', 'A42']);

@@ -2,9 +2,9 @@
  * parseHl7, with both engines (plain split and the npm hl7v2 wrapper): HL7 v2.5.1 §2.5 segment terminators,
  * §2.6 delimiters from MSH-1/MSH-2, §2.7 escape sequences, table 0354 structures; structure errors name MSH.
  */
-import { loadHl7v2Engine, parseHl7, structureFor, type ParseEngine } from '../../../../src/ingest/hl7v2/parse.js';
-import { value, repetitions } from '../../../../src/ingest/hl7v2/message.js';
-import { OutcomeError } from '../../../../src/fhir/outcome.js';
+import { loadHl7v2Engine, parseHl7, structureFor, type ParseEngine } from '../../src/hl7v2/parse.js';
+import { value, repetitions } from '../../src/hl7v2/message.js';
+import { OutcomeError } from '../../src/fhir/outcome.js';
 
 const MSH = 'MSH|^~\\&|ELVA_HIS|ELVA_HAIGLA|GW|TARTU|20261110143512||ADT^A03^ADT_A03|C1|P|2.5.1';
 const PID = 'PID|1||38001010015^^^EE^NI~H-1^^^ELVA_HAIGLA^MR||Põldsaar^Jüri^Õnne||19800101|M';

@@ -13,8 +13,8 @@
  *   §2.15.8 MSA, §2.15.9 MSH; tables 0008, 0155, 0357, 0516
  */
 import crypto from 'node:crypto';
-import type { OperationOutcomeIssue } from '../../fhir/types.js';
-import { CATEGORIES, type OutcomeError } from '../../fhir/outcome.js';
+import type { OperationOutcomeIssue } from '../fhir/types.js';
+import { CATEGORIES, type OutcomeError } from '../fhir/outcome.js';
 import type { Hl7Delimiters } from './message.js';
 
 /** MSA-1 (table 0008): original mode AA/AE/AR, enhanced-mode accept acks CA/CE/CR. */

@@ -1,0 +1,23 @@
+/**
+ * Where the project's data folders are: `mappings/` and `profiles/` at the project root, found from this module
+ * (which runs from src/ under the tests and from dist/src/ when built). Every layer reads its files through here.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+let root: string | undefined;
+
+/** The folder holding package.json and mappings/. */
+export function projectRoot(): string {
+  if (root) return root;
+  let d = path.dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    if (fs.existsSync(path.join(d, 'mappings')) && fs.existsSync(path.join(d, 'package.json'))) return (root = d);
+    d = path.dirname(d);
+  }
+  throw new Error('mappings/ folder not found above ' + fileURLToPath(import.meta.url));
+}
+
+export const mappingsDir = (): string => path.join(projectRoot(), 'mappings');
+export const profilesDir = (): string => path.join(projectRoot(), 'profiles');
