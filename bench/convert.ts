@@ -7,7 +7,7 @@
 import { HL7Message } from 'hl7v2';
 import { decodeHl7 } from '../src/hl7v2/decode.js';
 import { parseHl7 } from '../src/hl7v2/parse.js';
-import { convertHl7 } from '../src/mapping/hl7v2.js';
+import { convertHl7 } from '../src/mapping/hl7v2/convert.js';
 import { validateResource } from '../src/fhir/validate.js';
 import { adtA03 } from './fixtures.js';
 import { line, opsPerSecond } from './timing.js';

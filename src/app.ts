@@ -11,7 +11,7 @@ import { hl7v2Route } from './api/hl7v2.js';
 import { InboxWorker } from './ingest/worker.js';
 import { Hl7Receiver, type ReceiveResult } from './ingest/hl7v2/receiver.js';
 import { convertMessage, hl7BatchProcessor, reprocessHl7 } from './ingest/hl7v2/process.js';
-import { loadMappings } from './mapping/hl7v2.js';
+import { loadMappings } from './mapping/hl7v2/load.js';
 import { setDefaultZone } from './mapping/datatypes.js';
 import { startMllpServer, type MllpServer } from './mllp/server.js';
 import { writeChecks } from './write-checks.js';

@@ -4,7 +4,7 @@
  * of plan and activities.
  */
 import type { Resource } from '@medplum/fhirtypes';
-import type { RepositoryOptions } from './store/repository.js';
+import type { RepositoryOptions } from './store/writer.js';
 import { validateResource } from './fhir/validate.js';
 import { validateProfiles } from './fhir/profiles.js';
 import { OutcomeError, hasErrors } from './fhir/outcome.js';

@@ -8,7 +8,8 @@ import type { Bundle, BundleEntry, OperationOutcome, Resource } from '../fhir/ty
 import { asQueryError, OutcomeError, toOutcomeError, CATEGORIES, informational } from '../fhir/outcome.js';
 import { isResourceType } from '../fhir/definitions.js';
 import type { Store } from '../store/index.js';
-import type { CallerRepository, HistoryEntry, WriteResult } from '../store/repository.js';
+import type { CallerRepository, HistoryEntry } from '../store/repository.js';
+import type { WriteResult } from '../store/writer.js';
 import { capabilityStatement } from './capability.js';
 import { reshapes, shaper } from './shape.js';
 import { storedText } from '../store/stored.js';

@@ -17,7 +17,7 @@ import { OutcomeError } from '../fhir/outcome.js';
 import type { Queryable } from '../store/db.js';
 import type { RawMsh } from '../hl7v2/ack.js';
 import { convertMessage } from '../ingest/hl7v2/process.js';
-import { loadMappings } from '../mapping/hl7v2.js';
+import { loadMappings } from '../mapping/hl7v2/load.js';
 import { identityHolder } from '../careplan/identity.js';
 import { Access } from '../auth/access.js';
 import type { Principal } from '../auth/jwt.js';

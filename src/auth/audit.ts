@@ -11,7 +11,7 @@
 import crypto from 'node:crypto';
 import type { AuditEvent, Resource } from '@medplum/fhirtypes';
 import type { Store } from '../store/index.js';
-import { canonicalJson } from '../store/repository.js';
+import { canonicalJson } from '../store/content.js';
 import { indexRows } from '../store/indexer.js';
 import type { Principal } from './jwt.js';
 import type { Disclosure } from './access.js';

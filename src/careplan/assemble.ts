@@ -28,12 +28,12 @@ import type {
   ServiceRequest,
   Task,
 } from '@medplum/fhirtypes';
-import type { Writer } from '../store/repository.js';
+import type { Writer } from '../store/writer.js';
 import { OutcomeError, toOutcomeError } from '../fhir/outcome.js';
 import type { UnitOfWork } from '../store/unit-of-work.js';
 import { deterministicId, oneOffId } from '../fhir/identifiers.js';
 import { municipalityOfResidence, municipalityOrganization } from '../county/directory.js';
-import type { Contribution, PlanEvent, TeamChange } from '../county/contribution.js';
+import type { Contribution, TeamChange } from '../county/contribution.js';
 import { ruleBook, type Party, type RuleAction, type RuleFacts } from './rules.js';
 import { resolvePeople } from './identity.js';
 import { ROLES, role } from '../county/roles.js';

@@ -61,8 +61,6 @@ export function charsetFor(name: string, allowIconvNames = false): string | unde
   return undefined;
 }
 
-const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
-
 function withoutBom(bytes: Buffer): Buffer {
   return bytes.length >= 3 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? bytes.subarray(3) : bytes;
 }

@@ -22,7 +22,7 @@ import type {
   ServiceRequest,
 } from '@medplum/fhirtypes';
 import { checkIsikukood, checkRegistryCode, CONFIDENTIALITY_SYSTEM, deterministicId, SYSTEMS } from '../fhir/identifiers.js';
-import { patientIdFor } from '../mapping/hl7v2.js';
+import { patientIdFor } from '../mapping/hl7v2/ids.js';
 import { mappingsDir } from '../paths.js';
 import { EHAK_EXTENSIONS, municipalities, municipalityOrganization } from '../county/directory.js';
 import { ROLES, role, type RoleCode } from '../county/roles.js';

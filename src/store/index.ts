@@ -14,7 +14,8 @@ import { openDb, fsyncTree, type Db, type OpenOptions } from './db.js';
 import { migrate } from './schema.js';
 import { Inbox } from './inbox.js';
 import { Journal } from './journal.js';
-import { Repository, type RepositoryOptions } from './repository.js';
+import { Repository } from './repository.js';
+import { type RepositoryOptions } from './writer.js';
 
 export interface Store {
   db: Db;

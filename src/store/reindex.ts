@@ -19,7 +19,7 @@ import { resourceTypes } from '../fhir/definitions.js';
 import type { Resource } from '../fhir/types.js';
 import type { Queryable } from './db.js';
 import { INDEX_VALUE_BYTES, indexKey, indexRows, recapStringRow } from './indexer.js';
-import { arrayLiteral } from './repository.js';
+import { arrayLiteral } from './content.js';
 
 const CHUNK = 2000;
 const TABLE_OF: Record<string, string> = { token: 'idx_token', uri: 'idx_token', reference: 'idx_reference', date: 'idx_date', quantity: 'idx_quantity', number: 'idx_quantity' };

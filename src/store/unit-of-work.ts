@@ -22,7 +22,9 @@ import { OutcomeError, notFound } from '../fhir/outcome.js';
 import type { Queryable } from './db.js';
 import { indexRows, noIndexRows } from './indexer.js';
 import type { SearchRequest, SearchResult } from './search.js';
-import { sameContent, uniqueById, Writer, type BatchItem, type Repository, type RepositoryOptions, type UpdateOptions, type WriteResult } from './repository.js';
+import { sameContent } from './content.js';
+import { uniqueById, Writer, type BatchItem, type RepositoryOptions, type UpdateOptions, type WriteResult } from './writer.js';
+import { type Repository } from './repository.js';
 
 interface Known {
   version: number;

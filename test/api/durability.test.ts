@@ -8,7 +8,7 @@ import { backends, type Backend } from '../helpers/backends.js';
 import { spawnGateway, killed } from '../helpers/gateway.js';
 import { connectMllp } from '../../src/mllp/client.js';
 import { eeDischarge } from '../fixtures/hl7v2/messages.js';
-import { patientIdFor } from '../../src/mapping/hl7v2.js';
+import { patientIdFor } from '../../src/mapping/hl7v2/ids.js';
 import { SYSTEMS } from '../../src/fhir/identifiers.js';
 
 /** A port that is free right now (the child process binds it). */

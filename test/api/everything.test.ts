@@ -4,7 +4,6 @@
  * in one batch with one timestamp.
  */
 import type { Bundle, Resource } from '@medplum/fhirtypes';
-import type { Gateway } from '../../src/app.js';
 import { backends } from '../helpers/backends.js';
 import { useGateway } from '../helpers/gateway.js';
 import { eeDischarge } from '../fixtures/hl7v2/messages.js';
@@ -13,11 +12,10 @@ const NI = 'https://fhir.ee/sid/pid/est/ni';
 
 describe.each(backends())('$everything and _history on %s', (_name, makeBackend) => {
   const suite = useGateway(makeBackend);
-  let gw: Gateway;
   let base: string;
   let url: string;
   beforeAll(async () => {
-    ({ gw, base, url } = suite);
+    ({ base, url } = suite);
     for (const [ik, id] of [['37302102711', 'E-1'], ['44501231007', 'E-2']]) {
       const ack = await (await fetch(`${url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: eeDischarge({ controlId: id, isikukood: ik, visit: `V-${id}` }) })).text();
       expect(ack).toContain('MSA|AA');

@@ -6,7 +6,7 @@
 import { Client } from 'fhir-kit-client';
 import type { Bundle, CapabilityStatement, CarePlan, CareTeam, Patient } from '@medplum/fhirtypes';
 import type { Gateway } from '../../src/app.js';
-import { patientIdFor } from '../../src/mapping/hl7v2.js';
+import { patientIdFor } from '../../src/mapping/hl7v2/ids.js';
 import { SYSTEMS } from '../../src/fhir/identifiers.js';
 import { backends, type Backend } from '../helpers/backends.js';
 import { startTestGateway } from '../helpers/gateway.js';

@@ -7,7 +7,6 @@
  * Specifications: https://hl7.org/fhir/R4/http.html#transaction, https://hl7.org/fhir/R4/messaging.html
  */
 import type { Bundle, BundleEntry, CarePlan, CareTeam, Encounter, MessageHeader, OperationOutcome, Patient, Resource, ServiceRequest } from '@medplum/fhirtypes';
-import type { Gateway } from '../../src/app.js';
 import { backends } from '../helpers/backends.js';
 import { useGateway } from '../helpers/gateway.js';
 import { eeDischarge, gpReferral } from '../fixtures/hl7v2/messages.js';
@@ -58,10 +57,9 @@ function dischargeEntries(ik: string, visit: string): BundleEntry[] {
 
 describe.each(backends())('FHIR ingest on %s', (_name, makeBackend) => {
   const suite = useGateway(makeBackend);
-  let gw: Gateway;
   let base: string;
   let url: string;
-  beforeAll(() => ({ gw, base, url } = suite));
+  beforeAll(() => ({ base, url } = suite));
 
   const postBase = async (body: unknown, path = ''): Promise<{ status: number; body: Answer }> => {
     const res = await fetch(`${base}${path}`, { method: 'POST', headers: FHIR_JSON, body: typeof body === 'string' ? body : JSON.stringify(body) });

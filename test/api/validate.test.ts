@@ -11,7 +11,7 @@ import type { Bundle, CapabilityStatement, CarePlan, OperationOutcome, Resource,
 import type { Gateway } from '../../src/app.js';
 import { decodeHl7 } from '../../src/hl7v2/decode.js';
 import { parseHl7 } from '../../src/hl7v2/parse.js';
-import { convertHl7 } from '../../src/mapping/hl7v2.js';
+import { convertHl7 } from '../../src/mapping/hl7v2/convert.js';
 import { pgliteBackend, type Backend } from '../helpers/backends.js';
 import { startTestGateway } from '../helpers/gateway.js';
 import { corpusFiles, requireCorpusDir, testCorpus } from '../helpers/corpus.js';

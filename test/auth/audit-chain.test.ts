@@ -9,7 +9,7 @@ import path from 'node:path';
 import { backends, tempDir, type Backend } from '../helpers/backends.js';
 import { ik, startSecuredGateway, type SecuredGateway } from '../helpers/auth.js';
 import { CHAIN_EXTENSION } from '../../src/auth/audit.js';
-import { canonicalJson } from '../../src/store/repository.js';
+import { canonicalJson } from '../../src/store/content.js';
 
 const A = ik('3730210271');
 

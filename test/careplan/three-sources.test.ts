@@ -5,7 +5,6 @@
  * active plan whose activities, CareTeam participants and Provenance show all three sources — whichever arrives first.
  */
 import type { Bundle, CarePlan, CareTeam, Patient, Provenance, ServiceRequest } from '@medplum/fhirtypes';
-import type { Gateway } from '../../src/app.js';
 import { backends } from '../helpers/backends.js';
 import { useGateway } from '../helpers/gateway.js';
 import { eeDischarge, gpReferral } from '../fixtures/hl7v2/messages.js';
@@ -28,10 +27,9 @@ function elvaExport(isikukood: string, decision: string): string {
 
 describe.each(backends())('three sources, one plan, on %s', (_name, makeBackend) => {
   const suite = useGateway(makeBackend);
-  let gw: Gateway;
   let base: string;
   let url: string;
-  beforeAll(() => ({ gw, base, url } = suite));
+  beforeAll(() => ({ base, url } = suite));
 
   const hl7 = async (msg: string) => {
     const res = await fetch(`${url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'x-application/hl7-v2+er7' }, body: msg });

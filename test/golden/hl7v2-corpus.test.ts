@@ -11,7 +11,7 @@ import { indexStructureDefinitionBundle, validateResource as medplumValidate } f
 import type { Bundle, DocumentReference, Encounter, Patient, Practitioner, RelatedPerson, Resource, ServiceRequest, Observation, Condition } from '@medplum/fhirtypes';
 import { decodeHl7 } from '../../src/hl7v2/decode.js';
 import { parseHl7 } from '../../src/hl7v2/parse.js';
-import { convertHl7, type Conversion } from '../../src/mapping/hl7v2.js';
+import { convertHl7, type Conversion } from '../../src/mapping/hl7v2/convert.js';
 import { validateResource } from '../../src/fhir/validate.js';
 import { readDefinitions } from '../../src/fhir/definitions.js';
 import { OutcomeError } from '../../src/fhir/outcome.js';

@@ -151,7 +151,7 @@ test('an MSH-18 value no table knows: read with a warning when the message is pu
 });
 
 test('a facility that leaves MSH-18 empty is read in its own character set (mappings/facilities.yaml charset)', async () => {
-  const { facilityCharset } = await import('../../src/mapping/hl7v2.js');
+  const { facilityCharset } = await import('../../src/mapping/hl7v2/load.js');
   const text = 'MSH|^~\\&|HIS|ELVA_VANA_HIS|C|D|20261110120000||ADT^A08^ADT_A01|V-1|P|2.5.1\rPID|1||37302102711^^^EE^NI||Tamm^Jüri Õie';
   const bytes = iconv.encode(text, 'windows-1257');
   expect(decodeHl7(bytes, 'utf-8', facilityCharset).text).toContain('Jüri Õie');

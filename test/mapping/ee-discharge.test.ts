@@ -5,7 +5,7 @@
  */
 import type { Condition, Encounter, Organization, Practitioner, RelatedPerson } from '@medplum/fhirtypes';
 import { parseHl7 } from '../../src/hl7v2/parse.js';
-import { convertHl7, type Conversion } from '../../src/mapping/hl7v2.js';
+import { convertHl7, type Conversion } from '../../src/mapping/hl7v2/convert.js';
 import { deterministicId, SYSTEMS } from '../../src/fhir/identifiers.js';
 import { CATEGORIES } from '../../src/fhir/outcome.js';
 import { checkResource } from '../../src/write-checks.js';

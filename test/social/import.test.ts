@@ -8,7 +8,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import iconv from 'iconv-lite';
 import type { Bundle, CarePlan, CareTeam, OperationOutcome, Practitioner, Provenance, RelatedPerson, ServiceRequest } from '@medplum/fhirtypes';
-import type { Gateway } from '../../src/app.js';
 import type { ImportReport } from '../../src/social/import.js';
 import { backends, postgresBackend, PG_URL, tempDir, type Backend } from '../helpers/backends.js';
 import { useGateway } from '../helpers/gateway.js';
@@ -40,10 +39,9 @@ if (PG_URL) variants.push(['postgres with two import workers', () => postgresBac
 describe.each(variants)('social-care import on %s', (_name, makeBackend, workers) => {
   const extraMappings = tempDir('cg-social-maps-');
   const suite = useGateway(makeBackend, { SOCIAL_MAPPINGS_DIR: extraMappings, IMPORT_WORKERS: workers });
-  let gw: Gateway;
   let base: string;
   let url: string;
-  beforeAll(() => ({ gw, base, url } = suite));
+  beforeAll(() => ({ base, url } = suite));
   afterAll(() => {
     fs.rmSync(extraMappings, { recursive: true, force: true });
   });

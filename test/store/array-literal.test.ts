@@ -4,7 +4,7 @@
  * element-by-element path alike — on both backends.
  */
 import { openDb, type Db } from '../../src/store/db.js';
-import { arrayLiteral } from '../../src/store/repository.js';
+import { arrayLiteral } from '../../src/store/content.js';
 import { PG_URL } from '../helpers/backends.js';
 
 const tricky = [

@@ -2,11 +2,8 @@
  * The inbox: raw payloads stored before acknowledgement, retransmission detection, claiming work row by row,
  * and (PostgreSQL) two gateway instances on one database never processing an entry twice.
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import type { Patient } from '@medplum/fhirtypes';
 import type { Store } from '../../src/store/index.js';
-import { openStore } from '../../src/store/index.js';
 import { InboxWorker, type Processor } from '../../src/ingest/worker.js';
 import { silentLogger } from '../../src/log.js';
 import { backends, pgliteBackend, postgresBackend, PG_URL, useStore } from '../helpers/backends.js';

@@ -3,7 +3,7 @@
  * meta.versionId/lastUpdated, is equal — checked against canonicalJson on hand-picked and generated pairs.
  */
 import type { Resource } from '@medplum/fhirtypes';
-import { canonicalJson, sameContent } from '../../src/store/repository.js';
+import { canonicalJson, sameContent } from '../../src/store/content.js';
 
 const canonical = (r: Resource): string => {
   const { meta, ...rest } = r;

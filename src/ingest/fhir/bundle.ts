@@ -19,7 +19,7 @@ import type { Bundle, BundleEntry, OperationOutcomeIssue, Resource } from '../..
 import type { Organization } from '@medplum/fhirtypes';
 import { OutcomeError, toOutcomeError, CATEGORIES } from '../../fhir/outcome.js';
 import { isResourceType } from '../../fhir/definitions.js';
-import type { Writer, WriteResult } from '../../store/repository.js';
+import type { Writer, WriteResult } from '../../store/writer.js';
 import { assertOnePatient, identityHolder, identityId } from '../../careplan/identity.js';
 import { municipalities, municipalityOrganization } from '../../county/directory.js';
 import { canonicalSystem, SYSTEMS } from '../../fhir/identifiers.js';

@@ -23,7 +23,7 @@ import { CATEGORIES, OutcomeError, toOutcomeError } from '../../fhir/outcome.js'
 import type { OperationOutcomeIssue } from '../../fhir/types.js';
 import type { Logger } from '../../log.js';
 import type { Principal } from '../../auth/jwt.js';
-import { facilityCharset } from '../../mapping/hl7v2.js';
+import { facilityCharset } from '../../mapping/hl7v2/load.js';
 import { ackToSend, buildAck, readMsh, type AckCode, type RawMsh } from '../../hl7v2/ack.js';
 import { charsetFor, decodeAs, decodeHl7, declaredCharset, encode, rawMsh, type Decoded } from '../../hl7v2/decode.js';
 import type { Converted, ProcessOutcome } from './types.js';

@@ -5,7 +5,7 @@
 import type { OperationOutcomeIssue } from '../../fhir/types.js';
 import type { OutcomeError } from '../../fhir/outcome.js';
 import type { InboxEntry } from '../../store/inbox.js';
-import type { Conversion } from '../../mapping/hl7v2.js';
+import type { Conversion } from '../../mapping/hl7v2/convert.js';
 
 /** The outcome of processing one stored, decoded message. */
 export interface ProcessOutcome {

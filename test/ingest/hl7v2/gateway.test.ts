@@ -7,7 +7,7 @@ import type { Gateway } from '../../../src/app.js';
 import { connectMllp } from '../../../src/mllp/client.js';
 import { parseHl7 } from '../../../src/hl7v2/parse.js';
 import { value, segmentsNamed } from '../../../src/hl7v2/message.js';
-import { patientIdFor } from '../../../src/mapping/hl7v2.js';
+import { patientIdFor } from '../../../src/mapping/hl7v2/ids.js';
 import { planIdFor } from '../../../src/careplan/assemble.js';
 import { SYSTEMS, isikukoodCheckDigit } from '../../../src/fhir/identifiers.js';
 import { backends, type Backend } from '../../helpers/backends.js';

@@ -1,0 +1,274 @@
+/**
+ * HL7 v2 → FHIR R4 with mappings as data. `mappings/hl7v2/messages/<STRUCTURE>.yaml` routes segments to
+ * resource rules and says what each trigger event means; `mappings/hl7v2/resources/<Rule>.yaml` maps fields to
+ * elements with the datatype converters of datatypes.ts and the code tables of mappings/codes/. Files are
+ * compiled once (locations parsed, tables loaded); a message only walks the compiled rules.
+ *
+ * Every conversion returns what it produced and what it did not use (segments and fields), as issues.
+ * Resource ids are derived from source identifiers, so a re-sent message lands on the same resources.
+ *
+ * The rule language (no code in YAML). A message file lists routes `{ rule, segment, repeat?, with?: [companions
+ * right after it], context?: [nearest before it], when? }`. A resource file has `resourceType`, an `id` recipe
+ * (`recipe: patient` | `key: [locations]`, `scope: patient|facility`, `else`, `within`) — or, instead of an id, `part:
+ * contact[]` (one element of the subject built from PID, one per segment) — and `elements`, each
+ * `Element.path[]: rule | [rules]` where a rule is one of:
+ *   `{ from: PID-5, type: XPN|CX|XAD|XTN|CWE|XCN|XON|string|integer|decimal|boolean|date|dateTime|instant, all?,
+ *      table?: <mappings/codes value set>, as?: code|Coding|CodeableConcept, fallback?, default?, into?, add? }`
+ *   `{ value: <fixed FHIR data> }`, `{ from, present: a, else: b }`, `{ from, equals: X, then: v }`,
+ *   `{ ref-to: Type, segment?: MRG }` / `{ refs-to: Type, segment?, group? }` (references, resolved after every
+ *   resource of the message is built), `{ provider: RP }` (PRD), `{ document: OBX }` (MDM body),
+ *   `{ from: OBX-5, valueType: OBX-2.1, unit: OBX-6 }` (value[x]); any rule may carry `when: { field, in|not|present }`.
+ * Files are compiled at load into closures (unknown keys and bad locations fail then, naming file and element).
+ *
+ * @see https://build.fhir.org/ig/HL7/v2-to-fhir/ (message, segment and datatype maps)
+ */
+import type { Organization, Patient, Reference, Resource } from '@medplum/fhirtypes';
+import type { OperationOutcomeIssue } from '../../fhir/types.js';
+import { OutcomeError, issue } from '../../fhir/outcome.js';
+import { SYSTEMS, checkIsikukood, maskIsikukood } from '../../fhir/identifiers.js';
+import type { PlanEvent, TeamChange } from '../../county/contribution.js';
+import { ROLES } from '../../county/roles.js';
+import type { Hl7Message, Hl7Repetition, Hl7Segment } from '../../hl7v2/message.js';
+import { structureFor } from '../../hl7v2/parse.js';
+import { comp, dtm, xcnParts } from '../datatypes.js';
+import { groupOf, parseLoc, reps, setPath, type Built, type CompiledElement, type CompiledRule, type Ctx, type MessageFile, type Pending, type Scope } from './language.js';
+import { compileCondition, loadMappings } from './load.js';
+import { patientId, practitionerRef, recipeId, senderOrganization } from './ids.js';
+import { roleChange } from './special.js';
+
+/**
+ * What one message converts to. The full set of resources is `[patient, ...resources]`: the subject Patient is
+ * kept apart because the care-plan assembly treats it specially.
+ */
+export interface Conversion {
+  /** the Patient the message is about (survivor for a merge) */
+  patient: Patient;
+  /** its id (deterministic from PID-3: the isikukood, else the first identifier with an assigning authority) */
+  patientId: string;
+  /** every other resource produced, with ids */
+  resources: Resource[];
+  /** ROL roles other than PP (V2-to-FHIR IG: candidates for a CareTeam); their Practitioners are in `resources` */
+  careTeamCandidates: TeamChange[];
+  /** the sending facility as an Organization (MSH-4), when named */
+  organization?: Organization;
+  /** EVN-5: who caused the event */
+  author?: Reference;
+  event: { type: string; trigger: string; plan: PlanEvent; occurredAt?: string };
+  encounterId?: string;
+  merge?: { retiredPatientId: string };
+  team: TeamChange[];
+  /** segments present in the message (for the coordination rules' segment tests) */
+  segments: string[];
+  /** errors (content is wrong → AE), warnings and information (unused segments and fields) */
+  issues: OperationOutcomeIssue[];
+  unused: string[];
+}
+
+/**
+ * Converts a parsed HL7 v2 message to FHIR R4 resources with the compiled mapping files.
+ *
+ * @param msg - from parseHl7
+ * @param dir - a mappings folder other than the project's (tests, site overrides)
+ * @returns the resources, issues (error → AE; warnings; information: every unused segment and field) and event
+ * @throws OutcomeError 'unsupported' (MSH-9) for a structure or trigger without a message file; 'invalid' when
+ *   there is no usable PID-3 or a merge names one patient twice
+ */
+export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
+  const m = loadMappings(dir);
+  const structure = m.messages.has(msg.structure) ? msg.structure : structureFor(msg.messageType, msg.triggerEvent);
+  const mf = structure ? m.messages.get(structure) : undefined;
+  if (!mf) {
+    throw new OutcomeError('unsupported', `message type ${msg.messageType}^${msg.triggerEvent} (${msg.structure}) is not supported; supported: ${[...m.messages.keys()].join(', ')}`, 'MSH-9');
+  }
+  const ev = mf.events[msg.triggerEvent];
+  if (!ev) throw new OutcomeError('unsupported', `trigger event ${msg.triggerEvent} is not supported for ${structure}`, 'MSH-9.2');
+
+  const msh = msg.segments[0];
+  const facility = comp(msh.fields[4]?.[0], 1);
+  const ctx: Ctx = {
+    msg,
+    m,
+    issues: [],
+    produced: [],
+    facility,
+    codes: m.codes,
+    registryCodeOf: (name) => m.facilities.get(name.trim().toUpperCase())?.registryCode,
+  };
+  const evn = msg.segments.find((s) => s.name === 'EVN');
+  const occurredAt = dtm(comp(evn?.fields[6]?.[0], 1), 'dateTime') ?? dtm(comp(evn?.fields[2]?.[0], 1), 'dateTime') ?? dtm(comp(msh.fields[7]?.[0], 1), 'dateTime');
+  const organization = senderOrganization(msh, ctx);
+  if (organization) {
+    ctx.produced.push(organization);
+    ctx.senderId = organization.id;
+  }
+  const authorParts = xcnParts(evn?.fields[5]?.[0], ctx);
+  const author = authorParts ? practitionerRef(authorParts, ctx) : undefined;
+
+  const built: Built[] = [];
+  const pending: Pending[] = [];
+  const team: TeamChange[] = [];
+  const usedSegments = new Set<number>([0]);
+  if (evn) usedSegments.add(evn.index);
+  const unused: string[] = [];
+
+  for (const route of mf.resources) {
+    const rule = m.rules.get(route.rule)!;
+    const primaries = msg.segments.filter((s) => s.name === route.segment);
+    for (const seg of route.repeat ? primaries : primaries.slice(0, 1)) {
+      const group = groupOf(msg, seg, route.segment);
+      // companions: the segments right after the primary one whose names `with` lists (PD1 after PID, NTE after OBX)
+      const withSegs: Hl7Segment[] = [];
+      for (let i = seg.index + 1; i < msg.segments.length && route.with?.includes(msg.segments[i].name); i++) withSegs.push(msg.segments[i]);
+      const context = (route.context ?? [])
+        .map((n) => [...msg.segments.slice(0, seg.index)].reverse().find((s) => s.name === n))
+        .filter((s): s is Hl7Segment => !!s);
+      const scope: Scope = { msg, seg, withSegs: [...withSegs, ...context], group };
+      if (route.when && !compileCondition(route.when)(scope)) continue;
+      usedSegments.add(seg.index);
+      withSegs.forEach((s) => usedSegments.add(s.index));
+      if (rule.role) {
+        team.push(...roleChange(rule, scope, ctx));
+        continue;
+      }
+      // fields of this segment (and its companions) that no element reads
+      const unusedFields = (): void => {
+        for (const s of [seg, ...withSegs]) {
+          const used = rule.used.get(s.name);
+          for (let n = 1; n < s.fields.length; n++) if (!used?.has(n) && hasContent(s.fields[n])) unused.push(`${s.name}-${n}`);
+        }
+      };
+      if (rule.part) {
+        const subject = built.find((b) => b.resource.resourceType === rule.resourceType && b.segment.name === 'PID')?.resource;
+        const part: Record<string, unknown> = {};
+        for (const el of rule.compiled) for (const v of el.run(scope, ctx, built)) setPath(part, el.target, v);
+        if (subject && Object.keys(part).length) setPath(subject as unknown as Record<string, unknown>, rule.part, part);
+        unusedFields();
+        continue;
+      }
+      const r = buildResource(route.rule, rule, scope, ctx, built, pending);
+      if (!r) continue;
+      built.push({ resource: r, segment: seg });
+      unusedFields();
+      for (const name of rule.uses ?? []) group.filter((s) => s.name === name).forEach((s) => usedSegments.add(s.index));
+    }
+  }
+  for (const s of msg.segments) if (!usedSegments.has(s.index)) unused.push(s.name);
+  // references between the produced resources, now that all of them exist
+  for (const p of pending) {
+    for (const el of p.elements) for (const v of el.run(p.scope, ctx, built, p.resource as unknown as Resource)) setPath(p.resource, el.target, v);
+  }
+
+  const patientBuilt = built.find((b) => b.resource.resourceType === 'Patient' && b.segment.name === 'PID');
+  if (!patientBuilt) throw new OutcomeError('invalid', 'the message has no PID segment with a usable patient identifier', 'PID-3');
+  const patient = patientBuilt.resource as Patient;
+  const retired = built.find((b) => b.segment.name === 'MRG')?.resource as Patient | undefined;
+  if (retired?.id === patient.id) throw new OutcomeError('invalid', 'MRG-1 names the same patient as PID-3: nothing to merge', 'MRG-1');
+
+  // GP from ROL with role PP joins Patient.generalPractitioner (V2-to-FHIR IG: ROL-3 PP)
+  for (const t of team.filter((x) => x.role.coding?.[0].code === ROLES.generalPractitioner.code)) {
+    patient.generalPractitioner = [...(patient.generalPractitioner ?? []).filter((g) => g.reference !== t.member.reference), t.member];
+  }
+  const encounter = built.find((b) => b.resource.resourceType === 'Encounter')?.resource;
+  if (encounter) applyEventToEncounter(encounter as Resource & Record<string, unknown>, ev);
+  if (ev.requestStatus) for (const b of built) if (b.resource.resourceType === 'ServiceRequest') (b.resource as { status?: string }).status = ev.requestStatus;
+  if (ev.requestStatus === 'revoked') for (const b of built) if (b.resource.resourceType === 'Task') (b.resource as { status?: string }).status = 'cancelled';
+  if (ev.conditionStatus) {
+    for (const b of built) if (b.resource.resourceType === 'Condition') (b.resource as { verificationStatus?: unknown }).verificationStatus = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-ver-status', code: ev.conditionStatus }] };
+  }
+
+  const resources = dedupe([...ctx.produced, ...built.map((b) => b.resource)]).filter((r) => r !== patient);
+  for (const u of unused) ctx.issues.push(issue({ severity: 'information', issueCode: 'informational', text: `${u} was not mapped`, where: u }));
+  return {
+    patient,
+    patientId: patient.id!,
+    careTeamCandidates: team.filter((t) => t.role.coding?.[0].code !== ROLES.generalPractitioner.code),
+    resources,
+    organization,
+    author,
+    event: { type: msg.messageType, trigger: msg.triggerEvent, plan: ev.plan, occurredAt },
+    encounterId: encounter?.id,
+    merge: retired ? { retiredPatientId: retired.id! } : undefined,
+    team,
+    segments: [...new Set(msg.segments.map((s) => s.name))],
+    issues: ctx.issues,
+    unused,
+  };
+}
+
+function hasContent(f: Hl7Repetition[]): boolean {
+  for (const rep of f) for (const c of rep) for (const x of c) if (x !== '' && x !== '""' && x.trim() !== '') return true;
+  return false;
+}
+
+function dedupe(rs: Resource[]): Resource[] {
+  const seen = new Set<string>();
+  return rs.filter((r) => {
+    const k = `${r.resourceType}/${r.id}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+}
+
+function applyEventToEncounter(e: Record<string, unknown>, ev: MessageFile['events'][string]): void {
+  if (ev.encounterStatus) e.status = ev.encounterStatus;
+  for (const p of ev.clear ?? []) {
+    const [head, tail] = p.split('.');
+    const obj = e[head] as Record<string, unknown> | undefined;
+    if (!obj) continue;
+    if (tail) delete obj[tail];
+    if (!tail || Object.keys(obj).length === 0) delete e[head];
+  }
+  // A finished encounter must have an end; an encounter in progress must not
+  if (e.status === 'in-progress' && (e.period as { end?: string } | undefined)?.end) delete (e.period as { end?: string }).end;
+}
+
+function buildResource(name: string, rule: CompiledRule, scope: Scope, ctx: Ctx, built: Built[], pending: Pending[]): Resource | undefined {
+  const r: Record<string, unknown> = { resourceType: rule.resourceType };
+  if (rule.id?.recipe === 'patient') {
+    const where = rule.id.from ?? 'PID-3';
+    const id = patientId(reps(scope, parseLoc(where)), ctx, where);
+    if (!id) return undefined;
+    r.id = id;
+    if (scope.seg.name === 'PID') ctx.patientId = id;
+  } else {
+    r.id = recipeId(rule, scope, ctx);
+  }
+  const late: CompiledElement[] = [];
+  for (const el of rule.compiled) {
+    if (el.late) {
+      late.push(el);
+      continue;
+    }
+    if (el.choice) {
+      const [key, v] = el.choice(scope, ctx);
+      if (v !== undefined) r[key] = v;
+      continue;
+    }
+    if (el.unless && r[el.unless] !== undefined) continue;
+    for (const v of el.run(scope, ctx, built)) setPath(r, el.target, v);
+  }
+  if (late.length) pending.push({ resource: r, scope, elements: late });
+  if (rule.resourceType === 'Patient') checkPatient(r as unknown as Patient, rule.id?.from ?? 'PID-3', ctx);
+  if (name === 'DocumentReference' && !(r.content as unknown[] | undefined)?.length) {
+    r.content = [{ attachment: { contentType: 'text/plain', title: 'document body not included in the message' } }];
+  }
+  return r as unknown as Resource;
+}
+
+/** A birth date or sex that contradicts a valid isikukood is a warning (the checksum itself is checked in patientId). */
+function checkPatient(p: Patient, where: string, ctx: Ctx): void {
+  for (const id of p.identifier ?? []) {
+    if (id.system !== SYSTEMS.isikukood || !id.value) continue;
+    const c = checkIsikukood(id.value);
+    if (!c.valid) continue;
+    if (p.birthDate && p.birthDate.length === 10 && p.birthDate !== c.birthDate) {
+      ctx.issues.push(issue({ severity: 'warning', text: `birth date ${p.birthDate} contradicts the isikukood ${maskIsikukood(id.value)} (${c.birthDate})`, where: 'PID-7' }));
+    }
+    if ((p.gender === 'male' || p.gender === 'female') && p.gender !== c.gender) {
+      ctx.issues.push(issue({ severity: 'warning', text: `sex ${p.gender} contradicts the isikukood ${maskIsikukood(id.value)} (${c.gender})`, where: 'PID-8' }));
+    }
+  }
+  void where;
+}
+

@@ -1,0 +1,235 @@
+/**
+ * Loading the HL7 v2 mapping files once and compiling each element rule into a closure over pre-parsed locations and a
+ * pre-chosen converter: unknown keys and bad locations fail at load, naming the file and element.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import type { Coding } from '@medplum/fhirtypes';
+import { issue } from '../../fhir/outcome.js';
+import type { Hl7Repetition } from '../../hl7v2/message.js';
+import { mappingsDir } from '../../paths.js';
+import { loadCodeTables } from '../codes.js';
+import { comp, cwe, cx, dtm, present, xad, xcnParts, xonParts, xpn, xtn } from '../datatypes.js';
+import { SPEC_KEYS, parseLoc, read, reps, type Compiled, type CompiledElement, type CompiledRule, type Condition, type Ctx, type ElementSpec, type Loc, type MessageFile, type ResourceFile, type Scope } from './language.js';
+import { organizationRef, practitionerRef } from './ids.js';
+import { documentBody, observationValue, providerRefs } from './special.js';
+
+let compiled: Compiled | undefined;
+
+/** Loads and checks every mapping file once; a broken file fails at start, naming the file. */
+export function loadMappings(dir = mappingsDir()): Compiled {
+  if (compiled && dir === mappingsDir()) return compiled;
+  const read = <T>(f: string): T => {
+    try {
+      return YAML.parse(fs.readFileSync(f, 'utf8')) as T;
+    } catch (err) {
+      throw new Error(`${path.relative(dir, f)}: ${(err as Error).message}`);
+    }
+  };
+  const messages = new Map<string, MessageFile>();
+  for (const f of fs.readdirSync(path.join(dir, 'hl7v2/messages')).filter((x) => x.endsWith('.yaml'))) {
+    const m = read<MessageFile>(path.join(dir, 'hl7v2/messages', f));
+    messages.set(m.structure, m);
+  }
+  const rules = new Map<string, CompiledRule>();
+  for (const f of fs.readdirSync(path.join(dir, 'hl7v2/resources')).filter((x) => x.endsWith('.yaml'))) {
+    const r = read<ResourceFile>(path.join(dir, 'hl7v2/resources', f));
+    const used = new Map<string, Set<number>>();
+    const mark = (loc: string | undefined): void => {
+      if (!loc) return;
+      const l = parseLoc(loc);
+      if (!used.has(l.segment)) used.set(l.segment, new Set());
+      used.get(l.segment)!.add(l.field);
+    };
+    const compiledElements: CompiledElement[] = [];
+    for (const [target, specs] of Object.entries(r.elements ?? {})) {
+      for (const s of Array.isArray(specs) ? specs : [specs]) {
+        for (const k of ['from', 'fallback', 'valueType', 'unit', 'contentType'] as const) mark(s[k]);
+        mark(s.when?.field);
+        try {
+          compiledElements.push(compileElement(target, s));
+        } catch (err) {
+          throw new Error(`hl7v2/resources/${f}: ${target}: ${(err as Error).message}`);
+        }
+      }
+    }
+    for (const k of r.id?.key ?? []) mark(k);
+    if (r.part && !r.part.endsWith('[]')) throw new Error(`hl7v2/resources/${f}: part must name an array element (e.g. contact[])`);
+    if (r.part && compiledElements.some((e) => e.late || e.choice)) throw new Error(`hl7v2/resources/${f}: a part cannot hold references to other resources or value[x]`);
+    if (r.role) for (const k of [r.role.from, r.role.member, r.role.start, r.role.end]) mark(k);
+    rules.set(path.basename(f, '.yaml'), { ...r, used, compiled: compiledElements });
+  }
+  for (const m of messages.values()) for (const r of m.resources) if (!rules.has(r.rule)) throw new Error(`messages/${m.structure}.yaml: no resource rule "${r.rule}"`);
+  const fac = read<{ facilities: Record<string, { registryCode: string; name?: string; charset?: string }> }>(path.join(dir, 'facilities.yaml'));
+  const facilities = new Map(Object.entries(fac.facilities ?? {}).map(([k, v]) => [k.toUpperCase(), v]));
+  const c: Compiled = { messages, rules, codes: loadCodeTables(path.join(dir, 'codes')), facilities };
+  if (dir === mappingsDir()) compiled = c;
+  return c;
+}
+
+/** The character set a sending facility uses when it leaves MSH-18 empty (`charset` in mappings/facilities.yaml). */
+export function facilityCharset(facility: string): string | undefined {
+  return loadMappings().facilities.get(facility.trim().toUpperCase())?.charset;
+}
+
+
+/** Compiles one element rule of a resource file into a closure; unknown keys and bad locations fail at load. */
+function compileElement(target: string, spec: ElementSpec): CompiledElement {
+  for (const k of Object.keys(spec)) if (!SPEC_KEYS.has(k)) throw new Error(`unknown key "${k}"`);
+  const when = spec.when ? compileCondition(spec.when) : undefined;
+  const guard = (run: CompiledElement['run']): CompiledElement['run'] => (when ? (sc, c, b, self) => (when(sc) ? run(sc, c, b, self) : []) : run);
+  const wrap = (v: unknown): unknown => {
+    if (spec.wrapText) v = [{ text: v }];
+    return spec.into ? { ...(spec.add ?? {}), [spec.into]: v } : spec.add && typeof v === 'object' && v ? { ...(v as object), ...spec.add } : v;
+  };
+  const base = { target, late: false, unless: spec.unless };
+  if (spec.value !== undefined) return { ...base, run: guard(() => [structuredClone(spec.value)]) };
+  if (spec.valueType) {
+    parseLoc(spec.valueType);
+    return { ...base, choice: (scope, ctx) => (when && !when(scope) ? ['value', undefined] : observationValue(spec, scope, ctx)), run: () => [] };
+  }
+  if (spec['ref-to'] || spec['refs-to']) {
+    const type = (spec['ref-to'] ?? spec['refs-to'])!;
+    const many = !!spec['refs-to'];
+    return {
+      ...base,
+      late: true,
+      run: guard((scope, ctx, built, self) => {
+        if (type === 'Organization' && !spec.segment) {
+          const org = ctx.produced.find((r) => r.resourceType === 'Organization' && r.id === ctx.senderId);
+          return org ? [wrap({ reference: `Organization/${org.id}` })] : [];
+        }
+        const inGroup = new Set(scope.group.map((s) => s.index));
+        const candidates = built.filter(
+          (b) => b.resource.resourceType === type && b.resource !== self && (!spec.segment || b.segment.name === spec.segment) && (!spec.group || inGroup.has(b.segment.index)),
+        );
+        if (many) return candidates.map((b) => wrap({ reference: `${type}/${b.resource.id}` }));
+        // one reference: the nearest such resource before this segment, else the first one
+        const before = candidates.filter((b) => b.segment.index <= scope.seg.index).pop() ?? candidates[0];
+        return before ? [wrap({ reference: `${type}/${before.resource.id}` })] : [];
+      }),
+    };
+  }
+  if (spec.provider) return { ...base, run: guard((scope, ctx) => providerRefs(spec.provider!, scope, ctx).map(wrap)) };
+  if (spec.document) return { ...base, run: guard((scope, ctx) => documentBody(scope, spec, ctx).map(wrap)) };
+  if (!spec.from) throw new Error('needs one of from, value, valueType, ref-to, refs-to, provider, document');
+  const loc = parseLoc(spec.from);
+  const fallback = spec.fallback ? parseLoc(spec.fallback) : undefined;
+  if (spec.present !== undefined) return { ...base, run: guard((scope) => [present(read(scope, loc)) ? spec.present : spec.else]) };
+  if (spec.equals !== undefined) return { ...base, run: guard((scope) => (read(scope, loc) === spec.equals ? [structuredClone(spec.then)] : [])) };
+  const one = compileConverter(spec);
+  const convert = (scope: Scope, l: Loc, ctx: Ctx): unknown[] => {
+    // `all` over a companion that repeats (NTE after OBX) reads every one of them
+    const all = spec.all && scope.seg.name !== l.segment ? scope.withSegs.filter((s) => s.name === l.segment).flatMap((s) => s.fields[l.field] ?? []) : reps(scope, l);
+    const out: unknown[] = [];
+    for (const rep of spec.all ? all : all.slice(0, 1)) {
+      const v = one(rep, (rep?.[(l.component ?? 1) - 1]?.[(l.sub ?? 1) - 1] ?? '').trim(), l, ctx);
+      if (v !== undefined) out.push(v);
+    }
+    return out;
+  };
+  return {
+    ...base,
+    run: guard((scope, ctx) => {
+      let v = convert(scope, loc, ctx);
+      if (!v.length && fallback) v = convert(scope, fallback, ctx);
+      if (!v.length && spec.default !== undefined) return [structuredClone(spec.default)];
+      return v.map(wrap);
+    }),
+  };
+}
+
+/** A condition compiled to a test on the scope. */
+export function compileCondition(c: Condition): (scope: Scope) => boolean {
+  const loc = parseLoc(c.field);
+  const inSet = c.in ? new Set(c.in) : undefined;
+  const notSet = c.not ? new Set(c.not) : undefined;
+  return (scope) => {
+    const v = read(scope, loc);
+    if (c.present !== undefined && present(v) !== c.present) return false;
+    if (inSet && !inSet.has(v)) return false;
+    if (notSet && notSet.has(v)) return false;
+    return true;
+  };
+}
+
+type Converter = (rep: Hl7Repetition | undefined, text: string, loc: Loc, ctx: Ctx) => unknown;
+
+/** The converter for one value, chosen once from the rule's `type` / `table`. */
+function compileConverter(spec: ElementSpec): Converter {
+  if (spec.table && !spec.type) {
+    const as = spec.as ?? 'code';
+    return (_rep, text, loc, ctx) => {
+      if (!present(text)) return undefined;
+      const mapped = ctx.codes.lookup(spec.table!, text);
+      const coding = mapped ?? lookupCode(spec.table!, text, loc.text, ctx);
+      // an unmapped code cannot fill a `code` element (it would not be valid FHIR): it is reported and left out
+      if (as === 'code') return mapped?.code;
+      return as === 'Coding' ? coding : { coding: [coding] };
+    };
+  }
+  const type = spec.type ?? 'string';
+  switch (type) {
+    case 'string':
+      return (_r, text) => (present(text) ? text : undefined);
+    case 'integer':
+      return (_r, text) => (/^-?\d+$/.test(text) ? Number(text) : undefined);
+    case 'decimal':
+      return (_r, text) => (/^-?\d+(\.\d+)?$/.test(text) ? Number(text) : undefined);
+    case 'boolean':
+      return (_r, text) => (text === 'Y' ? true : text === 'N' ? false : undefined);
+    case 'date':
+    case 'dateTime':
+    case 'instant':
+      return (_r, text, loc, ctx) => {
+        if (!present(text)) return undefined;
+        const v = dtm(text, type);
+        if (!v) ctx.issues.push(issue({ severity: 'warning', text: `${loc.text}: "${text}" is not an HL7 date/time; left out`, where: loc.text }));
+        return v;
+      };
+    case 'CX':
+      return (rep, _t, _l, ctx) => cx(rep, ctx);
+    case 'XPN':
+      return (rep, _t, _l, ctx) => xpn(rep, ctx);
+    case 'XAD':
+      return (rep, _t, _l, ctx) => xad(rep, ctx);
+    case 'XTN':
+      return (rep) => xtn(rep, spec.use as 'home' | 'work' | undefined);
+    case 'CWE':
+      return (rep, _t, loc, ctx) => {
+        const cc = cwe(rep);
+        if (!cc || !spec.table) return cc;
+        const code = comp(rep, 1);
+        const mapped = ctx.codes.lookup(spec.table, code);
+        if (mapped) cc.coding = [mapped, ...(cc.coding ?? []).filter((c) => c.code !== mapped.code)];
+        else if (present(code)) {
+          const src = ctx.codes.sourceSystem(spec.table);
+          cc.coding = (cc.coding ?? []).map((c) => (c.system ? c : { ...c, ...(src ? { system: src } : {}) }));
+          ctx.issues.push(issue({ severity: 'warning', text: `${loc.text}: code "${code}" has no mapping in mappings/codes (${spec.table}); kept as sent`, where: loc.text }));
+        }
+        return cc;
+      };
+    case 'XCN':
+      return (rep, _t, _l, ctx) => {
+        const parts = xcnParts(rep, ctx);
+        return parts && spec.ref === 'Practitioner' ? practitionerRef(parts, ctx) : parts?.name;
+      };
+    case 'XON':
+      return (rep, _t, _l, ctx) => {
+        const parts = xonParts(rep, ctx);
+        return parts && spec.ref === 'Organization' ? organizationRef(parts, ctx) : parts?.name;
+      };
+    default:
+      throw new Error(`unknown type ${type} (known: string, integer, decimal, boolean, date, dateTime, instant, CX, XPN, XAD, XTN, CWE, XCN, XON)`);
+  }
+}
+
+function lookupCode(table: string, code: string, where: string, ctx: Ctx): Coding {
+  const hit = ctx.codes.lookup(table, code);
+  if (hit) return hit;
+  ctx.issues.push(issue({ severity: 'warning', text: `${where}: code "${code}" has no mapping in mappings/codes (${table})`, where }));
+  const src = ctx.codes.sourceSystem(table);
+  return { ...(src ? { system: src } : {}), code };
+}
+
