@@ -70,3 +70,11 @@ test('the rules above see real imports (a planted upward import is caught)', () 
   const to = folderOf(path.join('src', 'api', 'fhir.ts'));
   expect(LAYERS.indexOf(to)).toBeGreaterThan(LAYERS.indexOf(from));
 });
+
+test('a src/ file longer than 470 lines says at its top why it is one file', () => {
+  const long = [...graph.keys()]
+    .map((f) => ({ f, text: fs.readFileSync(f, 'utf8') }))
+    .filter(({ text }) => text.split('\n').length > 470 && !/^\/\*\*[\s\S]*?Longer than[\s\S]*?\*\//.test(text.slice(0, 4000)))
+    .map(({ f }) => rel(f));
+  expect(long).toEqual([]);
+});

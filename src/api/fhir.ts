@@ -2,6 +2,9 @@
  * FHIR R4 REST without transport: `handle(request) → response`. The HTTP server is a thin adapter around it;
  * every interaction converts errors in one place (`errorResponse`).
  *
+ * Longer than most files here: the interaction table (`route`) and one short handler per interaction; the access
+ * policy is auth/access.ts, Bundle execution ingest/fhir/bundle.ts.
+ *
  * @see https://hl7.org/fhir/R4/http.html
  */
 import type { Bundle, BundleEntry, OperationOutcome, Resource } from '../fhir/types.js';

@@ -20,6 +20,9 @@
  *   worker's notes or amounts (the copy it gets is labelled REDACTED).
  * Every cross-sector disclosure (social-care data to a health provider, clinical data to a municipality) is noted
  * with its legal basis for the audit trail.
+ *
+ * Longer than most files here on purpose: the policy is read whole by whoever reviews who may see what, so it is
+ * one file, not spread over the layers that enforce it (store/guard.ts holds it).
  */
 import type { AuditEvent, CareTeam, Coding, Consent, ConsentProvision, Organization, Patient, Resource } from '@medplum/fhirtypes';
 import type { Queryable } from '../store/db.js';

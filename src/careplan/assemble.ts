@@ -8,6 +8,9 @@
  * and concurrent contributions never lose an activity. Writing identical content makes no new version, so
  * replaying an input changes nothing.
  *
+ * Longer than most files here on purpose: the steps (identity, plan, team, rules, Provenance) and their order under
+ * the person's lock are the assembly's correctness argument, and are read together.
+ *
  * @see https://hl7.org/fhir/R4/careplan.html, https://hl7.org/fhir/R4/careteam.html, https://hl7.org/fhir/R4/provenance.html
  * @see IHE PCC Dynamic Care Planning / Dynamic Care Team Management; HL7 MCC eCare Plan IG
  */

@@ -11,6 +11,9 @@
  * own type (paths like `Bundle.entry[0].resource.name[0]`), which also avoids the noise of the schema's root oneOf.
  * Every issue comes back at once with its FHIRPath; nothing stops at the first problem.
  *
+ * Longer than most files here: the three layers share one walk of the resource and its paths; split, each would
+ * walk the resource again on the hot path.
+ *
  * @see https://hl7.org/fhir/R4/validation.html
  * @see https://hl7.org/fhir/R4/json.html#schema
  * @see https://hl7.org/fhir/R4/conformance-rules.html#constraints

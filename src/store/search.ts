@@ -8,6 +8,9 @@
  * Paging is a keyset cursor on the immutable creation sequence: a page link stays valid and never skips or
  * repeats a resource while others are written.
  *
+ * Longer than most files here: the SQL for each parameter type with its modifiers and prefixes, chains, _has and
+ * sorting is one grammar, and a reviewer checking that no input reaches SQL except as a bind parameter reads it whole.
+ *
  * @see https://hl7.org/fhir/R4/search.html
  */
 import { OutcomeError, issue } from '../fhir/outcome.js';

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { openStore, type Store } from '../../src/store/index.js';
+import { openDb, type Db } from '../../src/store/db.js';
 import { writeChecks } from '../../src/write-checks.js';
 
 export const PG_URL = process.env.TEST_DATABASE_URL;
@@ -28,29 +29,46 @@ export function tempDir(prefix = 'cg-'): string {
 }
 
 /**
- * A migrated, empty embedded store made once per schema version and copied for each test store: a fresh PGlite
- * directory takes ~5 s to initialise and migrate, a copy ~0.3 s. The template's name carries a digest of the schema
- * and migrations, so a change to them makes a new one; it is made in a directory of its own and renamed into place,
- * so two test workers never see a half-made template.
+ * Templates of embedded stores, made once per machine and copied for each test store: a fresh PGlite directory
+ * takes ~5 s to initialise and migrate, a copy ~0.3 s. A template's name carries a digest of what makes it (the
+ * schema and migrations, the installed packages), so a change to them makes a new one; it is made in a directory of
+ * its own and renamed into place, so two test workers never see a half-made template.
  */
-let template: Promise<string> | undefined;
-function pgliteTemplate(): Promise<string> {
-  template ??= (async () => {
-    const digest = crypto.createHash('sha256').update(fs.readFileSync(path.resolve('src/store/schema.ts'))).update(fs.readFileSync(path.resolve('package-lock.json'))).digest('hex').slice(0, 16);
-    const final = path.join(os.tmpdir(), `cg-pglite-template-${digest}`);
-    if (fs.existsSync(path.join(final, '.complete'))) return final;
-    const making = tempDir('cg-pglite-making-');
-    const store = await openStore({ dataDir: making, ...writeChecks });
-    await store.close();
-    fs.writeFileSync(path.join(making, '.complete'), '');
-    try {
-      fs.renameSync(making, final);
-    } catch {
-      fs.rmSync(making, { recursive: true, force: true }); // another worker made it first
-    }
-    return final;
-  })();
-  return template;
+const templates = new Map<string, Promise<string>>();
+function pgliteTemplate(kind: 'migrated' | 'blank'): Promise<string> {
+  let t = templates.get(kind);
+  if (!t) {
+    t = (async () => {
+      const hash = crypto.createHash('sha256').update(kind).update(fs.readFileSync(path.resolve('package-lock.json')));
+      if (kind === 'migrated') hash.update(fs.readFileSync(path.resolve('src/store/schema.ts')));
+      const final = path.join(os.tmpdir(), `cg-pglite-template-${kind}-${hash.digest('hex').slice(0, 16)}`);
+      if (fs.existsSync(path.join(final, '.complete'))) return final;
+      const making = tempDir('cg-pglite-making-');
+      await (kind === 'migrated' ? openStore({ dataDir: making, ...writeChecks }) : openDb({ dataDir: making })).then((x) => x.close());
+      fs.writeFileSync(path.join(making, '.complete'), '');
+      try {
+        fs.renameSync(making, final);
+      } catch {
+        fs.rmSync(making, { recursive: true, force: true }); // another worker made it first
+      }
+      return final;
+    })();
+    templates.set(kind, t);
+  }
+  return t;
+}
+
+async function copyOf(kind: 'migrated' | 'blank'): Promise<string> {
+  const dir = tempDir('cg-pglite-');
+  fs.cpSync(await pgliteTemplate(kind), dir, { recursive: true });
+  fs.rmSync(path.join(dir, '.complete'), { force: true });
+  return dir;
+}
+
+/** A new embedded database with no schema at all (for migration tests), and how to remove it. */
+export async function blankPglite(): Promise<{ db: Db; drop: () => Promise<void> }> {
+  const dir = await copyOf('blank');
+  return { db: await openDb({ dataDir: dir }), drop: async () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
 
 export function pgliteBackend(): Backend {
@@ -58,9 +76,7 @@ export function pgliteBackend(): Backend {
   return {
     name: 'pglite',
     async open() {
-      dir = tempDir('cg-pglite-');
-      fs.cpSync(await pgliteTemplate(), dir, { recursive: true });
-      fs.rmSync(path.join(dir, '.complete'), { force: true });
+      dir = await copyOf('migrated');
       return openStore({ dataDir: dir, ...writeChecks });
     },
     reopen: () => openStore({ dataDir: dir, ...writeChecks }),

@@ -12,10 +12,10 @@ import type { Basic } from '@medplum/fhirtypes';
 import { openDb, type Db } from '../../src/store/db.js';
 import { BYTEWISE_COLUMNS, MIGRATIONS, migrate } from '../../src/store/schema.js';
 import { Repository } from '../../src/store/repository.js';
-import { PG_URL } from '../helpers/backends.js';
+import { PG_URL, blankPglite } from '../helpers/backends.js';
 
 const targets: [string, () => Promise<{ db: Db; drop: () => Promise<void> }>][] = [
-  ['pglite', async () => ({ db: await openDb({ dataDir: 'memory://' }), drop: async () => undefined })],
+  ['pglite', blankPglite],
 ];
 if (PG_URL) {
   targets.push([
