@@ -228,7 +228,7 @@ export async function assemble(w: Writer, contribution: Contribution, opts: { re
 
   // 7. One Provenance for everything this contribution wrote. Its activity is CREATE when the contribution only
   // created resources and UPDATE when it changed any existing one; which targets are new shows in their version
-  // references (`…/_history/1`). (One Provenance per activity used to double the provenance writes of most rows.)
+  // references (`…/_history/1`). One Provenance per activity would double the provenance writes of most rows.
   const agentWho = c.author ?? (org ? refTo(org) : undefined);
   const provenances: Provenance[] = [];
   if (created.length + updated.length > 0) {

@@ -9,8 +9,7 @@
  *   only (we normalise CRLF/LF first), throws on a BOM (stripped first), types date/time values and drops their
  *   seconds (we give it a dictionary without decoders), and unescapes with a hard-coded backslash and no `.br`
  *   (we hide the escape character from it and decode escapes ourselves).
- * bench/hl7-parse.ts measures both on a 25-segment 3 KB ADT^A03: split ≈ 7,700–8,500 msgs/s, the wrapped library
- * ≈ 1,500 msgs/s (5–6× slower; the bare library ≈ 1,700–2,000 msgs/s), so `split` is the default.
+ * `split` is the default because it is several times faster (bench/hl7-parse.ts; figures in docs/benchmarks.md).
  *
  * @see HL7 v2.5.1 §2.5 (message construction), §2.7 (escape sequences), table 0354 (message structure)
  */

@@ -1,6 +1,8 @@
 /**
  * "Nothing is lost": a gateway process killed with SIGKILL right after answering 201 Created still has the
  * resource after a restart, on both backends. And a graceful SIGTERM exits cleanly.
+ *
+ * @slow kills gateway processes (`npm run test:unit` leaves it out; `npm test` runs it)
  */
 import net from 'node:net';
 import type { Patient } from '@medplum/fhirtypes';

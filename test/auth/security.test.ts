@@ -5,6 +5,8 @@
  * expired, wrong audience, scope escalation, another municipality's person by id / chain / _revinclude,
  * SQL- and FHIRPath-looking parameters, oversized bodies), each refused and audited; the patient's audit query;
  * tampering with a stored AuditEvent detected; and the refusal to start on a public address without auth.
+ *
+ * @slow starts gateway processes (`npm run test:unit` leaves it out; `npm test` runs it)
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';

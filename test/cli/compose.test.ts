@@ -3,6 +3,8 @@
  * ENV from docker/Dockerfile), with the keys `care-gateway dev-keys` makes, binds 0.0.0.0 with authentication on;
  * a dev token is accepted and a request without one is refused. The database is the embedded store here (the
  * compose file's PostgreSQL host exists only inside compose).
+ *
+ * @slow starts the gateway process of the compose file (`npm run test:unit` leaves it out; `npm test` runs it)
  */
 import fs from 'node:fs';
 import path from 'node:path';

@@ -1,6 +1,8 @@
 /**
  * What `care-gateway convert` prints for an HL7 v2 file is a Bundle a FHIR server takes as it is: posted to
  * `POST /fhir` every entry succeeds, and posting it again changes nothing.
+ *
+ * @slow runs the command line in processes (`npm run test:unit` leaves it out; `npm test` runs it)
  */
 import fs from 'node:fs';
 import path from 'node:path';

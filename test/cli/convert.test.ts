@@ -1,4 +1,8 @@
-/** `care-gateway convert FILE` (src/cli.ts): a Bundle on stdout, exit 0; a readable error and non-zero exit otherwise. */
+/**
+ * `care-gateway convert FILE` (src/cli.ts): a Bundle on stdout, exit 0; a readable error and non-zero exit otherwise.
+ *
+ * @slow runs the command line in processes (`npm run test:unit` leaves it out; `npm test` runs it)
+ */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';

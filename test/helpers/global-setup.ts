@@ -1,4 +1,7 @@
-/** Runs once before all suites: says which backends run and whether the shared corpus is there, and builds dist/ for the child-process tests. */
+/**
+ * Runs once before all suites: says which backends run and whether the shared corpus is there, and builds dist/ for
+ * the child-process tests when a source is newer than the last build (`npm install` builds it; a build takes ~10 s).
+ */
 import { execSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -28,5 +31,19 @@ export default async function globalSetup(): Promise<void> {
   } else {
     process.stdout.write(`[care-gateway] shared-corpus suites run against ${corpus}\n`);
   }
-  execSync('npx tsc -p tsconfig.build.json', { stdio: 'inherit' });
+  if (buildIsStale()) execSync('npx tsc -p tsconfig.build.json', { stdio: 'inherit' });
+}
+
+function newest(p: string): number {
+  const st = fs.statSync(p);
+  if (!st.isDirectory()) return st.mtimeMs;
+  return Math.max(0, ...fs.readdirSync(p).map((e) => newest(path.join(p, e))));
+}
+
+/** Is any source of dist/ newer than its last build (tsc rewrites every output, so main.js dates the build)? */
+function buildIsStale(): boolean {
+  const built = path.resolve('dist/src/main.js');
+  if (!fs.existsSync(built)) return true;
+  const sources = ['src', 'bench', 'tsconfig.json', 'tsconfig.build.json', 'package-lock.json'].filter((p) => fs.existsSync(p));
+  return Math.max(...sources.map(newest)) > fs.statSync(built).mtimeMs;
 }

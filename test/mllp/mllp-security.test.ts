@@ -2,6 +2,8 @@
  * Who may send over MLLP: the sender allow-list (MSH-3/4 and source address, MLLP_ALLOWED_SENDERS) and MLLP over
  * TLS with client certificates (MLLP_TLS_CERT/KEY/CA), through a whole gateway on real sockets; certificates are
  * made here with openssl. And the start-up rule: no MLLP on a public address without an allow-list.
+ *
+ * @slow starts gateway processes and waits out idle timeouts (`npm run test:unit` leaves it out; `npm test` runs it)
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';

@@ -3,6 +3,8 @@
  * decision in the next export lands on the same ServiceRequest; an exact duplicate row is reported and imported once;
  * `care-gateway convert --source` reads mappings from SOCIAL_MAPPINGS_DIR as the server does; a mapping with neither a
  * decisionId nor a decisionKey, or a key naming an unknown field, is refused naming the file.
+ *
+ * @slow runs the command line in processes (`npm run test:unit` leaves it out; `npm test` runs it)
  */
 import fs from 'node:fs';
 import path from 'node:path';

@@ -3,6 +3,8 @@
  * as the process; a connection lost in the middle of a batch fails that batch as an error (never as rejected rows)
  * and the lane goes on with a new connection; a worker that cannot open the store stops the start. The import
  * end to end with workers is test/social/import.test.ts ("postgres with two import workers").
+ *
+ * @slow worker threads and cut connections (`npm run test:unit` leaves it out; `npm test` runs it)
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';

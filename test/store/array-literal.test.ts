@@ -5,7 +5,7 @@
  */
 import { openDb, type Db } from '../../src/store/db.js';
 import { arrayLiteral } from '../../src/store/content.js';
-import { PG_URL } from '../helpers/backends.js';
+import { PG_URL, blankPglite } from '../helpers/backends.js';
 
 const tricky = [
   'plain',
@@ -22,16 +22,18 @@ const tricky = [
 ];
 const needsElementPath = ['line\nbreak', 'tab\there', 'bell\u0007', 'crlf\r\n'];
 
-const targets: [string, () => Promise<Db>][] = [['pglite', () => openDb({ dataDir: 'memory://' })]];
-if (PG_URL) targets.push(['postgres', () => openDb({ databaseUrl: PG_URL })]);
+const targets: [string, () => Promise<{ db: Db; drop: () => Promise<void> }>][] = [['pglite', blankPglite]];
+if (PG_URL) targets.push(['postgres', async () => ({ db: await openDb({ databaseUrl: PG_URL }), drop: async () => undefined })]);
 
 describe.each(targets)('array literals on %s', (_name, open) => {
   let db: Db;
+  let drop: () => Promise<void>;
   beforeAll(async () => {
-    db = await open();
+    ({ db, drop } = await open());
   });
   afterAll(async () => {
     await db.close();
+    await drop();
   });
   const roundTrip = async (values: unknown[], type: string): Promise<unknown[]> =>
     (await db.query<{ a: unknown[] }>(`SELECT $1::${type}[] AS a`, [arrayLiteral(values)]))[0].a;

@@ -5,6 +5,8 @@
  * or `patient` (subject's pointing at a Patient); migration 5 gives every index row its resource's seq and keys the owner
  * indexes by it; migration 8 lets inbox entries name the instance that claimed them; migration 9 makes the identifier
  * columns compare byte by byte.
+ *
+ * @slow builds old schemas from scratch (`npm run test:unit` leaves it out; `npm test` runs it)
  */
 import crypto from 'node:crypto';
 import pg from 'pg';
