@@ -11,7 +11,7 @@ import { hl7v2Route } from './api/hl7v2.js';
 import { InboxWorker } from './ingest/worker.js';
 import { Hl7Receiver, type ReceiveResult } from './ingest/hl7v2/receiver.js';
 import { convertMessage, hl7BatchProcessor, reprocessHl7 } from './ingest/hl7v2/process.js';
-import { loadMappings } from './mapping/hl7v2/load.js';
+import { setHl7MappingsDir } from './mapping/hl7v2/load.js';
 import { setDefaultZone } from './mapping/datatypes.js';
 import { startMllpServer, type MllpServer } from './mllp/server.js';
 import { writeChecks } from './write-checks.js';
@@ -94,7 +94,7 @@ export async function startGateway(config: Config, logger: Logger, opts: Gateway
   const security = securityConfig ? new Security(securityConfig) : undefined;
   // the audit chain's head is signed with a key kept outside the database (AUDIT_KEY_FILE)
   setAuditKey(config.auditKeyFile ? fs.readFileSync(config.auditKeyFile) : undefined);
-  loadMappings(); // a broken mapping file stops the start, naming the file
+  setHl7MappingsDir(config.hl7MappingsDir); // a broken mapping file stops the start, naming file, line and path
   setSocialMappingsDir(config.socialMappingsDir);
   for (const source of socialSources()) socialMapping(source);
   setDefaultZone(config.hl7DefaultTimezone);

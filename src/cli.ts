@@ -17,7 +17,7 @@ import { loadConfig } from './config.js';
 import { decodeHl7 } from './hl7v2/decode.js';
 import { parseHl7 } from './hl7v2/parse.js';
 import { convertHl7 } from './mapping/hl7v2/convert.js';
-import { facilityCharset } from './mapping/hl7v2/load.js';
+import { facilityCharset, setHl7MappingsDir } from './mapping/hl7v2/load.js';
 import { devKeys, DEV_ISSUER } from './auth/dev-keys.js';
 import { setDefaultZone } from './mapping/datatypes.js';
 import { validateResource } from './fhir/validate.js';
@@ -142,6 +142,7 @@ async function run(argv: string[]): Promise<number> {
   const config = loadConfig();
   setDefaultZone(config.hl7DefaultTimezone);
   setSocialMappingsDir(config.socialMappingsDir); // a deployment's own export mappings, as the server reads them
+  setHl7MappingsDir(config.hl7MappingsDir);
   try {
     const { bundle, notes } = convertFile(file, { source, defaultCharset: config.hl7DefaultCharset, charset });
     process.stdout.write(JSON.stringify(bundle, null, 2) + '\n');

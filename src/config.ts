@@ -23,6 +23,8 @@ export interface Config {
   socialCareMaxBytes: number;
   /** a folder of municipal export mappings searched before mappings/social (SOCIAL_MAPPINGS_DIR) */
   socialMappingsDir?: string;
+  /** a folder of HL7 v2 mappings (messages/, resources/, codes/) searched before mappings/hl7v2 (HL7_MAPPINGS_DIR) */
+  hl7MappingsDir?: string;
   /** largest HL7 v2 message accepted over MLLP, bytes (AR and close past it) */
   mllpMaxMessageBytes: number;
   /** an MLLP connection silent this long is closed, ms (MLLP_IDLE_TIMEOUT_S; 0 = never) */
@@ -83,6 +85,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     jsonLimits: jsonLimits(env),
     socialCareMaxBytes: int(env, 'SOCIAL_CARE_MAX_BYTES', 256 * 1024 * 1024),
     socialMappingsDir: env.SOCIAL_MAPPINGS_DIR ? path.resolve(env.SOCIAL_MAPPINGS_DIR) : undefined,
+    hl7MappingsDir: env.HL7_MAPPINGS_DIR ? path.resolve(env.HL7_MAPPINGS_DIR) : undefined,
     mllpMaxMessageBytes: int(env, 'MLLP_MAX_MESSAGE_BYTES', 4 * 1024 * 1024),
     mllpIdleTimeoutMs: int(env, 'MLLP_IDLE_TIMEOUT_S', 600) * 1000,
     mllpMaxConnectionsPerAddress: int(env, 'MLLP_MAX_CONNECTIONS_PER_ADDRESS', 32),

@@ -5,9 +5,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import YAML from 'yaml';
 import type { Coding } from '@medplum/fhirtypes';
 import { mappingsDir } from '../paths.js';
+import { readDataFile } from '../data-file.js';
 
 interface TableFile {
   valueSet: string;
@@ -25,11 +25,15 @@ export interface CodeTables {
   sourceSystem(valueSet: string): string | undefined;
 }
 
-export function loadCodeTables(dir = path.join(mappingsDir(), 'codes')): CodeTables {
+/**
+ * The code tables of the given folders, each file checked against mappings/schema/codes.schema.json; a table of a
+ * later folder (a site's) replaces the project's table of the same value set.
+ */
+export function loadCodeTables(...dirs: string[]): CodeTables {
+  if (dirs.length === 0) dirs = [path.join(mappingsDir(), 'codes')];
   const tables = new Map<string, { file: TableFile; map: Map<string, Coding> }>();
-  for (const f of fs.readdirSync(dir).filter((x) => x.endsWith('.yaml'))) {
-    const file = YAML.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as TableFile;
-    if (!file.valueSet || !file.system || !file.map) throw new Error(`mappings/codes/${f}: needs valueSet, system and map`);
+  for (const [dir, f] of dirs.filter((d) => fs.existsSync(d)).flatMap((d) => fs.readdirSync(d).filter((x) => x.endsWith('.yaml')).sort().map((x) => [d, x]))) {
+    const file = readDataFile<TableFile>(path.join(dir, f), 'codes', path.join(path.basename(dir), f));
     const map = new Map<string, Coding>();
     for (const [k, v] of Object.entries(file.map)) {
       map.set(k.toUpperCase(), typeof v === 'string' ? { system: file.system, code: v } : { system: v.system ?? file.system, code: v.code, ...(v.display ? { display: v.display } : {}) });

@@ -45,11 +45,13 @@ test('a local Z-segment is mapped by adding two mapping files, no code', () => {
   expect(c.unused).not.toContain('ZCN');
 });
 
-test('a typo in a mapping file fails at load, naming the file and the element', () => {
+test('a typo in a mapping file fails at load, naming the file, the line and the element', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cg-mappings-'));
   fs.cpSync(mappingsDir(), dir, { recursive: true });
-  fs.appendFileSync(path.join(dir, 'hl7v2/resources/Patient.yaml'), '  active: { form: PID-1 }\n');
-  expect(() => loadMappings(dir)).toThrow(/Patient\.yaml: active: unknown key "form"/);
+  const file = path.join(dir, 'hl7v2/resources/Patient.yaml');
+  fs.appendFileSync(file, '  active: { form: PID-1 }\n');
+  const line = fs.readFileSync(file, 'utf8').trimEnd().split('\n').length;
+  expect(() => loadMappings(dir)).toThrow(`mappings/hl7v2/resources/Patient.yaml:${line}: elements.active.form: unknown key "form"`);
 });
 
 test('ADT^A11 cancels the encounter (Event[EncounterStatus] A11 → cancelled)', () => {

@@ -60,11 +60,6 @@ export interface Condition {
   present?: boolean;
 }
 
-export const SPEC_KEYS = new Set([
-  'from', 'type', 'table', 'as', 'all', 'use', 'into', 'add', 'default', 'fallback', 'ref', 'value', 'ref-to', 'refs-to', 'group', 'present',
-  'else', 'equals', 'then', 'valueType', 'unit', 'document', 'contentType', 'provider', 'wrapText', 'unless', 'segment', 'when',
-]);
-
 /** One element rule compiled at load: a closure over pre-parsed locations and a pre-chosen converter. */
 export interface CompiledElement {
   target: string;

@@ -4,37 +4,57 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import YAML from 'yaml';
 import type { Coding } from '@medplum/fhirtypes';
 import { issue } from '../../fhir/outcome.js';
 import type { Hl7Repetition } from '../../hl7v2/message.js';
 import { mappingsDir } from '../../paths.js';
+import { readDataFile } from '../../data-file.js';
 import { loadCodeTables } from '../codes.js';
 import { comp, cwe, cx, dtm, present, xad, xcnParts, xonParts, xpn, xtn } from '../datatypes.js';
-import { SPEC_KEYS, parseLoc, read, reps, type Compiled, type CompiledElement, type CompiledRule, type Condition, type Ctx, type ElementSpec, type Loc, type MessageFile, type ResourceFile, type Scope } from './language.js';
+import { parseLoc, read, reps, type Compiled, type CompiledElement, type CompiledRule, type Condition, type Ctx, type ElementSpec, type Loc, type MessageFile, type ResourceFile, type Scope } from './language.js';
 import { organizationRef, practitionerRef } from './ids.js';
 import { documentBody, observationValue, providerRefs } from './special.js';
 
-let compiled: Compiled | undefined;
+const compiledCache = new Map<string, Compiled>();
+/** A site's own HL7 v2 mappings (HL7_MAPPINGS_DIR), searched before the project's. */
+let siteDir: string | undefined;
 
-/** Loads and checks every mapping file once; a broken file fails at start, naming the file. */
-export function loadMappings(dir = mappingsDir()): Compiled {
-  if (compiled && dir === mappingsDir()) return compiled;
-  const read = <T>(f: string): T => {
-    try {
-      return YAML.parse(fs.readFileSync(f, 'utf8')) as T;
-    } catch (err) {
-      throw new Error(`${path.relative(dir, f)}: ${(err as Error).message}`);
+/**
+ * HL7_MAPPINGS_DIR: a folder with `messages/`, `resources/` and `codes/` (each optional) laid out as
+ * mappings/hl7v2/ and mappings/codes/. A file there replaces the project's file of the same name (a message
+ * structure, a resource rule, a value set); a new name adds one — a Z-segment rule, a trigger the project does not
+ * route. Checked and compiled at once: a broken file stops the start.
+ */
+export function setHl7MappingsDir(dir: string | undefined): void {
+  siteDir = dir;
+  loadMappings();
+}
+
+/**
+ * Loads and checks every mapping file once: each against its JSON Schema (mappings/schema/), then the references
+ * between files (a route names a rule that exists). A broken file fails at start, naming file, line and path.
+ */
+export function loadMappings(dir = mappingsDir(), site = dir === mappingsDir() ? siteDir : undefined): Compiled {
+  const cacheKey = `${dir}\u0000${site ?? ''}`;
+  const hit = compiledCache.get(cacheKey);
+  if (hit) return hit;
+  /** the YAML files of one kind, a site's replacing the project's of the same name; labels say which folder */
+  const filesOf = (sub: string): { file: string; label: string; name: string }[] => {
+    const byName = new Map<string, { file: string; label: string; name: string }>();
+    for (const [folder, shown] of [[path.join(dir, 'hl7v2', sub), `mappings/hl7v2/${sub}`], ...(site ? [[path.join(site, sub), `${site}/${sub}`]] : [])]) {
+      if (!fs.existsSync(folder)) continue;
+      for (const f of fs.readdirSync(folder).filter((x) => x.endsWith('.yaml')).sort()) byName.set(f, { file: path.join(folder, f), label: `${shown}/${f}`, name: path.basename(f, '.yaml') });
     }
+    return [...byName.values()];
   };
   const messages = new Map<string, MessageFile>();
-  for (const f of fs.readdirSync(path.join(dir, 'hl7v2/messages')).filter((x) => x.endsWith('.yaml'))) {
-    const m = read<MessageFile>(path.join(dir, 'hl7v2/messages', f));
+  for (const { file, label } of filesOf('messages')) {
+    const m = readDataFile<MessageFile>(file, 'hl7v2-message', label);
     messages.set(m.structure, m);
   }
   const rules = new Map<string, CompiledRule>();
-  for (const f of fs.readdirSync(path.join(dir, 'hl7v2/resources')).filter((x) => x.endsWith('.yaml'))) {
-    const r = read<ResourceFile>(path.join(dir, 'hl7v2/resources', f));
+  for (const { file, label, name } of filesOf('resources')) {
+    const r = readDataFile<ResourceFile>(file, 'hl7v2-resource', label);
     const used = new Map<string, Set<number>>();
     const mark = (loc: string | undefined): void => {
       if (!loc) return;
@@ -50,21 +70,22 @@ export function loadMappings(dir = mappingsDir()): Compiled {
         try {
           compiledElements.push(compileElement(target, s));
         } catch (err) {
-          throw new Error(`hl7v2/resources/${f}: ${target}: ${(err as Error).message}`);
+          throw new Error(`${label}: elements.${target}: ${(err as Error).message}`);
         }
       }
     }
     for (const k of r.id?.key ?? []) mark(k);
-    if (r.part && !r.part.endsWith('[]')) throw new Error(`hl7v2/resources/${f}: part must name an array element (e.g. contact[])`);
-    if (r.part && compiledElements.some((e) => e.late || e.choice)) throw new Error(`hl7v2/resources/${f}: a part cannot hold references to other resources or value[x]`);
+    if (r.part && compiledElements.some((e) => e.late || e.choice)) throw new Error(`${label}: a part cannot hold references to other resources or value[x]`);
     if (r.role) for (const k of [r.role.from, r.role.member, r.role.start, r.role.end]) mark(k);
-    rules.set(path.basename(f, '.yaml'), { ...r, used, compiled: compiledElements });
+    rules.set(name, { ...r, used, compiled: compiledElements });
   }
-  for (const m of messages.values()) for (const r of m.resources) if (!rules.has(r.rule)) throw new Error(`messages/${m.structure}.yaml: no resource rule "${r.rule}"`);
-  const fac = read<{ facilities: Record<string, { registryCode: string; name?: string; charset?: string }> }>(path.join(dir, 'facilities.yaml'));
+  for (const m of messages.values()) {
+    for (const [i, r] of m.resources.entries()) if (!rules.has(r.rule)) throw new Error(`messages/${m.structure}.yaml: resources.${i}.rule: no resource rule "${r.rule}" (known: ${[...rules.keys()].join(', ')})`);
+  }
+  const fac = readDataFile<{ facilities: Record<string, { registryCode: string; name?: string; charset?: string }> }>(path.join(dir, 'facilities.yaml'), 'facilities', 'mappings/facilities.yaml');
   const facilities = new Map(Object.entries(fac.facilities ?? {}).map(([k, v]) => [k.toUpperCase(), v]));
-  const c: Compiled = { messages, rules, codes: loadCodeTables(path.join(dir, 'codes')), facilities };
-  if (dir === mappingsDir()) compiled = c;
+  const c: Compiled = { messages, rules, codes: loadCodeTables(path.join(dir, 'codes'), ...(site ? [path.join(site, 'codes')] : [])), facilities };
+  compiledCache.set(cacheKey, c);
   return c;
 }
 
@@ -76,7 +97,6 @@ export function facilityCharset(facility: string): string | undefined {
 
 /** Compiles one element rule of a resource file into a closure; unknown keys and bad locations fail at load. */
 function compileElement(target: string, spec: ElementSpec): CompiledElement {
-  for (const k of Object.keys(spec)) if (!SPEC_KEYS.has(k)) throw new Error(`unknown key "${k}"`);
   const when = spec.when ? compileCondition(spec.when) : undefined;
   const guard = (run: CompiledElement['run']): CompiledElement['run'] => (when ? (sc, c, b, self) => (when(sc) ? run(sc, c, b, self) : []) : run);
   const wrap = (v: unknown): unknown => {
