@@ -7,8 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 const LAYERS = ['(base)', 'fhir', 'hl7v2', '(config)', 'county', 'store', 'mapping', 'careplan', '(checks)', 'auth', 'social', 'ingest', 'mllp', 'api', '(root)'];
-/** Files at the top of src/ that are not the top: the log and the paths (the bottom), the configuration, the write checks. */
-const ROOT_FILES: Record<string, string> = { 'log.ts': '(base)', 'paths.ts': '(base)', 'config.ts': '(config)', 'write-checks.ts': '(checks)' };
+/** Files at the top of src/ that are not the top: the log, the paths and the data-file reader (the bottom), the configuration, the write checks. */
+const ROOT_FILES: Record<string, string> = { 'log.ts': '(base)', 'paths.ts': '(base)', 'data-file.ts': '(base)', 'config.ts': '(config)', 'write-checks.ts': '(checks)' };
 /** The HL7 v2 message model stands alone: it reports problems as OperationOutcome issues, the gateway's one error model. */
 const HL7V2_MAY_IMPORT = ['fhir/outcome.ts', 'fhir/types.ts'];
 

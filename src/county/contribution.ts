@@ -9,16 +9,8 @@ import type { CodeableConcept, Organization, Patient, Reference as FhirReference
 type Reference = FhirReference<any>;
 
 /** What happened, as the coordination rules (mappings/careplan/rules.yaml) name it. */
-export type PlanEvent =
-  | 'discharge'
-  | 'discharge-cancelled'
-  | 'admission'
-  | 'admission-cancelled'
-  | 'referral'
-  | 'service-decision'
-  | 'demographics'
-  | 'merge'
-  | 'other';
+export const PLAN_EVENTS = ['discharge', 'discharge-cancelled', 'admission', 'admission-cancelled', 'referral', 'service-decision', 'demographics', 'merge', 'other'] as const;
+export type PlanEvent = (typeof PLAN_EVENTS)[number];
 
 export interface TeamChange {
   member: Reference;

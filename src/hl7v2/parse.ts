@@ -19,24 +19,6 @@ import { OutcomeError } from '../fhir/outcome.js';
 import { normaliseSegments } from './decode.js';
 import type { Hl7Delimiters, Hl7Field, Hl7Message, Hl7Segment } from './message.js';
 
-/** Message structures (table 0354) for trigger events whose MSH-9.3 is empty (common in v2.3/2.3.1). */
-const STRUCTURES: Record<string, string> = {
-  'ADT^A01': 'ADT_A01', 'ADT^A04': 'ADT_A01', 'ADT^A08': 'ADT_A01', 'ADT^A13': 'ADT_A01',
-  'ADT^A02': 'ADT_A02', 'ADT^A03': 'ADT_A03',
-  'ADT^A05': 'ADT_A05', 'ADT^A14': 'ADT_A05', 'ADT^A28': 'ADT_A05', 'ADT^A31': 'ADT_A05',
-  'ADT^A06': 'ADT_A06', 'ADT^A07': 'ADT_A06',
-  'ADT^A09': 'ADT_A09', 'ADT^A10': 'ADT_A09', 'ADT^A11': 'ADT_A09', 'ADT^A12': 'ADT_A12',
-  'ADT^A39': 'ADT_A39', 'ADT^A40': 'ADT_A39', 'ADT^A41': 'ADT_A39', 'ADT^A42': 'ADT_A39',
-  'REF^I12': 'REF_I12', 'REF^I13': 'REF_I12', 'REF^I14': 'REF_I12', 'REF^I15': 'REF_I12',
-  'ORU^R01': 'ORU_R01', 'MDM^T02': 'MDM_T02', 'MDM^T01': 'MDM_T01', 'PPR^PC1': 'PPR_PC1', 'PPR^PC2': 'PPR_PC1', 'PPR^PC3': 'PPR_PC1',
-  'SIU^S12': 'SIU_S12', 'OML^O21': 'OML_O21', 'ORM^O01': 'ORM_O01', 'VXU^V04': 'VXU_V04',
-};
-
-/** The message structure (table 0354) of a type and trigger event, e.g. ADT^A04 → ADT_A01. */
-export function structureFor(type: string, trigger: string): string | undefined {
-  return STRUCTURES[`${type}^${trigger}`];
-}
-
 /** Decodes HL7 escape sequences (§2.7): \F\ \S\ \T\ \R\ \E\ \Xhh…\ \.br\ ; formatting commands other than .br are dropped. */
 export function unescape(v: string, d: Hl7Delimiters): string {
   const e = d.escape;
@@ -244,6 +226,7 @@ export function parseHl7(input: string, opts: ParseOptions = {}): Hl7Message {
   const messageType = get(9, 1);
   const triggerEvent = get(9, 2);
   if (!messageType) throw new OutcomeError('structure', 'MSH-9 (message type) is empty', 'MSH-9');
-  const structure = get(9, 3) || STRUCTURES[`${messageType}^${triggerEvent}`] || `${messageType}_${triggerEvent}`;
+  // an empty MSH-9.3 (common in v2.3) stays empty: the mapping knows which structures it routes each trigger in
+  const structure = get(9, 3);
   return { delimiters: d, segments, messageType, triggerEvent, structure, controlId: get(10), version: get(12) };
 }

@@ -141,7 +141,11 @@ export function xpn(r: Hl7Repetition | undefined, ctx: IdentifierContext): Human
 /** XAD → Address: street ^ other ^ city ^ state ^ zip ^ country ^ type (0190) ^ other geographic ^ county/parish code. */
 export function xad(r: Hl7Repetition | undefined, ctx: IdentifierContext): Address | undefined {
   if (!r) return undefined;
-  const line = [comp(r, 1, 1), comp(r, 2)].filter(present);
+  // XAD-1 (SAD): the street address, or its parts — street name (2) and dwelling number (3); the parts make the line
+  // when the first component does not already hold them ("1000&Hospital Lane" → "1000 Hospital Lane")
+  const sad = [comp(r, 1, 1), comp(r, 1, 2), comp(r, 1, 3)];
+  const street = present(sad[0]) && (!present(sad[1]) || sad[0].includes(sad[1])) ? sad[0] : sad.filter(present).join(' ');
+  const line = [street, comp(r, 2)].filter(present);
   const city = comp(r, 3);
   const state = comp(r, 4);
   const postalCode = comp(r, 5);
@@ -177,7 +181,9 @@ export function xtn(r: Hl7Repetition | undefined, use?: ContactPoint['use']): Co
   const equipment = comp(r, 3).toUpperCase();
   const email = comp(r, 4);
   const useCode = comp(r, 2).toUpperCase();
-  if (present(email) || equipment === 'INTERNET' || equipment === 'X.400') {
+  // XTN-4 is an address only on Internet / X.400 equipment (or, with no equipment type, when it looks like one);
+  // senders put other things there (a phone extension), which must not become an e-mail address
+  if (equipment === 'INTERNET' || equipment === 'X.400' || (!present(equipment) && email.includes('@'))) {
     const value = present(email) ? email : comp(r, 1);
     return present(value) ? { system: 'email', value, ...(use ? { use } : {}) } : undefined;
   }
@@ -227,6 +233,23 @@ export function xonParts(r: Hl7Repetition | undefined, ctx: IdentifierContext): 
     if (reg) identifier = { system: SYSTEMS.organisation, value: reg };
   }
   return { identifier, ...(present(name) ? { name } : {}) };
+}
+
+/**
+ * PL person location: point of care ^ room ^ bed ^ facility (HD) ^ status ^ person location type ^ building ^ floor ^
+ * description (9) ^ comprehensive location identifier (10, EI) ^ assigning facility (11). The name is the most general
+ * unit the sender named (the point of care, else the room, the bed, the building); every unit is kept in the
+ * description, so nothing the sender wrote is lost.
+ */
+export function plParts(r: Hl7Repetition | undefined): { name: string; description: string; facility?: string; identifier?: string } | undefined {
+  if (!r) return undefined;
+  const units = [comp(r, 1), comp(r, 2), comp(r, 3), comp(r, 7), comp(r, 8)];
+  const facility = comp(r, 4, 1);
+  const name = units.find(present) ?? (present(comp(r, 9)) ? comp(r, 9) : undefined);
+  if (!name) return undefined;
+  const description = [...units, facility, comp(r, 9)].filter(present).join(', ');
+  const identifier = comp(r, 10, 1);
+  return { name, description, ...(present(facility) ? { facility } : {}), ...(present(identifier) ? { identifier } : {}) };
 }
 
 let defaultZone = 'Europe/Tallinn';

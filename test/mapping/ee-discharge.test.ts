@@ -97,8 +97,8 @@ describe('ADT^A03 discharge from Elva hospital', () => {
 
   test('the event and what was not used', () => {
     expect(c.event).toMatchObject({ type: 'ADT', trigger: 'A03', occurredAt: '2026-11-10T12:00:00+02:00' }); // EVN-6
-    expect(c.unused).toEqual(expect.arrayContaining(['PV1-3'])); // ward location is not mapped yet
-    expect(c.issues.filter((i) => i.severity === 'information').map((i) => i.expression?.[0])).toEqual(expect.arrayContaining(['PV1-3']));
+    expect(c.unused).toEqual(expect.arrayContaining(['DG1-6'])); // the diagnosis type is not mapped
+    expect(c.issues.filter((i) => i.severity === 'information').map((i) => i.expression?.[0])).toEqual(expect.arrayContaining(['DG1-6']));
     expect(c.issues.filter((i) => i.severity === 'error')).toEqual([]);
   });
 

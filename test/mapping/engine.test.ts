@@ -112,3 +112,29 @@ test('foreign assigning authorities: an ISO OID becomes urn:oid, a bare name a c
   expect(c.patient.identifier?.map((i) => i.system)).toEqual(['urn:oid:2.16.840.1.113883.19.5', 'urn:care-gateway:assigner:ACME']);
   expect(c.patient.id).toBe(deterministicId('Patient', 'urn:oid:2.16.840.1.113883.19.5', '123'));
 });
+
+test.each([
+  ['ADT', 'A01', 'ADT_A01'],
+  ['ADT', 'A04', 'ADT_A01'],
+  ['ADT', 'A08', 'ADT_A01'],
+  ['ADT', 'A13', 'ADT_A01'],
+  ['ADT', 'A05', 'ADT_A05'],
+  ['ADT', 'A14', 'ADT_A05'],
+  ['ADT', 'A28', 'ADT_A05'],
+  ['ADT', 'A31', 'ADT_A05'],
+  ['ADT', 'A02', 'ADT_A02'],
+  ['ADT', 'A03', 'ADT_A03'],
+  ['ADT', 'A11', 'ADT_A09'],
+  ['ADT', 'A40', 'ADT_A39'],
+  ['REF', 'I12', 'REF_I12'],
+  ['PPR', 'PC1', 'PPR_PC1'],
+])('table 0354: %s^%s without MSH-9.3 is converted as %s', (type, trigger, structure) => {
+  const pid = 'PID|1||38001010015^^^EE^NI||Tamm^Mari||19800101|F';
+  const rest = type === 'ADT' && trigger === 'A40' ? `${pid}\rMRG|H-9^^^ELVA_HAIGLA^MR` : `${pid}\rPV1|1|I`;
+  expect(convertHl7(parseHl7(`MSH|^~\\&|ELVA_HIS|ELVA_HAIGLA|GW|TARTU|20261110120000||${type}^${trigger}|C1|P|2.3\r${rest}`)).event.structure).toBe(structure);
+});
+
+test('MSH-9.3 naming a structure without a message file (ADT^A04^ADT_A04) is converted by its trigger', () => {
+  const c = convertHl7(parseHl7(`${MSH('ADT^A04^ADT_A04')}\rPID|1||38001010015^^^EE^NI||Tamm^Mari||19800101|F\rPV1|1|O`));
+  expect(c.event).toMatchObject({ trigger: 'A04', structure: 'ADT_A01' });
+});

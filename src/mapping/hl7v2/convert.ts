@@ -29,7 +29,6 @@ import { SYSTEMS, checkIsikukood, maskIsikukood } from '../../fhir/identifiers.j
 import type { PlanEvent, TeamChange } from '../../county/contribution.js';
 import { ROLES } from '../../county/roles.js';
 import type { Hl7Message, Hl7Repetition, Hl7Segment } from '../../hl7v2/message.js';
-import { structureFor } from '../../hl7v2/parse.js';
 import { comp, dtm, xcnParts } from '../datatypes.js';
 import { groupOf, parseLoc, reps, setPath, type Built, type CompiledElement, type CompiledRule, type Ctx, type MessageFile, type Pending, type Scope } from './language.js';
 import { compileCondition, loadMappings } from './load.js';
@@ -53,7 +52,7 @@ export interface Conversion {
   organization?: Organization;
   /** EVN-5: who caused the event */
   author?: Reference;
-  event: { type: string; trigger: string; plan: PlanEvent; occurredAt?: string };
+  event: { type: string; trigger: string; structure: string; plan: PlanEvent; occurredAt?: string };
   encounterId?: string;
   merge?: { retiredPatientId: string };
   team: TeamChange[];
@@ -75,10 +74,12 @@ export interface Conversion {
  */
 export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
   const m = loadMappings(dir);
-  const structure = m.messages.has(msg.structure) ? msg.structure : structureFor(msg.messageType, msg.triggerEvent);
+  // MSH-9.3 names the structure; when it is empty or names one without a file (ADT^A04^ADT_A04), the message file of
+  // the type that lists the trigger (the message files' events are table 0354 for what is supported)
+  const structure = m.messages.has(msg.structure) ? msg.structure : [...m.messages.values()].find((f) => f.structure.startsWith(`${msg.messageType}_`) && msg.triggerEvent in f.events)?.structure;
   const mf = structure ? m.messages.get(structure) : undefined;
   if (!mf) {
-    throw new OutcomeError('unsupported', `message type ${msg.messageType}^${msg.triggerEvent} (${msg.structure}) is not supported; supported: ${[...m.messages.keys()].join(', ')}`, 'MSH-9');
+    throw new OutcomeError('unsupported', `message type ${msg.messageType}^${msg.triggerEvent} (${msg.structure || 'no MSH-9.3'}) is not supported; supported: ${[...m.messages.keys()].join(', ')}`, 'MSH-9');
   }
   const ev = mf.events[msg.triggerEvent];
   if (!ev) throw new OutcomeError('unsupported', `trigger event ${msg.triggerEvent} is not supported for ${structure}`, 'MSH-9.2');
@@ -185,7 +186,7 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
     resources,
     organization,
     author,
-    event: { type: msg.messageType, trigger: msg.triggerEvent, plan: ev.plan, occurredAt },
+    event: { type: msg.messageType, trigger: msg.triggerEvent, structure: structure!, plan: ev.plan, occurredAt },
     encounterId: encounter?.id,
     merge: retired ? { retiredPatientId: retired.id! } : undefined,
     team,

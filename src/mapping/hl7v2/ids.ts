@@ -2,7 +2,7 @@
  * Identity in the HL7 v2 mapping: the Patient id from PID-3 (the isikukood first), ids of other resources from
  * their rule's recipe, and the Practitioners and Organizations a message names (one resource per identifier).
  */
-import type { Identifier, Organization, Practitioner, Reference } from '@medplum/fhirtypes';
+import type { Identifier, Location, Organization, Practitioner, Reference } from '@medplum/fhirtypes';
 import { issue } from '../../fhir/outcome.js';
 import { SYSTEMS, checkIsikukood, deterministicId, maskIsikukood } from '../../fhir/identifiers.js';
 import { municipalities, municipalityOrganization } from '../../county/directory.js';
@@ -99,3 +99,17 @@ export function organizationRef(parts: { identifier?: Identifier; name?: string 
   return { reference: `Organization/${o.id}`, ...(parts.name ? { display: parts.name } : {}) };
 }
 
+
+/** A place a message names (PL) → a Location of the sending facility, one per place, and a reference to it. */
+export function locationRef(parts: { name: string; description: string; facility?: string; identifier?: string }, ctx: Ctx): Reference {
+  const l: Location = {
+    resourceType: 'Location',
+    id: deterministicId('Location', ctx.facility, parts.facility ?? '', parts.identifier ?? parts.description),
+    ...(parts.identifier ? { identifier: [{ value: parts.identifier }] } : {}),
+    name: parts.name,
+    ...(parts.description !== parts.name ? { description: parts.description } : {}),
+    mode: 'instance',
+  };
+  if (!ctx.produced.some((r) => r.resourceType === 'Location' && r.id === l.id)) ctx.produced.push(l);
+  return { reference: `Location/${l.id}`, display: parts.name };
+}

@@ -29,7 +29,7 @@ export interface ElementSpec {
   add?: Record<string, unknown>;
   default?: unknown;
   fallback?: string;
-  ref?: 'Practitioner' | 'Organization';
+  ref?: 'Practitioner' | 'Organization' | 'Location';
   value?: unknown;
   'ref-to'?: string;
   'refs-to'?: string;

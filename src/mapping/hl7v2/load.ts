@@ -10,9 +10,9 @@ import type { Hl7Repetition } from '../../hl7v2/message.js';
 import { mappingsDir } from '../../paths.js';
 import { readDataFile } from '../../data-file.js';
 import { loadCodeTables } from '../codes.js';
-import { comp, cwe, cx, dtm, present, xad, xcnParts, xonParts, xpn, xtn } from '../datatypes.js';
+import { comp, cwe, cx, dtm, plParts, present, xad, xcnParts, xonParts, xpn, xtn } from '../datatypes.js';
 import { parseLoc, read, reps, type Compiled, type CompiledElement, type CompiledRule, type Condition, type Ctx, type ElementSpec, type Loc, type MessageFile, type ResourceFile, type Scope } from './language.js';
-import { organizationRef, practitionerRef } from './ids.js';
+import { locationRef, organizationRef, practitionerRef } from './ids.js';
 import { documentBody, observationValue, providerRefs } from './special.js';
 
 const compiledCache = new Map<string, Compiled>();
@@ -38,20 +38,25 @@ export function loadMappings(dir = mappingsDir(), site = dir === mappingsDir() ?
   const cacheKey = `${dir}\u0000${site ?? ''}`;
   const hit = compiledCache.get(cacheKey);
   if (hit) return hit;
-  /** the YAML files of one kind, a site's replacing the project's of the same name; labels say which folder */
-  const filesOf = (sub: string): { file: string; label: string; name: string }[] => {
-    const byName = new Map<string, { file: string; label: string; name: string }>();
-    for (const [folder, shown] of [[path.join(dir, 'hl7v2', sub), `mappings/hl7v2/${sub}`], ...(site ? [[path.join(site, sub), `${site}/${sub}`]] : [])]) {
-      if (!fs.existsSync(folder)) continue;
-      for (const f of fs.readdirSync(folder).filter((x) => x.endsWith('.yaml')).sort()) byName.set(f, { file: path.join(folder, f), label: `${shown}/${f}`, name: path.basename(f, '.yaml') });
-    }
-    return [...byName.values()];
-  };
+  /** the YAML files of one kind: the project's, then the site's */
+  const filesOf = (sub: string): { file: string; label: string; name: string; site: boolean }[] =>
+    [[path.join(dir, 'hl7v2', sub), `mappings/hl7v2/${sub}`, false] as const, ...(site ? [[path.join(site, sub), `${site}/${sub}`, true] as const] : [])].flatMap(([folder, shown, isSite]) =>
+      fs.existsSync(folder)
+        ? fs
+            .readdirSync(folder)
+            .filter((x) => x.endsWith('.yaml'))
+            .sort()
+            .map((f) => ({ file: path.join(folder, f), label: `${shown}/${f}`, name: path.basename(f, '.yaml'), site: isSite }))
+        : [],
+    );
+  // a site's message file adds to the project's of the same structure: its events (by trigger) and its routes
   const messages = new Map<string, MessageFile>();
   for (const { file, label } of filesOf('messages')) {
     const m = readDataFile<MessageFile>(file, 'hl7v2-message', label);
-    messages.set(m.structure, m);
+    const before = messages.get(m.structure);
+    messages.set(m.structure, before ? { structure: m.structure, events: { ...before.events, ...m.events }, resources: [...before.resources, ...m.resources] } : m);
   }
+  // a site's resource rule replaces the project's of the same name
   const rules = new Map<string, CompiledRule>();
   for (const { file, label, name } of filesOf('resources')) {
     const r = readDataFile<ResourceFile>(file, 'hl7v2-resource', label);
@@ -174,6 +179,9 @@ export function compileCondition(c: Condition): (scope: Scope) => boolean {
   };
 }
 
+/** The datatypes an element rule's `type` may name (mappings/schema/hl7v2-resource.schema.json lists the same). */
+export const CONVERTER_TYPES = ['string', 'integer', 'decimal', 'boolean', 'date', 'dateTime', 'instant', 'CX', 'XPN', 'XAD', 'XTN', 'CWE', 'XCN', 'XON', 'PL'] as const;
+
 type Converter = (rep: Hl7Repetition | undefined, text: string, loc: Loc, ctx: Ctx) => unknown;
 
 /** The converter for one value, chosen once from the rule's `type` / `table`. */
@@ -240,8 +248,13 @@ function compileConverter(spec: ElementSpec): Converter {
         const parts = xonParts(rep, ctx);
         return parts && spec.ref === 'Organization' ? organizationRef(parts, ctx) : parts?.name;
       };
+    case 'PL':
+      return (rep, _t, _l, ctx) => {
+        const parts = plParts(rep);
+        return parts && spec.ref === 'Location' ? locationRef(parts, ctx) : parts?.name;
+      };
     default:
-      throw new Error(`unknown type ${type} (known: string, integer, decimal, boolean, date, dateTime, instant, CX, XPN, XAD, XTN, CWE, XCN, XON)`);
+      throw new Error(`unknown type ${type} (known: ${CONVERTER_TYPES.join(', ')})`);
   }
 }
 

@@ -1,0 +1,47 @@
+/**
+ * Mapping typos stop the start with file, line and path: broken copies of the project's real mapping files, one
+ * mistake each, loaded as the gateway loads them. And the schemas' lists of values are the code's lists.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadMappings } from '../../src/mapping/hl7v2/load.js';
+import { CONVERTER_TYPES } from '../../src/mapping/hl7v2/load.js';
+import { PLAN_EVENTS } from '../../src/county/contribution.js';
+import { mappingsDir } from '../../src/paths.js';
+
+/** A copy of mappings/ with `edit` applied to one file; returns the folder and the 1-based line the edit is on. */
+function brokenCopy(file: string, edit: (text: string) => string): { dir: string; lineOf: (needle: string) => number } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cg-broken-'));
+  fs.cpSync(mappingsDir(), dir, { recursive: true });
+  const p = path.join(dir, file);
+  const text = edit(fs.readFileSync(p, 'utf8'));
+  fs.writeFileSync(p, text);
+  return { dir, lineOf: (needle) => text.split('\n').findIndex((l) => l.includes(needle)) + 1 };
+}
+
+test.each([
+  ['a misspelt plan event', 'hl7v2/messages/ADT_A03.yaml', (t: string) => t.replace('plan: discharge,', 'plan: dischrage,'), 'dischrage', /ADT_A03\.yaml:L: events\.A03\.plan: must be one of "discharge"/],
+  ['an unknown route key', 'hl7v2/messages/ADT_A01.yaml', (t: string) => t.replace('segment: AL1, repeat: true', 'segment: AL1, repeats: true'), 'repeats', /ADT_A01\.yaml:L: resources\.\d+\.repeats: unknown key "repeats"/],
+  ['a route to a rule that does not exist', 'hl7v2/messages/ADT_A01.yaml', (t: string) => t.replace('rule: AllergyIntolerance', 'rule: Allergy'), '', /messages\/ADT_A01\.yaml: resources\.\d+\.rule: no resource rule "Allergy"/],
+  ['an unknown datatype', 'hl7v2/resources/Encounter.yaml', (t: string) => t.replace('type[]: { from: PV1-4, type: CWE }', 'type[]: { from: PV1-4, type: CWX }'), 'CWX', /Encounter\.yaml:L: elements\.type\[\]\.type: must be one of "string"/],
+  ['a location that is not one', 'hl7v2/resources/Encounter.yaml', (t: string) => t.replace('period.start: { from: PV1-44.1', 'period.start: { from: PV1.44'), 'PV1.44', /Encounter\.yaml:L: elements\.period\.start\.from: must match pattern/],
+  ['a code table without its system', 'codes/marital-status.yaml', (t: string) => t.replace(/^system: .*$/m, ''), '', /codes\/marital-status\.yaml:\d+: "system" is required|marital-status\.yaml: "system" is required/],
+  ['a registry code of seven digits', 'facilities.yaml', (t: string) => t.replace('registryCode: "90006399", name: Elva Haigla (test fixture) }', 'registryCode: "9000639", name: Elva Haigla (test fixture) }'), '"9000639"', /facilities\.yaml:L: facilities\.ELVA_HAIGLA\.registryCode: must match pattern/],
+  ['a key written twice', 'hl7v2/resources/Patient.yaml', (t: string) => t.replace('birthDate: { from: PID-7.1, type: date }', 'birthDate: { from: PID-7.1, type: date }\n  birthDate: { from: PID-7.1 }'), 'birthDate: { from: PID-7.1 }', /Patient\.yaml:L: Map keys must be unique/],
+])('%s stops the load, naming file, line and path', (_what, file, edit, needle, expected) => {
+  const { dir, lineOf } = brokenCopy(file, edit);
+  const pattern = new RegExp(expected.source.replace(':L:', `:${needle ? lineOf(needle) : '\\d+'}:`));
+  expect(() => loadMappings(dir)).toThrow(pattern);
+});
+
+test('the schemas know the plan events and datatypes the code knows, no more and no fewer', () => {
+  const schema = (kind: string) => JSON.parse(fs.readFileSync(path.join(mappingsDir(), 'schema', `${kind}.schema.json`), 'utf8'));
+  const message = schema('hl7v2-message');
+  expect(message.properties.events.additionalProperties.properties.plan.enum).toEqual([...PLAN_EVENTS]);
+  expect(schema('hl7v2-resource').definitions.element.properties.type.enum).toEqual([...CONVERTER_TYPES]);
+});
+
+test('every mapping file of the project passes its schema', () => {
+  expect(() => loadMappings(mappingsDir(), undefined)).not.toThrow();
+});
