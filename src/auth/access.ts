@@ -48,7 +48,7 @@ const SECTOR: Record<OrgKind, Sector> = { hospital: 'health', gp: 'health', muni
 const CLINICAL = new Set([
   'Encounter', 'Condition', 'Observation', 'AllergyIntolerance', 'Procedure', 'DiagnosticReport', 'DocumentReference',
   'MedicationRequest', 'MedicationStatement', 'MedicationAdministration', 'MedicationDispense', 'Immunization',
-  'ClinicalImpression', 'FamilyMemberHistory', 'Specimen', 'ImagingStudy', 'RiskAssessment', 'EpisodeOfCare',
+  'ClinicalImpression', 'FamilyMemberHistory', 'Specimen', 'ImagingStudy', 'RiskAssessment', 'EpisodeOfCare', 'Coverage', 'Appointment',
 ]);
 
 /** The sector a resource's data belongs to; undefined for coordination data (person, plan, team, goals, tasks). */

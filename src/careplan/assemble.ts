@@ -167,6 +167,7 @@ export async function assemble(w: Writer, contribution: Contribution, opts: { re
   for (const r of [...written, ...ruleResources.added]) {
     switch (r.resourceType) {
       case 'ServiceRequest':
+      case 'Appointment':
         activityRefs.push(refTo(r));
         break;
       case 'Task':
@@ -184,6 +185,7 @@ export async function assemble(w: Writer, contribution: Contribution, opts: { re
       case 'DocumentReference':
       case 'AllergyIntolerance':
       case 'DiagnosticReport':
+      case 'Procedure':
         plan = { ...plan, supportingInfo: addRef(plan.supportingInfo, refTo(r)) };
         break;
       default:

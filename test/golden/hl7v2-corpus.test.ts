@@ -18,7 +18,7 @@ import { OutcomeError } from '../../src/fhir/outcome.js';
 import { corpusDir, corpusFiles, describeCorpus } from '../helpers/corpus.js';
 
 const ROOT = corpusDir('hl7v2') ?? '';
-const UNSUPPORTED = new Set(['hapi-hl7v2/example_oml_o21-multi.hl7', 'microsoft-fhir-converter/SIU-S12-01.hl7']);
+const UNSUPPORTED = new Set(['hapi-hl7v2/example_oml_o21-multi.hl7']);
 
 /** A file may hold several messages: split at each MSH. */
 function messagesIn(file: string): string[] {

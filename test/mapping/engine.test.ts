@@ -91,7 +91,7 @@ test('ROL: PP → generalPractitioner, other roles → careTeamCandidates with P
 });
 
 test.each([
-  ['SIU^S12^SIU_S12', 'MSH-9'],
+  ['ORM^O01^ORM_O01', 'MSH-9'],
   ['ADT^A17^ADT_A17', 'MSH-9'],
   ['ADT^A12^ADT_A09', 'MSH-9.2'],
 ])('%s is refused as unsupported at %s', (type, where) => {

@@ -120,6 +120,8 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
       // companions: the segments right after the primary one whose names `with` lists (PD1 after PID, NTE after OBX)
       const withSegs: Hl7Segment[] = [];
       for (let i = seg.index + 1; i < msg.segments.length && route.with?.includes(msg.segments[i].name); i++) withSegs.push(msg.segments[i]);
+      // `also`: segments anywhere in the primary one's group (SIU: the AIS/AIL/AIP resources after SCH)
+      withSegs.push(...(route.also ?? []).flatMap((n) => group.filter((s) => s.name === n && !withSegs.includes(s))));
       const context = (route.context ?? [])
         .map((n) => [...msg.segments.slice(0, seg.index)].reverse().find((s) => s.name === n))
         .filter((s): s is Hl7Segment => !!s);
@@ -173,6 +175,7 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
   if (encounter) applyEventToEncounter(encounter as Resource & Record<string, unknown>, ev);
   if (ev.requestStatus) for (const b of built) if (b.resource.resourceType === 'ServiceRequest') (b.resource as { status?: string }).status = ev.requestStatus;
   if (ev.requestStatus === 'revoked') for (const b of built) if (b.resource.resourceType === 'Task') (b.resource as { status?: string }).status = 'cancelled';
+  if (ev.appointmentStatus) for (const b of built) if (b.resource.resourceType === 'Appointment') (b.resource as { status?: string }).status = ev.appointmentStatus;
   if (ev.conditionStatus) {
     for (const b of built) if (b.resource.resourceType === 'Condition') (b.resource as { verificationStatus?: unknown }).verificationStatus = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-ver-status', code: ev.conditionStatus }] };
   }

@@ -87,9 +87,9 @@ export interface ResourceFile {
 
 export interface MessageFile {
   structure: string;
-  events: Record<string, { plan: PlanEvent; encounterStatus?: string; clear?: string[]; requestStatus?: string; conditionStatus?: string }>;
+  events: Record<string, { plan: PlanEvent; encounterStatus?: string; clear?: string[]; requestStatus?: string; conditionStatus?: string; appointmentStatus?: string }>;
   /** `with`: companion segments after the primary one (PD1 after PID); `context`: the nearest one before it (OBR before OBX) */
-  resources: { rule: string; segment: string; with?: string[]; context?: string[]; repeat?: boolean; when?: Condition }[];
+  resources: { rule: string; segment: string; with?: string[]; also?: string[]; context?: string[]; repeat?: boolean; when?: Condition }[];
 }
 
 export type CompiledRule = ResourceFile & { used: Map<string, Set<number>>; compiled: CompiledElement[] };

@@ -1,0 +1,72 @@
+/**
+ * SIU^S12–S15 → Appointment: a GP follow-up booked by the hospital becomes an activity of the shared plan, with the
+ * patient, the practitioner (AIP) and the place (AIL) as participants; a cancellation (S15) cancels it, the same
+ * Appointment. Over POST /hl7v2 into a gateway, and the conversion alone.
+ */
+import type { Appointment, Bundle, CarePlan, Location, Practitioner } from '@medplum/fhirtypes';
+import { parseHl7 } from '../../src/hl7v2/parse.js';
+import { convertHl7 } from '../../src/mapping/hl7v2/convert.js';
+import { deterministicId, isikukoodCheckDigit, SYSTEMS } from '../../src/fhir/identifiers.js';
+import { checkResource } from '../../src/write-checks.js';
+import { backends } from '../helpers/backends.js';
+import { useGateway } from '../helpers/gateway.js';
+
+const who = '4520315022';
+const isikukood = who + isikukoodCheckDigit(who);
+
+function siu(trigger: 'S12' | 'S15', control: string): string {
+  return [
+    `MSH|^~\\&|ELVA_HIS|ELVA_HAIGLA|CARE_GW|TARTU|20261201090000||SIU^${trigger}^SIU_S12|${control}|P|2.5.1`,
+    `SCH|PL-77^ELVA_HIS|FI-77^ELVA_HIS|||||KONTROLL^Kontrollvisiit^L|ROUTINE^Routine^HL70276|20|min|||||||||||||${trigger === 'S15' ? 'Cancelled' : 'Booked'}`,
+    'TQ1|||||||20261215100000|20261215102000',
+    'NTE|1||Kaasa võtta ravimite nimekiri',
+    `PID|1||${isikukood}^^^EE^NI||Kask^Helmi||19520315|F`,
+    'RGS|1|A',
+    'AIS|1|A|FOLLOW^Järelkontroll^L|20261215100000',
+    'AIL|1|A|PEREARST^KAB2^^ELVA_PAK',
+    'AIP|1|A|D12345^Mets^Anne^^^^Dr|PP^Perearst^L',
+  ].join('\r');
+}
+
+test('the conversion: one Appointment with its times, reason, comment and participants, valid FHIR R4', () => {
+  const c = convertHl7(parseHl7(siu('S12', 'SIU-1')));
+  const appt = c.resources.find((r): r is Appointment => r.resourceType === 'Appointment')!;
+  expect(appt).toMatchObject({
+    status: 'booked',
+    start: '2026-12-15T10:00:00+02:00',
+    end: '2026-12-15T10:20:00+02:00',
+    comment: 'Kaasa võtta ravimite nimekiri',
+    reasonCode: [{ coding: [{ code: 'KONTROLL' }] }],
+    serviceType: [{ coding: [{ code: 'FOLLOW' }] }],
+  });
+  const actors = appt.participant.map((p) => p.actor?.reference);
+  const gp = c.resources.find((r): r is Practitioner => r.resourceType === 'Practitioner' && r.identifier?.[0].value === 'D12345')!;
+  const room = c.resources.find((r): r is Location => r.resourceType === 'Location')!;
+  expect(actors.sort()).toEqual([`Patient/${c.patient.id}`, `Practitioner/${gp.id}`, `Location/${room.id}`].sort()); // references to other resources are set last
+  expect(room.name).toBe('PEREARST');
+  for (const r of [c.patient, ...c.resources]) expect([r.resourceType, checkResource(r, [])]).toEqual([r.resourceType, []]);
+  expect(c.unused).not.toEqual(expect.arrayContaining(['SCH', 'AIP', 'AIL', 'AIS']));
+});
+
+test('S15 cancels the same Appointment', () => {
+  const booked = convertHl7(parseHl7(siu('S12', 'SIU-1'))).resources.find((r) => r.resourceType === 'Appointment')!;
+  const cancelled = convertHl7(parseHl7(siu('S15', 'SIU-2'))).resources.find((r): r is Appointment => r.resourceType === 'Appointment')!;
+  expect(cancelled.id).toBe(booked.id);
+  expect(cancelled.status).toBe('cancelled');
+});
+
+describe.each(backends())('SIU through the gateway on %s', (_name, makeBackend) => {
+  const ctx = useGateway(makeBackend);
+  const post = async (m: string) => (await fetch(`${ctx.url}/hl7v2`, { method: 'POST', headers: { 'Content-Type': 'text/plain' }, body: m })).text();
+
+  test('a booked follow-up is an activity of the shared plan; its cancellation is seen there', async () => {
+    expect(await post(siu('S12', 'SIU-10'))).toContain('MSA|AA');
+    const p = deterministicId('Patient', SYSTEMS.isikukood, isikukood);
+    const plan = ((await (await fetch(`${ctx.base}/CarePlan?subject=Patient/${p}&_include=CarePlan:activity-reference`)).json()) as Bundle).entry!;
+    const appt = plan.find((e) => e.resource?.resourceType === 'Appointment')?.resource as Appointment;
+    expect(appt.status).toBe('booked');
+    expect((plan.find((e) => e.resource?.resourceType === 'CarePlan')!.resource as CarePlan).activity?.map((a) => a.reference?.reference)).toContain(`Appointment/${appt.id}`);
+    expect(await post(siu('S15', 'SIU-11'))).toContain('MSA|AA');
+    expect(((await (await fetch(`${ctx.base}/Appointment/${appt.id}`)).json()) as Appointment).status).toBe('cancelled');
+  });
+});
