@@ -4,7 +4,7 @@
  * message carries too. Prints one table per run; FIDELITY_VERBOSE=1 also lists each message's missing facts.
  *
  * FLOOR is a ratchet: the share measured when it was last raised, rounded down to a whole percent. A mapping that
- * carries more raises it; nothing may lower it. A message we refuse (SIU is not supported yet) carries 0 of its facts.
+ * carries more raises it; nothing may lower it. A message we refuse (an unsupported structure) carries 0 of its facts.
  * Skipped without the shared corpus (CG_CORPUS_DIR).
  */
 import fs from 'node:fs';

@@ -87,9 +87,9 @@ test('repetitions, components and subcomponents are addressed 1-based like the s
   expect(value(msg.segments[0], 9, 3)).toBe('ADT_A03');
 });
 
-test('a missing MSH-9.3 is derived from table 0354 (A04 → ADT_A01, A40 → ADT_A39)', () => {
-  expect(parseHl7(`MSH|^~\\&|A|B|C|D|20260101||ADT^A04|1|P|2.3`).structure).toBe('ADT_A01');
-  expect(parseHl7(`MSH|^~\\&|A|B|C|D|20260101||ADT^A40|1|P|2.3`).structure).toBe('ADT_A39');
+test('a missing MSH-9.3 stays empty: the mapping finds the structure by the trigger (test/mapping/engine.test.ts)', () => {
+  expect(parseHl7(`MSH|^~\\&|A|B|C|D|20260101||ADT^A04|1|P|2.3`).structure).toBe('');
+  expect(parseHl7(`MSH|^~\\&|A|B|C|D|20260101||ADT^A04^ADT_A01|1|P|2.3`).structure).toBe('ADT_A01');
 });
 
 test.each([

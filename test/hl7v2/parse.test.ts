@@ -92,10 +92,6 @@ describe.each<ParseEngine>(['split', 'hl7v2'])('engine %s', (engine) => {
   });
 });
 
-test('an empty MSH-9.3 stays empty (the mapping finds the structure from the trigger)', () => {
-  expect(parseHl7('MSH|^~\\&|A|B|C|D|20260101||ADT^A04|1|P|2.3').structure).toBe('');
-});
-
 test('MSH-9.3 wins over the table', () => {
   expect(parseHl7('MSH|^~\\&|A|B|C|D|20260101||ADT^A04^ADT_A01|1|P|2.5').structure).toBe('ADT_A01');
 });

@@ -138,3 +138,11 @@ test('MSH-9.3 naming a structure without a message file (ADT^A04^ADT_A04) is con
   const c = convertHl7(parseHl7(`${MSH('ADT^A04^ADT_A04')}\rPID|1||38001010015^^^EE^NI||Tamm^Mari||19800101|F\rPV1|1|O`));
   expect(c.event).toMatchObject({ trigger: 'A04', structure: 'ADT_A01' });
 });
+
+test('what a structure leaves on purpose is reported with why; what it has not mapped yet, as a gap', () => {
+  const c = convertHl7(parseHl7(`${eeDischarge()}\rPDA|I21^Infarct^I10\rZZZ|1`));
+  const said = (where: string) => c.issues.find((i) => i.expression?.[0] === where)?.diagnostics;
+  expect(said('PDA')).toMatch(/^PDA is left on purpose: death details/);
+  expect(said('ZZZ')).toBe('ZZZ was not mapped');
+  expect(c.unused).toEqual(expect.arrayContaining(['PDA', 'ZZZ']));
+});

@@ -129,6 +129,7 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
       if (route.when && !compileCondition(route.when)(scope)) continue;
       usedSegments.add(seg.index);
       withSegs.forEach((s) => usedSegments.add(s.index));
+      for (const s of context) if (rule.used.has(s.name)) usedSegments.add(s.index); // read through `context`
       if (rule.role) {
         team.push(...roleChange(rule, scope, ctx));
         continue;
@@ -181,7 +182,11 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
   }
 
   const resources = dedupe([...ctx.produced, ...built.map((b) => b.resource)]).filter((r) => r !== patient);
-  for (const u of unused) ctx.issues.push(issue({ severity: 'information', issueCode: 'informational', text: `${u} was not mapped`, where: u }));
+  // what the mapping leaves on purpose says why (the message file's `leaves`); the rest is a gap not yet mapped
+  for (const u of unused) {
+    const why = mf.leaves?.[u] ?? mf.leaves?.[u.split('-')[0]];
+    ctx.issues.push(issue({ severity: 'information', issueCode: 'informational', text: why ? `${u} is left on purpose: ${why}` : `${u} was not mapped`, where: u }));
+  }
   return {
     patient,
     patientId: patient.id!,

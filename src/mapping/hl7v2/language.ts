@@ -90,6 +90,8 @@ export interface MessageFile {
   events: Record<string, { plan: PlanEvent; encounterStatus?: string; clear?: string[]; requestStatus?: string; conditionStatus?: string; appointmentStatus?: string }>;
   /** `with`: companion segments after the primary one (PD1 after PID); `context`: the nearest one before it (OBR before OBX) */
   resources: { rule: string; segment: string; with?: string[]; also?: string[]; context?: string[]; repeat?: boolean; when?: Condition }[];
+  /** segments and fields this structure does not map on purpose, each with why (reported instead of "not mapped") */
+  leaves?: Record<string, string>;
 }
 
 export type CompiledRule = ResourceFile & { used: Map<string, Set<number>>; compiled: CompiledElement[] };

@@ -54,7 +54,7 @@ export function loadMappings(dir = mappingsDir(), site = dir === mappingsDir() ?
   for (const { file, label } of filesOf('messages')) {
     const m = readDataFile<MessageFile>(file, 'hl7v2-message', label);
     const before = messages.get(m.structure);
-    messages.set(m.structure, before ? { structure: m.structure, events: { ...before.events, ...m.events }, resources: [...before.resources, ...m.resources] } : m);
+    messages.set(m.structure, before ? { structure: m.structure, events: { ...before.events, ...m.events }, resources: [...before.resources, ...m.resources], leaves: { ...before.leaves, ...m.leaves } } : m);
   }
   // a site's resource rule replaces the project's of the same name
   const rules = new Map<string, CompiledRule>();

@@ -99,7 +99,7 @@ describe.each(backends())('HL7 v2 through the gateway on %s', (_name, makeBacken
   });
 
   test('an unsupported message type gets AR', async () => {
-    const r = await post('MSH|^~\\&|A|B|C|D|20261110||SIU^S12^SIU_S12|E2E-4|P|2.5\rSCH|1');
+    const r = await post('MSH|^~\\&|A|B|C|D|20261110||ORM^O01^ORM_O01|E2E-4|P|2.5\rORC|NW|1');
     expect(value(r.msa, 1)).toBe('AR');
     expect(value(r.errs[0], 3)).toBe('200');
   });
