@@ -51,6 +51,14 @@ export function convertFile(file: string, opts: { source?: string; defaultCharse
     return { bundle: { resourceType: 'Bundle', type: 'collection', entry: resources.map((resource) => ({ fullUrl: `${resource.resourceType}/${resource.id ?? ''}`, resource })) } };
   }
   const { text } = decodeHl7(bytes, opts.charset ?? opts.defaultCharset ?? 'utf-8', opts.charset ? undefined : facilityCharset);
+  return hl7Bundle(text);
+}
+
+/**
+ * HL7 v2 text (one message or several, each from its MSH) → a transaction Bundle of PUT-by-id entries, each resource
+ * valid FHIR R4, and what was not mapped as notes apart from it.
+ */
+export function hl7Bundle(text: string): { bundle: Bundle; notes?: OperationOutcome } {
   const entry: BundleEntry[] = [];
   const issues = [];
   for (const one of text.split(/\r(?=MSH\|)/)) {

@@ -6,27 +6,14 @@
 import type { Appointment, Bundle, CarePlan, Location, Practitioner } from '@medplum/fhirtypes';
 import { parseHl7 } from '../../src/hl7v2/parse.js';
 import { convertHl7 } from '../../src/mapping/hl7v2/convert.js';
-import { deterministicId, isikukoodCheckDigit, SYSTEMS } from '../../src/fhir/identifiers.js';
+import { deterministicId, SYSTEMS } from '../../src/fhir/identifiers.js';
+import { followUp } from '../fixtures/hl7v2/messages.js';
 import { checkResource } from '../../src/write-checks.js';
 import { backends } from '../helpers/backends.js';
 import { useGateway } from '../helpers/gateway.js';
 
-const who = '4520315022';
-const isikukood = who + isikukoodCheckDigit(who);
-
-function siu(trigger: 'S12' | 'S15', control: string): string {
-  return [
-    `MSH|^~\\&|ELVA_HIS|ELVA_HAIGLA|CARE_GW|TARTU|20261201090000||SIU^${trigger}^SIU_S12|${control}|P|2.5.1`,
-    `SCH|PL-77^ELVA_HIS|FI-77^ELVA_HIS|||||KONTROLL^Kontrollvisiit^L|ROUTINE^Routine^HL70276|20|min|||||||||||||${trigger === 'S15' ? 'Cancelled' : 'Booked'}`,
-    'TQ1|||||||20261215100000|20261215102000',
-    'NTE|1||Kaasa võtta ravimite nimekiri',
-    `PID|1||${isikukood}^^^EE^NI||Kask^Helmi||19520315|F`,
-    'RGS|1|A',
-    'AIS|1|A|FOLLOW^Järelkontroll^L|20261215100000',
-    'AIL|1|A|PEREARST^KAB2^^ELVA_PAK',
-    'AIP|1|A|D12345^Mets^Anne^^^^Dr|PP^Perearst^L',
-  ].join('\r');
-}
+const isikukood = '45203150228';
+const siu = (trigger: 'S12' | 'S15', control: string) => followUp(trigger, control, isikukood);
 
 test('the conversion: one Appointment with its times, reason, comment and participants, valid FHIR R4', () => {
   const c = convertHl7(parseHl7(siu('S12', 'SIU-1')));

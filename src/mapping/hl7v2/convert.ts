@@ -111,6 +111,8 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
   const usedSegments = new Set<number>([0]);
   if (evn) usedSegments.add(evn.index);
   const unused: string[] = [];
+  /** per segment a rule built from (or read as a companion), the fields the rules read */
+  const readFields = new Map<Hl7Segment, Set<number>>();
 
   for (const route of mf.resources) {
     const rule = m.rules.get(route.rule)!;
@@ -134,12 +136,9 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
         team.push(...roleChange(rule, scope, ctx));
         continue;
       }
-      // fields of this segment (and its companions) that no element reads
+      // the fields of this segment (and its companions) this rule reads; a field no rule reads is reported below
       const unusedFields = (): void => {
-        for (const s of [seg, ...withSegs]) {
-          const used = rule.used.get(s.name);
-          for (let n = 1; n < s.fields.length; n++) if (!used?.has(n) && hasContent(s.fields[n])) unused.push(`${s.name}-${n}`);
-        }
+        for (const x of [seg, ...withSegs]) readFields.set(x, new Set([...(readFields.get(x) ?? []), ...(rule.used.get(x.name) ?? [])]));
       };
       if (rule.part) {
         const subject = built.find((b) => b.resource.resourceType === rule.resourceType && b.segment.name === 'PID')?.resource;
@@ -155,6 +154,10 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
       unusedFields();
       for (const name of rule.uses ?? []) group.filter((s) => s.name === name).forEach((s) => usedSegments.add(s.index));
     }
+  }
+  for (const s of msg.segments) {
+    const read = readFields.get(s);
+    if (read) for (let n = 1; n < s.fields.length; n++) if (!read.has(n) && hasContent(s.fields[n])) unused.push(`${s.name}-${n}`);
   }
   for (const s of msg.segments) if (!usedSegments.has(s.index)) unused.push(s.name);
   // references between the produced resources, now that all of them exist
