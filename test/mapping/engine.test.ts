@@ -146,3 +146,20 @@ test('what a structure leaves on purpose is reported with why; what it has not m
   expect(said('ZZZ')).toBe('ZZZ was not mapped');
   expect(c.unused).toEqual(expect.arrayContaining(['PDA', 'ZZZ']));
 });
+
+test('a message file raises a flag from a Z-segment field, and the coordination rule that tests the flag applies', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cg-mappings-'));
+  fs.cpSync(mappingsDir(), dir, { recursive: true });
+  const a03 = path.join(dir, 'hl7v2/messages/ADT_A03.yaml');
+  fs.writeFileSync(a03, fs.readFileSync(a03, 'utf8').replace('\nresources:', '\nflags:\n  care-need: { field: ZCN-2.1, in: [Y] }\nresources:'));
+  const home = eeDischarge({ disposition: '01', diagnosis: 'J18.9' }); // pneumonia, home: no care-need condition
+  const flagged = convertHl7(parseHl7(`${home}\rZCN|1|Y|KODU^Koduteenuse vajadus^CARE_GW`), dir);
+  const unflagged = convertHl7(parseHl7(`${home}\rZCN|1|N|KODU^Koduteenuse vajadus^CARE_GW`), dir);
+  expect(flagged.flags).toEqual(['care-need']);
+  expect(unflagged.flags).toEqual([]);
+  expect(flagged.unused).not.toContain('ZCN'); // the flag read it
+  const { ruleBook } = await import('../../src/careplan/rules.js');
+  const assessment = ruleBook().rules.find((r) => r.id === 'social-care-needs-assessment')!;
+  const facts = (c: typeof flagged) => ({ dispositionCodes: ['01'], conditionCodes: ['J18.9'], segments: [] as string[], flags: c.flags });
+  expect([assessment.applies(facts(flagged)), assessment.applies(facts(unflagged))]).toEqual([true, false]);
+});

@@ -35,6 +35,7 @@ export function contributionOf(conv: Conversion, inboxId: string, description: s
     encounterId: conv.encounterId,
     occurredAt: conv.event.occurredAt,
     segments: conv.segments,
+    flags: conv.flags,
     team: conv.team,
     merge: conv.merge,
   };

@@ -56,6 +56,8 @@ export interface Conversion {
   encounterId?: string;
   merge?: { retiredPatientId: string };
   team: TeamChange[];
+  /** flags the message file raised (for the coordination rules' `flag:` tests) */
+  flags: string[];
   /** segments present in the message (for the coordination rules' segment tests) */
   segments: string[];
   /** errors (content is wrong → AE), warnings and information (unused segments and fields) */
@@ -155,6 +157,16 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
       for (const name of rule.uses ?? []) group.filter((s) => s.name === name).forEach((s) => usedSegments.add(s.index));
     }
   }
+  // flags for the coordination rules: a condition on the first segment it names (the segment and field count as read)
+  const flags: string[] = [];
+  for (const [name, cond] of Object.entries(mf.flags ?? {})) {
+    const loc = parseLoc(cond.field);
+    const seg = msg.segments.find((s) => s.name === loc.segment);
+    if (!seg) continue;
+    usedSegments.add(seg.index);
+    readFields.set(seg, new Set([...(readFields.get(seg) ?? []), loc.field]));
+    if (compileCondition(cond)({ msg, seg, withSegs: [], group: [seg] })) flags.push(name);
+  }
   for (const s of msg.segments) {
     const read = readFields.get(s);
     if (read) for (let n = 1; n < s.fields.length; n++) if (!read.has(n) && hasContent(s.fields[n])) unused.push(`${s.name}-${n}`);
@@ -201,6 +213,7 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
     encounterId: encounter?.id,
     merge: retired ? { retiredPatientId: retired.id! } : undefined,
     team,
+    flags,
     segments: [...new Set(msg.segments.map((s) => s.name))],
     issues: ctx.issues,
     unused,

@@ -92,6 +92,8 @@ export interface MessageFile {
   resources: { rule: string; segment: string; with?: string[]; also?: string[]; context?: string[]; repeat?: boolean; when?: Condition }[];
   /** segments and fields this structure does not map on purpose, each with why (reported instead of "not mapped") */
   leaves?: Record<string, string>;
+  /** flags the message raises for the coordination rules (`flag:` in mappings/careplan/rules.yaml), each by a condition */
+  flags?: Record<string, Condition>;
 }
 
 export type CompiledRule = ResourceFile & { used: Map<string, Set<number>>; compiled: CompiledElement[] };
