@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import YAML, { LineCounter } from 'yaml';
+import YAML, { LineCounter, isMap, isSeq, type Node } from 'yaml';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { mappingsDir } from './paths.js';
 
@@ -62,28 +62,46 @@ export function parseDataFile<T>(text: string, kind: DataFileKind, label: string
     const keys = pathOf(first);
     // errors about the places that hold this one (the other branches of a oneOf) say nothing more
     const others = errors.filter((e) => e !== first && !keys.join('/').startsWith(pathOf(e).join('/')));
-    const node = doc.getIn(keys, true) as { range?: [number, number, number] } | undefined;
-    const parent = doc.getIn(keys.slice(0, -1), true) as { range?: [number, number, number] } | undefined;
-    const offset = node?.range?.[0] ?? parent?.range?.[0];
+    const offset = offsetOf(doc.contents, keys);
     const more = others.length ? ` (and ${others.length} more)` : '';
     throw new DataFileError(label, offset === undefined ? undefined : lineCounter.linePos(offset).line, keys.join('.'), describe(first) + more);
   }
   return value as T;
 }
 
-/** The path in the document an error is about: for an unknown key, the key itself. */
-function pathOf(e: ErrorObject): (string | number)[] {
+/** The path in the document an error is about: for an unknown key (or a key no name fits), the key itself. */
+function pathOf(e: ErrorObject): string[] {
   const keys = e.instancePath
     .split('/')
     .slice(1)
-    .map((k) => k.replace(/~1/g, '/').replace(/~0/g, '~'))
-    .map((k) => (/^\d+$/.test(k) ? Number(k) : k));
-  if (e.keyword === 'additionalProperties') keys.push((e.params as { additionalProperty: string }).additionalProperty);
+    .map((k) => k.replace(/~1/g, '/').replace(/~0/g, '~'));
+  const p = e.params as { additionalProperty?: string };
+  if (e.keyword === 'additionalProperties' && p.additionalProperty !== undefined) keys.push(p.additionalProperty);
+  else if (e.propertyName !== undefined) keys.push(e.propertyName);
   return keys;
+}
+
+/** Where in the text the node at `keys` starts (or the nearest node holding it): map keys by name, list items by index. */
+function offsetOf(node: unknown, keys: string[]): number | undefined {
+  let at = node as Node | null | undefined;
+  let best = at?.range?.[0];
+  for (const k of keys) {
+    if (isMap(at)) {
+      const pair = at.items.find((i) => String((i.key as { value?: unknown } | null)?.value ?? i.key) === k);
+      if (!pair) break;
+      best = (pair.key as Node | null)?.range?.[0] ?? best; // the key's line: where the reader looks
+      at = pair.value as Node | null;
+    } else if (isSeq(at) && /^\d+$/.test(k)) {
+      at = at.items[Number(k)] as Node | null;
+      best = at?.range?.[0] ?? best;
+    } else break;
+  }
+  return best;
 }
 
 function describe(e: ErrorObject): string {
   const p = e.params as Record<string, unknown>;
+  if (e.propertyName !== undefined) return `unknown key "${e.propertyName}"` + (e.keyword === 'enum' ? ` (known: ${(p.allowedValues as unknown[]).join(', ')})` : ` (${e.message ?? e.keyword})`);
   switch (e.keyword) {
     case 'additionalProperties':
       return `unknown key "${String(p.additionalProperty)}"`;
@@ -100,8 +118,11 @@ function describe(e: ErrorObject): string {
  * The errors worth showing: a value that fits none of a `oneOf`/`anyOf` gives one error per branch; the most specific
  * ones (deepest path; an unknown key or a wrong value before a missing one) say best what is wrong.
  */
-function relevant(errors: ErrorObject[]): ErrorObject[] {
+function relevant(all: ErrorObject[]): ErrorObject[] {
+  let errors = all;
   const rank = (e: ErrorObject): number => ({ additionalProperties: 0, enum: 1, type: 2, pattern: 2, required: 3 })[e.keyword as 'enum'] ?? 4;
+  // a key no name fits is reported once, by the inner error that names it
+  errors = errors.filter((e) => e.keyword !== 'propertyNames');
   const depth = (e: ErrorObject): number => pathOf(e).length;
   return [...errors].filter((e) => e.keyword !== 'oneOf' && e.keyword !== 'anyOf' && e.keyword !== 'if').sort((a, b) => depth(b) - depth(a) || rank(a) - rank(b));
 }

@@ -2,10 +2,9 @@
  * Coordination rules as data (mappings/careplan/rules.yaml), compiled once into predicates.
  * A rule says which event it reacts to, when it applies, and which requests it adds to the shared plan.
  */
-import fs from 'node:fs';
 import path from 'node:path';
-import YAML from 'yaml';
 import { mappingsDir } from '../paths.js';
+import { readDataFile } from '../data-file.js';
 import type { PlanEvent } from '../county/contribution.js';
 
 
@@ -118,6 +117,6 @@ export function compileRules(doc: RuleFile): RuleBook {
 let book: RuleBook | undefined;
 
 export function ruleBook(): RuleBook {
-  book ??= compileRules(YAML.parse(fs.readFileSync(path.join(mappingsDir(), 'careplan/rules.yaml'), 'utf8')) as RuleFile);
+  book ??= compileRules(readDataFile<RuleFile>(path.join(mappingsDir(), 'careplan/rules.yaml'), 'careplan-rules', 'mappings/careplan/rules.yaml'));
   return book;
 }

@@ -5,11 +5,10 @@
  *
  * @see https://fhir.ee/base — EE Base Address, extension ee-ehak (valueCoding, system https://fhir.ee/sid/ehak)
  */
-import fs from 'node:fs';
 import path from 'node:path';
-import YAML from 'yaml';
 import type { Address, Organization, Patient } from '@medplum/fhirtypes';
 import { mappingsDir } from '../paths.js';
+import { readDataFile } from '../data-file.js';
 
 export const EHAK_SYSTEM = 'https://fhir.ee/sid/ehak';
 export const BR_SYSTEM = 'https://fhir.ee/sid/org/est/br';
@@ -34,9 +33,9 @@ function fold(s: string): string {
 
 export function municipalities(): Map<string, Municipality> {
   if (cache) return cache;
-  const doc = YAML.parse(fs.readFileSync(path.join(mappingsDir(), 'directory/municipalities.yaml'), 'utf8')) as {
+  const doc = readDataFile<{
     municipalities: Record<string, { name: string; county: string; registryCode?: string; aliases?: string[]; settlements?: string[] }>;
-  };
+  }>(path.join(mappingsDir(), 'directory/municipalities.yaml'), 'directory', 'mappings/directory/municipalities.yaml');
   cache = new Map(
     Object.entries(doc.municipalities).map(([ehak, m]) => [
       ehak,

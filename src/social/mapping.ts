@@ -6,9 +6,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import YAML from 'yaml';
 import iconv from 'iconv-lite';
 import { mappingsDir } from '../paths.js';
+import { readDataFile } from '../data-file.js';
 import { learnRegistryCode, municipalities } from '../county/directory.js';
 import { checkRegistryCode } from '../fhir/identifiers.js';
 import { OutcomeError } from '../fhir/outcome.js';
@@ -208,12 +208,11 @@ export function socialMapping(source: string): SocialMapping | undefined {
     for (const ext of ['.yaml', '.yml', '.json']) {
       const file = path.join(dir, source + ext);
       if (!fs.existsSync(file)) continue;
-      const text = fs.readFileSync(file, 'utf8');
       let doc: MappingFile;
       try {
-        doc = (ext === '.json' ? JSON.parse(text) : YAML.parse(text)) as MappingFile;
+        doc = readDataFile<MappingFile>(file, 'social-source'); // JSON is YAML too
       } catch (e) {
-        throw new OutcomeError('fault', `mapping ${file} does not parse: ${(e as Error).message}`);
+        throw new OutcomeError('fault', `mapping ${(e as Error).message}`);
       }
       const compiled = compileMapping(source, file, doc);
       cache.set(source, compiled);

@@ -9,6 +9,7 @@ import { loadMappings } from '../../src/mapping/hl7v2/load.js';
 import { CONVERTER_TYPES } from '../../src/mapping/hl7v2/load.js';
 import { PLAN_EVENTS } from '../../src/county/contribution.js';
 import { mappingsDir } from '../../src/paths.js';
+import { parseDataFile } from '../../src/data-file.js';
 
 /** A copy of mappings/ with `edit` applied to one file; returns the folder and the 1-based line the edit is on. */
 function brokenCopy(file: string, edit: (text: string) => string): { dir: string; lineOf: (needle: string) => number } {
@@ -44,4 +45,23 @@ test('the schemas know the plan events and datatypes the code knows, no more and
 
 test('every mapping file of the project passes its schema', () => {
   expect(() => loadMappings(mappingsDir(), undefined)).not.toThrow();
+});
+
+describe('the other mapping files: a typo in a copy of the real file names file, line and path', () => {
+  const real = (file: string) => fs.readFileSync(path.join(mappingsDir(), file), 'utf8');
+  const lineOf = (text: string, needle: string) => text.split('\n').findIndex((l) => l.includes(needle)) + 1;
+  test.each([
+    ['careplan/rules.yaml', 'careplan-rules', (t: string) => t.replace('on: discharge\n', 'on: dischrage\n'), 'dischrage', /rules\.yaml:L: rules\.0\.on: must be one of "discharge"/],
+    ['careplan/rules.yaml', 'careplan-rules', (t: string) => t.replace('performer: general-practitioner', 'performer: family-doctor'), 'family-doctor', /rules\.yaml:L: rules\.0\.add\.0\.performer: must be one of/],
+    ['social/elva.yaml', 'social-source', (t: string) => t.replace('records: otsused', 'record: otsused'), 'record: otsused', /elva\.yaml:L: record: unknown key "record"/],
+    ['social/elva.yaml', 'social-source', (t: string) => t.replace('  decisionDate: kuupaev', '  decisonDate: kuupaev'), 'decisonDate', /elva\.yaml:L: fields\.decisonDate: unknown key "decisonDate" \(known: decisionId, /],
+    ['directory/municipalities.yaml', 'directory', (t: string) => t.replace('registryCode: "77000170"', 'registryCode: "7700017"'), '"7700017"', /municipalities\.yaml:L: municipalities\.0171\.registryCode: must match pattern/],
+    ['fhir/message-events.yaml', 'fhir-message-events', (t: string) => t.replace('plan: referral', 'plan: referal'), 'referal', /message-events\.yaml:L: events\.\d+\.plan: must be one of/],
+  ] as const)('%s (%s)', (file, kind, edit, needle, expected) => {
+    const text = edit(real(file));
+    expect(text).not.toBe(real(file)); // the edit found its place in the real file
+    const pattern = new RegExp(expected.source.replace(':L:', `:${lineOf(text, needle)}:`));
+    expect(() => parseDataFile(text, kind, `mappings/${file}`)).toThrow(pattern);
+    expect(() => parseDataFile(real(file), kind, `mappings/${file}`)).not.toThrow();
+  });
 });

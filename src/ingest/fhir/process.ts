@@ -8,10 +8,8 @@
  * Organization (a municipality, another provider) is a referral; Conditions, Goals and Observations join the plan.
  * Provenance names the inbox entry, as for every source.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import YAML from 'yaml';
 import type { Bundle, BundleEntry, Encounter, MessageHeader, Organization, Patient, Provenance, Resource, ServiceRequest } from '@medplum/fhirtypes';
 import { OutcomeError, toOutcomeError } from '../../fhir/outcome.js';
 import { bundleEntryLimit, parseJsonBody, type JsonLimits } from '../../fhir/json.js';
@@ -23,6 +21,7 @@ import { assemble, INBOX_SYSTEM } from '../../careplan/assemble.js';
 import type { Contribution } from '../../county/contribution.js';
 import type { PlanEvent } from '../../county/contribution.js';
 import { mappingsDir } from '../../paths.js';
+import { readDataFile } from '../../data-file.js';
 import { failedEntry, planBundle, runBatchEntry, runTransaction, type EntryResult, type PlannedEntry } from './bundle.js';
 
 export interface Submission {
@@ -137,7 +136,7 @@ interface MessageEvent {
 }
 let events: MessageEvent[] | undefined;
 export function messageEvents(): MessageEvent[] {
-  events ??= (YAML.parse(fs.readFileSync(path.join(mappingsDir(), 'fhir/message-events.yaml'), 'utf8')) as { events: MessageEvent[] }).events;
+  events ??= readDataFile<{ events: MessageEvent[] }>(path.join(mappingsDir(), 'fhir/message-events.yaml'), 'fhir-message-events', 'mappings/fhir/message-events.yaml').events;
   return events;
 }
 
