@@ -10,7 +10,7 @@ import YAML, { LineCounter, isMap, isSeq, type Node } from 'yaml';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { mappingsDir } from './paths.js';
 
-export type DataFileKind = 'hl7v2-message' | 'hl7v2-resource' | 'codes' | 'facilities' | 'careplan-rules' | 'social-source' | 'directory' | 'fhir-message-events';
+export type DataFileKind = 'hl7v2-common' | 'hl7v2-message' | 'hl7v2-resource' | 'codes' | 'facilities' | 'careplan-rules' | 'social-source' | 'directory' | 'fhir-message-events';
 
 const validators = new Map<DataFileKind, ValidateFunction>();
 let ajv: Ajv | undefined;

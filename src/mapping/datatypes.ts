@@ -6,6 +6,9 @@
  *
  * @see https://build.fhir.org/ig/HL7/v2-to-fhir/datatype_maps.html
  */
+import path from 'node:path';
+import { mappingsDir } from '../paths.js';
+import { readDataFile } from '../data-file.js';
 import type { Address, CodeableConcept, Coding, ContactPoint, HumanName, Identifier } from '@medplum/fhirtypes';
 import type { Hl7Repetition } from '../hl7v2/message.js';
 import { canonicalSystem, SYSTEMS } from '../fhir/identifiers.js';
@@ -17,21 +20,13 @@ export const comp = (r: Hl7Repetition | undefined, n: number, sub = 1): string =
 /** HL7's explicit null `""` means "delete this value"; we treat it as empty. */
 export const present = (v: string): boolean => v !== '' && v !== '""';
 
-const HL7_TABLE_SYSTEMS: Record<string, string> = {
-  LN: 'http://loinc.org',
-  LOINC: 'http://loinc.org',
-  SCT: 'http://snomed.info/sct',
-  SNM: 'http://snomed.info/sct',
-  SNOMED: 'http://snomed.info/sct',
-  I10: 'http://hl7.org/fhir/sid/icd-10',
-  ICD10: 'http://hl7.org/fhir/sid/icd-10',
-  I9: 'http://hl7.org/fhir/sid/icd-9-cm',
-  I9C: 'http://hl7.org/fhir/sid/icd-9-cm',
-  UCUM: 'http://unitsofmeasure.org',
-  ISO: 'urn:iso:std:iso:3166',
-  ISO3166: 'urn:iso:std:iso:3166',
-  RXNORM: 'http://www.nlm.nih.gov/research/umls/rxnorm',
-};
+/** Coding system names → URIs (mappings/hl7v2/common.yaml `codingSystems`), set when the mappings load. */
+let namedSystems: Record<string, string> | undefined;
+const upperKeys = (m: Record<string, string>): Record<string, string> => Object.fromEntries(Object.entries(m).map(([k, v]) => [k.toUpperCase(), v]));
+export function setCodingSystems(systems: Record<string, string>): void {
+  namedSystems = upperKeys(systems);
+  systemCache.clear();
+}
 
 /** A coding system name (CWE-3) → URI: known names, HL7 tables (HL70001 → v2-0001), OIDs; else a local urn. */
 const systemCache = new Map<string, string | undefined>();
@@ -46,7 +41,8 @@ export function codingSystem(name: string): string | undefined {
 
 function codingSystemUncached(name: string): string | undefined {
   const up = name.toUpperCase();
-  if (HL7_TABLE_SYSTEMS[up]) return HL7_TABLE_SYSTEMS[up];
+  namedSystems ??= upperKeys(readDataFile<{ codingSystems: Record<string, string> }>(path.join(mappingsDir(), 'hl7v2', 'common.yaml'), 'hl7v2-common', 'mappings/hl7v2/common.yaml').codingSystems);
+  if (namedSystems[up]) return namedSystems[up];
   const table = /^HL7(\d{4})$/.exec(up);
   if (table) return `http://terminology.hl7.org/CodeSystem/v2-${table[1]}`;
   if (/^\d+(\.\d+)+$/.test(name)) return `urn:oid:${name}`;

@@ -56,6 +56,8 @@ describe('the other mapping files: a typo in a copy of the real file names file,
     ['social/elva.yaml', 'social-source', (t: string) => t.replace('records: otsused', 'record: otsused'), 'record: otsused', /elva\.yaml:L: record: unknown key "record"/],
     ['social/elva.yaml', 'social-source', (t: string) => t.replace('  decisionDate: kuupaev', '  decisonDate: kuupaev'), 'decisonDate', /elva\.yaml:L: fields\.decisonDate: unknown key "decisonDate" \(known: decisionId, /],
     ['directory/municipalities.yaml', 'directory', (t: string) => t.replace('registryCode: "77000170"', 'registryCode: "7700017"'), '"7700017"', /municipalities\.yaml:L: municipalities\.0171\.registryCode: must match pattern/],
+    ['hl7v2/common.yaml', 'hl7v2-common', (t: string) => t.replace('LN: http://loinc.org', 'LN: loinc.org'), 'LN: loinc.org', /common\.yaml:L: codingSystems\.LN: must match pattern/],
+    ['hl7v2/common.yaml', 'hl7v2-common', (t: string) => t.replace('eventTime: [EVN-6.1,', 'eventTime: [EVN6.1,'), 'EVN6.1', /common\.yaml:L: eventTime\.0: must match pattern/],
     ['fhir/message-events.yaml', 'fhir-message-events', (t: string) => t.replace('plan: referral', 'plan: referal'), 'referal', /message-events\.yaml:L: events\.\d+\.plan: must be one of/],
   ] as const)('%s (%s)', (file, kind, edit, needle, expected) => {
     const text = edit(real(file));

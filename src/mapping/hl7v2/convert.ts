@@ -30,7 +30,7 @@ import type { PlanEvent, TeamChange } from '../../county/contribution.js';
 import { ROLES } from '../../county/roles.js';
 import type { Hl7Message, Hl7Repetition, Hl7Segment } from '../../hl7v2/message.js';
 import { comp, dtm, xcnParts } from '../datatypes.js';
-import { groupOf, parseLoc, reps, setPath, type Built, type CompiledElement, type CompiledRule, type Ctx, type MessageFile, type Pending, type Scope } from './language.js';
+import { groupOf, parseLoc, read, reps, setPath, type Built, type CompiledElement, type CompiledRule, type Ctx, type MessageFile, type Pending, type Scope } from './language.js';
 import { compileCondition, loadMappings } from './load.js';
 import { patientId, practitionerRef, recipeId, senderOrganization } from './ids.js';
 import { roleChange } from './special.js';
@@ -98,13 +98,14 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
     registryCodeOf: (name) => m.facilities.get(name.trim().toUpperCase())?.registryCode,
   };
   const evn = msg.segments.find((s) => s.name === 'EVN');
-  const occurredAt = dtm(comp(evn?.fields[6]?.[0], 1), 'dateTime') ?? dtm(comp(evn?.fields[2]?.[0], 1), 'dateTime') ?? dtm(comp(msh.fields[7]?.[0], 1), 'dateTime');
+  const whole: Scope = { msg, seg: msh, withSegs: evn ? [evn] : [], group: msg.segments };
+  const occurredAt = (mf.eventTime ?? m.common.eventTime).map((l) => dtm(read(whole, parseLoc(l)), 'dateTime')).find((v) => v !== undefined);
   const organization = senderOrganization(msh, ctx);
   if (organization) {
     ctx.produced.push(organization);
     ctx.senderId = organization.id;
   }
-  const authorParts = xcnParts(evn?.fields[5]?.[0], ctx);
+  const authorParts = m.common.author ? xcnParts(reps(whole, parseLoc(m.common.author))[0], ctx) : undefined;
   const author = authorParts ? practitionerRef(authorParts, ctx) : undefined;
 
   const built: Built[] = [];

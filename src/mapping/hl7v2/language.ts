@@ -94,11 +94,21 @@ export interface MessageFile {
   leaves?: Record<string, string>;
   /** flags the message raises for the coordination rules (`flag:` in mappings/careplan/rules.yaml), each by a condition */
   flags?: Record<string, Condition>;
+  /** when the event happened: the first location with a valid timestamp (else common.yaml's) */
+  eventTime?: string[];
 }
 
 export type CompiledRule = ResourceFile & { used: Map<string, Set<number>>; compiled: CompiledElement[] };
 
+/** mappings/hl7v2/common.yaml */
+export interface CommonFile {
+  eventTime: string[];
+  author?: string;
+  codingSystems: Record<string, string>;
+}
+
 export interface Compiled {
+  common: CommonFile;
   messages: Map<string, MessageFile>;
   rules: Map<string, CompiledRule>;
   codes: CodeTables;

@@ -10,8 +10,8 @@ import type { Hl7Repetition } from '../../hl7v2/message.js';
 import { mappingsDir } from '../../paths.js';
 import { readDataFile } from '../../data-file.js';
 import { loadCodeTables } from '../codes.js';
-import { comp, cwe, cx, dtm, plParts, present, xad, xcnParts, xonParts, xpn, xtn } from '../datatypes.js';
-import { parseLoc, read, reps, type Compiled, type CompiledElement, type CompiledRule, type Condition, type Ctx, type ElementSpec, type Loc, type MessageFile, type ResourceFile, type Scope } from './language.js';
+import { comp, cwe, cx, dtm, plParts, present, setCodingSystems, xad, xcnParts, xonParts, xpn, xtn } from '../datatypes.js';
+import { parseLoc, read, reps, type CommonFile, type Compiled, type CompiledElement, type CompiledRule, type Condition, type Ctx, type ElementSpec, type Loc, type MessageFile, type ResourceFile, type Scope } from './language.js';
 import { locationRef, organizationRef, practitionerRef } from './ids.js';
 import { documentBody, observationValue, providerRefs } from './special.js';
 
@@ -87,9 +87,11 @@ export function loadMappings(dir = mappingsDir(), site = dir === mappingsDir() ?
   for (const m of messages.values()) {
     for (const [i, r] of m.resources.entries()) if (!rules.has(r.rule)) throw new Error(`messages/${m.structure}.yaml: resources.${i}.rule: no resource rule "${r.rule}" (known: ${[...rules.keys()].join(', ')})`);
   }
+  const common = readDataFile<CommonFile>(path.join(dir, 'hl7v2', 'common.yaml'), 'hl7v2-common', 'mappings/hl7v2/common.yaml');
+  setCodingSystems(common.codingSystems);
   const fac = readDataFile<{ facilities: Record<string, { registryCode: string; name?: string; charset?: string }> }>(path.join(dir, 'facilities.yaml'), 'facilities', 'mappings/facilities.yaml');
   const facilities = new Map(Object.entries(fac.facilities ?? {}).map(([k, v]) => [k.toUpperCase(), v]));
-  const c: Compiled = { messages, rules, codes: loadCodeTables(path.join(dir, 'codes'), ...(site ? [path.join(site, 'codes')] : [])), facilities };
+  const c: Compiled = { common, messages, rules, codes: loadCodeTables(path.join(dir, 'codes'), ...(site ? [path.join(site, 'codes')] : [])), facilities };
   compiledCache.set(cacheKey, c);
   return c;
 }
