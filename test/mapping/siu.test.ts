@@ -57,3 +57,13 @@ describe.each(backends())('SIU through the gateway on %s', (_name, makeBackend) 
     expect(((await (await fetch(`${ctx.base}/Appointment/${appt.id}`)).json()) as Appointment).status).toBe('cancelled');
   });
 });
+
+test('a booking without its times is a proposed Appointment, valid FHIR (app-3: only proposed or cancelled may lack start and end)', () => {
+  for (const tq1 of ['TQ1|||||||20261215100000', 'TQ1|||||||', '']) {
+    const text = followUp('S12', 'SIU-3', isikukood).replace('TQ1|||||||20261215100000|20261215102000', tq1).replace('\r\r', '\r');
+    const c = convertHl7(parseHl7(text));
+    const appt = c.resources.find((r): r is Appointment => r.resourceType === 'Appointment')!;
+    expect([tq1, appt.status]).toEqual([tq1, 'proposed']);
+    expect(checkResource(appt, [])).toEqual([]);
+  }
+});

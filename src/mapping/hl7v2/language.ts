@@ -49,7 +49,7 @@ export interface ElementSpec {
   /** with ref-to / refs-to: only resources built from this segment (e.g. `MRG`, `DG1`) */
   segment?: string;
   /** map only when the condition on a location holds */
-  when?: Condition;
+  when?: Condition | Condition[];
 }
 
 /** A condition on the text at an HL7 location: `in` / `not` lists of codes, `present` true/false. */
@@ -89,7 +89,7 @@ export interface MessageFile {
   structure: string;
   events: Record<string, { plan: PlanEvent; encounterStatus?: string; clear?: string[]; requestStatus?: string; conditionStatus?: string; appointmentStatus?: string }>;
   /** `with`: companion segments after the primary one (PD1 after PID); `context`: the nearest one before it (OBR before OBX) */
-  resources: { rule: string; segment: string; with?: string[]; also?: string[]; context?: string[]; repeat?: boolean; when?: Condition }[];
+  resources: { rule: string; segment: string; with?: string[]; also?: string[]; context?: string[]; repeat?: boolean; when?: Condition | Condition[] }[];
   /** segments and fields this structure does not map on purpose, each with why (reported instead of "not mapped") */
   leaves?: Record<string, string>;
   /** flags the message raises for the coordination rules (`flag:` in mappings/careplan/rules.yaml), each by a condition */

@@ -71,7 +71,7 @@ export function loadMappings(dir = mappingsDir(), site = dir === mappingsDir() ?
     for (const [target, specs] of Object.entries(r.elements ?? {})) {
       for (const s of Array.isArray(specs) ? specs : [specs]) {
         for (const k of ['from', 'fallback', 'valueType', 'unit', 'contentType'] as const) mark(s[k]);
-        mark(s.when?.field);
+        for (const c of [s.when ?? []].flat()) mark(c.field);
         try {
           compiledElements.push(compileElement(target, s));
         } catch (err) {
@@ -168,7 +168,11 @@ function compileElement(target: string, spec: ElementSpec): CompiledElement {
 }
 
 /** A condition compiled to a test on the scope. */
-export function compileCondition(c: Condition): (scope: Scope) => boolean {
+export function compileCondition(c: Condition | Condition[]): (scope: Scope) => boolean {
+  if (Array.isArray(c)) {
+    const all = c.map(compileCondition); // a list: every condition holds
+    return (scope) => all.every((t) => t(scope));
+  }
   const loc = parseLoc(c.field);
   const inSet = c.in ? new Set(c.in) : undefined;
   const notSet = c.not ? new Set(c.not) : undefined;
