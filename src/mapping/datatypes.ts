@@ -139,8 +139,11 @@ export function xad(r: Hl7Repetition | undefined, ctx: IdentifierContext): Addre
   if (!r) return undefined;
   // XAD-1 (SAD): the street address, or its parts — street name (2) and dwelling number (3); the parts make the line
   // when the first component does not already hold them ("1000&Hospital Lane" → "1000 Hospital Lane")
-  const sad = [comp(r, 1, 1), comp(r, 1, 2), comp(r, 1, 3)];
-  const street = present(sad[0]) && (!present(sad[1]) || sad[0].includes(sad[1])) ? sad[0] : sad.filter(present).join(' ');
+  // a part already written in the line (as a whole word or words) is not written twice ("Tartu mnt 1&Tartu mnt&1")
+  let street = '';
+  for (const part of [comp(r, 1, 1), comp(r, 1, 2), comp(r, 1, 3)].filter(present)) {
+    if (!` ${street} `.includes(` ${part} `)) street = street ? `${street} ${part}` : part;
+  }
   const line = [street, comp(r, 2)].filter(present);
   const city = comp(r, 3);
   const state = comp(r, 4);
@@ -179,7 +182,7 @@ export function xtn(r: Hl7Repetition | undefined, use?: ContactPoint['use']): Co
   const useCode = comp(r, 2).toUpperCase();
   // XTN-4 is an address only on Internet / X.400 equipment (or, with no equipment type, when it looks like one);
   // senders put other things there (a phone extension), which must not become an e-mail address
-  if (equipment === 'INTERNET' || equipment === 'X.400' || (!present(equipment) && email.includes('@'))) {
+  if (equipment === 'INTERNET' || equipment === 'X.400' || (!present(equipment) && (email.includes('@') || /^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(comp(r, 1))))) {
     const value = present(email) ? email : comp(r, 1);
     return present(value) ? { system: 'email', value, ...(use ? { use } : {}) } : undefined;
   }

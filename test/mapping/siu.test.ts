@@ -58,12 +58,18 @@ describe.each(backends())('SIU through the gateway on %s', (_name, makeBackend) 
   });
 });
 
-test('a booking without its times is a proposed Appointment, valid FHIR (app-3: only proposed or cancelled may lack start and end)', () => {
-  for (const tq1 of ['TQ1|||||||20261215100000', 'TQ1|||||||', '']) {
-    const text = followUp('S12', 'SIU-3', isikukood).replace('TQ1|||||||20261215100000|20261215102000', tq1).replace('\r\r', '\r');
-    const c = convertHl7(parseHl7(text));
-    const appt = c.resources.find((r): r is Appointment => r.resourceType === 'Appointment')!;
-    expect([tq1, appt.status]).toEqual([tq1, 'proposed']);
-    expect(checkResource(appt, [])).toEqual([]);
-  }
+test('a booking without both its times: the duration (SCH-9/10) gives the end, AIS-4 the start; with no start it is proposed (app-2, app-3)', () => {
+  const appt = (tq1: string, ais = 'AIS|1|A|FOLLOW^Järelkontroll^L|20261215100000') => {
+    const text = followUp('S12', 'SIU-3', isikukood).replace('TQ1|||||||20261215100000|20261215102000', tq1).replace('AIS|1|A|FOLLOW^Järelkontroll^L|20261215100000', ais).replace('\r\r', '\r');
+    return convertHl7(parseHl7(text)).resources.find((r): r is Appointment => r.resourceType === 'Appointment')!;
+  };
+  const booked = { status: 'booked', start: '2026-12-15T10:00:00+02:00', end: '2026-12-15T10:20:00+02:00', minutesDuration: 20 };
+  expect(appt('TQ1|||||||20261215100000')).toMatchObject(booked);
+  expect(appt('')).toMatchObject(booked); // the start from AIS-4
+  for (const tq1 of ['TQ1|||||||', '']) expect([tq1, appt(tq1, 'AIS|1|A|FOLLOW^Järelkontroll^L').status, appt(tq1, 'AIS|1|A|FOLLOW^Järelkontroll^L').start]).toEqual([tq1, 'proposed', undefined]);
+  // an end before the start: the times are left out, with a warning, and the booking is only proposed
+  const reversed = convertHl7(parseHl7(followUp('S12', 'SIU-4', isikukood).replace('20261215100000|20261215102000', '20261215100000|20261215090000')));
+  expect(reversed.resources.find((r): r is Appointment => r.resourceType === 'Appointment')).toMatchObject({ status: 'proposed' });
+  expect(reversed.issues.some((i) => i.severity === 'warning' && /ends .* before it starts/.test(i.diagnostics ?? ''))).toBe(true);
+  for (const a of [appt('TQ1|||||||20261215100000'), appt(''), appt('', 'AIS|1|A|FOLLOW^Järelkontroll^L')]) expect(checkResource(a, [])).toEqual([]);
 });

@@ -1,16 +1,13 @@
 /**
- * Sloppy-but-real HL7 v2 messages against today's new mappings (PL locations, PID-2/4/19/20/21/40, NK1-30…41, GT1,
- * IN1/IN2, PR1, ORC/OBR → ServiceRequest, RF1 in ADT, SIU → Appointment, XAD-1 subcomponents, XTN-4, MSH-9.3
- * fallback). A message whose resources fail validation is refused (AE) and nothing of it is stored, so each new
- * mapping is a new way for a message that used to be accepted to be refused — or to be stored wrong.
+ * Sloppy-but-real HL7 v2 messages against the mappings of PL locations, PID-2/4/19/20/21/40, NK1-30…41, GT1, IN1/IN2,
+ * PR1, ORC/OBR → ServiceRequest, RF1 in ADT, SIU → Appointment, XAD-1 subcomponents, XTN and the MSH-9.3 fallback.
+ * A message whose resources fail validation is refused (AE) and nothing of it is stored, so each mapping is a way for
+ * a message that should be accepted to be refused — or to be stored wrong.
  *
- * Each case asserts what SHOULD hold: AA (and resources that are valid FHIR R4, including the base invariants the
- * project's validator does not implement, checked here with @medplum/core), or — where refusing is right — says why.
- * A failing case is a finding. Messages are written here; isikukoodid are the fixtures' valid test vectors.
- *
- * Checked against 7bbbce2 (before today's mappings): the IN1 and RF1 period refusals are regressions (AA then, AE now);
- * the empty OBR-4 (DiagnosticReport.code), the wrong MSH-9.3 (AR), XAD 'Kesk&Kesk&1' and the e-mail in XTN-1 behaved
- * the same before — sloppy-but-real inputs still mishandled, not regressions.
+ * Each case asserts what must hold: AA, and resources that are valid FHIR R4 including the base invariants the
+ * project's validator does not implement (checked here with @medplum/core's validator), or, where refusing is right,
+ * says why. Written as an adversarial probe; every case found a problem or pins a behaviour that was right.
+ * Messages are written here; isikukoodid are the fixtures' valid test vectors.
  */
 import type { Appointment, Coverage, Patient, Procedure, RelatedPerson, Resource, ServiceRequest } from '@medplum/fhirtypes';
 import { indexStructureDefinitionBundle, validateResource as medplumValidate } from '@medplum/core';

@@ -22,7 +22,7 @@
  *
  * @see https://build.fhir.org/ig/HL7/v2-to-fhir/ (message, segment and datatype maps)
  */
-import type { Organization, Patient, Reference, Resource } from '@medplum/fhirtypes';
+import type { Identifier, Organization, Patient, Reference, Resource } from '@medplum/fhirtypes';
 import type { OperationOutcomeIssue } from '../../fhir/types.js';
 import { OutcomeError, issue } from '../../fhir/outcome.js';
 import { SYSTEMS, checkIsikukood, maskIsikukood } from '../../fhir/identifiers.js';
@@ -78,7 +78,10 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
   const m = loadMappings(dir);
   // MSH-9.3 names the structure; when it is empty or names one without a file (ADT^A04^ADT_A04), the message file of
   // the type that lists the trigger (the message files' events are table 0354 for what is supported)
-  const structure = m.messages.has(msg.structure) ? msg.structure : [...m.messages.values()].find((f) => f.structure.startsWith(`${msg.messageType}_`) && msg.triggerEvent in f.events)?.structure;
+  // (or names one that does not route this trigger, as senders who write ADT_A01 for every ADT do)
+  const byTrigger = () => [...m.messages.values()].find((f) => f.structure.startsWith(`${msg.messageType}_`) && msg.triggerEvent in f.events)?.structure;
+  const named = m.messages.get(msg.structure);
+  const structure = named && msg.triggerEvent in named.events ? msg.structure : (byTrigger() ?? (named ? msg.structure : undefined));
   const mf = structure ? m.messages.get(structure) : undefined;
   if (!mf) {
     throw new OutcomeError('unsupported', `message type ${msg.messageType}^${msg.triggerEvent} (${msg.structure || 'no MSH-9.3'}) is not supported; supported: ${[...m.messages.keys()].join(', ')}`, 'MSH-9');
@@ -127,9 +130,11 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
       for (let i = seg.index + 1; i < msg.segments.length && route.with?.includes(msg.segments[i].name); i++) withSegs.push(msg.segments[i]);
       // `also`: segments anywhere in the primary one's group (SIU: the AIS/AIL/AIP resources after SCH)
       withSegs.push(...(route.also ?? []).flatMap((n) => group.filter((s) => s.name === n && !withSegs.includes(s))));
-      const context = (route.context ?? [])
-        .map((n) => [...msg.segments.slice(0, seg.index)].reverse().find((s) => s.name === n))
-        .filter((s): s is Hl7Segment => !!s);
+      // `context`: the nearest such segment before it — with `contextInGroup`, only back to the previous segment of
+      // the primary's name (an ORC belongs to its own OBR group, not to the next one)
+      const before = [...msg.segments.slice(0, seg.index)].reverse();
+      const reach = route.contextInGroup ? before.slice(0, before.findIndex((s) => s.name === seg.name) + 1 || before.length) : before;
+      const context = (route.context ?? []).map((n) => reach.find((s) => s.name === n)).filter((s): s is Hl7Segment => !!s);
       const scope: Scope = { msg, seg, withSegs: [...withSegs, ...context], group };
       if (route.when && !compileCondition(route.when)(scope)) continue;
       usedSegments.add(seg.index);
@@ -197,7 +202,7 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
     for (const b of built) if (b.resource.resourceType === 'Condition') (b.resource as { verificationStatus?: unknown }).verificationStatus = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-ver-status', code: ev.conditionStatus }] };
   }
 
-  const resources = dedupe([...ctx.produced, ...built.map((b) => b.resource)]).filter((r) => r !== patient);
+  const resources = keepInvariants(dedupe([...ctx.produced, ...built.map((b) => b.resource)]).filter((r) => r !== patient), patient, ctx);
   // what the mapping leaves on purpose says why (the message file's `leaves`); the rest is a gap not yet mapped
   for (const u of unused) {
     const why = mf.leaves?.[u] ?? mf.leaves?.[u.split('-')[0]];
@@ -298,3 +303,78 @@ function checkPatient(p: Patient, where: string, ctx: Ctx): void {
   void where;
 }
 
+
+/**
+ * What FHIR requires of the resources a message makes, kept where the sender's data would break it, each change said
+ * as a warning: a Period ending before it starts loses its end (not the Encounter's: its times drive the plan, so
+ * they are refused as before); an Appointment's end comes from its duration when only the start is sent, and without
+ * both times (app-2) it is proposed, not booked (app-3); the same identifier twice is kept once; a RelatedPerson with
+ * the patient's own isikukood is the patient, not a relative, and an isikukood whose check digit fails is not kept
+ * as one.
+ */
+function keepInvariants(resources: Resource[], patient: Patient, ctx: Ctx): Resource[] {
+  const warn = (text: string, where: string): void => void ctx.issues.push(issue({ severity: 'warning', text, where }));
+  if (patient.identifier) patient.identifier = patient.identifier.filter((i, n, all) => all.findIndex((j) => j.system === i.system && j.value === i.value) === n);
+  const own = new Set((patient.identifier ?? []).filter((i) => i.system === SYSTEMS.isikukood).map((i) => i.value));
+  const out: Resource[] = [];
+  for (const r of resources) {
+    const rec = r as unknown as Record<string, unknown>;
+    if (Array.isArray(rec.identifier)) {
+      const seen = new Set<string>();
+      rec.identifier = (rec.identifier as Identifier[]).filter((i) => {
+        const k = `${i.system ?? ''}|${i.value ?? ''}`;
+        if (seen.has(k)) return false;
+        seen.add(k);
+        if (r.resourceType === 'RelatedPerson' && i.system === SYSTEMS.isikukood && i.value && !checkIsikukood(i.value).valid) {
+          warn(`RelatedPerson: isikukood ${maskIsikukood(i.value)} is not valid (${checkIsikukood(i.value).reason}); not kept as an isikukood`, 'PID-21');
+          return false;
+        }
+        return true;
+      });
+    }
+    if (r.resourceType === 'RelatedPerson' && (rec.identifier as Identifier[] | undefined)?.some((i) => i.system === SYSTEMS.isikukood && own.has(i.value))) {
+      warn('a relative named with the patient\'s own isikukood is the patient; left out', 'PID-21');
+      continue;
+    }
+    if (r.resourceType !== 'Encounter') orderPeriods(rec, r.resourceType, warn);
+    if (r.resourceType === 'Appointment') appointmentTimes(rec, warn);
+    out.push(r);
+  }
+  return out;
+}
+
+function orderPeriods(v: Record<string, unknown>, at: string, warn: (text: string, where: string) => void): void {
+  for (const [k, x] of Object.entries(v)) {
+    if (!x || typeof x !== 'object') continue;
+    const p = x as Record<string, unknown>;
+    if (!Array.isArray(x) && typeof p.start === 'string' && typeof p.end === 'string' && Date.parse(p.end) < Date.parse(p.start)) {
+      warn(`${at}.${k}: ends (${p.end}) before it starts (${p.start}); the end is left out`, `${at}.${k}`);
+      delete p.end;
+    }
+    if (Array.isArray(x)) x.forEach((y, i) => y && typeof y === 'object' && orderPeriods({ [`${k}[${i}]`]: y }, at, warn));
+    else orderPeriods(p, `${at}.${k}`, warn);
+  }
+}
+
+function appointmentTimes(a: Record<string, unknown>, warn: (text: string, where: string) => void): void {
+  if (typeof a.start === 'string' && a.end === undefined && typeof a.minutesDuration === 'number') a.end = plusMinutes(a.start, a.minutesDuration);
+  if (typeof a.start === 'string' && typeof a.end === 'string' && Date.parse(a.end) < Date.parse(a.start)) {
+    warn(`Appointment: ends (${a.end}) before it starts (${a.start}); its times are left out`, 'TQ1-8');
+    delete a.start;
+    delete a.end;
+  }
+  if ((a.start === undefined) !== (a.end === undefined)) {
+    warn('Appointment: a start without an end (or an end without a start); the time is left out', 'TQ1-7');
+    delete a.start;
+    delete a.end;
+  }
+  if (a.start === undefined && !['proposed', 'cancelled', 'waitlist'].includes(String(a.status))) a.status = 'proposed';
+}
+
+/** An instant plus minutes, written in the instant's own offset. */
+function plusMinutes(instant: string, minutes: number): string {
+  const m = /([+-])(\d{2}):(\d{2})$|Z$/.exec(instant);
+  const offset = m && m[1] ? (m[1] === '-' ? -1 : 1) * (Number(m[2]) * 60 + Number(m[3])) : 0;
+  const local = new Date(Date.parse(instant) + (minutes + offset) * 60_000).toISOString().slice(0, 19);
+  return m && m[1] ? `${local}${m[0]}` : `${local}Z`;
+}

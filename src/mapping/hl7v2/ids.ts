@@ -35,7 +35,8 @@ export function patientIdFor(system: string, value: string): string {
 }
 
 export function recipeId(rule: ResourceFile, scope: Scope, ctx: Ctx): string {
-  const keyVals = (rule.id?.key ?? []).map((k) => read(scope, parseLoc(k))).filter(present);
+  // a key part `A|B` is the first of its locations that holds a value
+  const keyVals = (rule.id?.key ?? []).map((k) => k.split('|').map((l) => read(scope, parseLoc(l))).find(present) ?? '').filter(present);
   const scopeParts = (s: 'patient' | 'facility' | undefined): string[] => (s === 'patient' ? [ctx.patientId ?? ''] : s === 'facility' ? [ctx.facility] : []);
   const within: string[] = [];
   if (rule.id?.within) {

@@ -89,7 +89,7 @@ export interface MessageFile {
   structure: string;
   events: Record<string, { plan: PlanEvent; encounterStatus?: string; clear?: string[]; requestStatus?: string; conditionStatus?: string; appointmentStatus?: string }>;
   /** `with`: companion segments after the primary one (PD1 after PID); `context`: the nearest one before it (OBR before OBX) */
-  resources: { rule: string; segment: string; with?: string[]; also?: string[]; context?: string[]; repeat?: boolean; when?: Condition | Condition[] }[];
+  resources: { rule: string; segment: string; with?: string[]; also?: string[]; context?: string[]; repeat?: boolean; when?: Condition | Condition[]; contextInGroup?: boolean }[];
   /** segments and fields this structure does not map on purpose, each with why (reported instead of "not mapped") */
   leaves?: Record<string, string>;
   /** flags the message raises for the coordination rules (`flag:` in mappings/careplan/rules.yaml), each by a condition */

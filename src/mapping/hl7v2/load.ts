@@ -79,7 +79,7 @@ export function loadMappings(dir = mappingsDir(), site = dir === mappingsDir() ?
         }
       }
     }
-    for (const k of r.id?.key ?? []) mark(k);
+    for (const k of r.id?.key ?? []) k.split('|').forEach(mark);
     if (r.part && compiledElements.some((e) => e.late || e.choice)) throw new Error(`${label}: a part cannot hold references to other resources or value[x]`);
     if (r.role) for (const k of [r.role.from, r.role.member, r.role.start, r.role.end]) mark(k);
     rules.set(name, { ...r, used, compiled: compiledElements });
@@ -174,10 +174,11 @@ export function compileCondition(c: Condition | Condition[]): (scope: Scope) => 
     return (scope) => all.every((t) => t(scope));
   }
   const loc = parseLoc(c.field);
-  const inSet = c.in ? new Set(c.in) : undefined;
-  const notSet = c.not ? new Set(c.not) : undefined;
+  // codes compare case-insensitively: senders write SEL, Sel and sel alike
+  const inSet = c.in ? new Set(c.in.map((x) => String(x).toUpperCase())) : undefined;
+  const notSet = c.not ? new Set(c.not.map((x) => String(x).toUpperCase())) : undefined;
   return (scope) => {
-    const v = read(scope, loc);
+    const v = read(scope, loc).toUpperCase();
     if (c.present !== undefined && present(v) !== c.present) return false;
     if (inSet && !inSet.has(v)) return false;
     if (notSet && notSet.has(v)) return false;
@@ -186,7 +187,7 @@ export function compileCondition(c: Condition | Condition[]): (scope: Scope) => 
 }
 
 /** The datatypes an element rule's `type` may name (mappings/schema/hl7v2-resource.schema.json lists the same). */
-export const CONVERTER_TYPES = ['string', 'integer', 'decimal', 'boolean', 'date', 'dateTime', 'instant', 'CX', 'XPN', 'XAD', 'XTN', 'CWE', 'XCN', 'XON', 'PL'] as const;
+export const CONVERTER_TYPES = ['string', 'integer', 'decimal', 'boolean', 'date', 'dateTime', 'instant', 'CX', 'XPN', 'XAD', 'XTN', 'CWE', 'XCN', 'XON', 'PL', 'positiveInt'] as const;
 
 type Converter = (rep: Hl7Repetition | undefined, text: string, loc: Loc, ctx: Ctx) => unknown;
 
@@ -209,6 +210,15 @@ function compileConverter(spec: ElementSpec): Converter {
       return (_r, text) => (present(text) ? text : undefined);
     case 'integer':
       return (_r, text) => (/^-?\d+$/.test(text) ? Number(text) : undefined);
+    case 'positiveInt':
+      // FHIR positiveInt: 1 … 2^31-1; a 0 or a count from zero is left out with a warning
+      return (_r, text, loc, ctx) => {
+        if (!present(text)) return undefined;
+        const n = /^\d+$/.test(text) ? Number(text) : NaN;
+        if (n >= 1 && n <= 2147483647) return n;
+        ctx.issues.push(issue({ severity: 'warning', text: `${loc.text}: "${text}" is not a positive whole number; left out`, where: loc.text }));
+        return undefined;
+      };
     case 'decimal':
       return (_r, text) => (/^-?\d+(\.\d+)?$/.test(text) ? Number(text) : undefined);
     case 'boolean':
