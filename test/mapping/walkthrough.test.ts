@@ -49,3 +49,7 @@ test('the walkthrough works as written: the Z-segment becomes a Flag and the new
   fs.appendFileSync(path.join(broken, 'site/resources/CareNeed.yaml'), '  category: { form: ZCN-4 }\n');
   expect(() => loadMappings(mappingsDir(), path.join(broken, 'site'))).toThrow(/site\/resources\/CareNeed\.yaml:8: elements\.category\.form: unknown key "form"/);
 });
+
+test('HL7_MAPPINGS_DIR naming no folder stops the start, naming it', () => {
+  expect(() => setHl7MappingsDir(path.join(os.tmpdir(), 'cg-no-such-folder'))).toThrow(/HL7_MAPPINGS_DIR=.*cg-no-such-folder: no such folder/);
+});

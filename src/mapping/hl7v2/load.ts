@@ -26,6 +26,7 @@ let siteDir: string | undefined;
  * route. Checked and compiled at once: a broken file stops the start.
  */
 export function setHl7MappingsDir(dir: string | undefined): void {
+  if (dir && !fs.statSync(dir, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`HL7_MAPPINGS_DIR=${dir}: no such folder`);
   siteDir = dir;
   loadMappings();
 }
