@@ -216,6 +216,15 @@ export function xcnParts(r: Hl7Repetition | undefined, ctx: IdentifierContext): 
   return { identifier, name };
 }
 
+/**
+ * NDL (OBR-32…35): the person is component 1, a CNN written in subcomponents — id & family & given & second given &
+ * suffix & prefix & degree & source table & assigning authority; the rest (period, place) is not the person.
+ */
+export function ndlParts(r: Hl7Repetition | undefined, ctx: IdentifierContext): { identifier?: Identifier; name?: HumanName } | undefined {
+  const cnn = r?.[0];
+  return cnn ? xcnParts([[cnn[0] ?? ''], [cnn[1] ?? ''], [cnn[2] ?? ''], [cnn[3] ?? ''], [cnn[4] ?? ''], [cnn[5] ?? ''], [cnn[6] ?? ''], [cnn[7] ?? ''], [cnn[8] ?? '']], ctx) : undefined;
+}
+
 /** XON organisation: name ^ type ^ id (3, older) ^ … ^ assigning authority (6) ^ … ^ organisation identifier (10). */
 export function xonParts(r: Hl7Repetition | undefined, ctx: IdentifierContext): { identifier?: Identifier; name?: string } | undefined {
   if (!r) return undefined;

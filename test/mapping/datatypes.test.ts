@@ -2,7 +2,9 @@
  * v2 datatypes → FHIR (V2-to-FHIR IG datatype maps): TS/DTM precision and time zones, CX systems, XPN, XTN.
  * FHIR dateTime with a time needs an offset; v2 timestamps without one get the default zone (Europe/Tallinn).
  */
-import { dtm, xtn, cwe } from '../../src/mapping/datatypes.js';
+import { dtm, xtn, cwe, ndlParts } from '../../src/mapping/datatypes.js';
+import { loadCodeTables } from '../../src/mapping/codes.js';
+import { SYSTEMS } from '../../src/fhir/identifiers.js';
 
 test.each([
   ['2026', 'dateTime', '2026'],
@@ -37,4 +39,13 @@ test('CWE: coding systems by name (I10, LN, SCT, HL7nnnn) and the original text'
   expect(cwe([['I63.9'], ['Ajuinfarkt'], ['I10']])).toEqual({ coding: [{ system: 'http://hl7.org/fhir/sid/icd-10', code: 'I63.9', display: 'Ajuinfarkt' }], text: 'Ajuinfarkt' });
   expect(cwe([['F'], ['Female'], ['HL70001']])?.coding?.[0].system).toBe('http://terminology.hl7.org/CodeSystem/v2-0001');
   expect(cwe([['8517006'], [''], ['SCT']])?.coding?.[0].system).toBe('http://snomed.info/sct');
+});
+
+test('NDL: the person is component 1 in subcomponents (OBR-32 result interpreter); the period after it is not the person', () => {
+  const ndl = [['D55555', 'Kivi', 'Kalle', '', '', 'Dr'], ['20261121090000']];
+  expect(ndlParts(ndl, { codes: loadCodeTables(), registryCodeOf: () => undefined })).toEqual({
+    identifier: { system: SYSTEMS.professional, value: 'D55555' },
+    name: { family: 'Kivi', given: ['Kalle'], prefix: ['Dr'] },
+  });
+  expect(ndlParts(undefined, { codes: loadCodeTables(), registryCodeOf: () => undefined })).toBeUndefined();
 });

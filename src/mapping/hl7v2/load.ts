@@ -10,7 +10,7 @@ import type { Hl7Repetition } from '../../hl7v2/message.js';
 import { mappingsDir } from '../../paths.js';
 import { readDataFile } from '../../data-file.js';
 import { loadCodeTables } from '../codes.js';
-import { comp, cwe, cx, dtm, plParts, present, setCodingSystems, xad, xcnParts, xonParts, xpn, xtn } from '../datatypes.js';
+import { comp, cwe, cx, dtm, ndlParts, plParts, present, setCodingSystems, xad, xcnParts, xonParts, xpn, xtn } from '../datatypes.js';
 import { parseLoc, read, reps, type CommonFile, type Compiled, type CompiledElement, type CompiledRule, type Condition, type Ctx, type ElementSpec, type Loc, type MessageFile, type ResourceFile, type Scope } from './language.js';
 import { locationRef, organizationRef, practitionerRef } from './ids.js';
 import { documentBody, observationValue, providerRefs } from './special.js';
@@ -188,7 +188,7 @@ export function compileCondition(c: Condition | Condition[]): (scope: Scope) => 
 }
 
 /** The datatypes an element rule's `type` may name (mappings/schema/hl7v2-resource.schema.json lists the same). */
-export const CONVERTER_TYPES = ['string', 'integer', 'decimal', 'boolean', 'date', 'dateTime', 'instant', 'CX', 'XPN', 'XAD', 'XTN', 'CWE', 'XCN', 'XON', 'PL', 'positiveInt'] as const;
+export const CONVERTER_TYPES = ['string', 'integer', 'decimal', 'boolean', 'date', 'dateTime', 'instant', 'CX', 'XPN', 'XAD', 'XTN', 'CWE', 'XCN', 'XON', 'PL', 'positiveInt', 'NDL'] as const;
 
 type Converter = (rep: Hl7Repetition | undefined, text: string, loc: Loc, ctx: Ctx) => unknown;
 
@@ -258,6 +258,11 @@ function compileConverter(spec: ElementSpec): Converter {
     case 'XCN':
       return (rep, _t, _l, ctx) => {
         const parts = xcnParts(rep, ctx);
+        return parts && spec.ref === 'Practitioner' ? practitionerRef(parts, ctx) : parts?.name;
+      };
+    case 'NDL':
+      return (rep, _t, _l, ctx) => {
+        const parts = ndlParts(rep, ctx);
         return parts && spec.ref === 'Practitioner' ? practitionerRef(parts, ctx) : parts?.name;
       };
     case 'XON':
