@@ -89,7 +89,7 @@ describeCorpus('hl7v2', 'the HL7 v2 messages of the shared corpus', () => {
       const [enc] = of<Encounter>(c, 'Encounter');
       expect(enc.status).toBe('finished'); // A03 → finished
       expect(enc.period?.end).toBeDefined(); // PV1-45
-      expect(enc.participant?.map((p) => p.type?.[0].coding?.[0].code)).toEqual(['ATND', 'REF', 'CON', 'ADM', 'PART', 'REF']); // PV1-7/8/9/17/52, PV2-13
+      expect(enc.participant?.map((p) => p.type?.[0].coding?.[0].code)).toEqual(['ATND', 'REF', 'CON', 'ADM', 'PART', 'REF', 'PP', 'PP']); // PV1-7/8/9/17/52, PV2-13, the ROLs after PV1
       expect(c.patient.name?.[0]).toMatchObject({ family: 'EVERYMAN', given: ['ADAM', 'A'] }); // PID-5 with &-subcomponents
       expect(c.patient.deceasedDateTime).toBe('2008-08-25T11:16:30+01:15'); // PID-29, offset kept
       expect(c.patient.deceasedBoolean).toBeUndefined(); // deceased[x] holds one value

@@ -163,3 +163,15 @@ test('a message file raises a flag from a Z-segment field, and the coordination 
   const facts = (c: typeof flagged) => ({ dispositionCodes: ['01'], conditionCodes: ['J18.9'], segments: [] as string[], flags: c.flags });
   expect([assessment.applies(facts(flagged)), assessment.applies(facts(unflagged))]).toEqual([true, false]);
 });
+
+test('a ROL after PV1 is also an Encounter participant (part of the nearest Encounter before it); a ROL before PV1 is not', () => {
+  const rol = (n: number, code: string) => `ROL|${n}|AD|${code}^Role^HL70443|${code === 'PP' ? 'D22222' : 'N33333'}^Arst^Anne^^^Dr^^^TAM|20261101`;
+  const [head, ...rest] = eeDischarge().split('\r');
+  const pv1 = rest.findIndex((s) => s.startsWith('PV1'));
+  const text = [head, ...rest.slice(0, pv1), rol(1, 'PP'), rest[pv1], rol(2, 'CP'), ...rest.slice(pv1 + 1)].join('\r');
+  const c = convertHl7(parseHl7(text));
+  const enc = c.resources.find((r): r is Encounter => r.resourceType === 'Encounter')!;
+  const nurse = c.resources.find((r) => r.resourceType === 'Practitioner' && (r as { identifier?: { value?: string }[] }).identifier?.[0].value === 'N33333')!;
+  const fromRol = (enc.participant ?? []).filter((p) => p.type?.[0].coding?.[0].system === 'http://terminology.hl7.org/CodeSystem/v2-0443');
+  expect(fromRol).toEqual([expect.objectContaining({ individual: expect.objectContaining({ reference: `Practitioner/${nurse.id}` }), period: { start: '2026-11-01' } })]);
+});

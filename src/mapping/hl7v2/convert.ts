@@ -149,7 +149,9 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
         for (const x of [seg, ...withSegs]) readFields.set(x, new Set([...(readFields.get(x) ?? []), ...(rule.used.get(x.name) ?? [])]));
       };
       if (rule.part) {
-        const subject = built.find((b) => b.resource.resourceType === rule.resourceType && b.segment.name === 'PID')?.resource;
+        // the nearest resource of the rule's type built before this segment (the Patient from PID for NK1 contacts,
+        // the Encounter from PV1 for the ROL of the visit); none — the part has nowhere to go
+        const subject = built.filter((b) => b.resource.resourceType === rule.resourceType && b.segment.index < seg.index).pop()?.resource;
         const part: Record<string, unknown> = {};
         for (const el of rule.compiled) for (const v of el.run(scope, ctx, built)) setPath(part, el.target, v);
         if (subject && Object.keys(part).length) setPath(subject as unknown as Record<string, unknown>, rule.part, part);
