@@ -150,8 +150,10 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
       };
       if (rule.part) {
         // the nearest resource of the rule's type built before this segment (the Patient from PID for NK1 contacts,
-        // the Encounter from PV1 for the ROL of the visit); none — the part has nowhere to go
-        const subject = built.filter((b) => b.resource.resourceType === rule.resourceType && b.segment.index < seg.index).pop()?.resource;
+        // the Encounter from PV1 for the ROL of the visit), else the one built from PID (an NK1 a sender put first);
+        // none — the part has nowhere to go (a ROL before PV1 is not the visit's)
+        const ofType = built.filter((b) => b.resource.resourceType === rule.resourceType);
+        const subject = (ofType.filter((b) => b.segment.index < seg.index).pop() ?? ofType.find((b) => b.segment.name === 'PID'))?.resource;
         const part: Record<string, unknown> = {};
         for (const el of rule.compiled) for (const v of el.run(scope, ctx, built)) setPath(part, el.target, v);
         if (subject && Object.keys(part).length) setPath(subject as unknown as Record<string, unknown>, rule.part, part);
