@@ -340,24 +340,23 @@ function keepInvariants(resources: Resource[], patient: Patient, ctx: Ctx): Reso
       warn('a relative named with the patient\'s own isikukood is the patient; left out', 'PID-21');
       continue;
     }
-    if (r.resourceType !== 'Encounter') orderPeriods(rec, r.resourceType, warn);
+    if (r.resourceType !== 'Encounter') for (const [k, x] of Object.entries(rec)) orderPeriods(x, `${r.resourceType}.${k}`, warn);
     if (r.resourceType === 'Appointment') appointmentTimes(rec, warn);
     out.push(r);
   }
   return out;
 }
 
-function orderPeriods(v: Record<string, unknown>, at: string, warn: (text: string, where: string) => void): void {
-  for (const [k, x] of Object.entries(v)) {
-    if (!x || typeof x !== 'object') continue;
-    const p = x as Record<string, unknown>;
-    if (!Array.isArray(x) && typeof p.start === 'string' && typeof p.end === 'string' && Date.parse(p.end) < Date.parse(p.start)) {
-      warn(`${at}.${k}: ends (${p.end}) before it starts (${p.start}); the end is left out`, `${at}.${k}`);
-      delete p.end;
-    }
-    if (Array.isArray(x)) x.forEach((y, i) => y && typeof y === 'object' && orderPeriods({ [`${k}[${i}]`]: y }, at, warn));
-    else orderPeriods(p, `${at}.${k}`, warn);
+/** Every Period (an object with start and end) within `v` that ends before it starts loses its end. */
+function orderPeriods(v: unknown, at: string, warn: (text: string, where: string) => void): void {
+  if (Array.isArray(v)) return v.forEach((x, i) => orderPeriods(x, `${at}[${i}]`, warn));
+  if (!v || typeof v !== 'object') return;
+  const p = v as Record<string, unknown>;
+  if (typeof p.start === 'string' && typeof p.end === 'string' && Date.parse(p.end) < Date.parse(p.start)) {
+    warn(`${at}: ends (${p.end}) before it starts (${p.start}); the end is left out`, at);
+    delete p.end;
   }
+  for (const [k, x] of Object.entries(p)) orderPeriods(x, `${at}.${k}`, warn);
 }
 
 function appointmentTimes(a: Record<string, unknown>, warn: (text: string, where: string) => void): void {

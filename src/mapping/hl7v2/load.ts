@@ -194,6 +194,13 @@ type Converter = (rep: Hl7Repetition | undefined, text: string, loc: Loc, ctx: C
 
 /** The converter for one value, chosen once from the rule's `type` / `table`. */
 function compileConverter(spec: ElementSpec): Converter {
+  /** a person, organisation or place: with `ref` naming its type, a resource of its own and a reference; else its name */
+  const entity =
+    <P extends { name?: unknown }>(parts: (rep: Hl7Repetition | undefined, ctx: Ctx) => P | undefined, type: ElementSpec['ref'], make: (p: P, ctx: Ctx) => unknown): Converter =>
+    (rep, _t, _l, ctx) => {
+      const p = parts(rep, ctx);
+      return p && spec.ref === type ? make(p, ctx) : p?.name;
+    };
   if (spec.table && !spec.type) {
     const as = spec.as ?? 'code';
     return (_rep, text, loc, ctx) => {
@@ -256,25 +263,13 @@ function compileConverter(spec: ElementSpec): Converter {
         return cc;
       };
     case 'XCN':
-      return (rep, _t, _l, ctx) => {
-        const parts = xcnParts(rep, ctx);
-        return parts && spec.ref === 'Practitioner' ? practitionerRef(parts, ctx) : parts?.name;
-      };
+      return entity(xcnParts, 'Practitioner', practitionerRef);
     case 'NDL':
-      return (rep, _t, _l, ctx) => {
-        const parts = ndlParts(rep, ctx);
-        return parts && spec.ref === 'Practitioner' ? practitionerRef(parts, ctx) : parts?.name;
-      };
+      return entity(ndlParts, 'Practitioner', practitionerRef);
     case 'XON':
-      return (rep, _t, _l, ctx) => {
-        const parts = xonParts(rep, ctx);
-        return parts && spec.ref === 'Organization' ? organizationRef(parts, ctx) : parts?.name;
-      };
+      return entity(xonParts, 'Organization', organizationRef);
     case 'PL':
-      return (rep, _t, _l, ctx) => {
-        const parts = plParts(rep);
-        return parts && spec.ref === 'Location' ? locationRef(parts, ctx) : parts?.name;
-      };
+      return entity((rep) => plParts(rep), 'Location', locationRef);
     default:
       throw new Error(`unknown type ${type} (known: ${CONVERTER_TYPES.join(', ')})`);
   }
