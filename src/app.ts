@@ -104,7 +104,7 @@ export async function startGateway(config: Config, logger: Logger, opts: Gateway
   summaryElements('Patient');
   searchParamsFor('Patient');
   releaseDefinitions();
-  const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, schema: opts.schema, ...writeChecks });
+  const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, pgliteSharedBuffers: config.pgliteSharedBuffers, schema: opts.schema, ...writeChecks });
   logger.info('store open', { kind: store.db.kind, ms: Math.round(performance.now() - t0), restoredFromJournal: store.restored });
   // the project's profiles, CodeSystems and ValueSets are served like any resource (unchanged ones make no version)
   await store.repo.transaction((w) => w.updateMany(conformanceResources()));

@@ -11,6 +11,8 @@ export interface Config {
   host: string;
   mllpPort: number;
   dataDir: string;
+  /** PGLITE_SHARED_BUFFERS: the embedded store's page cache (PostgreSQL's shared_buffers), e.g. 128MB */
+  pgliteSharedBuffers: string;
   databaseUrl?: string;
   /** BASE_URL, or undefined: then http://HOST:PORT/fhir with the port actually bound (see fhirBase) */
   baseUrl?: string;
@@ -78,6 +80,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     host,
     mllpPort: int(env, 'MLLP_PORT', 2575),
     dataDir: path.resolve(env.DATA_DIR || './data'),
+    pgliteSharedBuffers: sharedBuffers(env),
     databaseUrl: env.DATABASE_URL || undefined,
     baseUrl: env.BASE_URL ? env.BASE_URL.replace(/\/+$/, '') : undefined,
     logLevel: level as Config['logLevel'],
@@ -124,6 +127,18 @@ function importWorkers(env: NodeJS.ProcessEnv): number {
   const n = int(env, 'IMPORT_WORKERS', defaultImportWorkers());
   if (n > 8) throw new Error(`IMPORT_WORKERS must be at most 8, got ${n}`);
   return n;
+}
+
+/**
+ * PGLITE_SHARED_BUFFERS: PostgreSQL's default 128MB. Starting the embedded database costs about 3 ms a megabyte of it
+ * (the WebAssembly heap is set up for all of it), so a small trial or a test store starts faster with less.
+ */
+function sharedBuffers(env: NodeJS.ProcessEnv): string {
+  const raw = env.PGLITE_SHARED_BUFFERS || '128MB';
+  const m = /^(\d+)(kB|MB|GB)$/.exec(raw);
+  const kb = m ? Number(m[1]) * { kB: 1, MB: 1024, GB: 1024 * 1024 }[m[2] as 'kB' | 'MB' | 'GB'] : NaN;
+  if (!(kb >= 1024 && kb <= 4 * 1024 * 1024)) throw new Error(`PGLITE_SHARED_BUFFERS must be a size from 1MB to 4GB such as 128MB, got "${raw}"`);
+  return raw;
 }
 
 /** AUTH_MAX_TOKEN_LIFETIME: the longest bearer-token lifetime (exp - iat) accepted, seconds; at least 1. */

@@ -38,12 +38,14 @@ export interface OpenOptions {
   /** PostgreSQL schema to use (tests isolate themselves this way); created when missing */
   schema?: string;
   poolSize?: number;
+  /** the embedded store's shared_buffers (PGLITE_SHARED_BUFFERS); PostgreSQL's default 128MB when absent */
+  pgliteSharedBuffers?: string;
 }
 
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 
 export async function openDb(opts: OpenOptions): Promise<Db> {
-  return opts.databaseUrl ? openPostgres(opts.databaseUrl, opts.schema, opts.poolSize ?? 10) : openPglite(opts.dataDir ?? './data');
+  return opts.databaseUrl ? openPostgres(opts.databaseUrl, opts.schema, opts.poolSize ?? 10) : openPglite(opts.dataDir ?? './data', opts.pgliteSharedBuffers);
 }
 
 async function openPostgres(url: string, schema: string | undefined, max: number): Promise<Db> {
@@ -132,11 +134,12 @@ async function holdLock(url: string, key: string): Promise<() => Promise<void>> 
   };
 }
 
-async function openPglite(dataDir: string): Promise<Db> {
+async function openPglite(dataDir: string, sharedBuffers = '128MB'): Promise<Db> {
   const { PGlite } = await import('@electric-sql/pglite');
   const inMemory = dataDir.startsWith('memory://');
   if (!inMemory) fs.mkdirSync(path.join(dataDir), { recursive: true });
-  const db = new PGlite(inMemory ? undefined : path.join(dataDir, 'pgdata'));
+  const startParams = [...PGlite.defaultStartParams, '-c', `shared_buffers=${sharedBuffers}`];
+  const db = new PGlite(inMemory ? undefined : path.join(dataDir, 'pgdata'), { startParams });
   await db.waitReady;
   let closed = false;
   return {

@@ -78,7 +78,7 @@ describe.each(backends())('bad request URLs over HTTP on %s', (_name, makeBacken
 
   beforeAll(async () => {
     backend = makeBackend();
-    await backend.open().then((s) => s.close());
+    await backend.prepare();
     ({ gw, url } = await startTestGateway(backend));
   });
   afterAll(async () => {

@@ -27,7 +27,7 @@ describe.each(backends())('process durability on %s', (name, makeBackend) => {
 
   beforeAll(async () => {
     backend = makeBackend();
-    await backend.open().then((s) => s.close());
+    await backend.prepare();
   });
   afterAll(() => backend.cleanup());
 

@@ -19,7 +19,7 @@ describe.each(backends())('fhir-kit-client against the gateway on %s', (_name, m
 
   beforeAll(async () => {
     backend = makeBackend();
-    await backend.open().then((s) => s.close());
+    await backend.prepare();
     const started = await startTestGateway(backend);
     gw = started.gw;
     client = new Client({ baseUrl: started.base });

@@ -22,7 +22,7 @@ describe.each(backends())('FHIR REST on %s', (_name, makeBackend) => {
 
   beforeAll(async () => {
     backend = makeBackend();
-    await backend.open().then((s) => s.close()); // creates the empty store the gateway then opens
+    await backend.prepare(); // the empty store the gateway then opens
     ({ gw, base, url } = await startTestGateway(backend));
   });
   afterAll(async () => {

@@ -26,7 +26,7 @@ let base: string;
 let url: string;
 beforeAll(async () => {
   backend = pgliteBackend();
-  await backend.open().then((s) => s.close());
+  await backend.prepare();
   ({ gw, base, url } = await startTestGateway(backend));
 });
 afterAll(async () => {

@@ -19,7 +19,7 @@ describe.each(backends())('abusive load on %s', (name, makeBackend) => {
 
   beforeAll(async () => {
     backend = makeBackend();
-    await backend.open().then((s) => s.close());
+    await backend.prepare();
     // a failure budget that refills slowly (one every 2 s, burst 2), so "still refused" does not race the clock
     g = await startSecuredGateway(backend, [[A, '0171']], { MLLP_IDLE_TIMEOUT_S: '1', MLLP_MAX_CONNECTIONS_PER_ADDRESS: '2', AUTH_FAILURES_PER_MINUTE: '30' });
     mllpPort = g.gw.mllp!.port;

@@ -24,7 +24,7 @@ describe.each(backends())('audit chain on %s', (_name, makeBackend) => {
   beforeAll(async () => {
     fs.writeFileSync(path.join(dir, 'audit.key'), crypto.randomBytes(32));
     backend = makeBackend();
-    await backend.open().then((s) => s.close());
+    await backend.prepare();
     g = await startSecuredGateway(backend, [[A, '0171']], { AUDIT_KEY_FILE: path.join(dir, 'audit.key') });
     for (let i = 0; i < 5; i++) expect((await g.call('/Patient?_count=2', g.tokens.coordinator)).status).toBe(200);
   });

@@ -27,7 +27,7 @@ describe.each(backends())('access enforcement on %s', (_name, makeBackend) => {
 
   beforeAll(async () => {
     backend = makeBackend();
-    await backend.open().then((s) => s.close());
+    await backend.prepare();
     g = await startSecuredGateway(backend, [[A, '0171'], [B, '0793']]);
     a = await g.patientIdOf(A);
     b = await g.patientIdOf(B);

@@ -31,7 +31,7 @@ describe.each(backends())('second-round probes on %s', (_name, makeBackend) => {
 
   beforeAll(async () => {
     backend = makeBackend();
-    await backend.open().then((s) => s.close());
+    await backend.prepare();
     g = await startSecuredGateway(backend, [[A, '0171'], [B, '0793']]);
     hospital2 = sign(g.claims(registryCode('1122334'), 'hospital'));
     gp2 = sign(g.claims(registryCode('2233445'), 'gp'));

@@ -70,7 +70,7 @@ describe.each(backends())('security on %s', (_name, makeBackend) => {
       `municipality: { ehak: "0171", registryCode: "${ELVA}" }\nfields: { decisionId: a, isikukood: b, service: c, start: d, note: e }\nmaps: { services: { x: home-care, y: child-case-management } }\n`,
     );
     backend = makeBackend();
-    await backend.open().then((s) => s.close());
+    await backend.prepare();
     ({ gw, base, url } = await startTestGateway(backend, { AUTH_JWKS: path.join(dir, 'jwks.json'), AUTH_ISSUERS: ISSUER, SOCIAL_MAPPINGS_DIR: path.join(dir, 'maps'), RATE_LIMIT: '0' }));
     tokens.hospital = sign(claims(HOSPITAL, 'hospital'));
     tokens.gp = sign(claims(GP, 'gp'));

@@ -19,7 +19,7 @@ test('the converted Bundle posts to the gateway unchanged, twice', async () => {
   const r = spawnSync(process.execPath, [path.resolve('bin/care-gateway.js'), 'convert', file], { encoding: 'utf8' });
   expect(r.status).toBe(0);
   const backend = backends()[0][1]();
-  await backend.open().then((s) => s.close());
+  await backend.prepare();
   const { gw, base } = await startTestGateway(backend);
   try {
     for (const round of [1, 2]) {

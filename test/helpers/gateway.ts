@@ -79,7 +79,7 @@ export function useGateway(
   const ctx = {} as { gw: Gateway; base: string; url: string; mllpPort: number; backend: Backend };
   beforeAll(async () => {
     ctx.backend = makeBackend();
-    await ctx.backend.open().then((s) => s.close()); // creates the empty store the gateway then opens
+    await ctx.backend.prepare(); // the empty store the gateway then opens
     Object.assign(ctx, await startTestGateway(ctx.backend, typeof extra === 'function' ? extra() : extra));
   });
   afterAll(async () => {

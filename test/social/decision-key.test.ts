@@ -44,7 +44,7 @@ describe.each(backends())('decision keys on %s', (_name, makeBackend) => {
   beforeAll(async () => {
     fs.writeFileSync(path.join(dir, 'noo-test.yaml'), MAPPING);
     backend = makeBackend();
-    await backend.open().then((s) => s.close());
+    await backend.prepare();
     ({ gw, base, url } = await startTestGateway(backend, { SOCIAL_MAPPINGS_DIR: dir }));
   });
   afterAll(async () => {

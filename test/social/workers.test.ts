@@ -215,7 +215,7 @@ const modes: [string, string][] = [
 (PG_URL ? describe : describe.skip)('the built gateway with IMPORT_WORKERS', () => {
   test('starts its workers, imports through them, and stops cleanly on SIGTERM', async () => {
     const backend = postgresBackend(PG_URL!);
-    await backend.open().then((s) => s.close());
+    await backend.prepare();
     try {
       const gw = await spawnGateway({ ...backend.env(), IMPORT_WORKERS: '2' });
       try {

@@ -23,7 +23,7 @@ describe.each(backends())('HL7 v2 through the gateway on %s', (_name, makeBacken
 
   beforeAll(async () => {
     backend = makeBackend();
-    await backend.open().then((s) => s.close());
+    await backend.prepare();
     ({ gw, base, url, mllpPort } = await startTestGateway(backend));
   });
   afterAll(async () => {
