@@ -10,6 +10,7 @@ import pg from 'pg';
 import { openStore, type Store } from '../../src/store/index.js';
 import { openDb, type Db } from '../../src/store/db.js';
 import { writeChecks } from '../../src/write-checks.js';
+import { conformanceResources } from '../../src/fhir/profiles.js';
 
 export const PG_URL = process.env.TEST_DATABASE_URL;
 
@@ -35,21 +36,39 @@ export function tempDir(prefix = 'cg-'): string {
 
 /**
  * Templates of embedded stores, made once per machine and copied for each test store: a fresh PGlite directory
- * takes ~5 s to initialise and migrate, a copy ~0.3 s. A template's name carries a digest of what makes it (the
- * schema and migrations, the installed packages), so a change to them makes a new one; it is made in a directory of
- * its own and renamed into place, so two test workers never see a half-made template.
+ * takes ~5 s to initialise and migrate, a copy ~0.3 s. `blank` has no schema, `migrated` the schema, `served` also
+ * the project's conformance resources, which a gateway writes at its first start (~1 s; unchanged ones cost nothing).
+ * A template's name carries a digest of what makes it (the installed packages, the store and FHIR code, the profiles),
+ * so a change to them makes a new one; it is made in a directory of its own and renamed into place, so two test
+ * workers never see a half-made template.
  */
-const templates = new Map<string, Promise<string>>();
-function pgliteTemplate(kind: 'migrated' | 'blank'): Promise<string> {
+type TemplateKind = 'blank' | 'migrated' | 'served';
+const templates = new Map<TemplateKind, Promise<string>>();
+
+function digestOf(hash: crypto.Hash, p: string): void {
+  if (!fs.existsSync(p)) return;
+  if (!fs.statSync(p).isDirectory()) {
+    hash.update(p).update(fs.readFileSync(p));
+    return;
+  }
+  for (const e of fs.readdirSync(p).sort()) digestOf(hash, path.join(p, e));
+}
+
+function pgliteTemplate(kind: TemplateKind): Promise<string> {
   let t = templates.get(kind);
   if (!t) {
     t = (async () => {
-      const hash = crypto.createHash('sha256').update(kind).update(fs.readFileSync(path.resolve('package-lock.json')));
-      if (kind === 'migrated') hash.update(fs.readFileSync(path.resolve('src/store/schema.ts')));
+      const hash = crypto.createHash('sha256').update(kind);
+      for (const p of ['package-lock.json', ...(kind === 'blank' ? [] : ['src/store', 'src/fhir', 'profiles'])]) digestOf(hash, path.resolve(p));
       const final = path.join(os.tmpdir(), `cg-pglite-template-${kind}-${hash.digest('hex').slice(0, 16)}`);
       if (fs.existsSync(path.join(final, '.complete'))) return final;
       const making = tempDir('cg-pglite-making-');
-      await (kind === 'migrated' ? openStore({ dataDir: making, pgliteSharedBuffers: TEST_SHARED_BUFFERS, ...writeChecks }) : openDb({ dataDir: making, pgliteSharedBuffers: TEST_SHARED_BUFFERS })).then((x) => x.close());
+      if (kind === 'blank') await openDb({ dataDir: making, pgliteSharedBuffers: TEST_SHARED_BUFFERS }).then((x) => x.close());
+      else {
+        const store = await openStore({ dataDir: making, pgliteSharedBuffers: TEST_SHARED_BUFFERS, ...writeChecks });
+        if (kind === 'served') await store.repo.transaction((w) => w.updateMany(conformanceResources()));
+        await store.close();
+      }
       fs.writeFileSync(path.join(making, '.complete'), '');
       try {
         fs.renameSync(making, final);
@@ -63,7 +82,7 @@ function pgliteTemplate(kind: 'migrated' | 'blank'): Promise<string> {
   return t;
 }
 
-async function copyOf(kind: 'migrated' | 'blank'): Promise<string> {
+async function copyOf(kind: TemplateKind): Promise<string> {
   const dir = tempDir('cg-pglite-');
   fs.cpSync(await pgliteTemplate(kind), dir, { recursive: true });
   fs.rmSync(path.join(dir, '.complete'), { force: true });
@@ -85,7 +104,7 @@ export function pgliteBackend(): Backend {
       return openStore({ dataDir: dir, pgliteSharedBuffers: TEST_SHARED_BUFFERS, ...writeChecks });
     },
     async prepare() {
-      dir = await copyOf('migrated');
+      dir = await copyOf('served');
     },
     reopen: () => openStore({ dataDir: dir, pgliteSharedBuffers: TEST_SHARED_BUFFERS, ...writeChecks }),
     async cleanup() {
