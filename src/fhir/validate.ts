@@ -1,6 +1,6 @@
 /**
  * Validation of every resource written, from any source, fast enough for the hot path. Three layers, one walk each:
- * 1. the official FHIR R4 JSON schema, with one ajv validator compiled per resource type (lazily, then cached) —
+ * 1. the official FHIR R4 JSON schema, with one ajv validator per resource type (compiled by the build, else lazily) —
  *    types, formats (`id`, dates, …), `meta` shape, code enums of required bindings, unknown elements;
  * 2. the base StructureDefinitions (profiles-resources.json and profiles-types.json, compiled once at load):
  *    minimum cardinality at every level (root, backbone elements, data types such as Extension.url), and at most
@@ -24,6 +24,7 @@ import type { ElementDefinition, StructureDefinition } from '@medplum/fhirtypes'
 import type { OperationOutcomeIssue } from './types.js';
 import { OutcomeError, issue, hasErrors, pathText, type At } from './outcome.js';
 import { readDefinitions, isResourceType } from './definitions.js';
+import { SCHEMA_OPTIONS, fhirSchema, hasPrecompiledValidators, precompiledValidator } from './schema-validators.js';
 
 type Obj = Record<string, unknown>;
 
@@ -36,26 +37,15 @@ const validators = new Map<string, ValidateFunction>();
 
 function schemaAjv(): Ajv {
   if (ajv) return ajv;
-  const schema = structuredClone(readDefinitions<Record<string, unknown>>('fhir.schema.json')) as {
-    definitions: Record<string, unknown>;
-    [k: string]: unknown;
-  };
-  // The published schema leaves `Resource` and `integer64` dangling; define them.
-  schema.definitions.Resource = { type: 'object' };
-  schema.definitions.integer64 ??= { type: 'string', pattern: '^[0]|[-+]?[1-9][0-9]*$' };
-  // A resource inside a resource (contained, Bundle.entry.resource, Parameters.parameter.resource) is validated on
-  // its own, with its own type's validator: clear paths and no oneOf-over-150-types noise.
-  schema.definitions.ResourceList = { type: 'object' };
-  for (const k of ['$schema', 'id', 'oneOf', 'discriminator']) delete schema[k];
-  ajv = new Ajv({ allErrors: true, strict: false, validateFormats: false });
-  ajv.addSchema(schema, 'fhir');
+  ajv = new Ajv(SCHEMA_OPTIONS);
+  ajv.addSchema(fhirSchema(), 'fhir');
   return ajv;
 }
 
 function validatorFor(type: string): ValidateFunction {
   let v = validators.get(type);
   if (!v) {
-    v = schemaAjv().compile({ $ref: `fhir#/definitions/${type}` });
+    v = precompiledValidator(type) ?? schemaAjv().compile({ $ref: `fhir#/definitions/${type}` });
     validators.set(type, v);
   }
   return v;
@@ -629,7 +619,7 @@ export function assertValid(resource: unknown): void {
 export function prepareValidation(...types: string[]): number {
   const t0 = performance.now();
   loadModel();
-  schemaAjv();
+  if (!hasPrecompiledValidators()) schemaAjv();
   for (const t of types) validatorFor(t);
   return performance.now() - t0;
 }
