@@ -7,7 +7,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import pg from 'pg';
+import type pg from 'pg';
 import { OutcomeError } from '../fhir/outcome.js';
 
 export type Row = Record<string, unknown>;
@@ -48,8 +48,13 @@ export async function openDb(opts: OpenOptions): Promise<Db> {
   return opts.databaseUrl ? openPostgres(opts.databaseUrl, opts.schema, opts.poolSize ?? 10) : openPglite(opts.dataDir ?? './data', opts.pgliteSharedBuffers);
 }
 
+/** The PostgreSQL client, loaded when a PostgreSQL store is opened (the embedded store's start does without it). */
+type PgDriver = typeof pg;
+const loadPg = async (): Promise<PgDriver> => (await import('pg')).default;
+
 async function openPostgres(url: string, schema: string | undefined, max: number): Promise<Db> {
   if (schema !== undefined && !SCHEMA_NAME.test(schema)) throw new Error(`bad schema name ${schema}`);
+  const pg = await loadPg();
   if (schema) {
     const c = new pg.Client({ connectionString: url });
     await c.connect();
@@ -96,17 +101,17 @@ async function openPostgres(url: string, schema: string | undefined, max: number
         client.release(lost);
       }
     },
-    holdLock: (key) => holdLock(u.toString(), key),
+    holdLock: (key) => holdLock(pg, u.toString(), key),
     close: () => pool.end(),
   };
 }
 
-async function holdLock(url: string, key: string): Promise<() => Promise<void>> {
+async function holdLock(driver: PgDriver, url: string, key: string): Promise<() => Promise<void>> {
   let client: pg.Client | undefined;
   let released = false;
   let retry: NodeJS.Timeout | undefined;
   const take = async (): Promise<void> => {
-    const c = new pg.Client({ connectionString: url });
+    const c = new driver.Client({ connectionString: url });
     c.on('error', () => undefined); // the 'end' below reconnects
     try {
       await c.connect();

@@ -15,7 +15,7 @@ const resources = fs
   .map((e) => e.resource);
 
 /** Every resource of the golden Bundles, and a broken copy of each: a wrong type, an unknown element, a bad code. */
-const broken = resources.map((r, i) => ({
+const broken: Record<string, unknown>[] = resources.map((r, i) => ({
   ...r,
   id: i % 2 ? 42 : 'ok-id',
   unknownElement: true,
