@@ -19,22 +19,23 @@ export function observationValue(spec: ElementSpec, scope: Scope, ctx: Ctx): [st
   const values = reps(scope, loc);
   const first = values[0];
   const text = comp(first, 1);
-  if (!first || (!present(text) && type !== 'CWE' && type !== 'CE')) return ['value', undefined];
+  // a coded value may carry only an alternate code; a structured numeric's first component is its comparator, often
+  // empty ("^182" is 182)
+  const carries = type === 'CWE' || type === 'CE' || type === 'CNE' ? true : type === 'SN' ? present(text) || present(comp(first, 2)) : present(text);
+  if (!first || !carries) return ['value', undefined];
   if (values.length > 1 && type === 'NM') ctx.issues.push(issue({ severity: 'warning', text: `${loc.text}: ${values.length} numeric values; the first is used`, where: loc.text }));
   switch (type) {
     case 'NM': {
       if (!/^[-+]?\d+(\.\d+)?$/.test(text)) return ['valueString', text];
-      const unit = spec.unit ? reps(scope, parseLoc(spec.unit))[0] : undefined;
-      const code = comp(unit, 1);
-      const system = /^(UCUM|ISO\+|ANS\+)$/i.test(comp(unit, 3)) || comp(unit, 3) === '' ? 'http://unitsofmeasure.org' : undefined;
-      return ['valueQuantity', { value: Number(text), ...(present(code) ? { unit: comp(unit, 2) || code, ...(system ? { system, code } : {}) } : {}) }];
+      return ['valueQuantity', { value: Number(text), ...unitOf(spec, scope) }];
     }
     case 'SN': {
       const [cmp, n1, sep, n2] = [comp(first, 1), comp(first, 2), comp(first, 3), comp(first, 4)];
       if (sep === '-' && present(n1) && present(n2)) return ['valueRange', { low: { value: Number(n1) }, high: { value: Number(n2) } }];
       if ((sep === ':' || sep === '/') && present(n1) && present(n2)) return ['valueRatio', { numerator: { value: Number(n1) }, denominator: { value: Number(n2) } }];
       const comparator = ['<', '<=', '>', '>='].includes(cmp) ? cmp : undefined;
-      return present(n1) ? ['valueQuantity', { value: Number(n1), ...(comparator ? { comparator } : {}) }] : ['value', undefined];
+      // IG SN[Quantity]: the number with OBX-6 as its unit
+      return present(n1) && /^[-+]?\d+(\.\d+)?$/.test(n1) ? ['valueQuantity', { value: Number(n1), ...(comparator ? { comparator } : {}), ...unitOf(spec, scope) }] : ['value', undefined];
     }
     case 'CWE':
     case 'CE':
@@ -54,6 +55,15 @@ export function observationValue(spec: ElementSpec, scope: Scope, ctx: Ctx): [st
     default:
       return ['valueString', values.map((r) => r.map((c) => c.join('&')).join('^')).join('\n')];
   }
+}
+
+/** OBX-6 (CWE) as a Quantity's unit: UCUM (or no system named) also as its system and code. */
+function unitOf(spec: ElementSpec, scope: Scope): { unit?: string; system?: string; code?: string } {
+  const unit = spec.unit ? reps(scope, parseLoc(spec.unit))[0] : undefined;
+  const code = comp(unit, 1);
+  if (!present(code)) return {};
+  const system = /^(UCUM|ISO\+|ANS\+)$/i.test(comp(unit, 3)) || comp(unit, 3) === '' ? 'http://unitsofmeasure.org' : undefined;
+  return { unit: comp(unit, 2) || code, ...(system ? { system, code } : {}) };
 }
 
 /** PRD segments of the group with PRD-1 = role (RP referring, RT referred-to) → references. */

@@ -1,0 +1,20 @@
+/**
+ * ORU^R01 results beyond one value per OBX: structured numerics without a comparator, OBX-5 repetitions.
+ * Messages are written here (a Tartu laboratory's blood count); isikukoodid are the fixtures' valid test vectors.
+ */
+import type { Observation, Resource } from '@medplum/fhirtypes';
+import { convertHl7, type Conversion } from '../../src/mapping/hl7v2/convert.js';
+import { parseHl7 } from '../../src/hl7v2/parse.js';
+import { labResult } from '../fixtures/hl7v2/messages.js';
+
+const convert = (text: string): Conversion => convertHl7(parseHl7(text));
+const ofType = <T extends Resource>(c: Conversion, type: T['resourceType']): T[] => c.resources.filter((r): r is T => r.resourceType === type);
+/** the lab result with its OBX segments replaced by these */
+const withObx = (...obx: string[]): string => [...labResult().split('\r').filter((s) => !s.startsWith('OBX')), ...obx].join('\r');
+
+test('SN without a comparator ("^182") is the number; with one, the comparator is kept; OBX-6 is the unit', () => {
+  const c = convert(withObx('OBX|1|SN|2345-7^Glucose^LN||^6.1|mmol/L^^UCUM|||||F', 'OBX|2|SN|2160-0^Creatinine^LN||<^40|umol/L^^UCUM|||||F'));
+  const [glucose, creatinine] = ofType<Observation>(c, 'Observation');
+  expect(glucose.valueQuantity).toEqual({ value: 6.1, unit: 'mmol/L', system: 'http://unitsofmeasure.org', code: 'mmol/L' });
+  expect(creatinine.valueQuantity).toEqual({ value: 40, comparator: '<', unit: 'umol/L', system: 'http://unitsofmeasure.org', code: 'umol/L' });
+});
