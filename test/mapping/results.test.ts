@@ -18,3 +18,18 @@ test('SN without a comparator ("^182") is the number; with one, the comparator i
   expect(glucose.valueQuantity).toEqual({ value: 6.1, unit: 'mmol/L', system: 'http://unitsofmeasure.org', code: 'mmol/L' });
   expect(creatinine.valueQuantity).toEqual({ value: 40, comparator: '<', unit: 'umol/L', system: 'http://unitsofmeasure.org', code: 'umol/L' });
 });
+
+test('a repeated OBX-5 is one component per value, each coded by OBX-3 (IG: OBX[Observation-Component]); text lines stay one text', () => {
+  const c = convert(withObx('OBX|1|NM|8867-4^Heart rate^LN||64~118~|/min^^UCUM|||||F', 'OBX|2|TX|48767-8^Comment^LN||Patsient oli rahutu.~Kordusmõõtmine homme.||||||F'));
+  const [pulse, comment] = ofType<Observation>(c, 'Observation');
+  expect(pulse.valueQuantity).toBeUndefined();
+  const code = { coding: [{ system: 'http://loinc.org', code: '8867-4', display: 'Heart rate' }], text: 'Heart rate' };
+  const perMin = { unit: '/min', system: 'http://unitsofmeasure.org', code: '/min' };
+  expect(pulse.component).toEqual([
+    { code, valueQuantity: { value: 64, ...perMin } },
+    { code, valueQuantity: { value: 118, ...perMin } }, // the empty third repetition is no value
+  ]);
+  expect(comment.valueString).toBe('Patsient oli rahutu.\nKordusmõõtmine homme.');
+  expect(comment.component).toBeUndefined();
+  expect(c.issues.filter((i) => i.severity === 'warning')).toEqual([]);
+});

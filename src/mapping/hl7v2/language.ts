@@ -40,6 +40,8 @@ export interface ElementSpec {
   then?: unknown;
   valueType?: string;
   unit?: string;
+  /** with valueType: a repeated value becomes one component per repetition, coded by this location (OBX-3) */
+  components?: string;
   document?: string;
   contentType?: string;
   provider?: string;

@@ -71,7 +71,7 @@ export function loadMappings(dir = mappingsDir(), site = dir === mappingsDir() ?
     const compiledElements: CompiledElement[] = [];
     for (const [target, specs] of Object.entries(r.elements ?? {})) {
       for (const s of Array.isArray(specs) ? specs : [specs]) {
-        for (const k of ['from', 'fallback', 'valueType', 'unit', 'contentType'] as const) mark(s[k]);
+        for (const k of ['from', 'fallback', 'valueType', 'unit', 'components', 'contentType'] as const) mark(s[k]);
         for (const c of [s.when ?? []].flat()) mark(c.field);
         try {
           compiledElements.push(compileElement(target, s));
@@ -115,6 +115,7 @@ function compileElement(target: string, spec: ElementSpec): CompiledElement {
   if (spec.value !== undefined) return { ...base, run: guard(() => [structuredClone(spec.value)]) };
   if (spec.valueType) {
     parseLoc(spec.valueType);
+    if (spec.components) parseLoc(spec.components);
     return { ...base, choice: (scope, ctx) => (when && !when(scope) ? ['value', undefined] : observationValue(spec, scope, ctx)), run: () => [] };
   }
   if (spec['ref-to'] || spec['refs-to']) {
