@@ -72,7 +72,7 @@ export function loadMappings(dir = mappingsDir(), site = dir === mappingsDir() ?
     for (const [target, specs] of Object.entries(r.elements ?? {})) {
       for (const s of Array.isArray(specs) ? specs : [specs]) {
         for (const k of ['from', 'fallback', 'valueType', 'unit', 'components', 'contentType'] as const) mark(s[k]);
-        for (const c of [s.when ?? []].flat()) mark(c.field);
+        if (s.when) conditionFields(s.when).forEach(mark);
         try {
           compiledElements.push(compileElement(target, s));
         } catch (err) {
@@ -106,7 +106,14 @@ export function facilityCharset(facility: string): string | undefined {
 /** Compiles one element rule of a resource file into a closure; unknown keys and bad locations fail at load. */
 function compileElement(target: string, spec: ElementSpec): CompiledElement {
   const when = spec.when ? compileCondition(spec.when) : undefined;
-  const guard = (run: CompiledElement['run']): CompiledElement['run'] => (when ? (sc, c, b, self) => (when(sc) ? run(sc, c, b, self) : []) : run);
+  const guard = (run: CompiledElement['run']): CompiledElement['run'] =>
+    when
+      ? (sc, c, b, self) => {
+          if (when(sc)) return run(sc, c, b, self);
+          conditionWarnings(spec.when!, sc, c, `${target} left out`);
+          return [];
+        }
+      : run;
   const wrap = (v: unknown): unknown => {
     if (spec.wrapText) v = [{ text: v }];
     return spec.into ? { ...(spec.add ?? {}), [spec.into]: v } : spec.add && typeof v === 'object' && v ? { ...(v as object), ...spec.add } : v;
@@ -169,12 +176,28 @@ function compileElement(target: string, spec: ElementSpec): CompiledElement {
   };
 }
 
-/** A condition compiled to a test on the scope. */
+const compiledConditions = new WeakMap<object, (scope: Scope) => boolean>();
+
+/** A condition compiled to a test on the scope (once per condition object of the loaded files). */
 export function compileCondition(c: Condition | Condition[]): (scope: Scope) => boolean {
+  let test = compiledConditions.get(c);
+  if (!test) {
+    test = compileConditionUncached(c);
+    compiledConditions.set(c, test);
+  }
+  return test;
+}
+
+function compileConditionUncached(c: Condition | Condition[]): (scope: Scope) => boolean {
   if (Array.isArray(c)) {
     const all = c.map(compileCondition); // a list: every condition holds
     return (scope) => all.every((t) => t(scope));
   }
+  if (c.any) {
+    const alternatives = c.any.map(compileCondition); // `any`: one of them holds
+    return (scope) => alternatives.some((t) => t(scope));
+  }
+  if (!c.field) throw new Error('a condition needs field or any');
   const loc = parseLoc(c.field);
   // codes compare case-insensitively: senders write SEL, Sel and sel alike
   const inSet = c.in ? new Set(c.in.map((x) => String(x).toUpperCase())) : undefined;
@@ -186,6 +209,35 @@ export function compileCondition(c: Condition | Condition[]): (scope: Scope) => 
     if (notSet && notSet.has(v)) return false;
     return true;
   };
+}
+
+/**
+ * The warnings a failed condition owes: each part marked `otherwise: warn` whose field holds a value the part does not
+ * accept (a value it was not asked about is no reason to skip silently). Reported once per conversion and field value.
+ */
+export function conditionWarnings(c: Condition | Condition[], scope: Scope, ctx: Ctx, what: string): string[] {
+  const fields: string[] = [];
+  for (const x of [c].flat()) {
+    if (x.any) {
+      fields.push(...conditionWarnings(x.any, scope, ctx, what));
+      continue;
+    }
+    if (x.otherwise !== 'warn' || !x.field) continue;
+    const v = read(scope, parseLoc(x.field));
+    if (!present(v) || compileCondition(x)(scope)) continue;
+    fields.push(x.field);
+    const text = `${x.field}: "${v}" is not ${x.in ? `one of ${x.in.join(', ')}` : 'a value this mapping reads'}; ${what}`;
+    ctx.warned ??= new Set();
+    if (ctx.warned.has(text)) continue;
+    ctx.warned.add(text);
+    ctx.issues.push(issue({ severity: 'warning', text, where: x.field }));
+  }
+  return fields;
+}
+
+/** Every location a condition reads (for the fields a rule uses). */
+export function conditionFields(c: Condition | Condition[]): string[] {
+  return [c].flat().flatMap((x) => (x.any ? conditionFields(x.any) : x.field ? [x.field] : []));
 }
 
 /** The datatypes an element rule's `type` may name (mappings/schema/hl7v2-resource.schema.json lists the same). */
