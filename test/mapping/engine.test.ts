@@ -140,11 +140,11 @@ test('MSH-9.3 naming a structure without a message file (ADT^A04^ADT_A04) is con
 });
 
 test('what a structure leaves on purpose is reported with why; what it has not mapped yet, as a gap', () => {
-  const c = convertHl7(parseHl7(`${eeDischarge()}\rPDA|I21^Infarct^I10\rZZZ|1`));
+  const c = convertHl7(parseHl7(`${eeDischarge()}\rSFT|Elva HIS|4.2\rZZZ|1`));
   const said = (where: string) => c.issues.find((i) => i.expression?.[0] === where)?.diagnostics;
-  expect(said('PDA')).toMatch(/^PDA is left on purpose: death details/);
+  expect(said('SFT')).toMatch(/^SFT is left on purpose: the sending software/);
   expect(said('ZZZ')).toBe('ZZZ was not mapped');
-  expect(c.unused).toEqual(expect.arrayContaining(['PDA', 'ZZZ']));
+  expect(c.unused).toEqual(expect.arrayContaining(['SFT', 'ZZZ']));
 });
 
 test('a message file raises a flag from a Z-segment field, and the coordination rule that tests the flag applies', async () => {
