@@ -134,11 +134,13 @@ export function roleChange(rule: ResourceFile, scope: Scope, ctx: Ctx): TeamChan
 }
 
 /**
- * The document body of an MDM message: each encapsulated (ED) OBX becomes an attachment; text OBX lines
- * (TX/FT/ST) together become one text/plain attachment.
+ * The document body: each encapsulated (ED) OBX becomes an attachment; text OBX lines (TX/FT/ST) together become one
+ * text/plain attachment. The OBX segments are those the route gives the rule (`with` / `context`: the OBX of an ORU's
+ * ORDER_DOCUMENT), else every OBX of the message (MDM, where the OBX segments are the document).
  */
 export function documentBody(scope: Scope, spec: ElementSpec, ctx: Ctx): Attachment[] {
-  const obx = scope.msg.segments.filter((s) => s.name === 'OBX');
+  const given = scope.withSegs.filter((s) => s.name === 'OBX');
+  const obx = given.length ? given : scope.msg.segments.filter((s) => s.name === 'OBX');
   if (!obx.length) return [];
   const declared = spec.contentType ? read(scope, parseLoc(spec.contentType)) : '';
   const out: Attachment[] = [];
