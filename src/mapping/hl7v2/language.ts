@@ -52,6 +52,11 @@ export interface ElementSpec {
   segment?: string;
   /** map only when the condition on a location holds */
   when?: Condition | Condition[];
+  /** with `all`: the values joined into one string with this separator (NTE-3's lines into one note) */
+  join?: string;
+  /** one object per companion segment of this name (each NTE), built from `fields` read in that segment */
+  each?: string;
+  fields?: Record<string, ElementSpec | ElementSpec[]>;
 }
 
 /**

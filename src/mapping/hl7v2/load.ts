@@ -11,7 +11,7 @@ import { mappingsDir } from '../../paths.js';
 import { readDataFile } from '../../data-file.js';
 import { loadCodeTables } from '../codes.js';
 import { comp, cwe, cx, dtm, ndlParts, plParts, present, setCodingSystems, xad, xcnParts, xonParts, xpn, xtn } from '../datatypes.js';
-import { parseLoc, read, reps, type CommonFile, type Compiled, type CompiledElement, type CompiledRule, type Condition, type Ctx, type ElementSpec, type Loc, type MessageFile, type ResourceFile, type Scope } from './language.js';
+import { parseLoc, read, reps, setPath, type CommonFile, type Compiled, type CompiledElement, type CompiledRule, type Condition, type Ctx, type ElementSpec, type Loc, type MessageFile, type ResourceFile, type Scope } from './language.js';
 import { locationRef, organizationRef, practitionerRef } from './ids.js';
 import { documentBody, observationValue, providerRefs } from './special.js';
 
@@ -71,8 +71,12 @@ export function loadMappings(dir = mappingsDir(), site = dir === mappingsDir() ?
     const compiledElements: CompiledElement[] = [];
     for (const [target, specs] of Object.entries(r.elements ?? {})) {
       for (const s of Array.isArray(specs) ? specs : [specs]) {
-        for (const k of ['from', 'fallback', 'valueType', 'unit', 'components', 'contentType'] as const) mark(s[k]);
-        if (s.when) conditionFields(s.when).forEach(mark);
+        const markSpec = (x: ElementSpec): void => {
+          for (const k of ['from', 'fallback', 'valueType', 'unit', 'components', 'contentType'] as const) mark(x[k]);
+          if (x.when) conditionFields(x.when).forEach(mark);
+          for (const sub of Object.values(x.fields ?? {})) [sub].flat().forEach(markSpec);
+        };
+        markSpec(s);
         try {
           compiledElements.push(compileElement(target, s));
         } catch (err) {
@@ -119,6 +123,7 @@ function compileElement(target: string, spec: ElementSpec): CompiledElement {
     return spec.into ? { ...(spec.add ?? {}), [spec.into]: v } : spec.add && typeof v === 'object' && v ? { ...(v as object), ...spec.add } : v;
   };
   const base = { target, late: false, unless: spec.unless };
+  if (spec.each) return compileEach(target, spec, wrap);
   if (spec.value !== undefined) return { ...base, run: guard(() => [structuredClone(spec.value)]) };
   if (spec.valueType) {
     parseLoc(spec.valueType);
@@ -155,6 +160,7 @@ function compileElement(target: string, spec: ElementSpec): CompiledElement {
   if (spec.present !== undefined) return { ...base, run: guard((scope) => [present(read(scope, loc)) ? spec.present : spec.else]) };
   if (spec.equals !== undefined) return { ...base, run: guard((scope) => (read(scope, loc) === spec.equals ? [structuredClone(spec.then)] : [])) };
   const one = compileConverter(spec);
+  if (spec.join !== undefined && !spec.all) throw new Error('join needs all');
   const convert = (scope: Scope, l: Loc, ctx: Ctx): unknown[] => {
     // `all` over a companion that repeats (NTE after OBX) reads every one of them
     const all = spec.all && scope.seg.name !== l.segment ? scope.withSegs.filter((s) => s.name === l.segment).flatMap((s) => s.fields[l.field] ?? []) : reps(scope, l);
@@ -171,12 +177,44 @@ function compileElement(target: string, spec: ElementSpec): CompiledElement {
       let v = convert(scope, loc, ctx);
       if (!v.length && fallback) v = convert(scope, fallback, ctx);
       if (!v.length && spec.default !== undefined) return [structuredClone(spec.default)];
+      if (spec.join !== undefined && v.length) v = [v.join(spec.join)];
       return v.map(wrap);
     }),
   };
 }
 
 const compiledConditions = new WeakMap<object, (scope: Scope) => boolean>();
+
+/**
+ * `each: NTE` with `fields`: one object per companion segment of that name (each NTE after an OBX), its elements read
+ * in that segment alone; `when` is tested on each of them.
+ */
+function compileEach(target: string, spec: ElementSpec, wrap: (v: unknown) => unknown): CompiledElement {
+  const name = spec.each!;
+  const fields = Object.entries(spec.fields ?? {}).flatMap(([t, s]) => [s].flat().map((x) => compileElement(t, x)));
+  if (!fields.length) throw new Error('each needs fields');
+  if (fields.some((f) => f.late || f.choice)) throw new Error('the fields of each cannot hold references to other resources or value[x]');
+  const when = spec.when ? compileCondition(spec.when) : undefined;
+  return {
+    target,
+    late: false,
+    run: (scope, ctx, built) => {
+      const segs = scope.seg.name === name ? [scope.seg] : scope.withSegs.filter((s) => s.name === name);
+      const out: unknown[] = [];
+      for (const seg of segs) {
+        const one: Scope = { ...scope, seg, withSegs: [] };
+        if (when && !when(one)) {
+          conditionWarnings(spec.when!, one, ctx, `not read into ${target.replace(/\[\]/g, '')}`);
+          continue;
+        }
+        const obj: Record<string, unknown> = {};
+        for (const f of fields) for (const v of f.run(one, ctx, built)) setPath(obj, f.target, v);
+        if (Object.keys(obj).length) out.push(wrap(obj));
+      }
+      return out;
+    },
+  };
+}
 
 /** A condition compiled to a test on the scope (once per condition object of the loaded files). */
 export function compileCondition(c: Condition | Condition[]): (scope: Scope) => boolean {
