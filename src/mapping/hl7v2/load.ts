@@ -186,14 +186,17 @@ function compileElement(target: string, spec: ElementSpec): CompiledElement {
 const compiledConditions = new WeakMap<object, (scope: Scope) => boolean>();
 
 /**
- * `each: NTE` with `fields`: one object per companion segment of that name (each NTE after an OBX), its elements read
- * in that segment alone; `when` is tested on each of them.
+ * `each: NTE`: per companion segment of that name (each NTE after an OBX), read in that segment alone, `when` tested on
+ * each — with `fields`, one object of those elements per segment; without, the rule's own value (`from` …) per segment.
  */
 function compileEach(target: string, spec: ElementSpec, wrap: (v: unknown) => unknown): CompiledElement {
   const name = spec.each!;
-  const fields = Object.entries(spec.fields ?? {}).flatMap(([t, s]) => [s].flat().map((x) => compileElement(t, x)));
-  if (!fields.length) throw new Error('each needs fields');
-  if (fields.some((f) => f.late || f.choice)) throw new Error('the fields of each cannot hold references to other resources or value[x]');
+  const own = !spec.fields;
+  const fields = own
+    ? [compileElement(target, { ...spec, each: undefined, when: undefined })]
+    : Object.entries(spec.fields ?? {}).flatMap(([t, s]) => [s].flat().map((x) => compileElement(t, x)));
+  if (!fields.length) throw new Error('each needs fields or a value of its own');
+  if (fields.some((f) => f.late || f.choice)) throw new Error('each cannot hold references to other resources or value[x]');
   const when = spec.when ? compileCondition(spec.when) : undefined;
   return {
     target,
@@ -205,6 +208,10 @@ function compileEach(target: string, spec: ElementSpec, wrap: (v: unknown) => un
         const one: Scope = { ...scope, seg, withSegs: [] };
         if (when && !when(one)) {
           conditionWarnings(spec.when!, one, ctx, `not read into ${target.replace(/\[\]/g, '')}`);
+          continue;
+        }
+        if (own) {
+          out.push(...fields[0].run(one, ctx, built)); // wrapped (`into`, `add`) by the rule itself
           continue;
         }
         const obj: Record<string, unknown> = {};
