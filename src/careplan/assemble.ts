@@ -175,7 +175,8 @@ export async function assemble(w: Writer, contribution: Contribution, opts: { re
         if (!(r as Task).focus) activityRefs.push(refTo(r));
         break;
       case 'Condition':
-        plan = { ...plan, addresses: addRef(plan.addresses, refTo(r)) };
+        // what the plan addresses; a cause of death (HL7 v2 PDA-1) is what happened, not something to address
+        plan = isDeathDiagnosis(r as Condition) ? { ...plan, supportingInfo: addRef(plan.supportingInfo, refTo(r)) } : { ...plan, addresses: addRef(plan.addresses, refTo(r)) };
         break;
       case 'Goal':
         plan = { ...plan, goal: addRef(plan.goal, refTo(r)) };
@@ -359,6 +360,11 @@ async function byEventTime(w: Writer, batch: Resource[], occurredAt: string | un
   });
 }
 
+/** A cause of death: category SNOMED CT 16100001 "Death diagnosis" (VRDR; the HL7 v2 mapping of PDA-1). */
+function isDeathDiagnosis(r: Condition): boolean {
+  return (r.category ?? []).some((k) => k.coding?.some((x) => x.system === 'http://snomed.info/sct' && x.code === '16100001'));
+}
+
 /** The rules a contribution triggers, the facts they saw, and the ids the resources they add get. */
 function rulePlan(c: Contribution) {
   const book = ruleBook();
@@ -368,8 +374,9 @@ function rulePlan(c: Contribution) {
     deterministicId(a.resource, 'rule', ruleId, String(i), key, generation);
   const facts: RuleFacts = {
     dispositionCodes: (encounter?.hospitalization?.dischargeDisposition?.coding ?? []).map((x) => x.code ?? '').filter(Boolean),
+    // the person's conditions, not the causes of their death (a stroke that killed is no care need)
     conditionCodes: c.resources
-      .filter((r): r is Condition => r.resourceType === 'Condition')
+      .filter((r): r is Condition => r.resourceType === 'Condition' && !isDeathDiagnosis(r))
       .flatMap((r) => (r.code?.coding ?? []).map((x) => x.code ?? ''))
       .filter(Boolean),
     segments: c.segments ?? [],

@@ -134,7 +134,11 @@ export function xpn(r: Hl7Repetition | undefined, ctx: IdentifierContext): Human
   };
 }
 
-/** XAD → Address: street ^ other ^ city ^ state ^ zip ^ country ^ type (0190) ^ other geographic ^ county/parish code. */
+/**
+ * XAD → Address: street ^ other ^ city ^ state ^ zip ^ country ^ type (0190) ^ other geographic ^ county/parish code ^
+ * … ^ validity range (12, DR) ^ effective (13) ^ expiration (14) ^ … ^ addressee (19). IG XAD[Address]: XAD-1 and XAD-2
+ * are the first lines, XAD-19 (the addressee, "c/o …") the line after them; XAD-12…14 the period.
+ */
 export function xad(r: Hl7Repetition | undefined, ctx: IdentifierContext): Address | undefined {
   if (!r) return undefined;
   // XAD-1 (SAD): the street address, or its parts — street name (2) and dwelling number (3); the parts make the line
@@ -144,7 +148,7 @@ export function xad(r: Hl7Repetition | undefined, ctx: IdentifierContext): Addre
   for (const part of [comp(r, 1, 1), comp(r, 1, 2), comp(r, 1, 3)].filter(present)) {
     if (!` ${street} `.includes(` ${part} `)) street = street ? `${street} ${part}` : part;
   }
-  const line = [street, comp(r, 2)].filter(present);
+  const line = [street, comp(r, 2), comp(r, 19)].filter(present);
   const city = comp(r, 3);
   const state = comp(r, 4);
   const postalCode = comp(r, 5);
@@ -152,6 +156,8 @@ export function xad(r: Hl7Repetition | undefined, ctx: IdentifierContext): Addre
   const district = comp(r, 9);
   if (!line.length && !present(city) && !present(postalCode) && !present(state) && !present(country)) return undefined;
   const type = present(comp(r, 7)) ? ctx.codes.lookup('address-use', comp(r, 7))?.code : undefined;
+  const start = dtm(comp(r, 13), 'dateTime') ?? dtm(comp(r, 12, 1), 'dateTime');
+  const end = dtm(comp(r, 14), 'dateTime') ?? dtm(comp(r, 12, 2), 'dateTime');
   const a: Address = {
     ...(type === 'home' || type === 'work' || type === 'temp' || type === 'old' ? { use: type } : {}),
     ...(type === 'postal' || type === 'physical' ? { type } : {}),
@@ -161,6 +167,7 @@ export function xad(r: Hl7Repetition | undefined, ctx: IdentifierContext): Addre
     ...(present(state) ? { state } : {}),
     ...(present(postalCode) ? { postalCode } : {}),
     ...(present(country) ? { country } : {}),
+    ...(start || end ? { period: { ...(start ? { start } : {}), ...(end ? { end } : {}) } } : {}),
   };
   // An EHAK code in XAD-9 (county/parish) or XAD-10 (census tract) when the sender is Estonian (4-digit codes)
   for (const n of [9, 10]) {

@@ -130,6 +130,18 @@ describe.each(backends())('shared care plan on %s', (_name, makeBackend) => {
     expect(prov.resources[0].target.map((t) => t.reference)).toContain(`CarePlan/${plan.id}/_history/1`);
   });
 
+  test('a cause of death (HL7 v2 PDA-1: category death diagnosis) is no care need, and not what the plan addresses', async () => {
+    const c = discharge('p-died', 'inbox-died');
+    const deathDiagnosis = { coding: [{ system: 'http://snomed.info/sct', code: '16100001', display: 'Death diagnosis' }] };
+    c.resources = c.resources.map((r) => (r.resourceType === 'Condition' ? { ...r, category: [deathDiagnosis] } : r));
+    await run(c);
+    const [plan] = await plansOf('p-died');
+    expect(plan.addresses).toBeUndefined();
+    expect(plan.supportingInfo).toEqual(expect.arrayContaining([{ reference: 'Condition/cond-p-died-i63' }]));
+    const codes = await Promise.all((plan.activity ?? []).map((a) => store.repo.read<ServiceRequest>('ServiceRequest', a.reference!.reference!.split('/')[1])));
+    expect(codes.map((sr) => sr.code?.coding?.[0].code)).not.toContain('social-care-needs-assessment'); // the stroke it died of is no reason to assess needs
+  });
+
   test('replaying the same contribution writes nothing new', async () => {
     const before = await store.repo.read<CarePlan>('CarePlan', planIdFor('p-discharge'));
     const again = await run(discharge('p-discharge', 'inbox-1'));

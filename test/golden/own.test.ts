@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Bundle } from '@medplum/fhirtypes';
 import { hl7Bundle } from '../../src/convert.js';
-import { eeDischarge, eeMerge, eeRegistration, followUp, gpReferral, labResult, largeMdm, problemList, utf8AcceptOnError } from '../fixtures/hl7v2/messages.js';
+import { eeDeath, eeDischarge, eeFall, eeMerge, eeRegistration, followUp, gpReferral, labResult, largeMdm, problemList, utf8AcceptOnError } from '../fixtures/hl7v2/messages.js';
 
 const DIR = path.resolve('test/golden/own');
 const UPDATE = process.env.UPDATE_GOLDEN === '1';
@@ -20,9 +20,11 @@ const VOLATILE: string[] = ['*.meta.lastUpdated'];
 /** One message of every supported structure, and the variants whose mapping differs. */
 const CASES: Record<string, () => string> = {
   'adt-a01-admission': () => eeDischarge({ trigger: 'A01' }),
+  'adt-a01-fall': () => eeFall(),
   'adt-a01-utf8-no-msh18': () => utf8AcceptOnError(),
   'adt-a02-transfer': () => eeDischarge({ trigger: 'A01' }).replace('ADT^A01^ADT_A01', 'ADT^A02^ADT_A02').replace('EVN|A01', 'EVN|A02'),
   'adt-a03-discharge': () => eeDischarge(),
+  'adt-a03-death': () => eeDeath(),
   'adt-a08-update': () => eeDischarge({ trigger: 'A08' }),
   'adt-a11-cancel-admit': () => eeDischarge({ trigger: 'A01' }).replace('ADT^A01^ADT_A01', 'ADT^A11^ADT_A09').replace('EVN|A01', 'EVN|A11'),
   'adt-a13-cancel-discharge': () => eeDischarge({ trigger: 'A13' }),

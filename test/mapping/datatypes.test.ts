@@ -2,7 +2,7 @@
  * v2 datatypes → FHIR (V2-to-FHIR IG datatype maps): TS/DTM precision and time zones, CX systems, XPN, XTN.
  * FHIR dateTime with a time needs an offset; v2 timestamps without one get the default zone (Europe/Tallinn).
  */
-import { dtm, xtn, cwe, ndlParts } from '../../src/mapping/datatypes.js';
+import { dtm, xtn, cwe, ndlParts, xad } from '../../src/mapping/datatypes.js';
 import { loadCodeTables } from '../../src/mapping/codes.js';
 import { SYSTEMS } from '../../src/fhir/identifiers.js';
 
@@ -48,4 +48,18 @@ test('NDL: the person is component 1 in subcomponents (OBR-32 result interpreter
     name: { family: 'Kivi', given: ['Kalle'], prefix: ['Dr'] },
   });
   expect(ndlParts(undefined, { codes: loadCodeTables(), registryCodeOf: () => undefined })).toBeUndefined();
+});
+
+test('XAD: the addressee (XAD-19) is the line after the street and XAD-2; XAD-13/14, else the XAD-12 range, the period', () => {
+  const ctx = { codes: loadCodeTables(), registryCodeOf: () => undefined };
+  // 1 street ^ 2 other designation ^ 3 city ^ … ^ 12 validity range ^ 13 effective ^ 14 expiration ^ … ^ 19 addressee
+  const rep = (fields: Record<number, string[]>): string[][] => Array.from({ length: 19 }, (_, i) => fields[i + 1] ?? ['']);
+  expect(xad(rep({ 1: ['Rüütli tn 5'], 2: ['korter 3'], 3: ['Elva'], 5: ['61506'], 13: ['20240101'], 19: ['Mari Tamm c/o Jüri Tamm'] }), ctx)).toEqual({
+    line: ['Rüütli tn 5', 'korter 3', 'Mari Tamm c/o Jüri Tamm'],
+    city: 'Elva',
+    postalCode: '61506',
+    period: { start: '2024-01-01' },
+  });
+  expect(xad(rep({ 3: ['Elva'], 12: ['20200101', '20231231'] }), ctx)?.period).toEqual({ start: '2020-01-01', end: '2023-12-31' });
+  expect(xad(rep({ 19: ['Mari Tamm'] }), ctx)).toEqual({ line: ['Mari Tamm'] }); // an addressee alone is still an address line
 });

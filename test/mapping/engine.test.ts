@@ -140,11 +140,11 @@ test('MSH-9.3 naming a structure without a message file (ADT^A04^ADT_A04) is con
 });
 
 test('what a structure leaves on purpose is reported with why; what it has not mapped yet, as a gap', () => {
-  const c = convertHl7(parseHl7(`${eeDischarge()}\rPDA|I21^Infarct^I10\rZZZ|1`));
+  const c = convertHl7(parseHl7(`${eeDischarge()}\rSFT|Elva HIS|4.2\rZZZ|1`));
   const said = (where: string) => c.issues.find((i) => i.expression?.[0] === where)?.diagnostics;
-  expect(said('PDA')).toMatch(/^PDA is left on purpose: death details/);
+  expect(said('SFT')).toMatch(/^SFT is left on purpose: the sending software/);
   expect(said('ZZZ')).toBe('ZZZ was not mapped');
-  expect(c.unused).toEqual(expect.arrayContaining(['PDA', 'ZZZ']));
+  expect(c.unused).toEqual(expect.arrayContaining(['SFT', 'ZZZ']));
 });
 
 test('a message file raises a flag from a Z-segment field, and the coordination rule that tests the flag applies', async () => {
@@ -174,4 +174,62 @@ test('a ROL after PV1 is also an Encounter participant (part of the nearest Enco
   const nurse = c.resources.find((r) => r.resourceType === 'Practitioner' && (r as { identifier?: { value?: string }[] }).identifier?.[0].value === 'N33333')!;
   const fromRol = (enc.participant ?? []).filter((p) => p.type?.[0].coding?.[0].system === 'http://terminology.hl7.org/CodeSystem/v2-0443');
   expect(fromRol).toEqual([expect.objectContaining({ individual: expect.objectContaining({ reference: `Practitioner/${nurse.id}` }), period: { start: '2026-11-01' } })]);
+});
+
+describe('route and id keys for a segment that says several things at once', () => {
+  /** a copy of the mappings with a local ZDX segment (set id | needs, repeating | assessed Y/N | assessor) routed in ADT_A03 */
+  function withZdx(): string {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cg-mappings-'));
+    fs.cpSync(mappingsDir(), dir, { recursive: true });
+    const rule = (name: string, id: string) =>
+      fs.writeFileSync(path.join(dir, `hl7v2/resources/${name}.yaml`), ['resourceType: Flag', `id: ${id}`, 'elements:', '  status: { value: active }', '  code: { from: ZDX-2, type: CWE }', '  subject: { ref-to: Patient }'].join('\n'));
+    rule('CareNeedEach', '{ key: [ZDX-2.1], scope: patient, tag: care-need }');
+    rule('CareNeedSummary', '{ scope: patient, tag: care-need-summary }');
+    fs.appendFileSync(
+      path.join(dir, 'hl7v2/messages/ADT_A03.yaml'),
+      [
+        '  - { rule: CareNeedEach, segment: ZDX, each: ZDX-2, when: { any: [{ field: ZDX-3.1, in: [Y], otherwise: warn }, { field: ZDX-4.1, present: true }] } }',
+        '  - { rule: CareNeedSummary, segment: ZDX, when: { field: ZDX-3.1, in: [Y] } }',
+        '',
+      ].join('\n'),
+    );
+    return dir;
+  }
+  const flags = (c: ReturnType<typeof convertHl7>) => c.resources.filter((r) => r.resourceType === 'Flag') as { id?: string; code: { coding?: { code?: string }[] } }[];
+
+  test('each: one resource per repetition of the field (an empty repetition is none); any: one of the conditions holds', () => {
+    const dir = withZdx();
+    const c = convertHl7(parseHl7(`${eeDischarge()}\rZDX|1|KODU^Koduhooldus^L~~TRANSP^Transport^L|Y`), dir);
+    const each = flags(c).filter((f) => f.id !== deterministicId('Flag', c.patientId, 'care-need-summary'));
+    expect(each.map((f) => f.code.coding?.[0].code)).toEqual(['KODU', 'TRANSP']);
+    // the assessment flag N, but an assessor named: the second alternative of `any` holds
+    const byAssessor = convertHl7(parseHl7(`${eeDischarge()}\rZDX|1|KODU^Koduhooldus^L|N|N33333^Õde^Anu`), dir);
+    expect(flags(byAssessor).map((f) => f.code.coding?.[0].code)).toEqual(['KODU']); // and no summary: ZDX-3 is not Y
+    expect(byAssessor.issues.filter((i) => i.severity === 'warning')).toEqual([]); // N is a value the route was asked about
+  });
+
+  test('otherwise: warn — a value the condition does not accept is said, the field counts as read, nothing is made', () => {
+    const c = convertHl7(parseHl7(`${eeDischarge()}\rZDX|1|KODU^Koduhooldus^L|X`), withZdx());
+    expect(flags(c)).toEqual([]);
+    expect(c.issues.filter((i) => i.expression?.[0] === 'ZDX-3.1').map((i) => [i.severity, i.diagnostics])).toEqual([['warning', 'ZDX-3.1: "X" is not one of Y; no CareNeedEach made']]);
+    expect(c.unused).not.toContain('ZDX');
+    expect(c.unused).not.toContain('ZDX-3');
+  });
+
+  test('tag: the same key in two rules of one type makes two resources; a tag without key one per patient, whatever the segment says', () => {
+    const dir = withZdx();
+    const c = convertHl7(parseHl7(`${eeDischarge()}\rZDX|1|KODU^Koduhooldus^L|Y`), dir);
+    const again = convertHl7(parseHl7(`${eeDischarge()}\rZDX|2|TRANSP^Transport^L|Y`), dir);
+    const summary = (x: typeof c) => flags(x).find((f) => f.id === deterministicId('Flag', x.patientId, 'care-need-summary'));
+    expect(summary(c)).toBeDefined();
+    expect(summary(again)?.id).toBe(summary(c)?.id);
+    expect(flags(c).find((f) => f.id === deterministicId('Flag', c.patientId, 'care-need', 'KODU'))).toBeDefined();
+  });
+
+  test('a condition with both field and any, or neither, fails at load', () => {
+    const dir = withZdx();
+    const a03 = path.join(dir, 'hl7v2/messages/ADT_A03.yaml');
+    fs.appendFileSync(a03, '  - { rule: CareNeedEach, segment: ZDX, when: { field: ZDX-3.1, any: [{ field: ZDX-4.1, present: true }] } }\n');
+    expect(() => loadMappings(dir)).toThrow(/ADT_A03\.yaml/);
+  });
 });

@@ -73,3 +73,19 @@ test('a booking without both its times: the duration (SCH-9/10) gives the end, A
   expect(reversed.issues.some((i) => i.severity === 'warning' && /ends .* before it starts/.test(i.diagnostics ?? ''))).toBe(true);
   for (const a of [appt('TQ1|||||||20261215100000'), appt(''), appt('', 'AIS|1|A|FOLLOW^Järelkontroll^L')]) expect(checkResource(a, [])).toEqual([]);
 });
+
+test('SCH-20 (entered by) is a participant of type enterer (IG SCH[Appointment])', () => {
+  const text = siu('S12', 'SIU-5').replace(/^SCH\|[^\r]*/m, (sch) => {
+    const f = sch.split('|');
+    while (f.length <= 20) f.push('');
+    f[20] = 'N55555^Registraator^Reet';
+    return f.join('|');
+  });
+  const c = convertHl7(parseHl7(text));
+  const appt = c.resources.find((r): r is Appointment => r.resourceType === 'Appointment')!;
+  const enterer = appt.participant.find((p) => p.type?.[0].coding?.[0].code === 'enterer')!;
+  expect(enterer.type?.[0].coding?.[0].system).toBe('http://terminology.hl7.org/CodeSystem/provenance-participant-type');
+  const who = c.resources.find((r): r is Practitioner => r.resourceType === 'Practitioner' && `Practitioner/${r.id}` === enterer.actor?.reference)!;
+  expect(who.name?.[0]).toMatchObject({ family: 'Registraator', given: ['Reet'] });
+  expect(checkResource(appt, [])).toEqual([]);
+});

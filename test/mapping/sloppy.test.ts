@@ -275,6 +275,19 @@ describe('ORU / MDM orders', () => {
   });
 });
 
+// -------------------------------------------------------------------------------------------- DB1 disability
+describe('DB1: the disabled person\'s identifier is the patient\'s only when DB1-2 says the patient (PT)', () => {
+  test('DB1 PT adds DB1-3 to the Patient; a guarantor\'s (GT) does not; a DB1 without DB1-3 adds nothing and is AA', () => {
+    const c = accepted(adt('A01', 'ADT_A01', pid(), pv1(), seg('DB1', { 1: '1', 2: 'GT', 3: 'G-555^^^SKA^PN', 4: 'Y' }), seg('DB1', { 1: '2', 2: 'PT', 3: 'PUUE-7788^^^SKA^PN', 4: 'Y', 5: '20250101' })));
+    expect(c.patient.identifier?.map((i) => i.value)).toEqual(expect.arrayContaining(['PUUE-7788']));
+    expect(c.patient.identifier?.map((i) => i.value)).not.toContain('G-555');
+    expect(c.unused).toEqual(expect.arrayContaining(['DB1-4', 'DB1-5'])); // the disability itself is not mapped yet, and says so
+    const empty = accepted(adt('A01', 'ADT_A01', pid(), pv1(), 'DB1|1|PT'));
+    expect(empty.patient.identifier).toEqual(accepted(adt('A01', 'ADT_A01', pid(), pv1())).patient.identifier);
+    expect(invariantProblems(all(c))).toEqual([]);
+  });
+});
+
 // -------------------------------------------------------------------------------------------- routing by MSH-9
 describe('MSH-9 routing', () => {
   test('fine: ADT^A04 with no MSH-9.3 is routed to ADT_A01', () => {

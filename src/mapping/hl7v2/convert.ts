@@ -29,9 +29,9 @@ import { SYSTEMS, checkIsikukood, maskIsikukood } from '../../fhir/identifiers.j
 import type { PlanEvent, TeamChange } from '../../county/contribution.js';
 import { ROLES } from '../../county/roles.js';
 import type { Hl7Message, Hl7Repetition, Hl7Segment } from '../../hl7v2/message.js';
-import { comp, dtm, xcnParts } from '../datatypes.js';
+import { comp, dtm, present, xcnParts } from '../datatypes.js';
 import { groupOf, parseLoc, read, reps, setPath, type Built, type CompiledElement, type CompiledRule, type Ctx, type MessageFile, type Pending, type Scope } from './language.js';
-import { compileCondition, loadMappings } from './load.js';
+import { compileCondition, conditionFields, conditionWarnings, loadMappings } from './load.js';
 import { patientId, practitionerRef, recipeId, senderOrganization } from './ids.js';
 import { roleChange } from './special.js';
 
@@ -123,6 +123,8 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
   for (const route of mf.resources) {
     const rule = m.rules.get(route.rule)!;
     const primaries = msg.segments.filter((s) => s.name === route.segment);
+    // `each`: one resource per repetition of a field, the rule reading the field as if it held only that repetition
+    const eachLoc = route.each ? parseLoc(route.each) : undefined;
     for (const seg of route.repeat ? primaries : primaries.slice(0, 1)) {
       const group = groupOf(msg, seg, route.segment);
       // companions: the segments right after the primary one whose names `with` lists (PD1 after PID, NTE after OBX)
@@ -135,42 +137,55 @@ export function convertHl7(msg: Hl7Message, dir?: string): Conversion {
       const before = [...msg.segments.slice(0, seg.index)].reverse();
       const reach = route.contextInGroup ? before.slice(0, before.findIndex((s) => s.name === seg.name) + 1 || before.length) : before;
       const context = (route.context ?? []).map((n) => reach.find((s) => s.name === n)).filter((s): s is Hl7Segment => !!s);
-      const scope: Scope = { msg, seg, withSegs: [...withSegs, ...context], group };
-      if (route.when && !compileCondition(route.when)(scope)) continue;
-      usedSegments.add(seg.index);
-      withSegs.forEach((s) => usedSegments.add(s.index));
-      for (const s of context) if (rule.used.has(s.name)) usedSegments.add(s.index); // read through `context`
-      if (rule.role) {
-        team.push(...roleChange(rule, scope, ctx));
-        continue;
-      }
-      // the fields of this segment (and its companions) this rule reads; a field no rule reads is reported below
-      const unusedFields = (): void => {
-        for (const x of [seg, ...withSegs]) readFields.set(x, new Set([...(readFields.get(x) ?? []), ...(rule.used.get(x.name) ?? [])]));
-      };
-      if (rule.part) {
-        // the nearest resource of the rule's type built before this segment (the Patient from PID for NK1 contacts,
-        // the Encounter from PV1 for the ROL of the visit), else the one built from PID (an NK1 a sender put first);
-        // none — the part has nowhere to go (a ROL before PV1 is not the visit's)
-        const ofType = built.filter((b) => b.resource.resourceType === rule.resourceType);
-        const subject = (ofType.filter((b) => b.segment.index < seg.index).pop() ?? ofType.find((b) => b.segment.name === 'PID'))?.resource;
-        const part: Record<string, unknown> = {};
-        for (const el of rule.compiled) for (const v of el.run(scope, ctx, built)) setPath(part, el.target, v);
-        if (subject && Object.keys(part).length) setPath(subject as unknown as Record<string, unknown>, rule.part, part);
+      const instances = eachLoc
+        ? (seg.fields[eachLoc.field] ?? []).filter((rep) => rep.some((c) => c.some(present))).map((rep): Hl7Segment => ({ ...seg, fields: seg.fields.map((f, n) => (n === eachLoc.field ? [rep] : f)) }))
+        : [seg];
+      for (const at of instances) {
+        const scope: Scope = { msg, seg: at, withSegs: [...withSegs, ...context], group };
+        if (route.when && !compileCondition(route.when)(scope)) {
+          // a value the route does not accept, where its condition says `otherwise: warn`: said, and the field read
+          const warned = conditionWarnings(route.when, scope, ctx, `no ${route.rule} made`).map(parseLoc).filter((l) => l.segment === seg.name);
+          if (warned.length) {
+            usedSegments.add(seg.index);
+            readFields.set(seg, new Set([...(readFields.get(seg) ?? []), ...warned.map((l) => l.field)]));
+          }
+          continue;
+        }
+        usedSegments.add(seg.index);
+        withSegs.forEach((s) => usedSegments.add(s.index));
+        for (const s of context) if (rule.used.has(s.name)) usedSegments.add(s.index); // read through `context`
+        if (rule.role) {
+          team.push(...roleChange(rule, scope, ctx));
+          continue;
+        }
+        // the fields of this segment (and its companions) this rule reads; a field no rule reads is reported below
+        const unusedFields = (): void => {
+          for (const x of [seg, ...withSegs]) readFields.set(x, new Set([...(readFields.get(x) ?? []), ...(rule.used.get(x.name) ?? [])]));
+        };
+        if (rule.part) {
+          // the nearest resource of the rule's type built before this segment (the Patient from PID for NK1 contacts,
+          // the Encounter from PV1 for the ROL of the visit), else the one built from PID (an NK1 a sender put first);
+          // none — the part has nowhere to go (a ROL before PV1 is not the visit's)
+          const ofType = built.filter((b) => b.resource.resourceType === rule.resourceType);
+          const subject = (ofType.filter((b) => b.segment.index < seg.index).pop() ?? ofType.find((b) => b.segment.name === 'PID'))?.resource;
+          const part: Record<string, unknown> = {};
+          for (const el of rule.compiled) for (const v of el.run(scope, ctx, built)) setPath(part, el.target, v);
+          if (subject && Object.keys(part).length) setPath(subject as unknown as Record<string, unknown>, rule.part, part);
+          unusedFields();
+          continue;
+        }
+        const r = buildResource(route.rule, rule, scope, ctx, built, pending);
+        if (!r) continue;
+        built.push({ resource: r, segment: seg });
         unusedFields();
-        continue;
+        for (const name of rule.uses ?? []) group.filter((s) => s.name === name).forEach((s) => usedSegments.add(s.index));
       }
-      const r = buildResource(route.rule, rule, scope, ctx, built, pending);
-      if (!r) continue;
-      built.push({ resource: r, segment: seg });
-      unusedFields();
-      for (const name of rule.uses ?? []) group.filter((s) => s.name === name).forEach((s) => usedSegments.add(s.index));
     }
   }
   // flags for the coordination rules: a condition on the first segment it names (the segment and field count as read)
   const flags: string[] = [];
   for (const [name, cond] of Object.entries(mf.flags ?? {})) {
-    const loc = parseLoc(cond.field);
+    const loc = parseLoc(conditionFields(cond)[0]);
     const seg = msg.segments.find((s) => s.name === loc.segment);
     if (!seg) continue;
     usedSegments.add(seg.index);

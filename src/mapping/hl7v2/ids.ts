@@ -43,9 +43,13 @@ export function recipeId(rule: ResourceFile, scope: Scope, ctx: Ctx): string {
     const before = [...scope.msg.segments.slice(0, scope.seg.index)].reverse().find((s) => s.name === rule.id!.within);
     if (before) within.push(before.fields.slice(1, 5).map((f) => f.map((r) => r.map((c) => c.join('&')).join('^')).join('~')).join('|'));
   }
-  if (keyVals.length) return deterministicId(rule.resourceType, ...scopeParts(rule.id?.scope), ...within, ...keyVals);
+  // `tag`: a fixed word that keeps two rules of one type apart (absent, the ids are as they always were)
+  const tag = rule.id?.tag ? [rule.id.tag] : [];
+  if (keyVals.length) return deterministicId(rule.resourceType, ...scopeParts(rule.id?.scope), ...tag, ...within, ...keyVals);
   const elseVals = (rule.id?.else ?? []).map((k) => read(scope, parseLoc(k))).filter(present);
-  if (elseVals.length) return deterministicId(rule.resourceType, ...scopeParts(rule.id?.elseScope ?? rule.id?.scope), ...elseVals);
+  if (elseVals.length) return deterministicId(rule.resourceType, ...scopeParts(rule.id?.elseScope ?? rule.id?.scope), ...tag, ...elseVals);
+  // a tag without key or else: one such resource per scope (one death certification per person)
+  if (tag.length && !rule.id?.key && !rule.id?.else) return deterministicId(rule.resourceType, ...scopeParts(rule.id?.scope), ...tag);
   // nothing identifies it: the whole segment, within the patient
   const raw = scope.seg.fields.map((f) => f.map((r) => r.map((c) => c.join('&')).join('^')).join('~')).join('|');
   return deterministicId(rule.resourceType, ctx.patientId ?? '', scope.seg.name, raw);

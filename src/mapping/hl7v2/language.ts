@@ -40,6 +40,8 @@ export interface ElementSpec {
   then?: unknown;
   valueType?: string;
   unit?: string;
+  /** with valueType: a repeated value becomes one component per repetition, coded by this location (OBX-3) */
+  components?: string;
   document?: string;
   contentType?: string;
   provider?: string;
@@ -50,14 +52,25 @@ export interface ElementSpec {
   segment?: string;
   /** map only when the condition on a location holds */
   when?: Condition | Condition[];
+  /** with `all`: the values joined into one string with this separator (NTE-3's lines into one note) */
+  join?: string;
+  /** one object per companion segment of this name (each NTE), built from `fields` read in that segment */
+  each?: string;
+  fields?: Record<string, ElementSpec | ElementSpec[]>;
 }
 
-/** A condition on the text at an HL7 location: `in` / `not` lists of codes, `present` true/false. */
+/**
+ * A condition on the text at an HL7 location: `in` / `not` lists of codes, `present` true/false; or `any`: one of
+ * these conditions holds. `otherwise: warn`: when the condition fails because its field holds a value it does not
+ * accept (PDA-6 "X" where Y or N is read), the conversion says so as a warning instead of skipping silently.
+ */
 export interface Condition {
-  field: string;
+  field?: string;
   in?: string[];
   not?: string[];
   present?: boolean;
+  any?: Condition[];
+  otherwise?: 'warn';
 }
 
 /** One element rule compiled at load: a closure over pre-parsed locations and a pre-chosen converter. */
@@ -80,7 +93,11 @@ export interface ResourceFile {
   part?: string;
   /** other segments of the group this rule reads (PRD for a referral, OBX for a document body) */
   uses?: string[];
-  id?: { recipe?: 'patient'; from?: string; key?: string[]; scope?: 'patient' | 'facility'; else?: string[]; elseScope?: 'patient' | 'facility'; within?: string };
+  /**
+   * `tag`: a fixed word in the id, so two rules of one resource type keyed by the same values make two resources (the
+   * cause of death I21 and a diagnosis I21); with neither `key` nor `else`, the rule makes one resource per `scope`
+   */
+  id?: { recipe?: 'patient'; from?: string; key?: string[]; scope?: 'patient' | 'facility'; else?: string[]; elseScope?: 'patient' | 'facility'; within?: string; tag?: string };
   elements?: Record<string, ElementSpec | ElementSpec[]>;
   role?: { from: string; table: string; member: string; start?: string; end?: string; generalPractitioner?: string };
 }
@@ -89,7 +106,8 @@ export interface MessageFile {
   structure: string;
   events: Record<string, { plan: PlanEvent; encounterStatus?: string; clear?: string[]; requestStatus?: string; conditionStatus?: string; appointmentStatus?: string }>;
   /** `with`: companion segments after the primary one (PD1 after PID); `context`: the nearest one before it (OBR before OBX) */
-  resources: { rule: string; segment: string; with?: string[]; also?: string[]; context?: string[]; repeat?: boolean; when?: Condition | Condition[]; contextInGroup?: boolean }[];
+  /** `each`: one resource per repetition of this field of the segment (PDA-1: one Condition per cause of death) */
+  resources: { rule: string; segment: string; with?: string[]; also?: string[]; context?: string[]; repeat?: boolean; when?: Condition | Condition[]; contextInGroup?: boolean; each?: string }[];
   /** segments and fields this structure does not map on purpose, each with why (reported instead of "not mapped") */
   leaves?: Record<string, string>;
   /** flags the message raises for the coordination rules (`flag:` in mappings/careplan/rules.yaml), each by a condition */
@@ -143,6 +161,8 @@ export interface Ctx extends IdentifierContext {
   produced: Resource[];
   patientId?: string;
   facility: string;
+  /** `otherwise: warn` warnings already given (a field two routes test is reported once) */
+  warned?: Set<string>;
 }
 
 /** Which resource a segment instance built, for `ref-to` and `refs-to`. */

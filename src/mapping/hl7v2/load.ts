@@ -11,7 +11,7 @@ import { mappingsDir } from '../../paths.js';
 import { readDataFile } from '../../data-file.js';
 import { loadCodeTables } from '../codes.js';
 import { comp, cwe, cx, dtm, ndlParts, plParts, present, setCodingSystems, xad, xcnParts, xonParts, xpn, xtn } from '../datatypes.js';
-import { parseLoc, read, reps, type CommonFile, type Compiled, type CompiledElement, type CompiledRule, type Condition, type Ctx, type ElementSpec, type Loc, type MessageFile, type ResourceFile, type Scope } from './language.js';
+import { parseLoc, read, reps, setPath, type CommonFile, type Compiled, type CompiledElement, type CompiledRule, type Condition, type Ctx, type ElementSpec, type Loc, type MessageFile, type ResourceFile, type Scope } from './language.js';
 import { locationRef, organizationRef, practitionerRef } from './ids.js';
 import { documentBody, observationValue, providerRefs } from './special.js';
 
@@ -71,8 +71,12 @@ export function loadMappings(dir = mappingsDir(), site = dir === mappingsDir() ?
     const compiledElements: CompiledElement[] = [];
     for (const [target, specs] of Object.entries(r.elements ?? {})) {
       for (const s of Array.isArray(specs) ? specs : [specs]) {
-        for (const k of ['from', 'fallback', 'valueType', 'unit', 'contentType'] as const) mark(s[k]);
-        for (const c of [s.when ?? []].flat()) mark(c.field);
+        const markSpec = (x: ElementSpec): void => {
+          for (const k of ['from', 'fallback', 'valueType', 'unit', 'components', 'contentType'] as const) mark(x[k]);
+          if (x.when) conditionFields(x.when).forEach(mark);
+          for (const sub of Object.values(x.fields ?? {})) [sub].flat().forEach(markSpec);
+        };
+        markSpec(s);
         try {
           compiledElements.push(compileElement(target, s));
         } catch (err) {
@@ -106,15 +110,24 @@ export function facilityCharset(facility: string): string | undefined {
 /** Compiles one element rule of a resource file into a closure; unknown keys and bad locations fail at load. */
 function compileElement(target: string, spec: ElementSpec): CompiledElement {
   const when = spec.when ? compileCondition(spec.when) : undefined;
-  const guard = (run: CompiledElement['run']): CompiledElement['run'] => (when ? (sc, c, b, self) => (when(sc) ? run(sc, c, b, self) : []) : run);
+  const guard = (run: CompiledElement['run']): CompiledElement['run'] =>
+    when
+      ? (sc, c, b, self) => {
+          if (when(sc)) return run(sc, c, b, self);
+          conditionWarnings(spec.when!, sc, c, `not read into ${target.replace(/\[\]/g, '')}`);
+          return [];
+        }
+      : run;
   const wrap = (v: unknown): unknown => {
     if (spec.wrapText) v = [{ text: v }];
     return spec.into ? { ...(spec.add ?? {}), [spec.into]: v } : spec.add && typeof v === 'object' && v ? { ...(v as object), ...spec.add } : v;
   };
   const base = { target, late: false, unless: spec.unless };
+  if (spec.each) return compileEach(target, spec, wrap);
   if (spec.value !== undefined) return { ...base, run: guard(() => [structuredClone(spec.value)]) };
   if (spec.valueType) {
     parseLoc(spec.valueType);
+    if (spec.components) parseLoc(spec.components);
     return { ...base, choice: (scope, ctx) => (when && !when(scope) ? ['value', undefined] : observationValue(spec, scope, ctx)), run: () => [] };
   }
   if (spec['ref-to'] || spec['refs-to']) {
@@ -147,6 +160,7 @@ function compileElement(target: string, spec: ElementSpec): CompiledElement {
   if (spec.present !== undefined) return { ...base, run: guard((scope) => [present(read(scope, loc)) ? spec.present : spec.else]) };
   if (spec.equals !== undefined) return { ...base, run: guard((scope) => (read(scope, loc) === spec.equals ? [structuredClone(spec.then)] : [])) };
   const one = compileConverter(spec);
+  if (spec.join !== undefined && !spec.all) throw new Error('join needs all');
   const convert = (scope: Scope, l: Loc, ctx: Ctx): unknown[] => {
     // `all` over a companion that repeats (NTE after OBX) reads every one of them
     const all = spec.all && scope.seg.name !== l.segment ? scope.withSegs.filter((s) => s.name === l.segment).flatMap((s) => s.fields[l.field] ?? []) : reps(scope, l);
@@ -163,17 +177,72 @@ function compileElement(target: string, spec: ElementSpec): CompiledElement {
       let v = convert(scope, loc, ctx);
       if (!v.length && fallback) v = convert(scope, fallback, ctx);
       if (!v.length && spec.default !== undefined) return [structuredClone(spec.default)];
+      if (spec.join !== undefined && v.length) v = [v.join(spec.join)];
       return v.map(wrap);
     }),
   };
 }
 
-/** A condition compiled to a test on the scope. */
+const compiledConditions = new WeakMap<object, (scope: Scope) => boolean>();
+
+/**
+ * `each: NTE`: per companion segment of that name (each NTE after an OBX), read in that segment alone, `when` tested on
+ * each — with `fields`, one object of those elements per segment; without, the rule's own value (`from` …) per segment.
+ */
+function compileEach(target: string, spec: ElementSpec, wrap: (v: unknown) => unknown): CompiledElement {
+  const name = spec.each!;
+  const own = !spec.fields;
+  const fields = own
+    ? [compileElement(target, { ...spec, each: undefined, when: undefined })]
+    : Object.entries(spec.fields ?? {}).flatMap(([t, s]) => [s].flat().map((x) => compileElement(t, x)));
+  if (!fields.length) throw new Error('each needs fields or a value of its own');
+  if (fields.some((f) => f.late || f.choice)) throw new Error('each cannot hold references to other resources or value[x]');
+  const when = spec.when ? compileCondition(spec.when) : undefined;
+  return {
+    target,
+    late: false,
+    run: (scope, ctx, built) => {
+      const segs = scope.seg.name === name ? [scope.seg] : scope.withSegs.filter((s) => s.name === name);
+      const out: unknown[] = [];
+      for (const seg of segs) {
+        const one: Scope = { ...scope, seg, withSegs: [] };
+        if (when && !when(one)) {
+          conditionWarnings(spec.when!, one, ctx, `not read into ${target.replace(/\[\]/g, '')}`);
+          continue;
+        }
+        if (own) {
+          out.push(...fields[0].run(one, ctx, built)); // wrapped (`into`, `add`) by the rule itself
+          continue;
+        }
+        const obj: Record<string, unknown> = {};
+        for (const f of fields) for (const v of f.run(one, ctx, built)) setPath(obj, f.target, v);
+        if (Object.keys(obj).length) out.push(wrap(obj));
+      }
+      return out;
+    },
+  };
+}
+
+/** A condition compiled to a test on the scope (once per condition object of the loaded files). */
 export function compileCondition(c: Condition | Condition[]): (scope: Scope) => boolean {
+  let test = compiledConditions.get(c);
+  if (!test) {
+    test = compileConditionUncached(c);
+    compiledConditions.set(c, test);
+  }
+  return test;
+}
+
+function compileConditionUncached(c: Condition | Condition[]): (scope: Scope) => boolean {
   if (Array.isArray(c)) {
     const all = c.map(compileCondition); // a list: every condition holds
     return (scope) => all.every((t) => t(scope));
   }
+  if (c.any) {
+    const alternatives = c.any.map(compileCondition); // `any`: one of them holds
+    return (scope) => alternatives.some((t) => t(scope));
+  }
+  if (!c.field) throw new Error('a condition needs field or any');
   const loc = parseLoc(c.field);
   // codes compare case-insensitively: senders write SEL, Sel and sel alike
   const inSet = c.in ? new Set(c.in.map((x) => String(x).toUpperCase())) : undefined;
@@ -185,6 +254,35 @@ export function compileCondition(c: Condition | Condition[]): (scope: Scope) => 
     if (notSet && notSet.has(v)) return false;
     return true;
   };
+}
+
+/**
+ * The warnings a failed condition owes: each part marked `otherwise: warn` whose field holds a value the part does not
+ * accept (a value it was not asked about is no reason to skip silently). Reported once per conversion and field value.
+ */
+export function conditionWarnings(c: Condition | Condition[], scope: Scope, ctx: Ctx, what: string): string[] {
+  const fields: string[] = [];
+  for (const x of [c].flat()) {
+    if (x.any) {
+      fields.push(...conditionWarnings(x.any, scope, ctx, what));
+      continue;
+    }
+    if (x.otherwise !== 'warn' || !x.field) continue;
+    const v = read(scope, parseLoc(x.field));
+    if (!present(v) || compileCondition(x)(scope)) continue;
+    fields.push(x.field);
+    const text = `${x.field}: "${v}" is not ${x.in ? `one of ${x.in.join(', ')}` : 'a value this mapping reads'}; ${what}`;
+    ctx.warned ??= new Set();
+    if (ctx.warned.has(text)) continue;
+    ctx.warned.add(text);
+    ctx.issues.push(issue({ severity: 'warning', text, where: x.field }));
+  }
+  return fields;
+}
+
+/** Every location a condition reads (for the fields a rule uses). */
+export function conditionFields(c: Condition | Condition[]): string[] {
+  return [c].flat().flatMap((x) => (x.any ? conditionFields(x.any) : x.field ? [x.field] : []));
 }
 
 /** The datatypes an element rule's `type` may name (mappings/schema/hl7v2-resource.schema.json lists the same). */

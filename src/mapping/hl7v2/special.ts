@@ -4,6 +4,7 @@
  * (`valueType`, `provider`, `role`, `document`), so which segments use them stays data.
  */
 import type { Attachment, Reference } from '@medplum/fhirtypes';
+import type { Hl7Repetition } from '../../hl7v2/message.js';
 import { issue } from '../../fhir/outcome.js';
 import { SYSTEMS, checkRegistryCode } from '../../fhir/identifiers.js';
 import type { TeamChange } from '../../county/contribution.js';
@@ -12,29 +13,56 @@ import { comp, cwe, dtm, present, xcnParts, xonParts, xpn } from '../datatypes.j
 import { parseLoc, read, reps, type Ctx, type ElementSpec, type ResourceFile, type Scope } from './language.js';
 import { organizationRef, practitionerRef } from './ids.js';
 
-/** OBX-5 by OBX-2 → Observation.value[x]. */
+/** OBX-2 types whose OBX-5 repetitions are separate values; the repetitions of text (TX, FT, ST …) are its lines. */
+const SEPARATE = new Set(['NM', 'SN', 'CWE', 'CE', 'CNE', 'DT', 'TS', 'DTM', 'TM']);
+
+/**
+ * OBX-5 by OBX-2 → Observation.value[x]. With `components` (a location: OBX-3), a repeated OBX-5 becomes one
+ * Observation.component per repetition, each coded by that location and holding one value — the IG's ORU_R01 map:
+ * "when OBX-5 repeats, the standard mapping is to use Observation.component" (OBX[Observation-Component]).
+ */
 export function observationValue(spec: ElementSpec, scope: Scope, ctx: Ctx): [string, unknown] {
   const type = read(scope, parseLoc(spec.valueType!)).toUpperCase();
   const loc = parseLoc(spec.from ?? 'OBX-5');
   const values = reps(scope, loc);
+  const valued = values.filter((r) => carries(type, r));
+  if (spec.components && SEPARATE.has(type) && valued.length > 1) {
+    const code = cwe(reps(scope, parseLoc(spec.components))[0]) ?? { text: 'not coded by the sender' };
+    const component = valued.flatMap((r) => {
+      const [key, v] = oneValue(type, r, values, spec, scope, ctx);
+      return v === undefined ? [] : [{ code: structuredClone(code), [key]: v }];
+    });
+    return component.length ? ['component', component] : ['value', undefined];
+  }
   const first = values[0];
+  if (!first || !carries(type, first)) return ['value', undefined];
+  if (valued.length > 1 && SEPARATE.has(type)) ctx.issues.push(issue({ severity: 'warning', text: `${loc.text}: ${valued.length} values; the first is used`, where: loc.text }));
+  return oneValue(type, first, values, spec, scope, ctx);
+}
+
+/** Whether a repetition holds a value: a coded value may carry only an alternate code; a structured numeric's first
+ * component is its comparator, often empty ("^182" is 182). */
+function carries(type: string, r: Hl7Repetition): boolean {
+  if (type === 'CWE' || type === 'CE' || type === 'CNE') return r.some((c) => c.some(present));
+  return type === 'SN' ? present(comp(r, 1)) || present(comp(r, 2)) : present(comp(r, 1));
+}
+
+/** One OBX-5 repetition as value[x] (`all`: every repetition, for the text types that join them). */
+function oneValue(type: string, first: Hl7Repetition, all: Hl7Repetition[], spec: ElementSpec, scope: Scope, ctx: Ctx): [string, unknown] {
+  const loc = parseLoc(spec.from ?? 'OBX-5');
   const text = comp(first, 1);
-  if (!first || (!present(text) && type !== 'CWE' && type !== 'CE')) return ['value', undefined];
-  if (values.length > 1 && type === 'NM') ctx.issues.push(issue({ severity: 'warning', text: `${loc.text}: ${values.length} numeric values; the first is used`, where: loc.text }));
   switch (type) {
     case 'NM': {
       if (!/^[-+]?\d+(\.\d+)?$/.test(text)) return ['valueString', text];
-      const unit = spec.unit ? reps(scope, parseLoc(spec.unit))[0] : undefined;
-      const code = comp(unit, 1);
-      const system = /^(UCUM|ISO\+|ANS\+)$/i.test(comp(unit, 3)) || comp(unit, 3) === '' ? 'http://unitsofmeasure.org' : undefined;
-      return ['valueQuantity', { value: Number(text), ...(present(code) ? { unit: comp(unit, 2) || code, ...(system ? { system, code } : {}) } : {}) }];
+      return ['valueQuantity', { value: Number(text), ...unitOf(spec, scope) }];
     }
     case 'SN': {
       const [cmp, n1, sep, n2] = [comp(first, 1), comp(first, 2), comp(first, 3), comp(first, 4)];
       if (sep === '-' && present(n1) && present(n2)) return ['valueRange', { low: { value: Number(n1) }, high: { value: Number(n2) } }];
       if ((sep === ':' || sep === '/') && present(n1) && present(n2)) return ['valueRatio', { numerator: { value: Number(n1) }, denominator: { value: Number(n2) } }];
       const comparator = ['<', '<=', '>', '>='].includes(cmp) ? cmp : undefined;
-      return present(n1) ? ['valueQuantity', { value: Number(n1), ...(comparator ? { comparator } : {}) }] : ['value', undefined];
+      // IG SN[Quantity]: the number with OBX-6 as its unit
+      return present(n1) && /^[-+]?\d+(\.\d+)?$/.test(n1) ? ['valueQuantity', { value: Number(n1), ...(comparator ? { comparator } : {}), ...unitOf(spec, scope) }] : ['value', undefined];
     }
     case 'CWE':
     case 'CE':
@@ -52,8 +80,17 @@ export function observationValue(spec: ElementSpec, scope: Scope, ctx: Ctx): [st
       ctx.issues.push(issue({ severity: 'information', issueCode: 'informational', text: `${loc.text}: an ${type} value is not carried in an Observation`, where: loc.text }));
       return ['value', undefined];
     default:
-      return ['valueString', values.map((r) => r.map((c) => c.join('&')).join('^')).join('\n')];
+      return ['valueString', all.map((r) => r.map((c) => c.join('&')).join('^')).join('\n')];
   }
+}
+
+/** OBX-6 (CWE) as a Quantity's unit: UCUM (or no system named) also as its system and code. */
+function unitOf(spec: ElementSpec, scope: Scope): { unit?: string; system?: string; code?: string } {
+  const unit = spec.unit ? reps(scope, parseLoc(spec.unit))[0] : undefined;
+  const code = comp(unit, 1);
+  if (!present(code)) return {};
+  const system = /^(UCUM|ISO\+|ANS\+)$/i.test(comp(unit, 3)) || comp(unit, 3) === '' ? 'http://unitsofmeasure.org' : undefined;
+  return { unit: comp(unit, 2) || code, ...(system ? { system, code } : {}) };
 }
 
 /** PRD segments of the group with PRD-1 = role (RP referring, RT referred-to) → references. */
@@ -97,11 +134,13 @@ export function roleChange(rule: ResourceFile, scope: Scope, ctx: Ctx): TeamChan
 }
 
 /**
- * The document body of an MDM message: each encapsulated (ED) OBX becomes an attachment; text OBX lines
- * (TX/FT/ST) together become one text/plain attachment.
+ * The document body: each encapsulated (ED) OBX becomes an attachment; text OBX lines (TX/FT/ST) together become one
+ * text/plain attachment. The OBX segments are those the route gives the rule (`with` / `context`: the OBX of an ORU's
+ * ORDER_DOCUMENT), else every OBX of the message (MDM, where the OBX segments are the document).
  */
 export function documentBody(scope: Scope, spec: ElementSpec, ctx: Ctx): Attachment[] {
-  const obx = scope.msg.segments.filter((s) => s.name === 'OBX');
+  const given = scope.withSegs.filter((s) => s.name === 'OBX');
+  const obx = given.length ? given : scope.msg.segments.filter((s) => s.name === 'OBX');
   if (!obx.length) return [];
   const declared = spec.contentType ? read(scope, parseLoc(spec.contentType)) : '';
   const out: Attachment[] = [];
