@@ -365,6 +365,18 @@ function isDeathDiagnosis(r: Condition): boolean {
   return (r.category ?? []).some((k) => k.coding?.some((x) => x.system === 'http://snomed.info/sct' && x.code === '16100001'));
 }
 
+/**
+ * Did the person die, as far as this contribution tells? A Patient deceased (PID-29/30, Patient.deceased[x]) or a
+ * cause of death (PDA-1). (A visit that ended in death says so in its disposition, which no home set contains.)
+ */
+function diedIn(c: Contribution): boolean {
+  return [c.patient, ...c.resources].some(
+    (r) =>
+      (r.resourceType === 'Patient' && ((r as Patient).deceasedBoolean === true || !!(r as Patient).deceasedDateTime)) ||
+      (r.resourceType === 'Condition' && isDeathDiagnosis(r as Condition)),
+  );
+}
+
 /** The rules a contribution triggers, the facts they saw, and the ids the resources they add get. */
 function rulePlan(c: Contribution) {
   const book = ruleBook();
@@ -381,6 +393,7 @@ function rulePlan(c: Contribution) {
       .filter(Boolean),
     segments: c.segments ?? [],
     flags: c.flags ?? [],
+    deceased: diedIn(c),
   };
   const applicable = book.rules.filter((r) => r.on === c.event && r.applies(facts));
   return { book, encounter, idFor, applicable };

@@ -16,6 +16,8 @@ export interface RuleFacts {
   conditionCodes: string[];
   segments: string[];
   flags: string[];
+  /** the person died: the Patient says so (deceased), or the visit ended in death (a disposition of the deceased set) */
+  deceased: boolean;
 }
 
 export interface RuleAction {
@@ -49,7 +51,8 @@ type Cond =
   | { 'disposition-in': string }
   | { 'condition-in': string }
   | { 'segment-in': string }
-  | { flag: string };
+  | { flag: string }
+  | { deceased: boolean };
 
 interface RuleFile {
   codeSystem: string;
@@ -97,6 +100,10 @@ export function compileRules(doc: RuleFile): RuleBook {
     if ('flag' in c) {
       const name = c.flag;
       return (f) => f.flags.includes(name);
+    }
+    if ('deceased' in c) {
+      const want = c.deceased;
+      return (f) => f.deceased === want;
     }
     throw new Error(`rule ${rule}: unknown condition ${JSON.stringify(c)}`);
   };

@@ -142,6 +142,32 @@ describe.each(backends())('shared care plan on %s', (_name, makeBackend) => {
     expect(codes.map((sr) => sr.code?.coding?.[0].code)).not.toContain('social-care-needs-assessment'); // the stroke it died of is no reason to assess needs
   });
 
+  test('a discharge of a person who died asks for no follow-up: the Patient deceased, or a cause of death, with no disposition', async () => {
+    // PV1-36 empty: no hospitalization.dischargeDisposition, which alone would mean home
+    const noDisposition = (r: Resource): Resource => (r.resourceType === 'Encounter' ? ({ ...r, hospitalization: undefined } as Resource) : r);
+    const activityCodes = async (patientId: string): Promise<(string | undefined)[]> => {
+      const [plan] = await plansOf(patientId);
+      const srs = await Promise.all((plan?.activity ?? []).map((a) => store.repo.read<ServiceRequest>('ServiceRequest', a.reference!.reference!.split('/')[1])));
+      return srs.map((sr) => sr.code?.coding?.[0].code);
+    };
+    // PID-29/30: deceased
+    const died = discharge('p-dead-home', 'inbox-dead-home');
+    died.patient = { ...died.patient, deceasedDateTime: '2026-11-10T07:10:00+02:00' };
+    died.resources = died.resources.map(noDisposition);
+    await run(died);
+    expect(await activityCodes('p-dead-home')).toEqual([]);
+    // PDA-1 only: a cause of death says it too
+    const cause = discharge('p-cause', 'inbox-cause');
+    cause.resources = cause.resources.map((r) => (r.resourceType === 'Condition' ? { ...r, category: [{ coding: [{ system: 'http://snomed.info/sct', code: '16100001' }] }] } : noDisposition(r)));
+    await run(cause);
+    expect(await activityCodes('p-cause')).toEqual([]);
+    // the same discharge alive, no disposition: home, so the GP follows up and the stroke asks for an assessment
+    const alive = discharge('p-alive', 'inbox-alive');
+    alive.resources = alive.resources.map(noDisposition);
+    await run(alive);
+    expect((await activityCodes('p-alive')).sort()).toEqual(['gp-follow-up-after-discharge', 'social-care-needs-assessment']);
+  });
+
   test('replaying the same contribution writes nothing new', async () => {
     const before = await store.repo.read<CarePlan>('CarePlan', planIdFor('p-discharge'));
     const again = await run(discharge('p-discharge', 'inbox-1'));

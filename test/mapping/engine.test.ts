@@ -160,7 +160,7 @@ test('a message file raises a flag from a Z-segment field, and the coordination 
   expect(flagged.unused).not.toContain('ZCN'); // the flag read it
   const { ruleBook } = await import('../../src/careplan/rules.js');
   const assessment = ruleBook().rules.find((r) => r.id === 'social-care-needs-assessment')!;
-  const facts = (c: typeof flagged) => ({ dispositionCodes: ['01'], conditionCodes: ['J18.9'], segments: [] as string[], flags: c.flags });
+  const facts = (c: typeof flagged) => ({ dispositionCodes: ['01'], conditionCodes: ['J18.9'], segments: [] as string[], flags: c.flags, deceased: false });
   expect([assessment.applies(facts(flagged)), assessment.applies(facts(unflagged))]).toEqual([true, false]);
 });
 
