@@ -54,8 +54,8 @@ export function tempDir(prefix = 'cg-'): string {
  * takes ~5 s to initialise and migrate, a copy ~0.3 s. `blank` has no schema, `migrated` the schema, `served` also
  * the project's conformance resources, which a gateway writes at its first start (~1 s; unchanged ones cost nothing).
  * A template's name carries a digest of what makes it (the installed packages, the store and FHIR code, the profiles),
- * so a change to them makes a new one; it is made in a directory of its own and renamed into place, so two test
- * workers never see a half-made template.
+ * so a change to them makes a new one; one worker makes it (the others wait on a lock) in a directory of its own,
+ * renamed into place once complete.
  */
 type TemplateKind = 'blank' | 'migrated' | 'served';
 const templates = new Map<TemplateKind, Promise<string>>();
@@ -63,11 +63,14 @@ const templates = new Map<TemplateKind, Promise<string>>();
 function digestOf(hash: crypto.Hash, p: string): void {
   if (!fs.existsSync(p)) return;
   if (!fs.statSync(p).isDirectory()) {
-    hash.update(p).update(fs.readFileSync(p));
+    hash.update(path.relative(process.cwd(), p)).update(fs.readFileSync(p));
     return;
   }
   for (const e of fs.readdirSync(p).sort()) digestOf(hash, path.join(p, e));
 }
+
+/** Each template starts from a copy of the one before it: one `initdb` per machine, not one per kind. */
+const BEFORE: Record<TemplateKind, TemplateKind | undefined> = { blank: undefined, migrated: 'blank', served: 'migrated' };
 
 function pgliteTemplate(kind: TemplateKind): Promise<string> {
   let t = templates.get(kind);
@@ -76,21 +79,37 @@ function pgliteTemplate(kind: TemplateKind): Promise<string> {
       const hash = crypto.createHash('sha256').update(kind);
       for (const p of ['package-lock.json', ...(kind === 'blank' ? [] : ['src/store', 'src/fhir', 'profiles'])]) digestOf(hash, path.resolve(p));
       const final = path.join(STORE_ROOT, `cg-pglite-template-${kind}-${hash.digest('hex').slice(0, 16)}`);
-      if (fs.existsSync(path.join(final, '.complete'))) return final;
-      const making = tempDir('cg-pglite-making-');
-      if (kind === 'blank') await openDb({ dataDir: making, pgliteSharedBuffers: TEST_SHARED_BUFFERS }).then((x) => x.close());
-      else {
-        const store = await openStore({ dataDir: making, pgliteSharedBuffers: TEST_SHARED_BUFFERS, ...writeChecks });
-        if (kind === 'served') await store.repo.transaction((w) => w.updateMany(conformanceResources()));
-        await store.close();
+      const complete = (): boolean => fs.existsSync(path.join(final, '.complete'));
+      // one worker makes it while the others wait (a lock left by a killed run is taken over after two minutes)
+      const lock = `${final}.lock`;
+      for (;;) {
+        if (complete()) return final;
+        try {
+          fs.mkdirSync(lock);
+          break;
+        } catch {
+          const age = Date.now() - (fs.statSync(lock, { throwIfNoEntry: false })?.mtimeMs ?? Date.now());
+          if (age > 120_000) fs.rmSync(lock, { recursive: true, force: true });
+          else await new Promise((resolve) => setTimeout(resolve, 200));
+        }
       }
-      fs.writeFileSync(path.join(making, '.complete'), '');
       try {
+        if (complete()) return final;
+        const before = BEFORE[kind];
+        const making = before ? await copyOf(before) : tempDir('cg-pglite-making-');
+        if (kind === 'blank') await openDb({ dataDir: making, pgliteSharedBuffers: TEST_SHARED_BUFFERS }).then((x) => x.close());
+        else {
+          const store = await openStore({ dataDir: making, pgliteSharedBuffers: TEST_SHARED_BUFFERS, ...writeChecks });
+          if (kind === 'served') await store.repo.transaction((w) => w.updateMany(conformanceResources()));
+          await store.close();
+        }
+        fs.writeFileSync(path.join(making, '.complete'), '');
+        fs.rmSync(final, { recursive: true, force: true }); // half of one a killed run left
         fs.renameSync(making, final);
-      } catch {
-        fs.rmSync(making, { recursive: true, force: true }); // another worker made it first
+        return final;
+      } finally {
+        fs.rmSync(lock, { recursive: true, force: true });
       }
-      return final;
     })();
     templates.set(kind, t);
   }
