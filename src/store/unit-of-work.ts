@@ -284,6 +284,28 @@ export class UnitOfWork extends Writer {
 /** A failure that running the same work again can cure: another writer changed what was read, or a deadlock. */
 function isTransient(err: unknown): boolean {
   if (err instanceof OutcomeError) return err.category === 'busy';
+  return isDeadlock(err);
+}
+
+/**
+ * Runs fn — one transaction, started inside it — again when PostgreSQL chose it as a deadlock victim or found a
+ * serialisation failure, up to `attempts` times in all. Two writers that take the advisory locks of the same keys in
+ * different rounds can deadlock; the victim's work was rolled back whole, so running it again is the remedy. fn must
+ * start from its inputs each time (nothing kept from an attempt that failed).
+ */
+export async function retryDeadlocks<T>(fn: () => Promise<T>, attempts = 4): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (attempt >= attempts || !isDeadlock(err)) throw err;
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 20 * attempt)); // not in step with the other
+    }
+  }
+}
+
+/** PostgreSQL's deadlock victim (40P01) or serialisation failure (40001): the work can simply run again. */
+export function isDeadlock(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   return code === '40P01' || code === '40001';
 }

@@ -112,6 +112,22 @@ export class Writer {
   }
 
   /**
+   * Locks the keys of several conditional writes at once (a transaction Bundle's), so that two transactions naming
+   * the same resources in different orders take them in one sorted round instead of one by one (a deadlock).
+   */
+  async lockConditionals(criteria: [resourceType: string, criteria: string][]): Promise<void> {
+    const keys = criteria.flatMap(([type, c]) => {
+      try {
+        const query = parseSearchQuery(c.replace(/^\?/, ''));
+        return query.length ? [conditionalKey(type, query)] : [];
+      } catch {
+        return []; // the entry's own conditional match reports it, naming the entry
+      }
+    });
+    await this.lockKeys(keys);
+  }
+
+  /**
    * Takes transaction-scoped advisory locks on several keys in one statement, in sorted order (two transactions
    * locking overlapping sets cannot deadlock on them); keys already held are skipped.
    */
@@ -397,11 +413,7 @@ export class Writer {
   async conditionalMatch(resourceType: string, criteria: string): Promise<Resource | undefined> {
     const query = parseSearchQuery(criteria.replace(/^\?/, ''));
     if (query.length === 0) throw new OutcomeError('invalid', 'conditional criteria are empty', 'If-None-Exist');
-    const key = query
-      .map(([k, v]) => `${k}=${v}`)
-      .sort()
-      .join('&');
-    await this.lockKeys([`cond|${resourceType}|${key}`]);
+    await this.lockKeys([conditionalKey(resourceType, query)]);
     // every match, whether or not the caller may see it: a conditional write must never make a second resource
     // because the first was hidden (the write that follows checks the caller's right to it)
     this.guard?.allow(resourceType, 's');
@@ -500,3 +512,10 @@ export class Writer {
 
 }
 
+/** The advisory-lock key of a conditional write: its type and its criteria in a canonical order. */
+function conditionalKey(resourceType: string, query: [string, string][]): string {
+  return `cond|${resourceType}|${query
+    .map(([k, v]) => `${k}=${v}`)
+    .sort()
+    .join('&')}`;
+}

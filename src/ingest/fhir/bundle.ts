@@ -20,6 +20,7 @@ import type { Organization } from '@medplum/fhirtypes';
 import { OutcomeError, toOutcomeError, CATEGORIES } from '../../fhir/outcome.js';
 import { isResourceType } from '../../fhir/definitions.js';
 import type { Writer, WriteResult } from '../../store/writer.js';
+import { isDeadlock } from '../../store/unit-of-work.js';
 import { assertOnePatient, identityHolder, identityId } from '../../careplan/identity.js';
 import { municipalities, municipalityOrganization } from '../../county/directory.js';
 import { canonicalSystem, SYSTEMS } from '../../fhir/identifiers.js';
@@ -155,7 +156,8 @@ export async function checkReferencesExist(w: Writer, r: Resource): Promise<void
 }
 
 /** Error at an entry: its issues re-anchored under `Bundle.entry[i]`. */
-function atEntry(i: number, err: unknown): OutcomeError {
+function atEntry(i: number, err: unknown): unknown {
+  if (isDeadlock(err)) return err; // kept as it is, so the transaction is run again (retryDeadlocks)
   const e = toOutcomeError(err);
   if (e.category === 'fault') return e;
   const issue = e.outcome.issue.map((x) => ({
@@ -176,6 +178,9 @@ export async function runTransaction(w: Writer, entries: PlannedEntry[], baseUrl
 
   // 1. Who is who: resolve the id every POST/PUT entry will have, so references can be rewritten first.
   const sorted = [...entries].sort((a, b) => ORDER[a.method] - ORDER[b.method] || a.index - b.index);
+  // every conditional write's lock in one sorted round: one by one, two Bundles naming the same resources in other
+  // orders would each hold one and wait for the other
+  await w.lockConditionals(entries.flatMap((p) => (p.criteria ? [[p.type, p.criteria] as [string, string]] : [])));
   const existing = new Map<number, Resource>(); // conditional create that matched
   const held = new Set<number>(); // a create whose person (or organisation) is stored already
   for (const p of sorted) {

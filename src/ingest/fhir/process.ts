@@ -15,6 +15,7 @@ import { OutcomeError, toOutcomeError } from '../../fhir/outcome.js';
 import { bundleEntryLimit, parseJsonBody, type JsonLimits } from '../../fhir/json.js';
 import { deterministicId } from '../../fhir/identifiers.js';
 import type { Store } from '../../store/index.js';
+import { retryDeadlocks } from '../../store/unit-of-work.js';
 import type { CallerRepository } from '../../store/repository.js';
 import type { Writer } from '../../store/writer.js';
 import { assemble, INBOX_SYSTEM } from '../../careplan/assemble.js';
@@ -78,12 +79,17 @@ export async function processBundle(st: Store, s: Submission): Promise<Bundle> {
     const { type, entries, bundle } = planBundle(body());
     const description = `FHIR ${type} Bundle${bundle.id ? ` ${bundle.id}` : ''} from ${s.caller ?? 'anonymous'}`;
     if (type === 'transaction') {
-      const results = await (s.repo ?? st.repo).transaction(async (w) => {
-        const results = await runTransaction(w, entries, s.baseUrl);
-        const written = results.map((r) => r.written).filter((r): r is Resource => !!r);
-        const produced = await contribute(w.trusted(), written, { inboxId, description });
-        await st.inbox.finish(inboxId, { status: 'processed', produced }, w.tx);
-        return results;
+      // a deadlock victim runs again from a fresh plan (the first attempt's ids and rewritten references are gone)
+      let attempts = 0;
+      const results = await retryDeadlocks(async () => {
+        const attempt = attempts++ === 0 ? entries : planBundle(body()).entries;
+        return (s.repo ?? st.repo).transaction(async (w) => {
+          const results = await runTransaction(w, attempt, s.baseUrl);
+          const written = results.map((r) => r.written).filter((r): r is Resource => !!r);
+          const produced = await contribute(w.trusted(), written, { inboxId, description });
+          await st.inbox.finish(inboxId, { status: 'processed', produced }, w.tx);
+          return results;
+        });
       });
       return responseBundle('transaction-response', results);
     }
@@ -92,13 +98,14 @@ export async function processBundle(st: Store, s: Submission): Promise<Bundle> {
     const produced: string[] = [];
     for (const p of entries) {
       try {
-        results.push(
-          await (s.repo ?? st.repo).transaction(async (w) => {
-            const r = await runBatchEntry(w, p, s.baseUrl);
-            produced.push(...(await contribute(w.trusted(), r.written ? [r.written] : [], { inboxId, description: `${description}, entry ${p.index}` })));
-            return r;
+        const { r, made } = await retryDeadlocks(() =>
+          (s.repo ?? st.repo).transaction(async (w) => {
+            const r = await runBatchEntry(w, structuredClone(p), s.baseUrl);
+            return { r, made: await contribute(w.trusted(), r.written ? [r.written] : [], { inboxId, description: `${description}, entry ${p.index}` }) };
           }),
         );
+        results.push(r);
+        produced.push(...made);
       } catch (err) {
         if (toOutcomeError(err).category === 'fault') throw err;
         results.push(failedEntry(p.index, err));
