@@ -94,31 +94,17 @@ export async function startGateway(config: Config, logger: Logger, opts: Gateway
   const security = securityConfig ? new Security(securityConfig) : undefined;
   // the audit chain's head is signed with a key kept outside the database (AUDIT_KEY_FILE)
   setAuditKey(config.auditKeyFile ? fs.readFileSync(config.auditKeyFile) : undefined);
-  // The store opens while the mappings and definitions are prepared: between the steps below the embedded database
-  // gets its turns, and its file reads and WebAssembly compilation run in the background meanwhile.
-  const opening = openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, pgliteSharedBuffers: config.pgliteSharedBuffers, schema: opts.schema, ...writeChecks });
-  opening.catch(() => undefined); // a failure to open is thrown below, not reported as unhandled meanwhile
-  const giveTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-  try {
-    setHl7MappingsDir(config.hl7MappingsDir); // a broken mapping file stops the start, naming file, line and path
-    await giveTurn();
-    setSocialMappingsDir(config.socialMappingsDir);
-    for (const source of socialSources()) socialMapping(source);
-    setDefaultZone(config.hl7DefaultTimezone);
-    await giveTurn();
-    // everything derived from the R4 definitions is built now, then the parsed files are let go (memory)
-    resourceTypes();
-    await giveTurn();
-    prepareValidation();
-    await giveTurn();
-    summaryElements('Patient');
-    searchParamsFor('Patient');
-    releaseDefinitions();
-  } catch (err) {
-    await opening.then((s) => s.close(), () => undefined);
-    throw err;
-  }
-  const store = await opening;
+  setHl7MappingsDir(config.hl7MappingsDir); // a broken mapping file stops the start, naming file, line and path
+  setSocialMappingsDir(config.socialMappingsDir);
+  for (const source of socialSources()) socialMapping(source);
+  setDefaultZone(config.hl7DefaultTimezone);
+  // everything derived from the R4 definitions is built now, then the parsed files are let go (memory)
+  resourceTypes();
+  prepareValidation();
+  summaryElements('Patient');
+  searchParamsFor('Patient');
+  releaseDefinitions();
+  const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, pgliteSharedBuffers: config.pgliteSharedBuffers, schema: opts.schema, ...writeChecks });
   logger.info('store open', { kind: store.db.kind, ms: Math.round(performance.now() - t0), restoredFromJournal: store.restored });
   // the project's profiles, CodeSystems and ValueSets are served like any resource (unchanged ones make no version)
   await store.repo.transaction((w) => w.updateMany(conformanceResources()));

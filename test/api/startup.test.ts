@@ -1,7 +1,6 @@
 /**
- * Starting the gateway: the embedded store opens while the mappings and definitions are prepared, so a start that
- * fails in the preparation must still stop with its own message and leave no database open behind it; and the
- * embedded store's page cache is the one PGLITE_SHARED_BUFFERS asks for.
+ * Starting the gateway: a start that fails while preparing the mappings stops with its own message and leaves no
+ * database open behind it; and the embedded store's page cache is the one PGLITE_SHARED_BUFFERS asks for.
  */
 import fs from 'node:fs';
 import path from 'node:path';
