@@ -293,13 +293,18 @@ function isTransient(err: unknown): boolean {
  * different rounds can deadlock; the victim's work was rolled back whole, so running it again is the remedy. fn must
  * start from its inputs each time (nothing kept from an attempt that failed).
  */
-export async function retryDeadlocks<T>(fn: () => Promise<T>, attempts = 4): Promise<T> {
+export function retryDeadlocks<T>(fn: () => Promise<T>, attempts = 4): Promise<T> {
+  return runAgain(fn, isDeadlock, attempts, true);
+}
+
+/** fn, and again while it fails with an error `again` accepts, up to `attempts` runs; `pause`: a random short wait first. */
+async function runAgain<T>(fn: () => Promise<T>, again: (err: unknown) => boolean, attempts: number, pause = false): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await fn();
     } catch (err) {
-      if (attempt >= attempts || !isDeadlock(err)) throw err;
-      await new Promise((resolve) => setTimeout(resolve, Math.random() * 20 * attempt)); // not in step with the other
+      if (attempt >= attempts || !again(err)) throw err;
+      if (pause) await new Promise((resolve) => setTimeout(resolve, Math.random() * 20 * attempt)); // not in step with the other
     }
   }
 }
@@ -315,17 +320,16 @@ export function isDeadlock(err: unknown): boolean {
  * resource the work read (or the database chose it as a deadlock victim), the transaction is rolled back and the
  * work run again from the start, up to `attempts` times in all: fn must only compute from its inputs.
  */
-export async function inUnitOfWork<T>(repo: Repository, fn: (w: UnitOfWork) => Promise<T>, attempts = 4): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await repo.db.transaction(async (tx) => {
+export function inUnitOfWork<T>(repo: Repository, fn: (w: UnitOfWork) => Promise<T>, attempts = 4): Promise<T> {
+  return runAgain(
+    () =>
+      repo.db.transaction(async (tx) => {
         const w = new UnitOfWork(tx, repo.options);
         const result = await fn(w);
         await w.flush();
         return result;
-      });
-    } catch (err) {
-      if (attempt >= attempts || !isTransient(err)) throw err;
-    }
-  }
+      }),
+    isTransient,
+    attempts,
+  );
 }
