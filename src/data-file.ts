@@ -4,11 +4,17 @@
  * duplicate key, bad YAML — stops the start with the file, the line and the path in the file, not a stack trace
  * from somewhere later.
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import v8 from 'node:v8';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import YAML, { LineCounter, isMap, isSeq, type Node } from 'yaml';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { mappingsDir } from './paths.js';
+
+const require = createRequire(import.meta.url);
 
 export type DataFileKind = 'hl7v2-common' | 'hl7v2-message' | 'hl7v2-resource' | 'codes' | 'facilities' | 'careplan-rules' | 'social-source' | 'directory' | 'fhir-message-events';
 
@@ -47,7 +53,95 @@ export function readDataFile<T>(file: string, kind: DataFileKind, label = file):
   return parseDataFile<T>(text, kind, label);
 }
 
-export function parseDataFile<T>(text: string, kind: DataFileKind, label: string): T {
+export function parseDataFile<T>(text: string, kind: DataFileKind, label: string, opts: { fresh?: boolean } = {}): T {
+  const key = `${kind}:${crypto.createHash('sha256').update(text).digest('base64url')}`;
+  const known = recording || opts.fresh ? undefined : checkedFiles().get(key);
+  if (known) return v8.deserialize(known) as T;
+  const value = parseAndCheck<T>(text, kind, label);
+  recording?.set(key, v8.serialize(value));
+  return value;
+}
+
+/**
+ * The files the build checked (writeCheckedFiles): each one's value, by its kind and a digest of its text. A start
+ * reads the project's mapping files from it instead of parsing YAML and compiling schemas (~0.35 s); a file that is
+ * not in it — a site's own, one edited since the build — is parsed and checked as ever. The cache's name carries a
+ * digest of the schemas and of this module, so a changed schema or check finds no cache.
+ */
+let checked: Map<string, Buffer> | undefined;
+let recording: Map<string, Buffer> | undefined;
+
+function checkedFilesPath(): string {
+  const hash = crypto.createHash('sha256');
+  const self = fileURLToPath(import.meta.url);
+  const ts = self.replace(/([\\/])dist\1(src\1.*)\.js$/, '$1$2.ts');
+  hash.update(fs.readFileSync(ts !== self && fs.existsSync(ts) ? ts : self));
+  const schemas = path.join(mappingsDir(), 'schema');
+  for (const f of fs.readdirSync(schemas).sort()) hash.update(f).update(fs.readFileSync(path.join(schemas, f)));
+  hash.update((require('yaml/package.json') as { version: string }).version);
+  const cacheDir = path.join(path.dirname(require.resolve('yaml/package.json')), '..', '.cache', 'care-gateway');
+  return path.join(cacheDir, `data-files-${hash.digest('hex').slice(0, 16)}.v8`);
+}
+
+function checkedFiles(): Map<string, Buffer> {
+  if (!checked) {
+    try {
+      checked = v8.deserialize(fs.readFileSync(checkedFilesPath())) as Map<string, Buffer>;
+    } catch {
+      checked = new Map(); // no build yet
+    }
+  }
+  return checked;
+}
+
+/** What each file under mappings/ is (its reader names the same kind); anything else there is documentation or an example. */
+const KINDS: [RegExp, DataFileKind][] = [
+  [/^hl7v2\/messages\/[^/]+\.yaml$/, 'hl7v2-message'],
+  [/^hl7v2\/resources\/[^/]+\.yaml$/, 'hl7v2-resource'],
+  [/^hl7v2\/common\.yaml$/, 'hl7v2-common'],
+  [/^codes\/[^/]+\.yaml$/, 'codes'],
+  [/^facilities\.yaml$/, 'facilities'],
+  [/^careplan\/rules\.yaml$/, 'careplan-rules'],
+  [/^social\/[^/]+\.(yaml|yml|json)$/, 'social-source'],
+  [/^directory\/municipalities\.yaml$/, 'directory'],
+  [/^fhir\/message-events\.yaml$/, 'fhir-message-events'],
+];
+
+/** The kind of a file under mappings/ (its path relative to it, with /), or undefined when it is no data file. */
+export function bundledKindOf(relativePath: string): DataFileKind | undefined {
+  return KINDS.find(([re]) => re.test(relativePath))?.[1];
+}
+
+/** The checked files the build wrote: kind and text digest → the value as stored. */
+export function checkedFileCache(): ReadonlyMap<string, Buffer> {
+  return checkedFiles();
+}
+
+/** Build step: checks every file under mappings/ as what it is, and writes what it read for the next starts. */
+export function writeCheckedFiles(kindOf: (relativePath: string) => DataFileKind | undefined = bundledKindOf): string {
+  recording = new Map();
+  const walk = (dir: string): void => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else {
+        const rel = path.relative(mappingsDir(), p).split(path.sep).join('/');
+        const kind = kindOf(rel);
+        if (kind) readDataFile(p, kind, `mappings/${rel}`);
+      }
+    }
+  };
+  walk(mappingsDir());
+  const out = checkedFilesPath();
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  fs.writeFileSync(`${out}.tmp`, v8.serialize(recording));
+  fs.renameSync(`${out}.tmp`, out);
+  for (const f of fs.readdirSync(path.dirname(out))) if (f.startsWith('data-files-') && f !== path.basename(out)) fs.rmSync(path.join(path.dirname(out), f), { force: true });
+  recording = undefined;
+  return out;
+}
+
+function parseAndCheck<T>(text: string, kind: DataFileKind, label: string): T {
   const lineCounter = new LineCounter();
   const doc = YAML.parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
   if (doc.errors.length) {

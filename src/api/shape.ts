@@ -7,29 +7,29 @@
 import type { StructureDefinition } from '@medplum/fhirtypes';
 import type { Resource } from '../fhir/types.js';
 import { OutcomeError } from '../fhir/outcome.js';
-import { readDefinitions } from '../fhir/definitions.js';
+import { derivation, readDefinitions } from '../fhir/definitions.js';
 
 const SUBSETTED = { system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'SUBSETTED', display: 'subsetted' };
 const ALWAYS = ['resourceType', 'id', 'meta'];
 
-let summaryIndex: Map<string, Set<string>> | undefined;
-
-/** Top-level element names flagged isSummary for a resource type (choice types by their [x] stem). */
-export function summaryElements(type: string): Set<string> {
-  if (!summaryIndex) {
-    summaryIndex = new Map();
-    const bundle = readDefinitions<{ entry: { resource: StructureDefinition }[] }>('profiles-resources.json');
-    for (const { resource: sd } of bundle.entry) {
-      if (sd.resourceType !== 'StructureDefinition' || sd.kind !== 'resource' || !sd.type) continue;
-      const names = new Set<string>();
-      for (const el of sd.snapshot?.element ?? []) {
-        const parts = el.path.split('.');
-        if (parts.length === 2 && el.isSummary) names.add(parts[1].replace('[x]', ''));
-      }
-      summaryIndex.set(sd.type, names);
+/** Top-level element names flagged isSummary, by resource type (choice types by their [x] stem), derived at build. */
+const summaries = derivation('summary-elements', import.meta.url, () => {
+  const index = new Map<string, Set<string>>();
+  const bundle = readDefinitions<{ entry: { resource: StructureDefinition }[] }>('profiles-resources.json');
+  for (const { resource: sd } of bundle.entry) {
+    if (sd.resourceType !== 'StructureDefinition' || sd.kind !== 'resource' || !sd.type) continue;
+    const names = new Set<string>();
+    for (const el of sd.snapshot?.element ?? []) {
+      const parts = el.path.split('.');
+      if (parts.length === 2 && el.isSummary) names.add(parts[1].replace('[x]', ''));
     }
+    index.set(sd.type, names);
   }
-  return summaryIndex.get(type) ?? new Set();
+  return index;
+});
+
+export function summaryElements(type: string): Set<string> {
+  return summaries.get().get(type) ?? new Set();
 }
 
 function keep(r: Resource, allowed: (key: string) => boolean): Resource {

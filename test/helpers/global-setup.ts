@@ -41,10 +41,13 @@ function newest(p: string): number {
   return Math.max(0, ...fs.readdirSync(p).map((e) => newest(path.join(p, e))));
 }
 
-/** Is any source of dist/ newer than its last build (tsc rewrites every output, so main.js dates the build)? */
+/**
+ * Is any source of dist/ newer than its last build (tsc rewrites every output, so main.js dates the build)? The
+ * mapping files count too: the build records them checked (src/data-file.ts).
+ */
 function buildIsStale(): boolean {
   const built = path.resolve('dist/src/main.js');
   if (!fs.existsSync(built)) return true;
-  const sources = ['src', 'bench', 'tsconfig.json', 'tsconfig.build.json', 'package-lock.json'].filter((p) => fs.existsSync(p));
+  const sources = ['src', 'bench', 'mappings', 'tsconfig.json', 'tsconfig.build.json', 'package-lock.json'].filter((p) => fs.existsSync(p));
   return Math.max(...sources.map(newest)) > fs.statSync(built).mtimeMs;
 }

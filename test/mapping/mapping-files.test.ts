@@ -9,7 +9,7 @@ import { loadMappings } from '../../src/mapping/hl7v2/load.js';
 import { CONVERTER_TYPES } from '../../src/mapping/hl7v2/load.js';
 import { PLAN_EVENTS } from '../../src/county/contribution.js';
 import { mappingsDir } from '../../src/paths.js';
-import { parseDataFile } from '../../src/data-file.js';
+import { bundledKindOf, checkedFileCache, parseDataFile } from '../../src/data-file.js';
 
 /** A copy of mappings/ with `edit` applied to one file; returns the folder and the 1-based line the edit is on. */
 function brokenCopy(file: string, edit: (text: string) => string): { dir: string; lineOf: (needle: string) => number } {
@@ -45,6 +45,20 @@ test('the schemas know the plan events and datatypes the code knows, no more and
 
 test('every mapping file of the project passes its schema', () => {
   expect(() => loadMappings(mappingsDir(), undefined)).not.toThrow();
+});
+
+test('the files the build checked read back as parsing and checking them gives, and every data file is among them', () => {
+  // (the test run builds first when a source or mapping is newer than the build: test/helpers/global-setup.ts)
+  const walk = (dir: string): string[] => fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)]));
+  const files = walk(mappingsDir())
+    .map((f) => ({ f, rel: path.relative(mappingsDir(), f).split(path.sep).join('/') }))
+    .filter(({ rel }) => bundledKindOf(rel));
+  expect(files.length).toBeGreaterThan(60);
+  expect(checkedFileCache().size).toBe(files.length);
+  for (const { f, rel } of files) {
+    const text = fs.readFileSync(f, 'utf8');
+    expect([rel, parseDataFile(text, bundledKindOf(rel)!, rel)]).toEqual([rel, parseDataFile(text, bundledKindOf(rel)!, rel, { fresh: true })]);
+  }
 });
 
 describe('the other mapping files: a typo in a copy of the real file names file, line and path', () => {
