@@ -115,7 +115,7 @@ export async function recordAudit(store: Store, a: AuditInput): Promise<void> {
     const length = Number(head[0]?.length ?? 0) + 1;
     const hash = hashOf(prev, event);
     const chained: AuditEvent = { ...event, extension: [{ url: CHAIN_EXTENSION, valueString: `${prev}:${hash}` }] };
-    await w.updateMany([chained]);
+    await w.insertNew([chained]);
     await w.tx.query(`INSERT INTO audit_chain (event_id, prev, hash) VALUES ($1, $2, $3)`, [event.id, prev, hash]);
     await w.tx.query(`UPDATE audit_head SET length = $1, hash = $2, mac = $3 WHERE id = 1`, [length, hash, headKey ? headMac(headKey, length, hash) : null]);
   });

@@ -152,6 +152,11 @@ export class UnitOfWork extends Writer {
     return out;
   }
 
+  /** New resources wait for the flush like every other version here. */
+  override insertNew(resources: Resource[]): Promise<WriteResult[]> {
+    return this.updateMany(resources, { expectNew: true });
+  }
+
   override async updateMany(resources: Resource[], opts: UpdateOptions = {}): Promise<WriteResult[]> {
     if (opts.ifMatch !== undefined) {
       // the version check needs the database's view: write what is pending, then update directly

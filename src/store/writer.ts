@@ -191,8 +191,26 @@ export class Writer {
       const found = await this.conditionalMatch(resource.resourceType, opts.ifNoneExist);
       if (found) return { resource: (await this.shown(found)) as T, outcome: 'existing' };
     }
-    const id = crypto.randomUUID();
-    return this.update({ ...resource, id });
+    return (await this.insertNew([{ ...resource, id: crypto.randomUUID() }]))[0] as WriteResult<T>;
+  }
+
+  /**
+   * Resources whose ids the server has just made (random UUIDs: a create, an AuditEvent): there is no current version
+   * to read or lock, so they are checked (rights, then validity) and inserted as version 1 in one statement.
+   */
+  async insertNew(resources: Resource[]): Promise<WriteResult[]> {
+    for (const r of resources) {
+      if (this.guard) await this.guard.write(undefined, r, this.tx, false);
+      this.opts.validate?.(r);
+    }
+    const lastUpdated = new Date().toISOString();
+    const inserts: BatchItem[] = resources.map((r) => {
+      const stored = { ...r, meta: { ...r.meta, versionId: '1', lastUpdated } } as Resource;
+      const index = indexRows(stored);
+      return { r: stored, content: JSON.stringify(stored), patientKey: index.patientKey, index };
+    });
+    if (inserts.length) await this.writeBatch(inserts, []);
+    return inserts.map((it) => ({ resource: it.r, outcome: 'created' as const }));
   }
 
   /**

@@ -65,14 +65,17 @@ describe.each(backends())('abusive load on %s', (name, makeBackend) => {
     expect(statuses.filter((s) => s === 401).length).toBeGreaterThan(0);
     expect(statuses.filter((s) => s === 429).length).toBeGreaterThan(0);
     expect(statuses.every((s) => s === 401 || s === 429)).toBe(true);
-    expect(await g.gw.auditRefusals(true)).toBe(1);
+    // one summary per address and minute: two when the 40 requests straddle the end of a minute
+    const written = await g.gw.auditRefusals(true);
+    expect([1, 2]).toContain(written);
     // while the address's failure budget is spent, valid tokens from it wait too; it refills (here) one every 2 s
     expect((await g.call('/Patient?_count=1', g.tokens.coordinator)).status).toBe(429);
     await new Promise((r) => setTimeout(r, 2100));
     const b = (await (await g.call(`/AuditEvent?date=ge${t0}&_count=100`, g.tokens.coordinator)).json()) as Bundle;
     const summaries = (b.entry ?? []).map((e) => e.resource as AuditEvent).filter((e) => /refused at authentication/.test(e.outcomeDesc ?? ''));
-    expect(summaries).toHaveLength(1);
-    expect(summaries[0].outcomeDesc).toMatch(/^40 request\(s\) refused/);
+    expect(summaries).toHaveLength(written);
+    const counted = summaries.map((e) => Number(/^(\d+) request\(s\) refused/.exec(e.outcomeDesc ?? '')?.[1]));
+    expect(counted.reduce((a, b) => a + b, 0)).toBe(40);
   });
 
   test('MLLP: a silent connection is closed after the idle timeout; a third connection from one address is refused', async () => {
