@@ -10,11 +10,13 @@ import path from 'node:path';
 import v8 from 'node:v8';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import YAML, { LineCounter, isMap, isSeq, type Node } from 'yaml';
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import type { Node } from 'yaml';
+import type { Ajv, ErrorObject, ValidateFunction } from 'ajv';
 import { mappingsDir } from './paths.js';
 
 const require = createRequire(import.meta.url);
+/** yaml and ajv are loaded only for a file the build has not checked: a start with the project's files needs neither */
+const yaml = (): typeof import('yaml') => require('yaml') as typeof import('yaml');
 
 export type DataFileKind = 'hl7v2-common' | 'hl7v2-message' | 'hl7v2-resource' | 'codes' | 'facilities' | 'careplan-rules' | 'social-source' | 'directory' | 'fhir-message-events';
 
@@ -24,7 +26,7 @@ let ajv: Ajv | undefined;
 function validatorFor(kind: DataFileKind): ValidateFunction {
   let v = validators.get(kind);
   if (!v) {
-    ajv ??= new Ajv({ allErrors: true, strict: true, allowUnionTypes: true });
+    ajv ??= new (require('ajv') as typeof import('ajv')).Ajv({ allErrors: true, strict: true, allowUnionTypes: true });
     const schema = JSON.parse(fs.readFileSync(path.join(mappingsDir(), 'schema', `${kind}.schema.json`), 'utf8')) as object;
     v = ajv.compile(schema);
     validators.set(kind, v);
@@ -142,8 +144,9 @@ export function writeCheckedFiles(kindOf: (relativePath: string) => DataFileKind
 }
 
 function parseAndCheck<T>(text: string, kind: DataFileKind, label: string): T {
+  const { LineCounter, parseDocument } = yaml();
   const lineCounter = new LineCounter();
-  const doc = YAML.parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
+  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
   if (doc.errors.length) {
     const e = doc.errors[0];
     throw new DataFileError(label, lineCounter.linePos(e.pos[0]).line, '', e.message.split('\n')[0]);
@@ -180,12 +183,12 @@ function offsetOf(node: unknown, keys: string[]): number | undefined {
   let at = node as Node | null | undefined;
   let best = at?.range?.[0];
   for (const k of keys) {
-    if (isMap(at)) {
+    if (yaml().isMap(at)) {
       const pair = at.items.find((i) => String((i.key as { value?: unknown } | null)?.value ?? i.key) === k);
       if (!pair) break;
       best = (pair.key as Node | null)?.range?.[0] ?? best; // the key's line: where the reader looks
       at = pair.value as Node | null;
-    } else if (isSeq(at) && /^\d+$/.test(k)) {
+    } else if (yaml().isSeq(at) && /^\d+$/.test(k)) {
       at = at.items[Number(k)] as Node | null;
       best = at?.range?.[0] ?? best;
     } else break;

@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import vm from 'node:vm';
 import { createRequire } from 'node:module';
-import { Ajv, type Options, type ValidateFunction } from 'ajv';
+import type { Options, ValidateFunction } from 'ajv';
 import { derivedPath, readDefinitions, resourceTypes } from './definitions.js';
 
 const require = createRequire(import.meta.url);
@@ -57,8 +57,8 @@ function precompiledFile(): string {
 
 /** Build step (package.json `build`): writes the validators of every R4 resource type; returns the file. */
 export function writePrecompiledValidators(): string {
-  const standaloneCode = (require('ajv/dist/standalone') as { default: (ajv: Ajv, refs: Record<string, string>) => string }).default;
-  const ajv = new Ajv({ ...SCHEMA_OPTIONS, code: { source: true } });
+  const standaloneCode = (require('ajv/dist/standalone') as { default: (ajv: import('ajv').Ajv, refs: Record<string, string>) => string }).default;
+  const ajv = new (require('ajv') as typeof import('ajv')).Ajv({ ...SCHEMA_OPTIONS, code: { source: true } });
   ajv.addSchema(fhirSchema(), 'fhir');
   const code = standaloneCode(ajv, Object.fromEntries([...resourceTypes()].map((t) => [t, `fhir#/definitions/${t}`])));
   const out = precompiledFile();

@@ -19,7 +19,8 @@
  * @see https://hl7.org/fhir/R4/conformance-rules.html#constraints
  * @see https://hl7.org/fhir/R4/elementdefinition.html (min, max, type, contentReference, constraint)
  */
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { createRequire } from 'node:module';
+import type { Ajv, ErrorObject, ValidateFunction } from 'ajv';
 import type { ElementDefinition, StructureDefinition } from '@medplum/fhirtypes';
 import type { OperationOutcomeIssue } from './types.js';
 import { OutcomeError, issue, hasErrors, pathText, type At } from './outcome.js';
@@ -37,7 +38,8 @@ const validators = new Map<string, ValidateFunction>();
 
 function schemaAjv(): Ajv {
   if (ajv) return ajv;
-  ajv = new Ajv(SCHEMA_OPTIONS);
+  // (ajv itself only when the build's precompiled validators are missing)
+  ajv = new (createRequire(import.meta.url)('ajv') as typeof import('ajv')).Ajv(SCHEMA_OPTIONS);
   ajv.addSchema(fhirSchema(), 'fhir');
   return ajv;
 }
