@@ -12,16 +12,17 @@ import { SignJWT } from 'jose';
 import { OutcomeError } from '../../src/fhir/outcome.js';
 import { TokenVerifier, type AuthConfig } from '../../src/auth/jwt.js';
 import { loadConfig } from '../../src/config.js';
+import { testKeyPair } from '../helpers/keys.js';
 
 const ISSUER = 'https://auth.tartumaa.test';
 const AUDIENCE = 'https://gateway.test/fhir';
 const HOSPITAL = '90006399';
 
-const rsa1 = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-const rsa2 = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-const rsaFree = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }); // a JWK with neither alg nor use
-const rsaEnc = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }); // published for encryption only
-const stranger = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }); // in no JWKS
+const rsa1 = testKeyPair('rsa1');
+const rsa2 = testKeyPair('rsa2');
+const rsaFree = testKeyPair('rsaFree'); // a JWK with neither alg nor use
+const rsaEnc = testKeyPair('rsaEnc'); // published for encryption only
+const stranger = testKeyPair('stranger'); // in no JWKS
 const ec256 = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const ec384 = crypto.generateKeyPairSync('ec', { namedCurve: 'P-384' });
 

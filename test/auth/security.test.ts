@@ -18,6 +18,7 @@ import { spawnGateway, startTestGateway } from '../helpers/gateway.js';
 import { eeDischarge } from '../fixtures/hl7v2/messages.js';
 import { isikukoodCheckDigit } from '../../src/fhir/identifiers.js';
 import { registryCode } from '../helpers/auth.js';
+import { testKeyPair } from '../helpers/keys.js';
 
 const NI = 'https://fhir.ee/sid/pid/est/ni';
 const ISSUER = 'https://auth.tartumaa.test';
@@ -31,8 +32,8 @@ const ik = (ten: string) => ten + isikukoodCheckDigit(ten);
 const A = ik('3730210271'); // lives in Elva vald
 const B = ik('4450123100'); // lives in Tartu linn
 
-const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-const other = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const { privateKey, publicKey } = testKeyPair('issuer');
+const other = testKeyPair('other');
 const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
 
 function sign(claims: Record<string, unknown>, opts: { key?: crypto.KeyObject; alg?: string; kid?: string } = {}): string {

@@ -9,6 +9,7 @@ import type { Bundle, Patient } from '@medplum/fhirtypes';
 import type { Gateway } from '../../src/app.js';
 import { tempDir, type Backend } from './backends.js';
 import { startTestGateway } from './gateway.js';
+import { testKeyPair } from './keys.js';
 import { eeDischarge } from '../fixtures/hl7v2/messages.js';
 import { isikukoodCheckDigit } from '../../src/fhir/identifiers.js';
 
@@ -31,7 +32,7 @@ export const ELVA = '77000170'; // Elva vald (mappings/directory), also given in
 export const COUNTY = registryCode('7000000');
 export const ik = (ten: string) => ten + isikukoodCheckDigit(ten);
 
-const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const { privateKey, publicKey } = testKeyPair('issuer');
 const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
 
 /** An RS256 token signed by the test key (kid k1). */

@@ -35,7 +35,7 @@ export interface Backend {
  * system's temp folder. A test store is thrown away after its suite; on disk, its copy and the fsync of every file
  * at close cost ~0.3 s each and compete with the other worker for the disk.
  */
-const STORE_ROOT = ((): string => {
+export const STORE_ROOT = ((): string => {
   try {
     const st = fs.statfsSync('/dev/shm');
     fs.accessSync('/dev/shm', fs.constants.W_OK);

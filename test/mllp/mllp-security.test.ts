@@ -77,15 +77,15 @@ describe.each(backends().slice(0, 1))('MLLP senders and TLS on %s', (_name, make
 
   beforeAll(async () => {
     // a county CA; the gateway's certificate for 127.0.0.1; the hospital's client certificate; a stranger's
-    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=Tartumaa test CA');
+    ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=Tartumaa test CA');
     const leaf = (name: string, cn: string, ext: string, ca = 'ca') => {
       fs.writeFileSync(pem(`${name}.ext`), ext);
-      ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`);
+      ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`);
       ssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.pem`, '-CAkey', `${ca}.key`, '-CAcreateserial', '-out', `${name}.pem`, '-days', '2', '-extfile', `${name}.ext`);
     };
     leaf('server', 'care-gateway', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
     leaf('hospital', 'ELVA_HIS', 'extendedKeyUsage=clientAuth\n');
-    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'rogue.key', '-out', 'rogue.pem', '-days', '2', '-subj', '/CN=rogue');
+    ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'rogue.key', '-out', 'rogue.pem', '-days', '2', '-subj', '/CN=rogue');
     backend = makeBackend();
     ({ gw, url, mllpPort } = await startTestGateway(backend, {
       MLLP_ALLOWED_SENDERS: 'ELVA_HIS|ELVA_HAIGLA@127.0.0.1',
