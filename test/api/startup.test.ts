@@ -22,9 +22,10 @@ test('a broken site mapping stops the start naming file, line and path; the stor
     const line = `${patient}\n`.split('\n').length;
     const broken = loadConfig(env({ ...backend.env(), HL7_MAPPINGS_DIR: site }));
     await expect(startGateway(broken, silentLogger)).rejects.toThrow(new RegExp(`resources/Patient\\.yaml:${line}: .*colour`));
-    // an open embedded database has postmaster.pid in its directory; a store left opening would write it within ~1 s
+    // an open embedded database has postmaster.pid in its directory; a store left opening would write it within
+    // ~1 s (a test store opens in ~0.6 s)
     const pid = path.join(backend.env().DATA_DIR, 'pgdata', 'postmaster.pid');
-    for (let waited = 0; waited < 3000; waited += 100) {
+    for (let waited = 0; waited < 1500; waited += 100) {
       expect(fs.existsSync(pid)).toBe(false);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import YAML from 'yaml';
-import { tempDir } from '../helpers/backends.js';
+import { pgliteBackend, tempDir } from '../helpers/backends.js';
 import { killed, spawnGateway } from '../helpers/gateway.js';
 
 test('docker/compose.yaml: the gateway starts with its environment and a dev-keys token works', async () => {
@@ -30,7 +30,10 @@ test('docker/compose.yaml: the gateway starts with its environment and a dev-key
   expect(env.HOST).toBe('0.0.0.0');
   env.AUTH_JWKS = env.AUTH_JWKS.replace('/keys', keysDir);
   delete env.DATABASE_URL;
-  env.DATA_DIR = path.join(dir, 'data');
+  // an embedded store made from the test template (a new one would spend ~5 s initialising the database)
+  const backend = pgliteBackend();
+  await backend.prepare();
+  env.DATA_DIR = backend.env().DATA_DIR;
   // ports of its own (the compose ones may be taken here); MLLP stays on, so its allow-list rule applies too
   const gw = await spawnGateway({ ...env, PORT: '0', MLLP_PORT: String(21000 + (process.pid % 5000)) });
   try {
@@ -44,5 +47,6 @@ test('docker/compose.yaml: the gateway starts with its environment and a dev-key
   } finally {
     await killed(gw.proc, 'SIGTERM');
     fs.rmSync(dir, { recursive: true, force: true });
+    await backend.cleanup();
   }
 });
