@@ -26,5 +26,6 @@ export default {
   testPathIgnorePatterns: ['/node_modules/', ...leftOut],
   testTimeout: 60000,
   globalSetup: '<rootDir>/test/helpers/global-setup.ts',
+  testSequencer: '<rootDir>/test/helpers/sequencer.js',
   maxWorkers: 2,
 };
