@@ -1,12 +1,13 @@
 /**
- * Named (server-side prepared) statements on PostgreSQL: one name per statement text, none for statements
- * without parameters, a bounded number per process — and the same answers as unnamed statements, also once
- * PostgreSQL has switched a statement to its generic plan (after five executions).
+ * Named (server-side prepared) statements on PostgreSQL and on the embedded store: one name per statement text,
+ * none for statements without parameters, a bounded number per process — and the same answers as unnamed
+ * statements, also once PostgreSQL has switched a statement to its generic plan (after five executions); on PGlite
+ * also with statements in and out of transactions interleaved, after errors, and with NULLs and arrays.
  */
 import crypto from 'node:crypto';
 import pg from 'pg';
 import { PreparedStatements, openDb } from '../../src/store/db.js';
-import { PG_URL } from '../helpers/backends.js';
+import { PG_URL, blankPglite } from '../helpers/backends.js';
 
 test('a statement text keeps its name; no name without parameters or past the cap', () => {
   const ps = new PreparedStatements(2);
@@ -47,5 +48,41 @@ test('a statement text keeps its name; no name without parameters or past the ca
     await c.connect();
     await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
     await c.end();
+  }
+});
+
+test('on the embedded store, named statements give the answers of their values, in and out of transactions', async () => {
+  const { db, drop } = await blankPglite();
+  try {
+    await db.query(`CREATE TABLE t (k text, v int, tags text[])`);
+    await db.query(`INSERT INTO t SELECT 'k' || (i % 10), i, ARRAY['a' || (i % 3)] FROM generate_series(1, 1000) i`);
+    const count = `SELECT count(*)::text AS n FROM t WHERE k = $1 AND v > $2 AND ($3::text IS NULL OR $3 = ANY(tags))`;
+    const expected = (k: string, above: number, tag: string | null) =>
+      Array.from({ length: 1000 }, (_, i) => i + 1).filter((i) => `k${i % 10}` === k && i > above && (tag === null || `a${i % 3}` === tag)).length;
+    for (let round = 0; round < 12; round++) {
+      const [k, above, tag] = [`k${round % 10}`, round * 50, round % 2 ? null : `a${round % 3}`];
+      expect(Number((await db.query<{ n: string }>(count, [k, above, tag]))[0].n)).toBe(expected(k, above, tag));
+    }
+    // statements inside transactions and outside them, started together: each gets its own answer, and a
+    // transaction's writes are seen by its own statements only until it commits
+    const results = await Promise.all([
+      db.transaction(async (tx) => {
+        await tx.query(`INSERT INTO t (k, v, tags) VALUES ($1, $2, $3)`, ['k1', 5000, ['a9']]);
+        return Number((await tx.query<{ n: string }>(count, ['k1', 4000, 'a9']))[0].n);
+      }),
+      ...Array.from({ length: 5 }, (_, i) => db.query<{ n: string }>(count, [`k${i}`, 0, null]).then((r) => Number(r[0].n))),
+    ]);
+    expect(results).toEqual([1, 100, 100, 100, 100, 100]);
+    // an error (a value of the wrong type, a unique violation in a transaction) leaves the statement usable
+    await expect(db.query(count, ['k1', 'not a number', null])).rejects.toThrow(/integer/);
+    await db.query(`CREATE UNIQUE INDEX t_v ON t (v)`);
+    await expect(db.transaction((tx) => tx.query(`INSERT INTO t (k, v, tags) VALUES ($1, $2, $3)`, ['k1', 5000, ['a9']]))).rejects.toMatchObject({ code: '23505' });
+    expect(Number((await db.query<{ n: string }>(count, ['k1', 4000, 'a9']))[0].n)).toBe(1);
+    // parsed once, under its name
+    const prepared = await db.query<{ name: string; statement: string }>(`SELECT name, statement FROM pg_prepared_statements WHERE statement = $1`, [count]);
+    expect(prepared).toEqual([{ name: expect.stringMatching(/^cg_/), statement: count }]);
+  } finally {
+    await db.close();
+    await drop();
   }
 });
