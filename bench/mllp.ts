@@ -24,7 +24,7 @@ export async function benchMllp(opts: { label: string; databaseUrl?: string; ack
   const ackAfter = opts.ackAfter ?? 'commit';
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cg-bench-'));
   const schema = opts.databaseUrl ? `cg_bench_${crypto.randomBytes(4).toString('hex')}` : undefined;
-  const config = loadConfig({ PORT: '0', MLLP_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, HL7_ACK_AFTER: ackAfter, ...(opts.databaseUrl ? { DATABASE_URL: opts.databaseUrl } : {}) });
+  const config = loadConfig({ PORT: '0', MLLP_PORT: '0', HOST: '127.0.0.1', DATA_DIR: dir, HL7_ACK_AFTER: ackAfter, ...(process.env.PGLITE_SHARED_BUFFERS ? { PGLITE_SHARED_BUFFERS: process.env.PGLITE_SHARED_BUFFERS } : {}), ...(opts.databaseUrl ? { DATABASE_URL: opts.databaseUrl } : {}) });
   const gw = await startGateway(config, silentLogger, { schema, mllpEphemeral: true });
   const port = gw.mllp!.port;
   console.log(

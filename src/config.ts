@@ -11,7 +11,7 @@ export interface Config {
   host: string;
   mllpPort: number;
   dataDir: string;
-  /** PGLITE_SHARED_BUFFERS: the embedded store's page cache (PostgreSQL's shared_buffers), e.g. 128MB */
+  /** PGLITE_SHARED_BUFFERS: the embedded store's page cache (PostgreSQL's shared_buffers), e.g. 32MB */
   pgliteSharedBuffers: string;
   databaseUrl?: string;
   /** BASE_URL, or undefined: then http://HOST:PORT/fhir with the port actually bound (see fhirBase) */
@@ -130,11 +130,12 @@ function importWorkers(env: NodeJS.ProcessEnv): number {
 }
 
 /**
- * PGLITE_SHARED_BUFFERS: PostgreSQL's default 128MB. Starting the embedded database costs about 3 ms a megabyte of it
- * (the WebAssembly heap is set up for all of it), so a small trial or a test store starts faster with less.
+ * PGLITE_SHARED_BUFFERS: 32MB. Starting the embedded database costs about 4 ms a megabyte of it (the WebAssembly heap
+ * is set up for all of it): PostgreSQL's default 128MB took ~0.4 s of a ~2 s start, and served no faster (the MLLP
+ * and API benchmarks on the embedded store, run with both: docs/benchmarks.md).
  */
 function sharedBuffers(env: NodeJS.ProcessEnv): string {
-  const raw = env.PGLITE_SHARED_BUFFERS || '128MB';
+  const raw = env.PGLITE_SHARED_BUFFERS || '32MB';
   const m = /^(\d+)(kB|MB|GB)$/.exec(raw);
   const kb = m ? Number(m[1]) * { kB: 1, MB: 1024, GB: 1024 * 1024 }[m[2] as 'kB' | 'MB' | 'GB'] : NaN;
   if (!(kb >= 1024 && kb <= 4 * 1024 * 1024)) throw new Error(`PGLITE_SHARED_BUFFERS must be a size from 1MB to 4GB such as 128MB, got "${raw}"`);

@@ -2,7 +2,7 @@
  * Validation of every resource written, from any source, fast enough for the hot path. Three layers, one walk each:
  * 1. the official FHIR R4 JSON schema, with one ajv validator per resource type (compiled by the build, else lazily) —
  *    types, formats (`id`, dates, …), `meta` shape, code enums of required bindings, unknown elements;
- * 2. the base StructureDefinitions (profiles-resources.json and profiles-types.json, compiled once at load):
+ * 2. the base StructureDefinitions (profiles-resources.json and profiles-types.json, compiled by the build):
  *    minimum cardinality at every level (root, backbone elements, data types such as Extension.url), and at most
  *    one value per choice element (`deceased[x]`) — things JSON schema does not say;
  * 3. a table of invariants JSON schema cannot express (cpl-3, ctm-1, ref-1, dom-2…5, pat-1, prr-1, per-1, ext-1, ele-1) as

@@ -44,7 +44,7 @@ test('a broken site mapping stops the start naming file, line and path; the stor
 });
 
 test('PGLITE_SHARED_BUFFERS takes a PostgreSQL size from 1MB to 4GB and refuses anything else', () => {
-  expect(loadConfig({}).pgliteSharedBuffers).toBe('128MB');
+  expect(loadConfig({}).pgliteSharedBuffers).toBe('32MB');
   expect(loadConfig({ PGLITE_SHARED_BUFFERS: '32MB' }).pgliteSharedBuffers).toBe('32MB');
   expect(loadConfig({ PGLITE_SHARED_BUFFERS: '2048kB' }).pgliteSharedBuffers).toBe('2048kB');
   for (const bad of ['32', '32 MB', '32mb', '512kB', '5GB', 'lots', '-1MB']) {
