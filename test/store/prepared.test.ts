@@ -2,7 +2,8 @@
  * Named (server-side prepared) statements on PostgreSQL and on the embedded store: one name per statement text,
  * none for statements without parameters, a bounded number per process — and the same answers as unnamed
  * statements, also once PostgreSQL has switched a statement to its generic plan (after five executions); on PGlite
- * also with statements in and out of transactions interleaved, after errors, and with NULLs and arrays.
+ * also with statements in and out of transactions interleaved, after errors, and with NULLs and arrays, and always
+ * planned for their values (PGlite runs no autovacuum to refresh a generic plan).
  */
 import crypto from 'node:crypto';
 import pg from 'pg';
@@ -78,9 +79,14 @@ test('on the embedded store, named statements give the answers of their values, 
     await db.query(`CREATE UNIQUE INDEX t_v ON t (v)`);
     await expect(db.transaction((tx) => tx.query(`INSERT INTO t (k, v, tags) VALUES ($1, $2, $3)`, ['k1', 5000, ['a9']]))).rejects.toMatchObject({ code: '23505' });
     expect(Number((await db.query<{ n: string }>(count, ['k1', 4000, 'a9']))[0].n)).toBe(1);
-    // parsed once, under its name
-    const prepared = await db.query<{ name: string; statement: string }>(`SELECT name, statement FROM pg_prepared_statements WHERE statement = $1`, [count]);
-    expect(prepared).toEqual([{ name: expect.stringMatching(/^cg_/), statement: count }]);
+    // parsed once, under its name, and planned for its values every time: no autovacuum here would ever replace a
+    // generic plan made while the tables were small
+    const prepared = await db.query<{ name: string; statement: string; generic_plans: string; custom_plans: string }>(
+      `SELECT name, statement, generic_plans::text, custom_plans::text FROM pg_prepared_statements WHERE statement = $1`,
+      [count],
+    );
+    expect(prepared).toEqual([{ name: expect.stringMatching(/^cg_/), statement: count, generic_plans: '0', custom_plans: expect.any(String) }]);
+    expect(Number(prepared[0].custom_plans)).toBeGreaterThanOrEqual(12);
   } finally {
     await db.close();
     await drop();
