@@ -3,6 +3,7 @@
  *   npm run bench                 all of them, embedded store (PGlite) for the end-to-end part
  *   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test npm run bench   end-to-end on PostgreSQL too
  *   npm run bench -- convert      only in-process conversion; `validate`, `json`, `mllp`, `social` likewise
+ *   npm run bench -- start        serving after `npm start` on an existing embedded store
  */
 import { benchConvert } from './convert.js';
 import { benchValidate } from './validate.js';
@@ -10,6 +11,7 @@ import { benchJson } from './json.js';
 import { benchMllp } from './mllp.js';
 import { benchSocial } from './social.js';
 import { benchApi } from './api.js';
+import { benchStart } from './start.js';
 
 const which = process.argv[2];
 const run = async (): Promise<void> => {
@@ -21,6 +23,7 @@ const run = async (): Promise<void> => {
     await benchApi({ label: 'PostgreSQL', databaseUrl: process.env.BENCH_DATABASE_URL });
   }
   if (which === 'api-pglite') await benchApi({ label: 'PGlite' });
+  if (which === 'start') await benchStart();
   if (which === 'social') {
     await benchSocial({ label: 'PGlite' });
     if (process.env.BENCH_DATABASE_URL) await benchSocial({ label: 'PostgreSQL', databaseUrl: process.env.BENCH_DATABASE_URL });
