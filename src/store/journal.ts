@@ -47,8 +47,9 @@ export class Journal {
   constructor(readonly file: string) {}
 
   /**
-   * Opened synchronously: right after the embedded database has opened, Node's thread pool stays busy for a while
-   * (0.25–0.4 s measured here), and an asynchronous open waited for it — the gateway listened that much later.
+   * Opened synchronously: right after the embedded database has opened, Node's thread pool answers late for a while
+   * (0.25–0.4 s measured here, while V8 optimises the database's WebAssembly on every core), and an asynchronous
+   * open waited for it — the gateway listened that much later.
    */
   async open(): Promise<void> {
     this.fd = fs.openSync(this.file, 'a');
