@@ -9,10 +9,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import v8 from 'node:v8';
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import type { Node } from 'yaml';
 import type { Ajv, ErrorObject, ValidateFunction } from 'ajv';
-import { mappingsDir } from './paths.js';
+import { mappingsDir, moduleSource } from './paths.js';
 
 const require = createRequire(import.meta.url);
 /** yaml and ajv are loaded only for a file the build has not checked: a start with the project's files needs neither */
@@ -75,9 +74,7 @@ let recording: Map<string, Buffer> | undefined;
 
 function checkedFilesPath(): string {
   const hash = crypto.createHash('sha256');
-  const self = fileURLToPath(import.meta.url);
-  const ts = self.replace(/([\\/])dist\1(src\1.*)\.js$/, '$1$2.ts');
-  hash.update(fs.readFileSync(ts !== self && fs.existsSync(ts) ? ts : self));
+  hash.update(moduleSource(import.meta.url));
   const schemas = path.join(mappingsDir(), 'schema');
   for (const f of fs.readdirSync(schemas).sort()) hash.update(f).update(fs.readFileSync(path.join(schemas, f)));
   hash.update((require('yaml/package.json') as { version: string }).version);

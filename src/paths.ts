@@ -21,3 +21,14 @@ export function projectRoot(): string {
 
 export const mappingsDir = (): string => path.join(projectRoot(), 'mappings');
 export const profilesDir = (): string => path.join(projectRoot(), 'profiles');
+
+/**
+ * The text a module was built from, for digests of what it derives: its TypeScript source when the package has one
+ * (src/x.ts for dist/src/x.js), else the file itself — so the build and the tests (which run the sources) name a
+ * derived file alike.
+ */
+export function moduleSource(moduleUrl: string): Buffer {
+  const file = fileURLToPath(moduleUrl);
+  const ts = file.replace(/([\\/])dist\1(src\1.*)\.js$/, '$1$2.ts');
+  return fs.readFileSync(ts !== file && fs.existsSync(ts) ? ts : file);
+}

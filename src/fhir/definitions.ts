@@ -7,8 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import v8 from 'node:v8';
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import type { StructureDefinition } from '@medplum/fhirtypes';
+import { moduleSource } from '../paths.js';
 
 const require = createRequire(import.meta.url);
 const cache = new Map<string, unknown>();
@@ -152,11 +152,7 @@ function digestOf(moduleUrl: string): string {
   let d = digests.get(moduleUrl);
   if (!d) {
     const hash = crypto.createHash('sha256');
-    for (const url of [import.meta.url, moduleUrl]) {
-      const file = fileURLToPath(url);
-      const ts = file.replace(/([\\/])dist\1(src\1.*)\.js$/, '$1$2.ts');
-      hash.update(fs.readFileSync(ts !== file && fs.existsSync(ts) ? ts : file));
-    }
+    for (const url of [import.meta.url, moduleUrl]) hash.update(moduleSource(url));
     d = hash.digest('hex').slice(0, 16);
     digests.set(moduleUrl, d);
   }
