@@ -11,7 +11,7 @@ import v8 from 'node:v8';
 import { createRequire } from 'node:module';
 import type { Node } from 'yaml';
 import type { Ajv, ErrorObject, ValidateFunction } from 'ajv';
-import { mappingsDir, moduleSource } from './paths.js';
+import { mappingsDir, moduleSource, writeDerivedFile } from './paths.js';
 
 const require = createRequire(import.meta.url);
 /** yaml and ajv are loaded only for a file the build has not checked: a start with the project's files needs neither */
@@ -132,10 +132,7 @@ export function writeCheckedFiles(kindOf: (relativePath: string) => DataFileKind
   };
   walk(mappingsDir());
   const out = checkedFilesPath();
-  fs.mkdirSync(path.dirname(out), { recursive: true });
-  fs.writeFileSync(`${out}.tmp`, v8.serialize(recording));
-  fs.renameSync(`${out}.tmp`, out);
-  for (const f of fs.readdirSync(path.dirname(out))) if (f.startsWith('data-files-') && f !== path.basename(out)) fs.rmSync(path.join(path.dirname(out), f), { force: true });
+  writeDerivedFile(out, v8.serialize(recording), 'data-files-');
   recording = undefined;
   return out;
 }

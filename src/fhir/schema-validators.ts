@@ -11,11 +11,11 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import path from 'node:path';
 import vm from 'node:vm';
 import { createRequire } from 'node:module';
 import type { Options, ValidateFunction } from 'ajv';
 import { derivedPath, readDefinitions, resourceTypes } from './definitions.js';
+import { writeDerivedFile } from '../paths.js';
 
 const require = createRequire(import.meta.url);
 
@@ -62,18 +62,12 @@ export function writePrecompiledValidators(): string {
   ajv.addSchema(fhirSchema(), 'fhir');
   const code = standaloneCode(ajv, Object.fromEntries([...resourceTypes()].map((t) => [t, `fhir#/definitions/${t}`])));
   const out = precompiledFile();
-  fs.mkdirSync(derivedPath(''), { recursive: true });
-  fs.writeFileSync(`${out}.tmp`, code);
-  fs.renameSync(`${out}.tmp`, out); // a reader never sees half a file
+  writeDerivedFile(out, code);
   // V8's code cache of it, taken after each validator ran once (so their compiled code is in it too): a process
   // then skips parsing and compiling 8 MB of JavaScript (loading ~280 ms → ~90 ms)
   const script = compiled(out);
-  const module = { exports: {} as Record<string, ValidateFunction> };
-  (script.runInThisContext() as (e: unknown, r: NodeRequire, m: unknown) => void)(module.exports, require, module);
-  for (const [type, validate] of Object.entries(module.exports)) validate({ resourceType: type });
-  fs.writeFileSync(`${out}.tmp`, script.createCachedData());
-  fs.renameSync(`${out}.tmp`, `${out}.v8cache`);
-  for (const f of fs.readdirSync(derivedPath(''))) if (f.startsWith('schema-validators-') && !f.startsWith(path.basename(out))) fs.rmSync(derivedPath(f), { force: true });
+  for (const [type, validate] of Object.entries(evaluate(script))) validate({ resourceType: type });
+  writeDerivedFile(`${out}.v8cache`, script.createCachedData(), 'schema-validators-');
   return out;
 }
 
@@ -88,9 +82,10 @@ function compiled(file: string): vm.Script {
   return new vm.Script(`(function (exports, require, module) {${fs.readFileSync(file, 'utf8')}\n})`, { filename: file, cachedData });
 }
 
-function load(file: string): Record<string, ValidateFunction> {
+/** Runs the module's code once, as CommonJS would; its exports. */
+function evaluate(script: vm.Script): Record<string, ValidateFunction> {
   const module = { exports: {} as Record<string, ValidateFunction> };
-  (compiled(file).runInThisContext() as (e: unknown, r: NodeRequire, m: unknown) => void)(module.exports, require, module);
+  (script.runInThisContext() as (e: unknown, r: NodeRequire, m: unknown) => void)(module.exports, require, module);
   return module.exports;
 }
 
@@ -100,7 +95,7 @@ let loaded: Record<string, ValidateFunction> | null | undefined;
 function precompiled(): Record<string, ValidateFunction> | null {
   if (loaded === undefined) {
     const file = precompiledFile();
-    loaded = fs.existsSync(file) ? load(file) : null;
+    loaded = fs.existsSync(file) ? evaluate(compiled(file)) : null;
   }
   return loaded;
 }
